@@ -1,0 +1,105 @@
+"""One shared model per (name, device, format) for every browser session, loaded in the background.
+
+``st.cache_resource`` hands the same ``BackgroundLoad`` to every session: never mutate the model in it.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ftvpe_core import FtvpeError, models, settings
+
+CHOICE_KEY = "model_choice"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _background_load(name: str, device: str, weight_format: str) -> models.BackgroundLoad:
+    return models.BackgroundLoad(name, device, weight_format)
+
+
+def choice() -> dict:
+    """The model this session uses: set in the sidebar, defaulting to FTVPE_MODEL or the embedded one."""
+    return st.session_state.setdefault(
+        CHOICE_KEY, {"name": settings.default_model(), "device": "auto", "weight_format": "auto"}
+    )
+
+
+def handle() -> models.BackgroundLoad:
+    c = choice()
+    h = _background_load(c["name"], c["device"], c["weight_format"])
+    if h.state == "error":
+        # Errors are not cached: a later visit (after the user fixes things) tries again.
+        _background_load.clear()
+    return h
+
+
+def _apply() -> None:
+    name = st.session_state.sb_model_name.strip() or settings.EMBEDDED_MODEL
+    try:
+        models.resolve(name)
+    except FtvpeError as e:
+        st.session_state.sb_model_error = str(e)
+        return
+    st.session_state.sb_model_error = ""
+    st.session_state[CHOICE_KEY] = {
+        "name": name,
+        "device": st.session_state.sb_device,
+        "weight_format": st.session_state.sb_weight_format,
+    }
+
+
+def sidebar() -> models.BackgroundLoad:
+    """Model picker and status in the sidebar; returns this session's model handle."""
+    c = choice()
+    with st.sidebar:
+        st.subheader("Model")
+        with st.form("sb_model_form", border=False):
+            st.text_input(
+                "Model",
+                value=c["name"],
+                key="sb_model_name",
+                help="'embedded' (SmolLM2-135M-Instruct, ships with the app), a local folder with safetensors "
+                "weights, a .gguf file, or a Hugging Face id already downloaded on this machine.",
+            )
+            st.selectbox("Device", DEVICES, index=DEVICES.index(c["device"]), key="sb_device")
+            st.selectbox(
+                "Weights",
+                settings.WEIGHT_FORMATS,
+                index=settings.WEIGHT_FORMATS.index(c["weight_format"]),
+                key="sb_weight_format",
+                help="auto: float32 on a CPU (exact), bfloat16 on a GPU. int8 decodes faster on a CPU "
+                "but answers drift.",
+            )
+            st.form_submit_button("Use this model", on_click=_apply)
+        if st.session_state.get("sb_model_error"):
+            st.error(st.session_state.sb_model_error)
+        h = handle()
+        status(h, compact=True)
+    return h
+
+
+@st.fragment(run_every=1.0)
+def _loading_fragment(h: models.BackgroundLoad, compact: bool) -> None:
+    if h.state == "loading":
+        st.progress(min(max(h.fraction, 0.0), 1.0), text=f"Loading the model: {h.message}")
+    else:
+        st.rerun(scope="app")
+
+
+def status(h: models.BackgroundLoad, compact: bool = False) -> None:
+    """Loading progress (polled), the error, or what is loaded."""
+    if h.state == "loading":
+        _loading_fragment(h, compact)
+    elif h.state == "error":
+        st.error(h.error or "The model failed to load.")
+    else:
+        d = h.result.describe()
+        if compact:
+            st.caption(f"Ready: {d['model']} · {d['device']} · {d['dtype']}")
+        else:
+            st.success(
+                f"Ready: **{d['model']}** on **{d['device']}** ({d['dtype']}), "
+                f"{d['parameters'] / 1e6:.0f}M parameters, context {d['context_length']:,} tokens, "
+                f"loaded in {d['load_seconds']:.1f} s."
+            )

@@ -1,0 +1,160 @@
+"""Session state of the Prompt Lab: widget keys <-> PromptSpec, presets, attempts, rendering helpers."""
+
+from __future__ import annotations
+
+import html
+import time
+
+import streamlit as st
+
+from ftvpe_core import FtvpeError, presets, prompts
+from ftvpe_core.figures import TECHNIQUE_COLORS
+from ftvpe_core.prompts import TECHNIQUE_LABELS, BuiltPrompt, PromptSpec
+
+ATTEMPTS = "pe_attempts"
+LAST = "pe_last"
+DEFAULT_PRESET = "travel"
+TOGGLES = {"role": "pe_role_on", "few-shot": "pe_fewshot_on", "cot": "pe_cot_on", "context": "pe_ctx_on"}
+
+
+def examples_to_text(examples: list[tuple[str, str]]) -> str:
+    return "\n".join(f"{i} => {o}" for i, o in examples)
+
+
+def text_to_examples(text: str) -> list[tuple[str, str]]:
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if "=>" not in line:
+            raise FtvpeError(f"Few-shot line {n} needs the form 'input => output'.")
+        out.append(prompts.parse_example(line))
+    return out
+
+
+def _write_spec(spec: PromptSpec) -> None:
+    ss = st.session_state
+    ss.pe_task = spec.task
+    for technique, key in TOGGLES.items():
+        ss[key] = spec.uses(technique)
+    ss.pe_role = spec.role
+    ss.pe_examples = examples_to_text(spec.examples)
+    ss.pe_facts = spec.facts
+    ss.pe_tone = spec.tone
+    ss.pe_audience = spec.audience
+    ss.pe_words = int(spec.words or 0)
+    ss.pe_format = spec.output_format
+
+
+def init() -> None:
+    """Widget defaults on first visit: the travel preset."""
+    if "pe_task" not in st.session_state:
+        _write_spec(presets.get(DEFAULT_PRESET).spec)
+        st.session_state.pe_preset = DEFAULT_PRESET
+    st.session_state.setdefault(ATTEMPTS, [])
+    st.session_state.setdefault(LAST, None)
+
+
+def apply_preset() -> None:
+    """Callback of the preset menu."""
+    _write_spec(presets.get(st.session_state.pe_preset).spec)
+    st.session_state[LAST] = None
+
+
+def restore_attempt(index: int) -> None:
+    """Callback of an attempt's Restore button."""
+    attempt = st.session_state[ATTEMPTS][index]
+    _write_spec(PromptSpec.from_dict(attempt["spec"]))
+    st.session_state[LAST] = attempt
+
+
+def spec_from_widgets() -> PromptSpec:
+    """The spec the widgets describe; raises FtvpeError with a message for the user."""
+    ss = st.session_state
+    enabled = tuple(t for t, key in TOGGLES.items() if ss.get(key))
+    return PromptSpec(
+        task=ss.get("pe_task", ""),
+        enabled=enabled,
+        role=ss.get("pe_role", ""),
+        examples=text_to_examples(ss.get("pe_examples", "")) if "few-shot" in enabled else [],
+        facts=ss.get("pe_facts", ""),
+        tone=ss.get("pe_tone", ""),
+        audience=ss.get("pe_audience", ""),
+        words=int(ss.get("pe_words") or 0) or None,
+        output_format=ss.get("pe_format", ""),
+    )
+
+
+def token_counter(handle):
+    """Exact token counts once the tokenizer is in (it loads before the weights); estimates before."""
+    tokenizer = handle.tokenizer
+    if tokenizer is None:
+        return None
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def record_attempt(spec: PromptSpec, gen_settings: dict, outputs: dict) -> dict:
+    attempt = {"time": time.strftime("%H:%M:%S"), "spec": spec.to_dict(), "settings": gen_settings, **outputs}
+    st.session_state[ATTEMPTS].insert(0, attempt)
+    st.session_state[LAST] = attempt
+    return attempt
+
+
+def segments_html(built: BuiltPrompt) -> str:
+    """The messages with every segment coloured by technique; all text is escaped."""
+    parts = []
+    for index, message in enumerate(built.messages):
+        chunks = []
+        for s in built.segments:
+            if s.message != index:
+                continue
+            color = TECHNIQUE_COLORS[s.technique]
+            title = html.escape(f"{TECHNIQUE_LABELS[s.technique]}{' · ' + s.detail if s.detail else ''}: {s.tokens} tokens")
+            chunks.append(
+                f'<span title="{title}" style="background:{color}22;border-bottom:2px solid {color};'
+                f'white-space:pre-wrap">{html.escape(s.text)}</span>'
+            )
+        parts.append(
+            '<div style="margin:0 0 .5rem 0"><div style="font-size:.75rem;opacity:.7;text-transform:uppercase">'
+            f"{html.escape(message['role'])}</div><div>{''.join(chunks)}</div></div>"
+        )
+    return "".join(parts)
+
+
+def legend_html(techniques: list[str]) -> str:
+    return " ".join(
+        f'<span style="background:{TECHNIQUE_COLORS[t]}22;border-bottom:2px solid {TECHNIQUE_COLORS[t]};'
+        f'padding:0 .3rem;margin-right:.4rem;font-size:.85rem">{html.escape(TECHNIQUE_LABELS[t])}</span>'
+        for t in techniques
+    )
+
+
+def check_lines(checks: list) -> str:
+    icon = {True: "✅", False: "❌", None: "➖"}
+    return "\n".join(f"- {icon[c.passed]} **{c.name}**: {c.detail}" for c in checks) or "_No checks: switch on context or chain-of-thought to get some._"
+
+
+def run_side_by_side(loaded, spec: PromptSpec, gen_settings, placeholders: dict) -> dict:
+    """Stream the plain and the engineered answers into their placeholders, token by token in turn,
+    then read both next-token distributions and run the checks. Returns what the page shows."""
+    from ftvpe_core import checks, generation
+
+    builts = {"Plain": prompts.build(spec.plain(), loaded.count_tokens), "Engineered": prompts.build(spec, loaded.count_tokens)}
+    streams = {label: generation.GenerationStream(loaded, b.messages, gen_settings) for label, b in builts.items()}
+    labels = list(streams)
+    texts = dict.fromkeys(labels, "")
+    for i, piece in generation.interleave([streams[label] for label in labels]):
+        label = labels[i]
+        texts[label] += piece
+        placeholders[label].text(texts[label] + " ▌")
+    outputs = {}
+    for label in labels:
+        result = streams[label].result
+        placeholders[label].text(result.text)
+        top = generation.next_token_top(loaded, builts[label].messages, 10)
+        outputs[label] = {
+            "result": result.to_dict(),
+            "top": [{"token": t.token, "prob": t.prob} for t in top],
+            "checks": [c.__dict__ for c in checks.run_checks(spec, result.text)],
+        }
+    return {"outputs": outputs, "model": loaded.name}
