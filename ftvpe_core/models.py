@@ -156,6 +156,8 @@ class LoadedModel:
     load_seconds: float
     from_cache: bool
     """True when the weights came from the safetensors cache (or a folder), not a GGUF file."""
+    parameters: int = 0
+    """Parameter count of the float model (int8 layers hide theirs from ``parameters()``)."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     """Held around each forward pass, so sessions sharing the model take turns step by step."""
 
@@ -174,7 +176,7 @@ class LoadedModel:
             "device": self.device,
             "dtype": self.weight_format,
             "context_length": self.context_length,
-            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "parameters": self.parameters,
             "load_seconds": round(self.load_seconds, 3),
         }
 
@@ -274,6 +276,7 @@ def load(
         raise FtvpeError(f"Could not load {source.label}: {str(e).splitlines()[0]}") from None
     model.eval()
     model.requires_grad_(False)
+    n_params = sum(p.numel() for p in model.parameters())
     if weight_format == "int8":
         progress(0.9, "Converting linear layers to int8")
         model = quantize_int8(model)
@@ -294,6 +297,7 @@ def load(
         context_length=context,
         load_seconds=time.perf_counter() - started,
         from_cache=was_cached,
+        parameters=n_params,
     )
 
 
