@@ -17,7 +17,7 @@ WORD_TOLERANCE = 0.2
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'’-]*")
 _STOPWORDS = {
     "the", "and", "for", "with", "who", "are", "that", "this", "from", "their", "your", "our", "all", "any",
-    "people", "someone", "readers", "who", "have", "has", "into", "about", "not", "but", "a", "an", "in",
+    "people", "someone", "readers", "have", "has", "into", "about", "not", "but", "a", "an", "in",
     "of", "on", "to", "no",
 }  # fmt: skip
 _TONE_MARKERS = {
@@ -93,7 +93,9 @@ def check_tone(text: str, tone: str) -> Check:
     for key, markers in _TONE_MARKERS.items():
         if key in t:
             found = sorted(m for m in markers if (m in tokens if m.isalpha() else m in lowered))
-            return Check("Tone", len(found) >= 2, f"{len(found)} {key} markers" + (f": {', '.join(found[:5])}" if found else ""))
+            return Check(
+                "Tone", len(found) >= 2, f"{len(found)} {key} markers" + (f": {', '.join(found[:5])}" if found else "")
+            )
     return Check("Tone", None, f"a '{tone}' tone cannot be measured automatically")
 
 

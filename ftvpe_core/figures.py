@@ -5,7 +5,7 @@ No data gives an empty figure with its title, never an exception. Nothing here c
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 

@@ -9,8 +9,8 @@ cache. This module knows nothing about prompt techniques or pages.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterable, Iterator
 
 from ftvpe_core import FtvpeError
 from ftvpe_core.models import LoadedModel

@@ -16,9 +16,10 @@ import shutil
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ftvpe_core import FtvpeError, settings
 
@@ -255,7 +256,6 @@ def load(
         allow_download: allow fetching a Hugging Face id (default: FTVPE_ALLOW_DOWNLOAD).
         progress: called with (fraction, message) as loading goes on.
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()

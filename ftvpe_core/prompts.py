@@ -10,8 +10,8 @@ addition (background facts, tone, audience, word count, output format).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
 
 from ftvpe_core import FtvpeError
 
@@ -181,8 +181,7 @@ def _context(spec: PromptSpec) -> list[tuple[str, str]]:
 
 
 COT_INSTRUCTION = (
-    "Think it through step by step, then write the final answer on the last line, "
-    f'starting with "{ANSWER_PREFIX}".'
+    f'Think it through step by step, then write the final answer on the last line, starting with "{ANSWER_PREFIX}".'
 )
 
 
@@ -230,8 +229,8 @@ def build(spec: PromptSpec, count_tokens: CountTokens | None = None) -> BuiltPro
 def parse_example(text: str) -> tuple[str, str]:
     """'input=>output' as used by the CLI's --example flag."""
     if "=>" not in text:
-        raise FtvpeError(f"An example must look like \"INPUT=>OUTPUT\", got \"{text}\".")
+        raise FtvpeError(f'An example must look like "INPUT=>OUTPUT", got "{text}".')
     inp, out = text.split("=>", 1)
     if not inp.strip() or not out.strip():
-        raise FtvpeError(f"An example needs text on both sides of \"=>\", got \"{text}\".")
+        raise FtvpeError(f'An example needs text on both sides of "=>", got "{text}".')
     return inp.strip(), out.strip()

@@ -99,9 +99,7 @@ class GenerationSettings:
         if not isinstance(self.max_new_tokens, int) or isinstance(self.max_new_tokens, bool):
             raise FtvpeError(f"Max new tokens must be a whole number, got {self.max_new_tokens!r}.")
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
-            raise FtvpeError(
-                f"Max new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {self.max_new_tokens}."
-            )
+            raise FtvpeError(f"Max new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {self.max_new_tokens}.")
         if not 0.0 <= self.temperature <= 2.0:
             raise FtvpeError(f"Temperature must be between 0 and 2, got {self.temperature}.")
         if not 0.0 < self.top_p <= 1.0:

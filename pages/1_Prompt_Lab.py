@@ -33,7 +33,9 @@ with c1.container(border=True):
     st.toggle("Chain-of-thought", key="pe_cot_on",
               help="Ask for step-by-step reasoning and a last line starting with 'Answer:', so the result can be checked.")  # fmt: skip
 with c2.container(border=True):
-    st.toggle("Context addition", key="pe_ctx_on", help="Background facts and constraints: tone, audience, length, format.")
+    st.toggle(
+        "Context addition", key="pe_ctx_on", help="Background facts and constraints: tone, audience, length, format."
+    )
     off = not st.session_state.pe_ctx_on
     st.text_area("Background facts", key="pe_facts", height=68, disabled=off)
     a, b = st.columns(2)

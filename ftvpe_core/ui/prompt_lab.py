@@ -109,10 +109,13 @@ def segments_html(built: BuiltPrompt) -> str:
             if s.message != index:
                 continue
             color = TECHNIQUE_COLORS[s.technique]
-            title = html.escape(f"{TECHNIQUE_LABELS[s.technique]}{' · ' + s.detail if s.detail else ''}: {s.tokens} tokens")
+            title = html.escape(
+                f"{TECHNIQUE_LABELS[s.technique]}{' · ' + s.detail if s.detail else ''}: {s.tokens} tokens"
+            )
+            # Line breaks become <br>: a blank line would end the HTML block in st.markdown.
+            text = html.escape(s.text).replace("\n", "<br>")
             chunks.append(
-                f'<span title="{title}" style="background:{color}22;border-bottom:2px solid {color};'
-                f'white-space:pre-wrap">{html.escape(s.text)}</span>'
+                f'<span title="{title}" style="background:{color}22;border-bottom:2px solid {color}">{text}</span>'
             )
         parts.append(
             '<div style="margin:0 0 .5rem 0"><div style="font-size:.75rem;opacity:.7;text-transform:uppercase">'
@@ -131,7 +134,10 @@ def legend_html(techniques: list[str]) -> str:
 
 def check_lines(checks: list) -> str:
     icon = {True: "✅", False: "❌", None: "➖"}
-    return "\n".join(f"- {icon[c.passed]} **{c.name}**: {c.detail}" for c in checks) or "_No checks: switch on context or chain-of-thought to get some._"
+    return (
+        "\n".join(f"- {icon[c.passed]} **{c.name}**: {c.detail}" for c in checks)
+        or "_No checks: switch on context or chain-of-thought to get some._"
+    )
 
 
 def run_side_by_side(loaded, spec: PromptSpec, gen_settings, placeholders: dict) -> dict:
@@ -139,7 +145,10 @@ def run_side_by_side(loaded, spec: PromptSpec, gen_settings, placeholders: dict)
     then read both next-token distributions and run the checks. Returns what the page shows."""
     from ftvpe_core import checks, generation
 
-    builts = {"Plain": prompts.build(spec.plain(), loaded.count_tokens), "Engineered": prompts.build(spec, loaded.count_tokens)}
+    builts = {
+        "Plain": prompts.build(spec.plain(), loaded.count_tokens),
+        "Engineered": prompts.build(spec, loaded.count_tokens),
+    }
     streams = {label: generation.GenerationStream(loaded, b.messages, gen_settings) for label, b in builts.items()}
     labels = list(streams)
     texts = dict.fromkeys(labels, "")
