@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# Imported before plotly on purpose: plotly looks numpy up in sys.modules without the import lock, so
+# a model loading in another thread (torch imports numpy) could hand it a half-imported module.
+import numpy  # noqa: F401
 import plotly.graph_objects as go
 
 from ftvpe_core.prompts import TECHNIQUE_LABELS, BuiltPrompt

@@ -1,9 +1,10 @@
 """Generating text and reading next-token probabilities from a loaded model.
 
 Generation is a plain decoding loop over the model's KV cache, so it can stream token by token, stop
-on the chat template's end token, and time the first token exactly. The model lock is taken per forward
-pass, not per answer: several browser sessions sharing one model progress together, each with its own
-cache. This module knows nothing about prompt techniques or pages.
+on the chat template's end token, and time the first token exactly. Each step (forward pass and token
+choice) runs on the one compute thread (``models.compute``), one step at a time: several browser sessions
+sharing one model progress together, each with its own cache. This module knows nothing about prompt
+techniques or pages.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
-from ftvpe_core import FtvpeError
+from ftvpe_core import FtvpeError, models
 from ftvpe_core.models import LoadedModel
 from ftvpe_core.settings import GenerationSettings
 
@@ -93,12 +94,27 @@ class GenerationStream:
         """Busy seconds so far, including the current step."""
         return self._busy + (time.perf_counter() - self._enter)
 
-    def _forward(self, ids, cache):
+    def _step(self, state: dict, last: int | None) -> int:
+        """One forward pass and the choice of the next token. Runs on the compute thread, which owns
+        every tensor of this stream (cache, sampler, seen tokens)."""
         import torch
+        from transformers import DynamicCache
 
-        with self.loaded.lock, torch.inference_mode():
-            out = self.loaded.model(input_ids=ids, past_key_values=cache, use_cache=True)
-        return out.logits[:, -1, :].float().clone(), out.past_key_values
+        loaded, s = self.loaded, self.settings
+        with torch.inference_mode():
+            if last is None:
+                state["cache"] = DynamicCache(config=loaded.model.config)
+                state["generator"] = torch.Generator().manual_seed(s.seed)
+                state["seen"] = torch.tensor(sorted(set(self.prompt_ids)), dtype=torch.long)
+                ids = torch.tensor([self.prompt_ids], device=loaded.device)
+            else:
+                ids = torch.tensor([[last]], device=loaded.device)
+                if s.repetition_penalty != 1.0:
+                    state["seen"] = torch.cat([state["seen"], torch.tensor([last])]).unique()
+            out = loaded.model(input_ids=ids, past_key_values=state["cache"], use_cache=True)
+            state["cache"] = out.past_key_values
+            logits = out.logits[0, -1, :].float().cpu()
+            return self._pick(logits, state["generator"], state["seen"])
 
     def _pick(self, logits, generator, seen) -> int:
         import torch
@@ -120,31 +136,21 @@ class GenerationStream:
         return int(torch.multinomial(probs, 1, generator=generator))
 
     def _run(self) -> Iterator[str]:
-        import torch
-        from transformers import DynamicCache
-
         loaded, s = self.loaded, self.settings
-        generator = torch.Generator().manual_seed(s.seed)
         stop = _stop_ids(loaded)
-        ids = torch.tensor([self.prompt_ids], device=loaded.device)
-        cache = DynamicCache(config=loaded.model.config)
+        state: dict = {}
         new: list[int] = []
-        seen = torch.tensor(sorted(set(self.prompt_ids)), dtype=torch.long)
         ttft = 0.0
         first_done = 0.0
         reason = "length"
         while len(new) < s.max_new_tokens:
-            logits, cache = self._forward(ids, cache)
-            token = self._pick(logits[0].cpu(), generator, seen)
+            token = models.compute(self._step, state, new[-1] if new else None)
             if not new and not ttft:
                 ttft = first_done = self._elapsed()
             if token in stop:
                 reason = "end"
                 break
             new.append(token)
-            if s.repetition_penalty != 1.0:
-                seen = torch.cat([seen, torch.tensor([token])]).unique()
-            ids = torch.tensor([[token]], device=loaded.device)
             text = loaded.tokenizer.decode(new, skip_special_tokens=True)
             # Hold back a partial multi-byte character until the next token completes it.
             if not text.endswith("\ufffd") and len(text) > len(self.text) and text.startswith(self.text):
@@ -204,11 +210,11 @@ def next_token_top(loaded: LoadedModel, messages: list[dict], k: int = 10) -> li
         raise FtvpeError(f"Top-k must be between 1 and 100, got {k}.")
     ids = encode_chat(loaded, messages)
     check_fits(loaded, len(ids), 1)
-    with loaded.lock, torch.inference_mode():
-        logits = loaded.model(input_ids=torch.tensor([ids], device=loaded.device)).logits[0, -1].float()
-    probs = torch.softmax(logits, dim=-1)
-    top = torch.topk(probs, k)
-    return [
-        TokenProb(int(i), loaded.tokenizer.decode([int(i)]), float(p))
-        for p, i in zip(top.values.cpu(), top.indices.cpu())
-    ]
+
+    def forward() -> list[tuple[float, int]]:
+        with torch.inference_mode():
+            logits = loaded.model(input_ids=torch.tensor([ids], device=loaded.device)).logits[0, -1].float()
+            top = torch.topk(torch.softmax(logits, dim=-1), k)
+            return [(float(p), int(i)) for p, i in zip(top.values.cpu(), top.indices.cpu())]
+
+    return [TokenProb(i, loaded.tokenizer.decode([i]), p) for p, i in models.compute(forward)]

@@ -17,9 +17,10 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ftvpe_core import FtvpeError, settings
 
@@ -29,10 +30,33 @@ EMBEDDED_LABEL = "SmolLM2-135M-Instruct (embedded)"
 COMPLETE_MARK = "COMPLETE"
 
 Progress = Callable[[float, str], None]
+T = TypeVar("T")
 
 
 def _no_progress(fraction: float, message: str) -> None:
     pass
+
+
+_compute_pool: ThreadPoolExecutor | None = None
+_compute_pool_lock = threading.Lock()
+COMPUTE_THREAD = "ftvpe-compute"
+
+
+def compute(fn: Callable[..., T], *args: Any) -> T:
+    """Run torch work on the process's one compute thread and return its result.
+
+    Why one thread: torch's CPU kernels use OpenMP, which keeps a team of spinning worker threads for
+    every thread that calls into it. Streamlit runs each script run in its own thread, so torch work from
+    several threads makes several teams fight over the cores (we measured decoding drop by half or more).
+    One thread also serialises steps, which makes a model shared by many sessions safe to use.
+    """
+    global _compute_pool
+    if threading.current_thread().name.startswith(COMPUTE_THREAD):
+        return fn(*args)  # already on it (nested call)
+    with _compute_pool_lock:
+        if _compute_pool is None:
+            _compute_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=COMPUTE_THREAD)
+    return _compute_pool.submit(fn, *args).result()
 
 
 def embedded_gguf_path() -> Path:
@@ -159,8 +183,6 @@ class LoadedModel:
     """True when the weights came from the safetensors cache (or a folder), not a GGUF file."""
     parameters: int = 0
     """Parameter count of the float model (int8 layers hide theirs from ``parameters()``)."""
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    """Held around each forward pass, so sessions sharing the model take turns step by step."""
 
     @property
     def name(self) -> str:
@@ -331,7 +353,7 @@ class BackgroundLoad:
             if source.kind not in ("embedded", "gguf") or is_cached(gguf_cache_dir(Path(source.location))):
                 self._progress(0.1, "Loading the tokenizer")
                 self.tokenizer = load_tokenizer(source)
-            self.result = load(name, device, weight_format, progress=self._progress)
+            self.result = compute(load, name, device, weight_format, None, self._progress)
             self.tokenizer = self.result.tokenizer
             self.state = "ready"
         except FtvpeError as e:

@@ -82,7 +82,8 @@ def sidebar() -> models.BackgroundLoad:
 @st.fragment(run_every=1.0)
 def _loading_fragment(h: models.BackgroundLoad, compact: bool) -> None:
     if h.state == "loading":
-        st.progress(min(max(h.fraction, 0.0), 1.0), text=f"Loading the model: {h.message}")
+        text = "Loading the model…" if compact else f"Loading the model: {h.message}"
+        st.progress(min(max(h.fraction, 0.0), 1.0), text=text)
     else:
         st.rerun(scope="app")
 

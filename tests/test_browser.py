@@ -1,0 +1,203 @@
+"""The main journeys in a real browser: ``streamlit run`` on the embedded model, driven by headless Chromium.
+
+Debian's ``chromium`` is used (``make test`` installs it); Playwright cannot download its own browsers offline.
+Screenshots go to ``test-artifacts/``; the Prompt Lab's is also copied to ``assets/`` for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+README_SCREENSHOT = REPO / "assets" / "screenshot-prompt-lab.png"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+MODEL_READY_MS = 150_000  # the first start converts the GGUF file (about 20-60 s on 2 cores)
+ANSWERS_MS = 120_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.embedded,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (make browser)"),
+]
+
+
+def _test_home() -> Path:
+    """The data folder the embedded-model tests share, so the safetensors cache is built once."""
+    return Path(os.environ.get("FTVPE_TEST_HOME") or REPO / ".ftvpe-test-home")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _log_tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    """``streamlit run app.py`` on the embedded model, stopped when the module's tests end."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = ARTIFACTS / "streamlit-server.log"
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTVPE_")}
+    env.update(FTVPE_HOME=str(_test_home()), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    command = [
+        str(REPO / ".venv" / "bin" / "streamlit"),
+        "run",
+        "app.py",
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",  # the tests do not edit the app; watching the repository only costs time
+    ]
+    with log.open("w") as out:
+        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, f"streamlit exited with {server.returncode}:\n{_log_tail(log)}"
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"streamlit did not answer within 60 s:\n{_log_tail(log)}"
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    try:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+    finally:
+        pw.stop()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def _screenshot(page, path: Path) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so grow the viewport to the content first."""
+    height = page.evaluate(
+        """() => Math.max(...['[data-testid="stMain"]', '[data-testid="stAppViewContainer"]', 'body']
+            .map(s => document.querySelector(s)).filter(Boolean).map(e => e.scrollHeight))"""
+    )
+    page.set_viewport_size({"width": page.viewport_size["width"], "height": min(int(height) + 40, 8000)})
+    page.wait_for_timeout(800)  # let plotly redraw at the new size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+
+
+def _no_exception_shown(page) -> None:
+    shown = page.locator('[data-testid="stException"]')
+    assert shown.count() == 0, shown.all_inner_texts()
+
+
+def _open_home(page, app_url: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(app_url)
+    expect(page.get_by_role("heading", name="Fine-tuning vs prompt engineering at a glance")).to_be_visible()
+    expect(page.locator('[data-testid="stTable"]')).to_be_visible()
+
+
+def test_home_shows_comparison_table(page, app_url):
+    from playwright.sync_api import expect
+
+    _open_home(page, app_url)
+    table = page.locator('[data-testid="stTable"]')
+    for text in ("Purpose", "Method", "Difficulty", "Cost", "Speed", "Use case", "Fine-tuning", "Prompt engineering"):
+        expect(table).to_contain_text(text)
+    expect(page.get_by_role("link", name="Prompt Lab").first).to_be_visible()
+    _no_exception_shown(page)
+    _screenshot(page, ARTIFACTS / "home.png")
+
+
+def test_prompt_lab_runs_plain_and_engineered_prompts_side_by_side(page, app_url):
+    from playwright.sync_api import expect
+
+    # Arrive the way a visitor does: the home page, then its link to the lab.
+    _open_home(page, app_url)
+    page.locator('[data-testid="stMain"]').get_by_role("link", name="Prompt Lab").click()
+    expect(page).to_have_url(f"{app_url}/Prompt_Lab")
+    expect(page.get_by_role("heading", name="Prompt Lab")).to_be_visible()
+    expect(page.get_by_role("combobox", name="Preset")).to_have_value("Travel blog introduction")
+
+    run = page.get_by_role("button", name="Run both")
+    expect(run).to_be_enabled(timeout=MODEL_READY_MS)
+    _no_exception_shown(page)
+
+    page.get_by_text("Generation settings").click()
+    max_new = page.get_by_role("spinbutton", name="Max new tokens")
+    max_new.fill("40")
+    max_new.press("Enter")
+    expect(max_new).to_have_value("40")
+    page.wait_for_timeout(500)  # the rerun that stores the new value
+
+    run.click()
+    expect(page.get_by_role("heading", name="Answers")).to_be_visible(timeout=ANSWERS_MS)
+    charts = page.locator('[data-testid="stPlotlyChart"]')
+    expect(charts).to_have_count(2, timeout=ANSWERS_MS)
+    expect(charts.nth(1)).to_contain_text("Next-token probabilities")
+    answers = page.locator('[data-testid="stMain"] [data-testid="stText"]')
+    expect(answers).to_have_count(2)
+    plain, engineered = (t.strip() for t in answers.all_inner_texts())
+    assert plain and engineered
+    assert plain != engineered
+    expect(page.get_by_text("This session's attempts (1)")).to_be_visible()
+    _no_exception_shown(page)
+
+    shot = ARTIFACTS / "prompt_lab.png"
+    _screenshot(page, shot)
+    README_SCREENSHOT.parent.mkdir(exist_ok=True)
+    shutil.copyfile(shot, README_SCREENSHOT)
