@@ -84,14 +84,14 @@ def check_format(text: str, fmt: str) -> Check:
 
 
 def check_tone(text: str, tone: str) -> Check:
-    t = tone.lower().strip()
+    t = tone.lower().strip().rstrip(".")
     lowered = text.lower()
     tokens = set(w.lower() for w in words(text))
     if t in ("formal", "professional"):
         issues = len(_CONTRACTION.findall(text)) + text.count("!")
         return Check("Tone", issues == 0, f"{issues} contractions or exclamation marks")
     for key, markers in _TONE_MARKERS.items():
-        if key in t:
+        if key in words(t):
             found = sorted(m for m in markers if (m in tokens if m.isalpha() else m in lowered))
             return Check(
                 "Tone", len(found) >= 2, f"{len(found)} {key} markers" + (f": {', '.join(found[:5])}" if found else "")
@@ -103,9 +103,10 @@ def check_audience(text: str, audience: str) -> Check:
     keys = [w for w in words(audience) if w.lower() not in _STOPWORDS and len(w) >= 3]
     if not keys:
         return Check("Audience", None, "no audience words to look for")
-    lowered = text.lower()
-    # Match on a word's first five letters so 'families' finds 'family' and 'patients' finds 'patient'.
-    found = [k for k in keys if k.lower()[:5] in lowered]
+    answer_words = [w.lower() for w in words(text)]
+    # Match whole words on their first five letters, so 'families' finds 'family' and 'patients' finds
+    # 'patient', but 'USA' is not found inside 'reusable'.
+    found = [k for k in keys if any(w.startswith(k.lower()[:5]) for w in answer_words)]
     return Check(
         "Audience",
         bool(found),

@@ -154,6 +154,8 @@ def cmd_generate(args) -> int:
 
 def cmd_next_token(args) -> int:
     spec = spec_from_args(args)
+    if not 1 <= args.top <= 100:
+        raise FtvpeError(f"Top-k must be between 1 and 100, got {args.top}.")
     loaded = _load(args)
     built = prompts.build(spec, loaded.count_tokens)
     top = generation.next_token_top(loaded, built.messages, args.top)

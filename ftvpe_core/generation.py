@@ -208,6 +208,8 @@ def next_token_top(loaded: LoadedModel, messages: list[dict], k: int = 10) -> li
 
     if not 1 <= k <= 100:
         raise FtvpeError(f"Top-k must be between 1 and 100, got {k}.")
+    if k > len(loaded.tokenizer):
+        raise FtvpeError(f"Top-k {k} is more than the model's vocabulary of {len(loaded.tokenizer)} tokens.")
     ids = encode_chat(loaded, messages)
     check_fits(loaded, len(ids), 1)
 

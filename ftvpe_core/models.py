@@ -232,6 +232,7 @@ def _torch_dtype(weight_format: str):
 
 def load_tokenizer(source: Source, allow_download: bool | None = None) -> Any:
     """Only the tokenizer (fast), so prompts can be counted while the weights still load."""
+    from safetensors import SafetensorError
     from transformers import AutoTokenizer
 
     _quiet_transformers()
@@ -240,7 +241,7 @@ def load_tokenizer(source: Source, allow_download: bool | None = None) -> Any:
         return AutoTokenizer.from_pretrained(
             folder, local_files_only=not _allow(allow_download), trust_remote_code=False
         )
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise FtvpeError(f"Could not load the tokenizer of {source.label}: {e}") from None
 
 
@@ -278,6 +279,7 @@ def load(
         allow_download: allow fetching a Hugging Face id (default: FTVPE_ALLOW_DOWNLOAD).
         progress: called with (fraction, message) as loading goes on.
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
@@ -294,7 +296,7 @@ def load(
         model = AutoModelForCausalLM.from_pretrained(
             folder, dtype=_torch_dtype(weight_format), use_safetensors=True, **kwargs
         )
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise FtvpeError(f"Could not load {source.label}: {str(e).splitlines()[0]}") from None
     model.eval()
     model.requires_grad_(False)

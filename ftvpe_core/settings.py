@@ -100,6 +100,12 @@ class GenerationSettings:
             raise FtvpeError(f"Max new tokens must be a whole number, got {self.max_new_tokens!r}.")
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
             raise FtvpeError(f"Max new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {self.max_new_tokens}.")
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise FtvpeError(f"{name.replace('_', ' ').capitalize()} must be a number, got {value!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise FtvpeError(f"The seed must be a whole number, got {self.seed!r}.")
         if not 0.0 <= self.temperature <= 2.0:
             raise FtvpeError(f"Temperature must be between 0 and 2, got {self.temperature}.")
         if not 0.0 < self.top_p <= 1.0:

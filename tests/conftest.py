@@ -1,0 +1,51 @@
+"""Shared fixtures: an isolated data folder and no hub access for every test, and a tiny random chat model.
+
+Embedded-model tests share one data folder for the whole run (``FTVPE_TEST_HOME``, default
+``.ftvpe-test-home`` in the repository) so the GGUF-to-safetensors cache is built once and reused.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# huggingface_hub reads these when it is first imported, so a per-test monkeypatch alone comes too late.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+REPO = Path(__file__).resolve().parent.parent
+_USER_SETTINGS = ("FTVPE_HOME", "FTVPE_MODEL", "FTVPE_DEVICE", "FTVPE_DTYPE", "FTVPE_ALLOW_DOWNLOAD")
+
+
+def embedded_home() -> Path:
+    """The data folder shared by the embedded-model tests of one run (and the runs after it)."""
+    return Path(os.environ.get("FTVPE_TEST_HOME") or REPO / ".ftvpe-test-home")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(request, monkeypatch, tmp_path):
+    for name in _USER_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    if request.node.get_closest_marker("embedded"):
+        monkeypatch.setenv("FTVPE_HOME", str(embedded_home()))
+    else:
+        monkeypatch.setenv("FTVPE_HOME", str(tmp_path / "ftvpe-home"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from tests.tiny import make_tiny_model_dir
+
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_model_dir):
+    """The tiny model loaded once for the session. Tests must not modify it."""
+    from ftvpe_core import models
+
+    return models.load(str(tiny_model_dir), device="cpu", weight_format="float32")

@@ -1,0 +1,104 @@
+"""The embedded SmolLM2-135M-Instruct end to end: GGUF cache fidelity, and prompts that change answers.
+
+Slower than the rest (real 135M model on the CPU); the model is loaded once for the module, and the
+GGUF-to-safetensors cache lives in the shared test data folder (see conftest), so it is built once.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ftvpe_core import cli, generation, models, presets, prompts, settings
+from ftvpe_core.settings import GenerationSettings
+from tests.conftest import embedded_home
+
+pytestmark = pytest.mark.embedded
+
+TRAVEL_PLAIN = ["generate", "Write something about travel."]
+TRAVEL_FLAGS = [
+    "--role",
+    "a travel blogger",
+    "--audience",
+    "families in the USA",
+    "--tone",
+    "friendly",
+    "--words",
+    "100",
+]
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FTVPE_HOME", str(embedded_home()))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield models.load(settings.EMBEDDED_MODEL, device="cpu", weight_format="float32")
+
+
+def run_cli_json(capsys, *argv: str) -> dict:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_embedded_model_loads_from_the_complete_safetensors_cache(embedded):
+    assert embedded.source.kind == "embedded"
+    assert embedded.name == models.EMBEDDED_LABEL
+    assert models.is_cached(models.gguf_cache_dir(models.embedded_gguf_path()))
+    assert embedded.context_length == 8192
+    assert embedded.tokenizer.chat_template
+
+
+def test_cached_weights_give_the_same_logits_as_the_gguf_file(embedded):
+    from transformers import AutoModelForCausalLM
+
+    gguf = models.embedded_gguf_path()
+    direct = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    direct.hf_quantizer = None
+    direct.eval()
+    messages = prompts.build(presets.get("travel").spec).messages
+    ids = torch.tensor([generation.encode_chat(embedded, messages)])
+    with torch.inference_mode():
+        cached_logits = embedded.model(input_ids=ids).logits
+        gguf_logits = direct(input_ids=ids).logits
+    assert torch.equal(cached_logits, gguf_logits)
+
+
+def test_travel_preset_plain_and_engineered_prompts_give_different_answers(embedded):
+    spec = presets.get("travel").spec
+    s = GenerationSettings(max_new_tokens=60)
+    plain = generation.generate(embedded, prompts.build(spec.plain()).messages, s)
+    engineered = generation.generate(embedded, prompts.build(spec).messages, s)
+    assert plain.text.strip() and engineered.text.strip()
+    assert plain.text != engineered.text
+    assert engineered.prompt_tokens > plain.prompt_tokens
+    assert plain.tokens_per_s > 0 and engineered.tokens_per_s > 0
+
+
+def test_cli_plain_and_engineered_travel_prompts_give_different_outputs(capsys):
+    common = ["--max-new-tokens", "40", "--json", "--device", "cpu", "--dtype", "float32"]
+    plain = run_cli_json(capsys, *TRAVEL_PLAIN, *common)
+    engineered = run_cli_json(capsys, *TRAVEL_PLAIN, *TRAVEL_FLAGS, *common)
+    for out in (plain, engineered):
+        assert out["model"] == models.EMBEDDED_LABEL
+        assert out["output"].strip()
+        assert 1 <= out["new_tokens"] <= 40
+        assert out["ttft_s"] > 0 and out["tokens_per_s"] > 0
+    assert plain["output"] != engineered["output"]
+    assert engineered["prompt_tokens"] > plain["prompt_tokens"]
+    assert {s["technique"] for s in plain["segments"]} == {"task"}
+    assert {s["technique"] for s in engineered["segments"]} == {"task", "role", "context"}
+    assert engineered["messages"][0]["content"] == "Act as a travel blogger. Answer the way a travel blogger would."
+
+
+def test_cli_next_token_gives_sorted_probabilities(capsys):
+    out = run_cli_json(capsys, "next-token", "Write something about travel.", "--top", "8", "--json", "--device", "cpu")
+    probs = [t["prob"] for t in out["top"]]
+    assert len(probs) == 8
+    assert probs == sorted(probs, reverse=True)
+    assert 0 < sum(probs) <= 1 + 1e-6
+    assert all(t["token"] for t in out["top"])

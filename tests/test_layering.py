@@ -1,0 +1,95 @@
+"""Architecture rules read from the source (AST, not grep): streamlit stays in ftvpe_core/ui, no remote code."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+CORE = REPO / "ftvpe_core"
+
+
+def python_files(*roots: Path) -> list[Path]:
+    files = []
+    for root in roots:
+        files += [root] if root.is_file() else sorted(root.rglob("*.py"))
+    return files
+
+
+def imported_modules(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def imports_streamlit(path: Path) -> bool:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return any(m == "streamlit" or m.startswith("streamlit.") for m in imported_modules(tree))
+
+
+def trusts_remote_code(path: Path) -> list[int]:
+    """Line numbers where ``trust_remote_code`` is set to anything but a literal False (keyword argument or
+    dict entry): a variable could be True at run time, so only a visible False passes."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "trust_remote_code":
+            if not (isinstance(node.value, ast.Constant) and node.value.value is False):
+                lines.append(node.value.lineno)
+        elif isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if isinstance(key, ast.Constant) and key.value == "trust_remote_code":
+                    if not (isinstance(value, ast.Constant) and value.value is False):
+                        lines.append(key.lineno)
+    return sorted(lines)
+
+
+def test_the_scan_sees_the_core_modules():
+    names = {p.relative_to(CORE).as_posix() for p in python_files(CORE)}
+    assert {"models.py", "generation.py", "prompts.py", "cli.py", "ui/__init__.py"} <= names
+
+
+def test_the_streamlit_detector_finds_every_import_form(tmp_path):
+    for i, source in enumerate(
+        ["import streamlit as st", "from streamlit import session_state", "import streamlit.components.v1"]
+    ):
+        f = tmp_path / f"m{i}.py"
+        f.write_text(f"def page():\n    {source}\n")
+        assert imports_streamlit(f), source
+    clean = tmp_path / "clean.py"
+    clean.write_text('NAME = "streamlit"\nimport streamlit_like_name_but_not  # noqa\n')
+    assert not imports_streamlit(clean)
+
+
+def test_only_the_ui_package_imports_streamlit():
+    offenders = [
+        str(p.relative_to(REPO))
+        for p in python_files(CORE)
+        if "ui" not in p.relative_to(CORE).parts[:1] and imports_streamlit(p)
+    ]
+    assert offenders == []
+
+
+def test_the_remote_code_detector_flags_all_but_a_literal_false(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text(
+        "a(x, trust_remote_code=False)\n"
+        "b(x, trust_remote_code=True)\n"
+        "kw = dict(trust_remote_code=flag)\n"
+        "c = {'trust_remote_code': True}\n"
+    )
+    assert trusts_remote_code(f) == [2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "path", python_files(CORE, REPO / "pages", REPO / "app.py"), ids=lambda p: str(p.relative_to(REPO))
+)
+def test_no_file_trusts_remote_code(path):
+    assert trusts_remote_code(path) == []
