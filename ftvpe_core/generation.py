@@ -111,7 +111,8 @@ class GenerationStream:
                 ids = torch.tensor([[last]], device=loaded.device)
                 if s.repetition_penalty != 1.0:
                     state["seen"] = torch.cat([state["seen"], torch.tensor([last])]).unique()
-            out = loaded.model(input_ids=ids, past_key_values=state["cache"], use_cache=True)
+            # logits_to_keep=1: only the last position's vocabulary scores are needed (cuts prefill time).
+            out = loaded.model(input_ids=ids, past_key_values=state["cache"], use_cache=True, logits_to_keep=1)
             state["cache"] = out.past_key_values
             logits = out.logits[0, -1, :].float().cpu()
             return self._pick(logits, state["generator"], state["seen"])
@@ -215,7 +216,8 @@ def next_token_top(loaded: LoadedModel, messages: list[dict], k: int = 10) -> li
 
     def forward() -> list[tuple[float, int]]:
         with torch.inference_mode():
-            logits = loaded.model(input_ids=torch.tensor([ids], device=loaded.device)).logits[0, -1].float()
+            logits = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), logits_to_keep=1).logits[0, -1]
+            logits = logits.float()
             top = torch.topk(torch.softmax(logits, dim=-1), k)
             return [(float(p), int(i)) for p, i in zip(top.values.cpu(), top.indices.cpu())]
 

