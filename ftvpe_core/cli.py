@@ -1,4 +1,4 @@
-"""Command-line front of the core: ``python -m ftvpe_core generate | next-token | info``.
+"""Command-line front of the core: ``python -m ftvpe_core generate | next-token | info | datasets``.
 
 It builds the same settings objects as the pages. A problem the user can fix exits with code 2 and one
 line on stderr; ``--json`` prints one JSON object on stdout.
@@ -11,7 +11,7 @@ import json
 import sys
 from importlib import metadata
 
-from ftvpe_core import FtvpeError, generation, models, prompts, settings
+from ftvpe_core import FtvpeError, datasets, generation, models, prompts, settings
 from ftvpe_core.settings import GenerationSettings
 
 
@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="model, device, weight format, data folder and package versions")
     _model_flags(info)
+
+    data = sub.add_parser("datasets", help="the built-in datasets, and checking a file of your own")
+    data_sub = data.add_subparsers(dest="datasets_command", required=True, parser_class=_Parser)
+    data_list = data_sub.add_parser("list", help="built-in datasets with their sizes")
+    data_list.add_argument("--json", action="store_true", help="print one JSON object")
+    data_check = data_sub.add_parser("check", help="validate a JSONL/CSV file (exit 2 when invalid)")
+    data_check.add_argument("file")
+    data_check.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -182,10 +190,37 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_datasets(args) -> int:
+    if args.datasets_command == "list":
+        rows = []
+        for name in datasets.builtin_names():
+            d = datasets.load_builtin(name)
+            rows.append({"name": name, "title": d.title, "task": d.task, "metric": d.metric, "sizes": d.sizes()})
+        if args.json:
+            print(json.dumps({"datasets": rows}))
+        else:
+            for r in rows:
+                sizes = ", ".join(f"{k} {v}" for k, v in r["sizes"].items())
+                print(f"{r['name']:<18} {r['title']} ({r['task']}, {r['metric']}): {sizes}")
+        return 0
+    report = datasets.check_file(args.file)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['file']}: {report['format']}, {report['rows']} rows, {report['examples']} valid examples")
+        print(f"columns: {', '.join(report['columns']) or '-'}")
+        for problem in report["problems"]:
+            print(f"  {problem}")
+    if not report["ok"]:
+        raise FtvpeError(f"{args.file} is not a valid dataset: {len(report['problems'])} problem(s).")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"generate": cmd_generate, "next-token": cmd_next_token, "info": cmd_info}[args.command](args)
+        commands = {"generate": cmd_generate, "next-token": cmd_next_token, "info": cmd_info, "datasets": cmd_datasets}
+        return commands[args.command](args)
     except FtvpeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
