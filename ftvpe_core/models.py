@@ -261,13 +261,7 @@ def load(
     return compute(_load, name, device, weight_format, allow_download, progress)
 
 
-def _load(
-    name: str | None = None,
-    device: str | None = None,
-    weight_format: str | None = None,
-    allow_download: bool | None = None,
-    progress: Progress = _no_progress,
-) -> LoadedModel:
+def _load(name, device, weight_format, allow_download, progress: Progress) -> LoadedModel:
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
