@@ -142,12 +142,11 @@ class GenerationStream:
         state: dict = {}
         new: list[int] = []
         ttft = 0.0
-        first_done = 0.0
         reason = "length"
         while len(new) < s.max_new_tokens:
             token = models.compute(self._step, state, new[-1] if new else None)
-            if not new and not ttft:
-                ttft = first_done = self._elapsed()
+            if not ttft:
+                ttft = self._elapsed()
             if token in stop:
                 reason = "end"
                 break
@@ -158,12 +157,12 @@ class GenerationStream:
                 delta, self.text = text[len(self.text) :], text
                 yield delta
         final = loaded.tokenizer.decode(new, skip_special_tokens=True)
-        if final != self.text:
-            tail, self.text = final[len(self.text) :] if final.startswith(self.text) else final, final
-            if tail:
-                yield tail
+        if final != self.text and final.startswith(self.text):
+            tail, self.text = final[len(self.text) :], final
+            yield tail
+        self.text = final
         total = self._elapsed()
-        decode_s = total - first_done
+        decode_s = total - ttft
         n_after_first = max(len(new) - 1, 0)
         self.result = GenerationResult(
             text=final,
