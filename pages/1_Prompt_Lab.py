@@ -105,5 +105,5 @@ if st.session_state[lab.ATTEMPTS]:
         for i, att in enumerate(st.session_state[lab.ATTEMPTS]):
             techniques = ", ".join(att["spec"]["enabled"]) or "none"
             a, b = st.columns([5, 1])
-            a.text(f"{att['time']} · techniques: {techniques} · task: {att['spec']['task'][:60]}")
+            a.markdown(f"`{att['time']}` · techniques: {techniques} · task: {att['spec']['task'][:60]}")
             b.button("Restore", key=f"pe_restore_{i}", on_click=lab.restore_attempt, args=(i,))
