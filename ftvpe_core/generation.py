@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
-from ftvpe_core import FtvpeError, models
+from ftvpe_core import FtvpeError, fastpath, models
 from ftvpe_core.models import LoadedModel
 from ftvpe_core.settings import GenerationSettings
 
@@ -106,15 +106,19 @@ class GenerationStream:
                 state["cache"] = DynamicCache(config=loaded.model.config)
                 state["generator"] = torch.Generator().manual_seed(s.seed)
                 state["seen"] = torch.tensor(sorted(set(self.prompt_ids)), dtype=torch.long)
+                state["fast"] = fastpath.supports(loaded.model)
                 ids = torch.tensor([self.prompt_ids], device=loaded.device)
             else:
                 ids = torch.tensor([[last]], device=loaded.device)
                 if s.repetition_penalty != 1.0:
                     state["seen"] = torch.cat([state["seen"], torch.tensor([last])]).unique()
-            # logits_to_keep=1: only the last position's vocabulary scores are needed (cuts prefill time).
-            out = loaded.model(input_ids=ids, past_key_values=state["cache"], use_cache=True, logits_to_keep=1)
-            state["cache"] = out.past_key_values
-            logits = out.logits[0, -1, :].float().cpu()
+            if last is not None and state["fast"]:
+                logits = fastpath.step(loaded.model, last, state["cache"]).float().cpu()
+            else:
+                # logits_to_keep=1: only the last position's scores are needed (cuts prefill time).
+                out = loaded.model(input_ids=ids, past_key_values=state["cache"], use_cache=True, logits_to_keep=1)
+                state["cache"] = out.past_key_values
+                logits = out.logits[0, -1, :].float().cpu()
             return self._pick(logits, state["generator"], state["seen"])
 
     def _pick(self, logits, generator, seen) -> int:
