@@ -1,0 +1,462 @@
+"""The run store: one SQLite file that records fine-tuning runs, their metrics and sample answers.
+
+Records live in ``<data home>/runs.sqlite3``; each run's files (adapters, saved later by the trainer as
+safetensors) live in ``<data home>/runs/<run_id>/``. Job processes write progress here and the pages
+read it, so every operation opens its own connection (WAL journal, 5 s busy timeout) and several
+processes can use the store at once.
+
+A run is complete only when its row says so, and ``finish`` writes that mark last, in the same
+transaction as the summary: a crash never leaves a half-run looking whole (nanochat's manifest
+written last).
+
+This module does not train, load models or import torch or streamlit; it never deletes a store it
+cannot read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftvpe_core import FtvpeError, settings
+
+SCHEMA_VERSION = 1
+STATUSES = ("queued", "running", "complete", "failed", "cancelled", "interrupted")
+BUSY_TIMEOUT_S = 5.0
+KILLED_ERROR = "the training process stopped unexpectedly (killed or out of memory)"
+INTERRUPTED_ERROR = "the app stopped while this run was training"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    settings_json TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'complete', 'failed', 'cancelled', 'interrupted')),
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    pid INTEGER,
+    device TEXT,
+    error TEXT,
+    summary_json TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value REAL NOT NULL,
+    time REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_run_step ON metrics (run_id, step);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    probe TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    time REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_run_step ON samples (run_id, step);
+"""
+
+
+@dataclass
+class Run:
+    """One run as recorded in the store, with its settings and summary parsed from JSON."""
+
+    id: str
+    """Short id that sorts by creation time, e.g. '20261123-224501-ab12'."""
+    kind: str
+    """What the run does, e.g. 'finetune'."""
+    dataset: str
+    """Name of the data set it trains on."""
+    settings: dict[str, Any]
+    """The settings it was started with."""
+    status: str
+    """One of STATUSES; 'complete' only once ``finish`` has written the summary."""
+    created: float
+    """When it was queued (seconds since the epoch)."""
+    started: float | None = None
+    """When a job process picked it up."""
+    finished: float | None = None
+    """When it completed, failed, was cancelled or was found interrupted."""
+    pid: int | None = None
+    """Process id of the job process that runs it."""
+    device: str | None = None
+    """Device it trains on, e.g. 'cpu' or 'cuda'."""
+    error: str | None = None
+    """Why it failed or stopped, in words a user understands."""
+    summary: dict[str, Any] | None = None
+    """What the trainer reported at the end (final losses, duration...)."""
+    cancel_requested: bool = False
+    """Whether the user asked to stop it; the job process checks this between steps."""
+
+    @property
+    def active(self) -> bool:
+        """Queued or running: not finished one way or another."""
+        return self.status in ("queued", "running")
+
+
+@dataclass
+class Sample:
+    """An answer the model gave to a probe prompt at a training step."""
+
+    step: int
+    probe: str
+    answer: str
+    time: float = field(default=0.0)
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this id exists (a zombie still counts until its parent waits for it)."""
+    if pid is None or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, but belongs to another user
+        return True
+    return True
+
+
+def _new_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime()) + "-" + secrets.token_hex(2)
+
+
+class RunStore:
+    """Records of fine-tuning runs in ``<home>/runs.sqlite3``, artifacts in ``<home>/runs/<run_id>/``.
+
+    Args:
+        home: the data folder; None uses ``settings.data_home()`` (``FTVPE_HOME``).
+    """
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = Path(home) if home is not None else settings.data_home()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.path = self.home / "runs.sqlite3"
+        self._init_schema()
+
+    # -- connections -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A fresh connection for one operation, with SQLite errors turned into messages for the user."""
+        conn: sqlite3.Connection | None = None
+        try:
+            # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE in _write).
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            # Safe in WAL mode: a power cut may lose the last commits but never corrupts the file.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            yield conn
+        except sqlite3.OperationalError as exc:
+            message = str(exc).lower()
+            if "locked" in message or "busy" in message:
+                raise FtvpeError(
+                    f"The run store {self.path} stayed busy for more than {BUSY_TIMEOUT_S:g} s; try again."
+                ) from exc
+            if "unable to open" in message:
+                raise FtvpeError(f"The run store {self.path} cannot be opened: {exc}.") from exc
+            if "malformed" in message or "not a database" in message:
+                raise self._corrupt(exc) from exc
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from exc
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _corrupt(self, exc: Exception) -> FtvpeError:
+        return FtvpeError(
+            f"The run store {self.path} is damaged and cannot be read ({exc}). It was left untouched: "
+            "move it aside (or set FTVPE_HOME to another folder) to start a new store."
+        )
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside one write transaction: all of it is committed, or none of it."""
+        with self._connect() as conn:
+            # IMMEDIATE takes the write lock up front (waiting up to busy_timeout), so a transaction
+            # that reads then writes never fails half-way on a lock upgrade.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    def _init_schema(self) -> None:
+        with self._connect() as conn:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":  # e.g. a file system without shared memory
+                raise FtvpeError(f"The run store {self.path} cannot use SQLite's WAL journal (got '{mode}').")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+                if row[0] is None:
+                    conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+                elif row[0] > SCHEMA_VERSION:
+                    raise FtvpeError(
+                        f"The run store {self.path} was made by a newer version of FT vs PE Studio "
+                        f"(schema {row[0]}, this one reads {SCHEMA_VERSION}); update the app."
+                    )
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _missing(run_id: str) -> FtvpeError:
+        return FtvpeError(f"No run '{run_id}' in the store.")
+
+    def _status(self, conn: sqlite3.Connection, run_id: str) -> str:
+        row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise self._missing(run_id)
+        return row["status"]
+
+    def _transition(self, run_id: str, allowed: tuple[str, ...], verb: str, sets: str, params: tuple) -> None:
+        """Update a run only if its status is one of ``allowed``; otherwise say why not."""
+        with self._write() as conn:
+            status = self._status(conn, run_id)
+            if status not in allowed:
+                raise FtvpeError(f"Run '{run_id}' is {status}; it cannot be {verb}.")
+            conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", (*params, run_id))
+
+    @staticmethod
+    def _row_to_run(row: sqlite3.Row) -> Run:
+        return Run(
+            id=row["id"],
+            kind=row["kind"],
+            dataset=row["dataset"],
+            settings=json.loads(row["settings_json"]),
+            status=row["status"],
+            created=row["created"],
+            started=row["started"],
+            finished=row["finished"],
+            pid=row["pid"],
+            device=row["device"],
+            error=row["error"],
+            summary=json.loads(row["summary_json"]) if row["summary_json"] is not None else None,
+            cancel_requested=bool(row["cancel_requested"]),
+        )
+
+    def _run_dir(self, run_id: str) -> Path:
+        return self.home / "runs" / run_id
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def create(self, kind: str, dataset: str, settings: dict[str, Any]) -> str:
+        """Queue a new run and return its id."""
+        settings_json = json.dumps(dict(settings), sort_keys=True)
+        with self._write() as conn:
+            while True:
+                run_id = _new_id()
+                if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                    break
+            conn.execute(
+                "INSERT INTO runs (id, kind, dataset, settings_json, status, created) VALUES (?, ?, ?, ?, 'queued', ?)",
+                (run_id, kind, dataset, settings_json, time.time()),
+            )
+        return run_id
+
+    def start(self, run_id: str, pid: int, device: str) -> None:
+        """Mark a queued run as running in process ``pid`` on ``device``."""
+        self._transition(
+            run_id,
+            ("queued",),
+            "started",
+            "status = 'running', started = ?, pid = ?, device = ?",
+            (time.time(), pid, device),
+        )
+
+    def log_metrics(self, run_id: str, step: int, **values: float) -> None:
+        """Record named values (train_loss=..., lr=...) at a training step, all in one transaction."""
+        now = time.time()
+        rows = [(run_id, int(step), name, float(value), now) for name, value in values.items()]
+        with self._write() as conn:
+            self._status(conn, run_id)
+            conn.executemany("INSERT INTO metrics (run_id, step, name, value, time) VALUES (?, ?, ?, ?, ?)", rows)
+
+    def log_sample(self, run_id: str, step: int, probe: str, answer: str) -> None:
+        """Record the model's answer to a probe prompt at a training step."""
+        with self._write() as conn:
+            self._status(conn, run_id)
+            conn.execute(
+                "INSERT INTO samples (run_id, step, probe, answer, time) VALUES (?, ?, ?, ?, ?)",
+                (run_id, int(step), probe, answer, time.time()),
+            )
+
+    def finish(self, run_id: str, summary: dict[str, Any]) -> None:
+        """Write the summary, then the 'complete' mark, in one transaction.
+
+        Refuses (FtvpeError) when the run's artifact folder does not exist, or when the run already
+        completed, failed or was cancelled.
+        """
+        summary_json = json.dumps(dict(summary), sort_keys=True)
+        with self._write() as conn:
+            status = self._status(conn, run_id)
+            if status not in ("running", "interrupted"):
+                raise FtvpeError(f"Run '{run_id}' is {status}; it cannot be finished.")
+            if not self._run_dir(run_id).is_dir():
+                raise FtvpeError(
+                    f"Run '{run_id}' has no artifact folder at {self._run_dir(run_id)}; not marking it complete."
+                )
+            _write_summary(conn, run_id, summary_json)
+            _mark_complete(conn, run_id)
+
+    def fail(self, run_id: str, error: str) -> None:
+        """Mark a run as failed with a message for the user."""
+        self._transition(
+            run_id,
+            ("queued", "running", "interrupted"),
+            "failed",
+            "status = 'failed', error = ?, finished = ?",
+            (error, time.time()),
+        )
+
+    def request_cancel(self, run_id: str) -> None:
+        """Ask a run to stop. A queued run has no process to notice, so it is cancelled at once."""
+        with self._write() as conn:
+            status = self._status(conn, run_id)
+            if status == "queued":
+                conn.execute(
+                    "UPDATE runs SET status = 'cancelled', cancel_requested = 1, finished = ? WHERE id = ?",
+                    (time.time(), run_id),
+                )
+            elif status == "running":
+                conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
+
+    def mark_cancelled(self, run_id: str) -> None:
+        """Mark a run as cancelled (the job process calls this once it has stopped)."""
+        self._transition(
+            run_id,
+            ("queued", "running", "interrupted"),
+            "cancelled",
+            "status = 'cancelled', finished = ?",
+            (time.time(),),
+        )
+
+    def delete(self, run_id: str) -> None:
+        """Remove a run's row, metrics, samples and artifact folder. Refuses a running run."""
+        with self._write() as conn:
+            status = self._status(conn, run_id)
+            if status == "running":
+                raise FtvpeError(f"Run '{run_id}' is running; cancel it before deleting it.")
+            for table, column in (("metrics", "run_id"), ("samples", "run_id"), ("runs", "id")):
+                conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (run_id,))
+        path = self._run_dir(run_id)
+        try:
+            if path.exists():
+                shutil.rmtree(path)
+        except OSError as exc:
+            raise FtvpeError(f"Run '{run_id}' was deleted, but its folder {path} could not be removed: {exc}") from exc
+
+    def recover_interrupted(self, assume_dead: bool = False) -> list[str]:
+        """Mark running runs whose process is gone as 'interrupted' and return their ids.
+
+        Args:
+            assume_dead: treat every running run as gone (at server start, when no job can still be ours).
+        """
+        return self._mark_gone("interrupted", INTERRUPTED_ERROR, assume_dead)
+
+    def reap_dead(self) -> list[str]:
+        """Mark running runs whose process died (SIGKILL, out of memory) as 'failed' and return their ids."""
+        return self._mark_gone("failed", KILLED_ERROR, assume_dead=False)
+
+    def _mark_gone(self, status: str, error: str, assume_dead: bool) -> list[str]:
+        with self._write() as conn:
+            rows = conn.execute("SELECT id, pid FROM runs WHERE status = 'running' ORDER BY created").fetchall()
+            gone = [row["id"] for row in rows if assume_dead or not pid_alive(row["pid"])]
+            now = time.time()
+            for run_id in gone:
+                conn.execute(
+                    "UPDATE runs SET status = ?, error = ?, finished = ? WHERE id = ?", (status, error, now, run_id)
+                )
+        return gone
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def get(self, run_id: str) -> Run:
+        """The run with this id."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise self._missing(run_id)
+        return self._row_to_run(row)
+
+    def list(self, kind: str | None = None) -> list[Run]:
+        """All runs (of one kind, if given), newest first."""
+        query, params = "SELECT * FROM runs", ()
+        if kind is not None:
+            query, params = query + " WHERE kind = ?", (kind,)
+        with self._connect() as conn:
+            rows = conn.execute(query + " ORDER BY created DESC, id DESC", params).fetchall()
+        return [self._row_to_run(row) for row in rows]
+
+    def queue(self) -> list[Run]:
+        """Queued runs, oldest first: index 0 runs next."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM runs WHERE status = 'queued' ORDER BY created, id").fetchall()
+        return [self._row_to_run(row) for row in rows]
+
+    def cancel_requested(self, run_id: str) -> bool:
+        """Whether the user asked this run to stop."""
+        return self.get(run_id).cancel_requested
+
+    def metrics(self, run_id: str) -> dict[str, list[tuple[int, float]]]:
+        """Each metric's (step, value) pairs in step order, e.g. ``{'train_loss': [(0, 2.3), ...]}``."""
+        with self._connect() as conn:
+            self._status(conn, run_id)
+            rows = conn.execute(
+                "SELECT name, step, value FROM metrics WHERE run_id = ? ORDER BY step, rowid", (run_id,)
+            ).fetchall()
+        result: dict[str, list[tuple[int, float]]] = {}
+        for row in rows:
+            result.setdefault(row["name"], []).append((row["step"], row["value"]))
+        return result
+
+    def samples(self, run_id: str) -> list[Sample]:
+        """Probe answers in step order (then in the order they were logged)."""
+        with self._connect() as conn:
+            self._status(conn, run_id)
+            rows = conn.execute(
+                "SELECT step, probe, answer, time FROM samples WHERE run_id = ? ORDER BY step, rowid", (run_id,)
+            ).fetchall()
+        return [Sample(row["step"], row["probe"], row["answer"], row["time"]) for row in rows]
+
+    def artifact_dir(self, run_id: str) -> Path:
+        """The run's artifact folder, created if needed."""
+        self.get(run_id)  # refuses unknown ids, which also keeps odd ids out of the path
+        path = self._run_dir(run_id)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+# Two steps on purpose: the summary first, the 'complete' mark last (tests fail between them).
+def _write_summary(conn: sqlite3.Connection, run_id: str, summary_json: str) -> None:
+    conn.execute("UPDATE runs SET summary_json = ?, finished = ? WHERE id = ?", (summary_json, time.time(), run_id))
+
+
+def _mark_complete(conn: sqlite3.Connection, run_id: str) -> None:
+    conn.execute("UPDATE runs SET status = 'complete', error = NULL WHERE id = ?", (run_id,))
