@@ -1,0 +1,590 @@
+"""LoRA fine-tuning: settings, encoding chat examples for training, the training loop, and adapters on disk.
+
+Training reports its progress through a callback (``on_progress``) and polls ``should_stop`` for
+cancellation; it knows nothing about the UI, the job process or the run store. It trains a float model:
+layers packed to q4 or int8 are not trainable, so load the model with ``weight_format="float32"``
+(the embedded model's CPU default is q4). transformers' ``Trainer`` is not used (it refuses a model
+loaded straight from a GGUF file, and a plain loop keeps every step visible).
+
+``peft.get_peft_model`` and ``PeftModel.from_pretrained`` change the model they are given, in place:
+callers pass a model they own (a fresh load or a ``copy.deepcopy``), never one shared with other sessions.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftvpe_core import FtvpeError
+from ftvpe_core.datasets import Example
+
+TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""The linear layers of a Llama-style block that LoRA can adapt."""
+STATUSES = ("completed", "early_stopped", "cancelled")
+IGNORE = -100
+"""Label of a token that the loss skips (prompt and template tokens, padding)."""
+MAX_PROBES = 3
+PROBE_NEW_TOKENS = 30
+MAX_STEPS = 20_000
+MAX_EPOCHS = 100
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass
+class TrainSettings:
+    """How to fine-tune with LoRA. Every field maps onto one widget of the Fine-Tune Lab and one CLI flag."""
+
+    rank: int = 8
+    """LoRA rank r: the width of the small matrices added to each adapted layer (1-256)."""
+    alpha: float = 16.0
+    """LoRA alpha: the adapter's output is scaled by alpha / rank."""
+    dropout: float = 0.05
+    """Dropout on the adapter's input during training (0-0.9)."""
+    learning_rate: float = 2e-3
+    """Peak learning rate of AdamW (1e-6 to 0.1), reached after warmup, then decayed linearly to 0."""
+    max_steps: int = 60
+    """Optimizer steps to train for (1-20,000); ignored when epochs is above 0."""
+    epochs: float = 0.0
+    """When above 0, train this many passes over the training set instead of max_steps (at most 100)."""
+    batch_size: int = 8
+    """Examples per optimizer step (1-256)."""
+    max_length: int = 256
+    """Most tokens per example (16-4096); longer prompts are cut from the start, keeping the response."""
+    warmup_fraction: float = 0.1
+    """Share of the steps over which the learning rate rises linearly from 0 (0-0.5)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on the adapter weights (0-1)."""
+    eval_every: int = 10
+    """Measure the validation loss (and answer the probes) every this many steps, and after the last."""
+    early_stopping_patience: int = 0
+    """Stop after this many evaluations in a row without a better validation loss; 0 turns it off."""
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    """Which linear layers get an adapter: a non-empty subset of TARGET_MODULES."""
+    max_train_examples: int = 0
+    """Train on only the first this many training examples (to show overfitting); 0 uses them all."""
+    max_val_examples: int = 0
+    """Measure the validation loss on only the first this many examples (faster); 0 uses them all."""
+    restore_best: bool = True
+    """At the end, put back the adapter weights of the evaluation with the lowest validation loss."""
+    bf16: bool = True
+    """Compute in bfloat16 autocast where the hardware supports it (weights and updates stay float32)."""
+    seed: int = 0
+    """Seed for the adapter's initial weights, the batch order and dropout, so a run can be repeated."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target_modules, str):
+            self.target_modules = tuple(m.strip() for m in self.target_modules.split(",") if m.strip())
+        else:
+            self.target_modules = tuple(self.target_modules)
+        for name in ("rank", "max_steps", "batch_size", "max_length", "eval_every", "early_stopping_patience"):
+            if not _whole(getattr(self, name)):
+                raise FtvpeError(f"{_label(name)} must be a whole number, got {getattr(self, name)!r}.")
+        for name in ("max_train_examples", "max_val_examples", "seed"):
+            if not _whole(getattr(self, name)):
+                raise FtvpeError(f"{_label(name)} must be a whole number, got {getattr(self, name)!r}.")
+        for name in ("alpha", "dropout", "learning_rate", "epochs", "warmup_fraction", "weight_decay"):
+            if not _number(getattr(self, name)):
+                raise FtvpeError(f"{_label(name)} must be a number, got {getattr(self, name)!r}.")
+        if not 1 <= self.rank <= 256:
+            raise FtvpeError(f"The LoRA rank must be between 1 and 256, got {self.rank}.")
+        if not 0 < self.alpha <= 4096:
+            raise FtvpeError(f"LoRA alpha must be above 0 (and at most 4096), got {self.alpha}.")
+        if not 0.0 <= self.dropout <= 0.9:
+            raise FtvpeError(f"LoRA dropout must be between 0 and 0.9, got {self.dropout}.")
+        if not 1e-6 <= self.learning_rate <= 0.1:
+            raise FtvpeError(f"The learning rate must be between 0.000001 and 0.1, got {self.learning_rate}.")
+        if not 0 <= self.epochs <= MAX_EPOCHS:
+            raise FtvpeError(f"Epochs must be between 0 (use max steps) and {MAX_EPOCHS}, got {self.epochs}.")
+        if self.epochs == 0 and not 1 <= self.max_steps <= MAX_STEPS:
+            raise FtvpeError(f"Steps must be between 1 and {MAX_STEPS:,}, got {self.max_steps}.")
+        if not 1 <= self.batch_size <= 256:
+            raise FtvpeError(f"The batch size must be between 1 and 256, got {self.batch_size}.")
+        if not 16 <= self.max_length <= 4096:
+            raise FtvpeError(f"The maximum length must be between 16 and 4096 tokens, got {self.max_length}.")
+        if not 0.0 <= self.warmup_fraction <= 0.5:
+            raise FtvpeError(f"The warmup share must be between 0 and 0.5, got {self.warmup_fraction}.")
+        if not 0.0 <= self.weight_decay <= 1.0:
+            raise FtvpeError(f"Weight decay must be between 0 and 1, got {self.weight_decay}.")
+        if self.eval_every < 1:
+            raise FtvpeError(f"Evaluate every must be at least 1 step, got {self.eval_every}.")
+        if self.early_stopping_patience < 0:
+            raise FtvpeError(f"Early stopping patience must be 0 (off) or more, got {self.early_stopping_patience}.")
+        if not self.target_modules:
+            raise FtvpeError(f"Pick at least one layer to adapt: {', '.join(TARGET_MODULES)}.")
+        unknown = [m for m in self.target_modules if m not in TARGET_MODULES]
+        if unknown:
+            raise FtvpeError(
+                f"Unknown layer{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: "
+                f"choose from {', '.join(TARGET_MODULES)}."
+            )
+        if self.max_train_examples < 0 or self.max_val_examples < 0:
+            raise FtvpeError("Example limits must be 0 (use all) or more.")
+        if self.seed < 0:
+            raise FtvpeError(f"The seed must be 0 or more, got {self.seed}.")
+
+    def total_steps(self, n_train: int) -> int:
+        """Optimizer steps for a training set of ``n_train`` examples (after max_train_examples)."""
+        if self.epochs > 0:
+            per_epoch = math.ceil(max(n_train, 1) / self.batch_size)
+            return max(1, min(MAX_STEPS, math.ceil(self.epochs * per_epoch)))
+        return self.max_steps
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        return d
+
+
+def _label(name: str) -> str:
+    return {"seed": "The seed", "rank": "The LoRA rank", "alpha": "LoRA alpha"}.get(
+        name, name.replace("_", " ").capitalize()
+    )
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": dict(
+        rank=8,
+        alpha=16.0,
+        dropout=0.05,
+        learning_rate=2e-3,
+        max_steps=40,
+        batch_size=8,
+        max_length=128,
+        eval_every=10,
+        target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+    ),
+    "thorough": dict(
+        rank=16,
+        alpha=32.0,
+        dropout=0.05,
+        learning_rate=1e-3,
+        epochs=3.0,
+        batch_size=8,
+        max_length=256,
+        eval_every=20,
+        early_stopping_patience=3,
+        target_modules=TARGET_MODULES,
+    ),
+    "overfit": dict(
+        rank=32,
+        alpha=64.0,
+        dropout=0.0,
+        learning_rate=5e-3,
+        max_steps=150,
+        batch_size=4,
+        max_length=128,
+        warmup_fraction=0.0,
+        eval_every=10,
+        early_stopping_patience=0,
+        max_train_examples=8,
+        restore_best=False,
+        target_modules=TARGET_MODULES,
+    ),
+}
+"""Starting points: 'quick' (about a minute on a 2-core laptop CPU with the 135M model on support
+triage), 'thorough' (three epochs, every layer, early stopping), 'overfit' (8 examples, many steps at a
+high learning rate and no early stopping, so the validation loss turns up)."""
+
+
+def from_preset(name: str, **overrides: Any) -> TrainSettings:
+    """TrainSettings from a preset, with any fields overridden."""
+    if name not in PRESETS:
+        raise FtvpeError(f"Unknown preset '{name}': choose one of {', '.join(PRESETS)}.")
+    return TrainSettings(**{**PRESETS[name], **overrides})
+
+
+# Data
+
+
+def _messages(prompt: str, system: str = "") -> list[dict]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+
+
+def _end_id(tokenizer: Any) -> int | None:
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
+
+
+def encode_example(tokenizer: Any, example: Example, max_length: int) -> dict[str, list[int]]:
+    """Token ids and labels of one example through the chat template, for training.
+
+    The prompt (with its system message, if any) is the user's turn and the response the assistant's.
+    Labels are IGNORE (-100) on every prompt and template token, so the loss counts only the response and
+    its end-of-turn token; template tokens after the end token are dropped. Longer than ``max_length``:
+    the prompt loses tokens from its start (its last tokens open the assistant's turn), and a response
+    that alone is too long keeps its beginning.
+
+    Returns:
+        {"input_ids": [...], "labels": [...]} of equal length, at most ``max_length``.
+    """
+    messages = _messages(example.prompt, example.system)
+    prompt_text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    full_text = tokenizer.apply_chat_template(
+        messages + [{"role": "assistant", "content": example.response}], tokenize=False
+    )
+    end = _end_id(tokenizer)
+    if full_text.startswith(prompt_text):
+        response_ids = tokenizer.encode(full_text[len(prompt_text) :], add_special_tokens=False)
+        if end is not None and end in response_ids:
+            response_ids = response_ids[: response_ids.index(end) + 1]
+    else:  # a template that rewrites earlier turns: fall back to the response and the end token
+        response_ids = tokenizer.encode(example.response, add_special_tokens=False)
+    if end is not None and (not response_ids or response_ids[-1] != end):
+        response_ids = response_ids + [end]
+    prompt_ids = tokenizer.encode(prompt_text, add_special_tokens=False)
+    if len(prompt_ids) + len(response_ids) > max_length:
+        keep_prompt = max(max_length - len(response_ids), min(len(prompt_ids), max_length // 2))
+        prompt_ids = prompt_ids[len(prompt_ids) - keep_prompt :] if keep_prompt else []
+        response_ids = response_ids[: max_length - len(prompt_ids)]
+    return {"input_ids": prompt_ids + response_ids, "labels": [IGNORE] * len(prompt_ids) + response_ids}
+
+
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, rng: random.Random, chunk_batches: int = 16
+) -> list[list[int]]:
+    """One epoch of batches (lists of indices): shuffled, then sorted by length within chunks of
+    ``chunk_batches`` batches, so rows of a batch have similar lengths and little padding, while the
+    order stays random across chunks."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * chunk_batches
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i], reverse=True)
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(rows: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, Any]:
+    """Pad rows on the right to the longest one: input_ids, attention_mask, labels, each (B, T) long."""
+    import torch
+
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.tensor(r["input_ids"])
+        labels[i, :n] = torch.tensor(r["labels"])
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+# Training
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    status: str
+    """'completed', 'early_stopped' or 'cancelled'."""
+    steps: int
+    """Optimizer steps taken."""
+    train_seconds: float
+    final_train_loss: float | None
+    final_val_loss: float | None
+    """Validation loss at the last evaluation (None without validation examples or evaluations)."""
+    best_val_loss: float | None
+    best_step: int | None
+    tokens_seen: int
+    """Non-padding tokens fed to the model in training."""
+    history: list[dict] = field(default_factory=list)
+    """One progress event per step (see ``train``)."""
+    peft_model: Any = None
+    """The model with its LoRA adapter (a ``peft.PeftModel``), in eval mode."""
+
+    def summary(self) -> dict:
+        """Everything but the model and the history, for storing."""
+        return {k: v for k, v in asdict(self).items() if k not in ("peft_model", "history")}
+
+
+def _autocast(device: str, want_bf16: bool):
+    """The autocast context for training and evaluation: bfloat16 where the hardware supports it."""
+    import contextlib
+
+    import torch
+
+    if want_bf16 and device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if want_bf16 and device == "cpu" and torch.backends.mkldnn.is_available():
+        try:
+            supported = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        except (AttributeError, RuntimeError):
+            supported = False
+        if supported:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _check_trainable(model: Any, target_modules: Sequence[str]) -> None:
+    import torch
+
+    found = [
+        (name, module)
+        for name, module in model.named_modules()
+        if name.rsplit(".", 1)[-1] in target_modules and not isinstance(module, torch.nn.ModuleDict)
+    ]
+    if not found:
+        raise FtvpeError(f"This model has none of the layers {', '.join(target_modules)} to adapt.")
+    bad = [name for name, module in found if type(module) is not torch.nn.Linear]
+    if bad:
+        raise FtvpeError(
+            "This model's layers are quantized (q4 or int8) and cannot be trained: "
+            'load it with weight_format="float32" (or bfloat16 on a GPU) to fine-tune.'
+        )
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warmup to 1 over ``warmup`` steps, then linear decay to 0 at ``total`` (step counts from 0)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _val_loss(model: Any, batches: list[dict], device: str, bf16: bool) -> float:
+    """Mean loss per response token over the validation batches."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad(), _autocast(device, bf16):
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            n = int((batch["labels"][:, 1:] != IGNORE).sum())
+            if n:
+                total += float(model(**batch).loss) * n
+                count += n
+    model.train()
+    return total / count if count else float("nan")
+
+
+def _answer_probes(model: Any, tokenizer: Any, probes: Sequence[str | Example], device: str) -> list[tuple]:
+    """Greedy answers (up to PROBE_NEW_TOKENS tokens) to the first MAX_PROBES probes, adapter on."""
+    import torch
+
+    model.eval()
+    samples = []
+    with torch.no_grad():
+        for probe in list(probes)[:MAX_PROBES]:
+            prompt, system = (probe.prompt, probe.system) if isinstance(probe, Example) else (str(probe), "")
+            text = tokenizer.apply_chat_template(_messages(prompt, system), add_generation_prompt=True, tokenize=False)
+            ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)], device=device)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=PROBE_NEW_TOKENS,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=_end_id(tokenizer),
+            )
+            samples.append((prompt, tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()))
+    model.train()
+    return samples
+
+
+def train(
+    model: Any,
+    tokenizer: Any,
+    train_examples: Sequence[Example],
+    val_examples: Sequence[Example],
+    settings: TrainSettings,
+    on_progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    probes: Sequence[str | Example] | None = None,
+    device: str = "cpu",
+) -> TrainResult:
+    """Fine-tune ``model`` with a LoRA adapter and return the adapted model with the run's history.
+
+    ``model`` is wrapped in place by ``peft.get_peft_model``: pass a model this call may own (a fresh
+    load or a ``copy.deepcopy``), never one shared elsewhere. Its weights must be float (not q4/int8).
+    Its own weights are frozen; only the adapter learns.
+
+    Args:
+        model: a causal language model on ``device``.
+        tokenizer: its tokenizer, with a chat template.
+        train_examples, val_examples: the training and validation examples (validation may be empty).
+        settings: how to train.
+        on_progress: called after every step with a dict: step, total_steps, train_loss, lr, tokens_seen,
+            elapsed_s, eta_s, and after an evaluation also val_loss and samples ([(probe, answer)]).
+        should_stop: polled before every step; returning True cancels (status 'cancelled').
+        probes: up to 3 prompts (strings or Examples) answered greedily at each evaluation.
+        device: where the model is ('cpu', 'cuda', ...).
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    train_examples = list(train_examples)
+    if settings.max_train_examples:
+        train_examples = train_examples[: settings.max_train_examples]
+    val_examples = list(val_examples)
+    if settings.max_val_examples:
+        val_examples = val_examples[: settings.max_val_examples]
+    if not train_examples:
+        raise FtvpeError("There are no training examples to fine-tune on.")
+    _check_trainable(model, settings.target_modules)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    pad_id = tokenizer.pad_token_id
+
+    train_rows = [encode_example(tokenizer, e, settings.max_length) for e in train_examples]
+    val_rows = [encode_example(tokenizer, e, settings.max_length) for e in val_examples]
+    val_order = sorted(range(len(val_rows)), key=lambda i: len(val_rows[i]["input_ids"]))
+    val_batches = [
+        collate([val_rows[i] for i in val_order[s : s + settings.batch_size]], pad_id)
+        for s in range(0, len(val_order), settings.batch_size)
+    ]
+    lengths = [len(r["input_ids"]) for r in train_rows]
+
+    torch.manual_seed(settings.seed)  # the adapter's initial weights and dropout
+    rng = random.Random(settings.seed)  # the batch order
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, config)
+    peft_model.train()
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    total = settings.total_steps(len(train_rows))
+    warmup = int(settings.warmup_fraction * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, total, warmup))
+
+    history: list[dict] = []
+    status = "completed"
+    tokens_seen = 0
+    train_loss = val_loss = best_val = None
+    best_step = None
+    best_state: dict | None = None
+    bad_evals = 0
+    pending: list[list[int]] = []
+    started = time.perf_counter()
+    step = 0
+    while step < total:
+        if should_stop is not None and should_stop():
+            status = "cancelled"
+            break
+        if not pending:
+            pending = length_grouped_batches(lengths, settings.batch_size, rng)
+        batch = collate([train_rows[i] for i in pending.pop()], pad_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with _autocast(device, settings.bf16):
+            loss = peft_model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens_seen += int(batch["attention_mask"].sum())
+        train_loss = float(loss.detach())
+        elapsed = time.perf_counter() - started
+        event = {
+            "step": step,
+            "total_steps": total,
+            "train_loss": train_loss,
+            "lr": lr,
+            "tokens_seen": tokens_seen,
+            "elapsed_s": elapsed,
+            "eta_s": elapsed / step * (total - step),
+        }
+        stop_early = False
+        if val_batches and (step % settings.eval_every == 0 or step == total):
+            val_loss = _val_loss(peft_model, val_batches, device, settings.bf16)
+            event["val_loss"] = val_loss
+            if best_val is None or val_loss < best_val:
+                best_val, best_step, bad_evals = val_loss, step, 0
+                if settings.restore_best:
+                    best_state = {k: v.detach().clone() for k, v in peft_model.named_parameters() if v.requires_grad}
+            else:
+                bad_evals += 1
+                stop_early = 0 < settings.early_stopping_patience <= bad_evals
+            if probes:
+                event["samples"] = _answer_probes(peft_model, tokenizer, probes, device)
+            event["elapsed_s"] = time.perf_counter() - started
+        history.append(event)
+        if on_progress is not None:
+            on_progress(event)
+        if stop_early:
+            status = "early_stopped"
+            break
+
+    if best_state is not None and best_step != step:
+        with torch.no_grad():
+            for name, p in peft_model.named_parameters():
+                if name in best_state:
+                    p.copy_(best_state[name])
+    peft_model.eval()
+    return TrainResult(
+        status=status,
+        steps=step,
+        train_seconds=time.perf_counter() - started,
+        final_train_loss=train_loss,
+        final_val_loss=val_loss,
+        best_val_loss=best_val,
+        best_step=best_step,
+        tokens_seen=tokens_seen,
+        history=history,
+        peft_model=peft_model,
+    )
+
+
+# Adapters on disk and their size
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def save_adapter(peft_model: Any, folder: str | Path) -> Path:
+    """Write the adapter (adapter_model.safetensors and adapter_config.json) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(str(folder), safe_serialization=True)
+    if not (folder / ADAPTER_WEIGHTS).is_file():
+        raise FtvpeError(f"Saving the adapter to {folder} did not produce {ADAPTER_WEIGHTS}.")
+    return folder
+
+
+def load_adapter(base_model: Any, folder: str | Path) -> Any:
+    """The base model with the adapter in ``folder`` on it, in eval mode (safetensors only).
+
+    ``base_model`` is wrapped in place: pass a model this call may own, never one shared elsewhere.
+    """
+    from peft import PeftModel
+
+    folder = Path(folder)
+    if not (folder / ADAPTER_WEIGHTS).is_file():
+        raise FtvpeError(f"{folder} holds no {ADAPTER_WEIGHTS}; only safetensors adapters are loaded, for safety.")
+    if not (folder / ADAPTER_CONFIG).is_file():
+        raise FtvpeError(f"{folder} holds no {ADAPTER_CONFIG}, so it is not a LoRA adapter folder.")
+    model = PeftModel.from_pretrained(base_model, str(folder))
+    model.eval()
+    return model
+
+
+def trainable_parameters(peft_model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts: the adapter's share of the weights."""
+    if hasattr(peft_model, "get_nb_trainable_parameters"):
+        trainable, total = peft_model.get_nb_trainable_parameters()
+        return int(trainable), int(total)
+    params = list(peft_model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

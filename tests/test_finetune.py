@@ -1,0 +1,277 @@
+"""LoRA fine-tuning on the tiny random Llama: settings, encoding, the training loop, adapters on disk."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from ftvpe_core import FtvpeError, finetune
+from ftvpe_core.datasets import Example
+
+WORDS = "hello world good day night train trip time travel answer".split()
+
+
+def toy_examples(n: int, offset: int = 0) -> list[Example]:
+    """Short prompt/response pairs in the tiny tokenizer's vocabulary; the response follows from the prompt."""
+    out = []
+    for i in range(n):
+        a, b = WORDS[(i + offset) % len(WORDS)], WORDS[(i + offset + 3) % len(WORDS)]
+        out.append(Example(prompt=f"{a} {b} ?", response=f"{b} {a} {b} ."))
+    return out
+
+
+def fast(**overrides) -> finetune.TrainSettings:
+    base = dict(rank=4, alpha=8.0, dropout=0.0, learning_rate=1e-2, max_steps=10, batch_size=4, max_length=64)
+    base["eval_every"] = 5
+    base["bf16"] = False  # exact float32 on the tiny model
+    return finetune.TrainSettings(**{**base, **overrides})
+
+
+@pytest.fixture
+def fresh(tiny_loaded):
+    """A private copy of the shared tiny model, free to be wrapped by peft."""
+    return copy.deepcopy(tiny_loaded.model)
+
+
+# Settings
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("rank", 0, "rank must be between 1 and 256"),
+        ("rank", 300, "rank must be between 1 and 256"),
+        ("rank", 2.5, "rank must be a whole number"),
+        ("alpha", 0, "alpha must be above 0"),
+        ("dropout", 0.95, "dropout must be between 0 and 0.9"),
+        ("learning_rate", 1.0, "learning rate must be between"),
+        ("learning_rate", 1e-9, "learning rate must be between"),
+        ("max_steps", 0, "Steps must be between 1 and 20,000"),
+        ("max_steps", 20_001, "Steps must be between 1 and 20,000"),
+        ("batch_size", 0, "batch size must be between 1 and 256"),
+        ("max_length", 8, "maximum length must be between 16 and 4096"),
+        ("eval_every", 0, "Evaluate every must be at least 1"),
+        ("early_stopping_patience", -1, "patience must be 0 (off) or more"),
+        ("target_modules", (), "Pick at least one layer"),
+        ("target_modules", ("q_proj", "lm_head"), "Unknown layer 'lm_head'"),
+        ("seed", -1, "seed must be 0 or more"),
+        ("epochs", 101, "Epochs must be between 0"),
+    ],
+)
+def test_settings_refuse_absurd_values_with_readable_messages(field, value, message):
+    with pytest.raises(FtvpeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        finetune.TrainSettings(**{field: value})
+
+
+def test_settings_accept_epochs_instead_of_steps_and_a_comma_list_of_layers():
+    s = finetune.TrainSettings(max_steps=0, epochs=2, batch_size=4, target_modules="q_proj, v_proj")
+    assert s.target_modules == ("q_proj", "v_proj")
+    assert s.total_steps(10) == 6  # 3 batches per epoch
+
+
+def test_every_preset_is_valid():
+    for name in finetune.PRESETS:
+        assert isinstance(finetune.from_preset(name), finetune.TrainSettings)
+    assert finetune.from_preset("overfit").early_stopping_patience == 0
+    with pytest.raises(FtvpeError, match="Unknown preset"):
+        finetune.from_preset("nope")
+
+
+# Data
+
+
+def test_encode_example_labels_only_the_response_and_its_end_token(tiny_loaded):
+    tok = tiny_loaded.tokenizer
+    ex = Example(prompt="hello world ?", response="good day .", system="answer")
+    row = finetune.encode_example(tok, ex, 64)
+    prompt_text = tok.apply_chat_template(
+        [{"role": "system", "content": "answer"}, {"role": "user", "content": "hello world ?"}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    prompt_ids = tok.encode(prompt_text, add_special_tokens=False)
+    n = len(prompt_ids)
+    assert row["input_ids"][:n] == prompt_ids
+    assert row["labels"][:n] == [finetune.IGNORE] * n
+    response_ids = tok.encode("good day .", add_special_tokens=False) + [tok.eos_token_id]
+    assert row["input_ids"][n:] == response_ids
+    assert row["labels"][n:] == response_ids
+
+
+def test_encode_example_truncates_the_prompt_and_keeps_the_response(tiny_loaded):
+    tok = tiny_loaded.tokenizer
+    ex = Example(prompt=" ".join(["hello"] * 100), response="good day .")
+    row = finetune.encode_example(tok, ex, 20)
+    assert len(row["input_ids"]) == 20
+    labelled = [t for t in row["labels"] if t != finetune.IGNORE]
+    assert labelled == tok.encode("good day .", add_special_tokens=False) + [tok.eos_token_id]
+
+
+def test_batches_are_padded_to_their_longest_row_and_grouped_by_length():
+    import random
+
+    rows = [{"input_ids": [5] * n, "labels": [5] * n} for n in (3, 9, 4, 8)]
+    batch = finetune.collate(rows[:2], pad_id=2)
+    assert batch["input_ids"].shape == (2, 9)
+    assert batch["attention_mask"][0].tolist() == [1] * 3 + [0] * 6
+    assert batch["labels"][0, 3:].tolist() == [finetune.IGNORE] * 6
+    batches = finetune.length_grouped_batches([3, 9, 4, 8], 2, random.Random(0))
+    assert sorted(sorted(b) for b in batches) == [[0, 2], [1, 3]]
+
+
+# Training
+
+
+def test_lora_leaves_base_weights_unchanged_and_changes_the_adapter(fresh, tiny_loaded):
+    base = {k: v.clone() for k, v in fresh.state_dict().items()}
+    result = finetune.train(fresh, tiny_loaded.tokenizer, toy_examples(8), toy_examples(4, 5), fast(max_steps=5))
+    model = result.peft_model
+    lora = {k: v for k, v in model.named_parameters() if "lora_" in k}
+    assert lora and all(v.requires_grad for v in lora.values())
+    # lora_B starts at zero; training must have moved it
+    assert any(v.abs().sum() > 0 for k, v in lora.items() if "lora_B" in k)
+    after = model.get_base_model().state_dict()
+    for name, value in base.items():
+        key = name.replace(".weight", ".base_layer.weight") if name not in after else name
+        assert torch.equal(after[key], value), name
+    trainable, total = finetune.trainable_parameters(model)
+    assert 0 < trainable < total
+
+
+def test_loss_falls_on_a_memorizable_toy_set(fresh, tiny_loaded):
+    # The random init (std 0.02) with tied embeddings keeps every logit near 0, so no adapter could
+    # move the loss far from uniform; larger embeddings give the frozen output layer room to express it.
+    with torch.no_grad():
+        fresh.model.embed_tokens.weight.mul_(30)
+    examples = toy_examples(8)
+    settings = fast(max_steps=60, batch_size=8, eval_every=20, learning_rate=3e-2, rank=8, alpha=16.0)
+    result = finetune.train(fresh, tiny_loaded.tokenizer, examples, examples[:4], settings)
+    first = result.history[0]["train_loss"]
+    assert result.status == "completed"
+    assert result.final_train_loss < 0.5 * first
+
+
+def test_history_has_one_event_per_step_and_evaluations_every_eval_every(fresh, tiny_loaded):
+    events = []
+    result = finetune.train(
+        fresh,
+        tiny_loaded.tokenizer,
+        toy_examples(8),
+        toy_examples(4, 5),
+        fast(max_steps=12, eval_every=5, warmup_fraction=0.25),
+        on_progress=events.append,
+        probes=["hello world ?", Example("good day ?", "x"), "one", "more than three"],
+    )
+    assert result.steps == 12 and len(result.history) == 12 and events == result.history
+    assert [e["step"] for e in events] == list(range(1, 13))
+    assert [e["step"] for e in events if "val_loss" in e] == [5, 10, 12]  # and after the last step
+    samples = events[4]["samples"]
+    assert [p for p, _ in samples] == ["hello world ?", "good day ?", "one"]
+    assert all(isinstance(a, str) for _, a in samples)
+    assert events[0]["lr"] < events[1]["lr"]  # warmup
+    assert events[-1]["eta_s"] == 0
+    assert result.tokens_seen == events[-1]["tokens_seen"] > 0
+    assert result.final_val_loss == events[-1]["val_loss"]
+    assert result.best_val_loss == min(e["val_loss"] for e in events if "val_loss" in e)
+
+
+def test_early_stopping_stops_when_the_validation_loss_keeps_rising(fresh, tiny_loaded, monkeypatch):
+    rising = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])
+    monkeypatch.setattr(finetune, "_val_loss", lambda *a, **k: next(rising))
+    result = finetune.train(
+        fresh,
+        tiny_loaded.tokenizer,
+        toy_examples(8),
+        toy_examples(4, 5),
+        fast(max_steps=100, eval_every=2, early_stopping_patience=2),
+    )
+    assert result.status == "early_stopped"
+    assert result.steps == 8  # evaluations at 2, 4 (best), 6, 8: two without improvement
+    assert result.best_step == 4 and result.best_val_loss == 2.0
+    assert result.final_val_loss == 2.6
+
+
+def test_restore_best_puts_back_the_best_adapter(tiny_loaded, monkeypatch):
+    losses = iter([1.0, 5.0])
+    monkeypatch.setattr(finetune, "_val_loss", lambda *a, **k: next(losses))
+    snapshots = []
+
+    def remember(event):
+        if "val_loss" in event:
+            model = remember.model
+            snapshots.append({k: v.clone() for k, v in model.named_parameters() if "lora_" in k})
+
+    import peft
+
+    real = peft.get_peft_model
+
+    def spy(model, config):
+        remember.model = real(model, config)
+        return remember.model
+
+    monkeypatch.setattr(peft, "get_peft_model", spy)
+    result = finetune.train(
+        copy.deepcopy(tiny_loaded.model),
+        tiny_loaded.tokenizer,
+        toy_examples(8),
+        toy_examples(4, 5),
+        fast(max_steps=6, eval_every=3),
+        on_progress=remember,
+    )
+    final = {k: v for k, v in result.peft_model.named_parameters() if "lora_" in k}
+    assert result.best_step == 3
+    assert all(torch.equal(final[k], snapshots[0][k]) for k in final)
+
+
+def test_should_stop_cancels_at_the_step_it_is_asked(fresh, tiny_loaded):
+    events = []
+    result = finetune.train(
+        fresh,
+        tiny_loaded.tokenizer,
+        toy_examples(8),
+        [],
+        fast(max_steps=50),
+        on_progress=events.append,
+        should_stop=lambda: len(events) >= 3,
+    )
+    assert result.status == "cancelled"
+    assert result.steps == 3 and len(result.history) == 3
+    assert result.final_val_loss is None
+
+
+def test_quantized_layers_are_refused_with_a_hint(tiny_loaded):
+    model = copy.deepcopy(tiny_loaded.model)
+    model.model.layers[0].self_attn.q_proj = torch.nn.Identity()
+    with pytest.raises(FtvpeError, match="float32"):
+        finetune.train(model, tiny_loaded.tokenizer, toy_examples(4), [], fast(max_steps=1))
+
+
+def test_no_training_examples_is_refused(fresh, tiny_loaded):
+    with pytest.raises(FtvpeError, match="no training examples"):
+        finetune.train(fresh, tiny_loaded.tokenizer, [], [], fast())
+
+
+# Adapters on disk
+
+
+def test_saved_adapter_loads_back_with_identical_logits(fresh, tiny_loaded, tmp_path):
+    result = finetune.train(fresh, tiny_loaded.tokenizer, toy_examples(8), [], fast(max_steps=5))
+    folder = finetune.save_adapter(result.peft_model, tmp_path / "adapter")
+    assert (folder / "adapter_model.safetensors").is_file() and (folder / "adapter_config.json").is_file()
+    loaded = finetune.load_adapter(copy.deepcopy(tiny_loaded.model), folder)
+    ids = torch.tensor([[1, 5, 6, 7, 2, 1, 8]])
+    with torch.no_grad():
+        expected = result.peft_model(input_ids=ids).logits
+        got = loaded(input_ids=ids).logits
+        base = tiny_loaded.model(input_ids=ids).logits
+    assert torch.allclose(expected, got, atol=1e-6)
+    assert not torch.allclose(expected, base, atol=1e-6)  # the adapter does something
+
+
+def test_load_adapter_refuses_a_folder_without_safetensors(tiny_loaded, tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "adapter_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(FtvpeError, match="adapter_model.safetensors"):
+        finetune.load_adapter(copy.deepcopy(tiny_loaded.model), tmp_path)
