@@ -60,7 +60,8 @@ def pick_weight_format(device: str, requested: str | None = None, gguf_source: b
     """The weight format for a device, unless ``requested`` (or ``FTVPE_DTYPE``) names one.
 
     On a CPU, a model from a GGUF file (the embedded one) runs as ``q4``: its own 4-bit weights, exact,
-    read at a seventh of float32's bytes, which doubles decoding speed (bench/generation.py). Other models
+    read at a seventh of float32's bytes (with the lean decoding step, 2.3x float32's decoding speed in
+    bench/generation.py). Other models
     run in float32 on a CPU: bfloat16 prefills faster but decodes no faster there, and int8 (dynamic
     quantization) drifts off topic on engineered prompts, the very effect the Prompt Lab shows; both stay
     available. GPUs take bfloat16 where supported.
