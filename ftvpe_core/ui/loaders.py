@@ -30,7 +30,7 @@ def handle() -> models.BackgroundLoad:
     h = _background_load(c["name"], c["device"], c["weight_format"])
     if h.state == "error":
         # Errors are not cached: a later visit (after the user fixes things) tries again.
-        _background_load.clear()
+        _background_load.clear(c["name"], c["device"], c["weight_format"])
     return h
 
 
