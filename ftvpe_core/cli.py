@@ -1,4 +1,4 @@
-"""Command-line front of the core: ``python -m ftvpe_core generate | next-token | info | datasets``.
+"""Command-line front of the core: ``python -m ftvpe_core generate | next-token | info | datasets | finetune | runs``.
 
 It builds the same settings objects as the pages. A problem the user can fix exits with code 2 and one
 line on stderr; ``--json`` prints one JSON object on stdout.
@@ -7,11 +7,12 @@ line on stderr; ``--json`` prints one JSON object on stdout.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from importlib import metadata
 
-from ftvpe_core import FtvpeError, datasets, generation, models, prompts, settings
+from ftvpe_core import FtvpeError, datasets, finetune, generation, jobs, models, prompts, runs, settings
 from ftvpe_core.settings import GenerationSettings
 
 
@@ -69,6 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
     data_check = data_sub.add_parser("check", help="validate a JSONL/CSV file (exit 2 when invalid)")
     data_check.add_argument("file")
     data_check.add_argument("--json", action="store_true", help="print one JSON object")
+
+    ft = sub.add_parser("finetune", help="train a LoRA adapter in the foreground (progress on stderr)")
+    ft.add_argument("--dataset", required=True, help="a built-in dataset name or a JSONL/CSV file")
+    ft.add_argument("--preset", default="quick", help="quick (default), thorough or overfit")
+    ft.add_argument("--steps", type=int, help="training steps (overrides the preset)")
+    ft.add_argument("--lr", type=float, help="learning rate (overrides the preset)")
+    ft.add_argument("--rank", type=int, help="LoRA rank (overrides the preset)")
+    ft.add_argument("--model", help="'embedded' (default), a folder, a .gguf file or a Hugging Face id")
+    ft.add_argument("--json", action="store_true", help="print one JSON object")
+
+    runs_cmd = sub.add_parser("runs", help="list, show or delete stored runs")
+    runs_sub = runs_cmd.add_subparsers(dest="runs_command", required=True, parser_class=_Parser)
+    runs_list = runs_sub.add_parser("list", help="every run, newest first")
+    runs_list.add_argument("--json", action="store_true", help="print one JSON object")
+    runs_show = runs_sub.add_parser("show", help="one run with its metrics and samples")
+    runs_show.add_argument("run_id")
+    runs_show.add_argument("--json", action="store_true", help="print one JSON object")
+    runs_delete = runs_sub.add_parser("delete", help="delete a run and its adapter")
+    runs_delete.add_argument("run_id")
     return parser
 
 
@@ -216,10 +236,65 @@ def cmd_datasets(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    overrides = {k: v for k, v in {"max_steps": args.steps, "learning_rate": args.lr, "rank": args.rank}.items()
+                 if v is not None}  # fmt: skip
+    if args.steps is not None:
+        overrides["epochs"] = 0
+    train_settings = finetune.from_preset(args.preset, **overrides)
+
+    def show(event: dict) -> None:
+        val = f", val loss {event['val_loss']:.3f}" if event.get("val_loss") is not None else ""
+        print(
+            f"[step {event['step']}/{event.get('total_steps', '?')}] train loss {event['train_loss']:.3f}{val}, "
+            f"eta {event.get('eta_s', 0):.0f} s",
+            file=sys.stderr,
+        )
+
+    summary = jobs.run_finetune(args.dataset, train_settings, args.model, on_event=show)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for k, v in summary.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def _run_dict(run) -> dict:
+    return dataclasses.asdict(run)
+
+
+def cmd_runs(args) -> int:
+    store = runs.RunStore()
+    if args.runs_command == "list":
+        rows = [_run_dict(r) for r in store.list()]
+        if args.json:
+            print(json.dumps({"runs": rows}))
+        else:
+            for r in rows:
+                print(f"{r['id']}  {r['kind']:<9} {r['dataset']:<18} {r['status']}")
+    elif args.runs_command == "show":
+        run = _run_dict(store.get(args.run_id))
+        run["metrics"] = store.metrics(args.run_id)
+        run["samples"] = [dataclasses.asdict(s) for s in store.samples(args.run_id)]
+        print(json.dumps(run) if args.json else json.dumps(run, indent=2))
+    else:
+        store.delete(args.run_id)
+        print(f"deleted {args.run_id}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        commands = {"generate": cmd_generate, "next-token": cmd_next_token, "info": cmd_info, "datasets": cmd_datasets}
+        commands = {
+            "generate": cmd_generate,
+            "next-token": cmd_next_token,
+            "info": cmd_info,
+            "datasets": cmd_datasets,
+            "finetune": cmd_finetune,
+            "runs": cmd_runs,
+        }
         return commands[args.command](args)
     except FtvpeError as e:
         print(f"error: {e}", file=sys.stderr)

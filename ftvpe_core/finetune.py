@@ -16,7 +16,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -309,7 +309,7 @@ class TrainResult:
 
     def summary(self) -> dict:
         """Everything but the model and the history, for storing."""
-        return {k: v for k, v in asdict(self).items() if k not in ("peft_model", "history")}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("peft_model", "history")}
 
 
 def _autocast(device: str, want_bf16: bool):

@@ -1,0 +1,51 @@
+"""Foreground fine-tuning jobs through the CLI, on the tiny model: store records, adapter, accuracy."""
+
+import json
+
+from ftvpe_core import cli, runs
+
+
+def _run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_finetune_json_reports_the_run_and_stores_it_complete_with_its_adapter(capsys, tiny_model_dir):
+    code, out, err = _run(
+        capsys, "finetune", "--dataset", "support_triage", "--steps", "3", "--model", str(tiny_model_dir), "--json"
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    for key in ("run_id", "status", "train_seconds", "steps", "final_train_loss", "final_val_loss"):
+        assert key in summary
+    assert summary["status"] == "complete" and summary["steps"] == 3
+    assert 0.0 <= summary["test_accuracy_base"] <= 1.0 and 0.0 <= summary["test_accuracy_tuned"] <= 1.0
+    assert "[step 3/3]" in err
+    store = runs.RunStore()
+    run = store.get(summary["run_id"])
+    assert run.status == "complete" and run.summary["steps"] == 3
+    assert [step for step, _ in store.metrics(run.id)["train_loss"]] == [1, 2, 3]
+    assert (store.artifact_dir(run.id) / "adapter_model.safetensors").is_file()
+
+    code, out, _ = _run(capsys, "runs", "list", "--json")
+    assert [r["id"] for r in json.loads(out)["runs"]] == [run.id]
+    code, out, _ = _run(capsys, "runs", "show", run.id, "--json")
+    shown = json.loads(out)
+    assert shown["status"] == "complete" and len(shown["metrics"]["train_loss"]) == 3
+    code, out, _ = _run(capsys, "runs", "delete", run.id)
+    assert code == 0 and store.list() == []
+
+
+def test_finetune_bad_input_exits_2_with_one_line(capsys, tiny_model_dir):
+    for argv, words in [
+        (["--dataset", "nope"], "No dataset 'nope'"),
+        (["--dataset", "support_triage", "--steps", "0"], "Steps must be between 1"),
+        (["--dataset", "support_triage", "--preset", "fast"], "Unknown preset 'fast'"),
+    ]:
+        code, out, err = _run(capsys, "finetune", *argv, "--model", str(tiny_model_dir))
+        assert (code, out) == (2, "")
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], err
+    code, _, err = _run(capsys, "runs", "show", "missing")
+    assert code == 2 and "No run 'missing'" in err
