@@ -39,6 +39,7 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", help="'embedded' (default), a folder, a .gguf file or a Hugging Face id")
     g.add_argument("--device", help="auto (default), cpu, cuda or mps")
     g.add_argument("--dtype", help=f"weight format: {', '.join(settings.WEIGHT_FORMATS)}")
+    g.add_argument("--adapter", metavar="RUN_ID", help="answer with the model fine-tuned in this run")
     g.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -137,7 +138,14 @@ def _progress_to_stderr(fraction: float, message: str) -> None:
 
 
 def _load(args) -> models.LoadedModel:
-    return models.load(args.model, args.device, args.dtype, progress=_progress_to_stderr)
+    adapter = None
+    if getattr(args, "adapter", None):
+        store = runs.RunStore()
+        run = store.get(args.adapter)
+        if run.status != "complete":
+            raise FtvpeError(f"Run {run.id} is {run.status}; only a complete run has an adapter to use.")
+        adapter = store.artifact_dir(run.id)
+    return models.load(args.model, args.device, args.dtype, progress=_progress_to_stderr, adapter=adapter)
 
 
 def cmd_generate(args) -> int:

@@ -248,6 +248,7 @@ def load(
     weight_format: str | None = None,
     allow_download: bool | None = None,
     progress: Progress = _no_progress,
+    adapter: str | Path | None = None,
 ) -> LoadedModel:
     """Load a model for generation, on the compute thread (see ``compute``).
 
@@ -257,17 +258,25 @@ def load(
         weight_format: 'auto', 'q4' (GGUF models on CPU), 'float32', 'bfloat16', 'float16' or 'int8' (CPU).
         allow_download: allow fetching a Hugging Face id (default: FTVPE_ALLOW_DOWNLOAD).
         progress: called with (fraction, message) as loading goes on.
+        adapter: a folder with a LoRA adapter (safetensors) to merge into float weights.
     """
-    return compute(_load, name, device, weight_format, allow_download, progress)
+    return compute(_load, name, device, weight_format, allow_download, progress, adapter)
 
 
-def _load(name, device, weight_format, allow_download, progress: Progress) -> LoadedModel:
+def _load(name, device, weight_format, allow_download, progress: Progress, adapter=None) -> LoadedModel:
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
     source = resolve(name)
     device = settings.pick_device(device)
+    if adapter is not None:
+        # A merged adapter changes every adapted weight, so 4-bit or int8 codes no longer apply.
+        if weight_format in ("q4", "int8"):
+            raise FtvpeError(f"A fine-tuned adapter runs on float weights; {weight_format} cannot hold it.")
+        weight_format = weight_format if weight_format not in (None, "auto") else None
+        if weight_format is None and device == "cpu":
+            weight_format = "float32"
     weight_format = settings.pick_weight_format(device, weight_format, source.kind in ("embedded", "gguf"))
     _quiet_transformers()
     was_cached = source.kind not in ("embedded", "gguf") or is_cached(gguf_cache_dir(Path(source.location)))
@@ -284,6 +293,12 @@ def _load(name, device, weight_format, allow_download, progress: Progress) -> Lo
     model.eval()
     model.requires_grad_(False)
     n_params = sum(p.numel() for p in model.parameters())
+    if adapter is not None:
+        from ftvpe_core import finetune
+
+        progress(0.85, "Merging the fine-tuned adapter")
+        model = finetune.load_adapter(model, adapter).merge_and_unload()
+        source = Source(source.name, f"{source.label} + adapter {Path(adapter).name}", source.kind, source.location)
     if weight_format == "int8":
         progress(0.9, "Converting linear layers to int8")
         model = quant.to_int8_dynamic(model)

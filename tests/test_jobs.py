@@ -33,6 +33,15 @@ def test_finetune_json_reports_the_run_and_stores_it_complete_with_its_adapter(c
     code, out, _ = _run(capsys, "runs", "show", run.id, "--json")
     shown = json.loads(out)
     assert shown["status"] == "complete" and len(shown["metrics"]["train_loss"]) == 3
+    code, out, err = _run(
+        capsys, "generate", "My card was charged twice.", "--adapter", run.id, "--model", str(tiny_model_dir),
+        "--max-new-tokens", "3", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["model"].endswith(f"+ adapter {run.id}")
+    code, _, err = _run(capsys, "generate", "hi", "--adapter", run.id, "--dtype", "q4", "--model", str(tiny_model_dir))
+    assert code == 2 and "adapter runs on float weights" in err
+
     code, out, _ = _run(capsys, "runs", "delete", run.id)
     assert code == 0 and store.list() == []
 
@@ -48,4 +57,6 @@ def test_finetune_bad_input_exits_2_with_one_line(capsys, tiny_model_dir):
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], err
     code, _, err = _run(capsys, "runs", "show", "missing")
+    assert code == 2 and "No run 'missing'" in err
+    code, _, err = _run(capsys, "generate", "hi", "--adapter", "missing", "--model", str(tiny_model_dir))
     assert code == 2 and "No run 'missing'" in err
