@@ -268,21 +268,17 @@ def cmd_finetune(args) -> int:
     return 0
 
 
-def _run_dict(run) -> dict:
-    return dataclasses.asdict(run)
-
-
 def cmd_runs(args) -> int:
     store = runs.RunStore()
     if args.runs_command == "list":
-        rows = [_run_dict(r) for r in store.list()]
+        rows = [dataclasses.asdict(r) for r in store.list()]
         if args.json:
             print(json.dumps({"runs": rows}))
         else:
             for r in rows:
                 print(f"{r['id']}  {r['kind']:<9} {r['dataset']:<18} {r['status']}")
     elif args.runs_command == "show":
-        run = _run_dict(store.get(args.run_id))
+        run = dataclasses.asdict(store.get(args.run_id))
         run["metrics"] = store.metrics(args.run_id)
         run["samples"] = [dataclasses.asdict(s) for s in store.samples(args.run_id)]
         print(json.dumps(run) if args.json else json.dumps(run, indent=2))
