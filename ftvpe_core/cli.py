@@ -1,4 +1,4 @@
-"""Command-line front of the core: ``python -m ftvpe_core generate | next-token | info | datasets | finetune | runs``.
+"""Command-line front of the core: ``python -m ftvpe_core generate | next-token | info | datasets | finetune | runs | worker``.
 
 It builds the same settings objects as the pages. A problem the user can fix exits with code 2 and one
 line on stderr; ``--json`` prints one JSON object on stdout.
@@ -12,7 +12,7 @@ import json
 import sys
 from importlib import metadata
 
-from ftvpe_core import FtvpeError, datasets, finetune, generation, jobs, models, prompts, runs, settings
+from ftvpe_core import FtvpeError, datasets, finetune, generation, jobs, models, prompts, runs, settings, worker
 from ftvpe_core.settings import GenerationSettings
 
 
@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     runs_show.add_argument("--json", action="store_true", help="print one JSON object")
     runs_delete = runs_sub.add_parser("delete", help="delete a run and its adapter")
     runs_delete.add_argument("run_id")
+
+    work = sub.add_parser("worker", help="train queued runs one by one (the app starts this itself)")
+    work.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
+    work.add_argument("--parent", type=int, help=argparse.SUPPRESS)
     return parser
 
 
@@ -252,6 +256,9 @@ def cmd_finetune(args) -> int:
     train_settings = finetune.from_preset(args.preset, **overrides)
 
     def show(event: dict) -> None:
+        if event.get("phase") == "accuracy":
+            print("measuring test accuracy of the base and the tuned model...", file=sys.stderr)
+            return
         val = f", val loss {event['val_loss']:.3f}" if event.get("val_loss") is not None else ""
         print(
             f"[step {event['step']}/{event.get('total_steps', '?')}] train loss {event['train_loss']:.3f}{val}, "
@@ -259,7 +266,7 @@ def cmd_finetune(args) -> int:
             file=sys.stderr,
         )
 
-    summary = jobs.run_finetune(args.dataset, train_settings, args.model, on_event=show)
+    summary = jobs.run_finetune(args.dataset, train_settings, args.model, on_event=show, preset=args.preset)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -288,6 +295,13 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_worker(args) -> int:
+    device = settings.pick_device(args.device)
+    taken = worker.serve(runs.RunStore(), device, args.parent, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"{taken} run(s) trained on {device}; the queue is empty.", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -298,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             "datasets": cmd_datasets,
             "finetune": cmd_finetune,
             "runs": cmd_runs,
+            "worker": cmd_worker,
         }
         return commands[args.command](args)
     except FtvpeError as e:

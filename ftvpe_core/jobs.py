@@ -1,19 +1,23 @@
 """Fine-tuning jobs: one run from dataset to stored adapter, reporting progress through the run store.
 
-``run_finetune`` does the whole job in the calling process (the CLI runs it in the foreground; a job
-process started by the pages will call the same function). It writes settings, progress, samples and the
-adapter to the store, and marks the run complete last. It knows nothing about pages.
+``submit`` queues a run in the store; ``execute`` trains a run that a process has claimed (a job process
+from ``worker``, or the CLI's foreground ``run_finetune``). Both write settings, progress, samples and
+the adapter to the store and mark the run complete last. Nothing here knows about pages or processes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 from ftvpe_core import FtvpeError, datasets, finetune, generation, models
-from ftvpe_core.runs import RunStore
+from ftvpe_core import settings as settings_module
+from ftvpe_core.runs import Run, RunStore
 from ftvpe_core.settings import GenerationSettings
 
 PROBES = 3
@@ -44,33 +48,110 @@ def label_accuracy(loaded: models.LoadedModel, examples: list[datasets.Example],
     return right / len(examples) if examples else 0.0
 
 
-def run_finetune(
-    dataset: str,
+DATASET_FILE = "dataset.json"
+"""An uploaded dataset's splits, saved in its run's folder when the run is queued."""
+
+
+def submit(
+    data: str | datasets.Dataset,
     settings: finetune.TrainSettings,
     model_name: str | None = None,
+    device: str | None = None,
     store: RunStore | None = None,
-    on_event: Callable[[dict], None] | None = None,
-    measure_accuracy: bool = True,
-) -> dict:
-    """Train a LoRA adapter and store it; returns the run's summary (with ``run_id`` and ``status``).
+    preset: str = "",
+) -> str:
+    """Queue a fine-tuning run and return its id; a job process (``worker``) picks it up.
 
-    For label datasets it also measures test accuracy of the base and the tuned model.
+    Args:
+        data: a built-in dataset's name, a JSONL/CSV file, or a parsed upload (saved with the run, so
+            the job trains on exactly what the user saw).
+        settings: how to train.
+        model_name: the base model (None: the default one).
+        device: where to train ('cpu', 'cuda', ...; None: the best one here).
+        preset: the preset the settings came from, for display ('' when none).
     """
     store = store or RunStore()
-    data = load_dataset(dataset)
-    run_id = store.create("finetune", data.name, {**settings.to_dict(), "model": model_name or "embedded"})
+    dataset = load_dataset(data) if isinstance(data, str) else data
+    if not dataset.splits.get("train"):
+        raise FtvpeError(f"The dataset '{dataset.name}' has no training examples.")
+    builtin = isinstance(data, str) and data in datasets.builtin_names()
+    record = {
+        **settings.to_dict(),
+        "model": model_name or settings_module.default_model(),
+        "preset": preset,
+        "dataset_title": dataset.title,
+        "dataset_source": "builtin" if builtin else "upload",
+    }
+    run_id = store.create("finetune", dataset.name, record, device or settings_module.pick_device())
+    if not builtin:
+        try:
+            path = store.artifact_dir(run_id) / DATASET_FILE
+            path.write_text(json.dumps(_dataset_dict(dataset)), encoding="utf-8")
+        except OSError as e:
+            store.fail(run_id, f"The dataset could not be saved with the run: {e}")
+            raise FtvpeError(f"The dataset could not be saved with the run: {e}") from e
+    return run_id
+
+
+def _dataset_dict(dataset: datasets.Dataset) -> dict:
+    d = dataclasses.asdict(dataset)
+    d["splits"] = {name: [e.to_dict() for e in examples] for name, examples in dataset.splits.items()}
+    return d
+
+
+def run_dataset(store: RunStore, run: Run) -> datasets.Dataset:
+    """The dataset a stored run trains on (built-in by name, an upload from the run's folder)."""
+    if run.settings.get("dataset_source") != "upload":
+        return datasets.load_builtin(run.dataset)
+    path = store.artifact_dir(run.id) / DATASET_FILE
     try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise FtvpeError(f"Run '{run.id}' lost its uploaded dataset ({path}): {e}") from e
+    d["splits"] = {name: [datasets.Example(**e) for e in rows] for name, rows in d["splits"].items()}
+    return datasets.Dataset(**d)
+
+
+def train_settings(run: Run) -> finetune.TrainSettings:
+    """The TrainSettings a stored run was queued with."""
+    names = {f.name for f in dataclasses.fields(finetune.TrainSettings)}
+    return finetune.TrainSettings(**{k: v for k, v in run.settings.items() if k in names})
+
+
+def execute(
+    store: RunStore,
+    run_id: str,
+    on_event: Callable[[dict], None] | None = None,
+    measure_accuracy: bool = True,
+    interrupted: Callable[[], bool] | None = None,
+) -> dict:
+    """Train a run already marked running (``RunStore.claim`` or ``start``) and store its adapter.
+
+    Progress, samples and the summary go to the store; the 'complete' mark is written last. For label
+    datasets it also measures test accuracy of the base and the tuned model. ``interrupted`` is polled
+    with the user's cancel request: when it says True the run stops and is marked interrupted.
+
+    Returns:
+        the summary, with ``run_id`` and ``status``.
+    """
+    run = store.get(run_id)
+    try:
+        data = run_dataset(store, run)
+        settings = train_settings(run)
         # Training needs float weights; this process owns the model it trains.
-        loaded = models.load(model_name, weight_format="float32")
-        store.start(run_id, os.getpid(), loaded.device)
+        loaded = models.load(run.settings.get("model"), device=run.device or "auto", weight_format="float32")
 
         def progress(event: dict) -> None:
             values = {k: event[k] for k in ("train_loss", "val_loss", "lr", "tokens_seen", "eta_s") if k in event}
+            values["total_steps"] = event["total_steps"]
             store.log_metrics(run_id, event["step"], **{k: v for k, v in values.items() if v is not None})
             for probe, answer in event.get("samples") or []:
                 store.log_sample(run_id, event["step"], str(probe), answer)
             if on_event:
                 on_event(event)
+
+        def should_stop() -> bool:
+            return store.cancel_requested(run_id) or (interrupted is not None and interrupted())
 
         probes = [e.prompt for e in data.splits["validation"][:PROBES]]
         result = models.compute(
@@ -81,24 +162,68 @@ def run_finetune(
             data.splits["validation"],
             settings,
             progress,
-            lambda: store.cancel_requested(run_id),
+            should_stop,
             probes,
             loaded.device,
         )
         if result.status == "cancelled":
+            if interrupted is not None and interrupted():
+                store.interrupt(run_id)
+                return {"run_id": run_id, **result.summary(), "status": "interrupted"}
             store.mark_cancelled(run_id)
             return {"run_id": run_id, **result.summary()}
         finetune.save_adapter(result.peft_model, store.artifact_dir(run_id))
-        summary = {"run_id": run_id, "dataset": data.name, **result.summary()}
+        trainable, total = finetune.trainable_parameters(result.peft_model)
+        summary = {
+            "run_id": run_id,
+            "dataset": data.name,
+            **result.summary(),
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+        }
         if measure_accuracy and data.task == "label":
+            if on_event:
+                on_event({"phase": "accuracy"})
             tuned = dataclasses.replace(loaded, model=result.peft_model)
             test = data.splits["test"]
-            summary["test_accuracy_tuned"] = label_accuracy(tuned, test, data.labels)
+            summary["test_accuracy_tuned"] = models.compute(label_accuracy, tuned, test, data.labels)
             with result.peft_model.disable_adapter():
-                summary["test_accuracy_base"] = label_accuracy(tuned, test, data.labels)
+                summary["test_accuracy_base"] = models.compute(label_accuracy, tuned, test, data.labels)
         store.finish(run_id, summary)
         return {**summary, "status": "complete"}
     except BaseException as e:
         if store.get(run_id).status in ("queued", "running"):
             store.fail(run_id, f"{type(e).__name__}: {e}" if not isinstance(e, FtvpeError) else str(e))
         raise
+
+
+def run_finetune(
+    dataset: str | datasets.Dataset,
+    settings: finetune.TrainSettings,
+    model_name: str | None = None,
+    store: RunStore | None = None,
+    on_event: Callable[[dict], None] | None = None,
+    measure_accuracy: bool = True,
+    preset: str = "",
+) -> dict:
+    """Queue a run and train it here, in the foreground (the CLI's ``finetune``); returns its summary."""
+    store = store or RunStore()
+    run_id = submit(dataset, settings, model_name, store=store, preset=preset)
+    store.start(run_id, os.getpid(), store.get(run_id).device or settings_module.pick_device())
+    return execute(store, run_id, on_event, measure_accuracy)
+
+
+def adapter_zip(store: RunStore, run_id: str) -> bytes:
+    """A zip of a complete run's adapter (safetensors + config) and its summary, for download."""
+    run = store.get(run_id)
+    if run.status != "complete":
+        raise FtvpeError(f"Run '{run_id}' is {run.status}; only a complete run has an adapter to download.")
+    folder = store.artifact_dir(run_id)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in (finetune.ADAPTER_WEIGHTS, finetune.ADAPTER_CONFIG):
+            if not (folder / name).is_file():
+                raise FtvpeError(f"Run '{run_id}' is missing {name} in {folder}.")
+            z.write(folder / name, f"{run_id}/{name}")
+        z.writestr(f"{run_id}/run.json", json.dumps(dataclasses.asdict(run), indent=2, sort_keys=True))
+    return buffer.getvalue()

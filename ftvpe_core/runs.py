@@ -266,8 +266,8 @@ class RunStore:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def create(self, kind: str, dataset: str, settings: dict[str, Any]) -> str:
-        """Queue a new run and return its id."""
+    def create(self, kind: str, dataset: str, settings: dict[str, Any], device: str | None = None) -> str:
+        """Queue a new run (for ``device``, when given) and return its id."""
         settings_json = json.dumps(dict(settings), sort_keys=True)
         with self._write() as conn:
             while True:
@@ -275,8 +275,9 @@ class RunStore:
                 if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
                     break
             conn.execute(
-                "INSERT INTO runs (id, kind, dataset, settings_json, status, created) VALUES (?, ?, ?, ?, 'queued', ?)",
-                (run_id, kind, dataset, settings_json, time.time()),
+                "INSERT INTO runs (id, kind, dataset, settings_json, status, created, device) "
+                "VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+                (run_id, kind, dataset, settings_json, time.time(), device),
             )
         return run_id
 
@@ -289,6 +290,23 @@ class RunStore:
             "status = 'running', started = ?, pid = ?, device = ?",
             (time.time(), pid, device),
         )
+
+    def claim(self, device: str, pid: int) -> str | None:
+        """Take the oldest run queued for ``device`` (or for no device in particular) and mark it running in
+        process ``pid``; None when nothing waits. Atomic: two job processes never claim the same run."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT id FROM runs WHERE status = 'queued' AND (device IS NULL OR device = ?) "
+                "ORDER BY created, id LIMIT 1",
+                (device,),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE runs SET status = 'running', started = ?, pid = ?, device = ? WHERE id = ?",
+                (time.time(), pid, device, row["id"]),
+            )
+        return row["id"]
 
     def log_metrics(self, run_id: str, step: int, **values: float) -> None:
         """Record named values (train_loss=..., lr=...) at a training step, all in one transaction."""
@@ -346,6 +364,13 @@ class RunStore:
                 )
             elif status == "running":
                 conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
+
+    def interrupt(self, run_id: str) -> None:
+        """Mark a running run as interrupted (its job process stops because the app stopped)."""
+        self._transition(
+            run_id, ("running",), "interrupted", "status = 'interrupted', error = ?, finished = ?",
+            (INTERRUPTED_ERROR, time.time()),
+        )  # fmt: skip
 
     def mark_cancelled(self, run_id: str) -> None:
         """Mark a run as cancelled (the job process calls this once it has stopped)."""
@@ -414,10 +439,14 @@ class RunStore:
             rows = conn.execute(query + " ORDER BY created DESC, id DESC", params).fetchall()
         return [self._row_to_run(row) for row in rows]
 
-    def queue(self) -> list[Run]:
-        """Queued runs, oldest first: index 0 runs next."""
+    def queue(self, device: str | None = None) -> list[Run]:
+        """Queued runs (for ``device`` when given, counting runs queued for any device), oldest first:
+        index 0 runs next."""
+        query, params = "SELECT * FROM runs WHERE status = 'queued'", ()
+        if device is not None:
+            query, params = query + " AND (device IS NULL OR device = ?)", (device,)
         with self._connect() as conn:
-            rows = conn.execute("SELECT * FROM runs WHERE status = 'queued' ORDER BY created, id").fetchall()
+            rows = conn.execute(query + " ORDER BY created, id", params).fetchall()
         return [self._row_to_run(row) for row in rows]
 
     def cancel_requested(self, run_id: str) -> bool:

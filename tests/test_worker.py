@@ -1,0 +1,138 @@
+"""Job processes on the tiny model: queue order, one process per device, cancel, crash and app-stop."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ftvpe_core import finetune, jobs, worker
+from ftvpe_core.runs import RunStore
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _settings(**overrides):
+    return finetune.TrainSettings(**{"max_steps": 2, "batch_size": 4, "max_length": 48, "eval_every": 2,
+                                     "max_val_examples": 4, **overrides})  # fmt: skip
+
+
+def _wait(predicate, timeout=90.0, what="the condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_submit_keeps_an_upload_with_the_run_and_trains_on_exactly_it(tiny_model_dir):
+    store = RunStore()
+    upload = jobs.load_dataset("support_triage")
+    upload.name, upload.title = "my_upload", "My upload"
+    upload.splits["train"] = upload.splits["train"][:12]
+    run_id = jobs.submit(upload, _settings(), str(tiny_model_dir), device="cpu", store=store)
+    run = store.get(run_id)
+    assert (run.status, run.device, run.dataset) == ("queued", "cpu", "my_upload")
+    assert run.settings["dataset_source"] == "upload" and run.settings["model"] == str(tiny_model_dir)
+    saved = jobs.run_dataset(store, run)
+    assert saved.splits["train"] == upload.splits["train"] and saved.labels == upload.labels
+
+
+def test_claim_takes_queued_runs_oldest_first_for_the_device_and_never_twice(tiny_model_dir):
+    store = RunStore()
+    first = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
+    other = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cuda", store=store)
+    second = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
+    assert [r.id for r in store.queue("cpu")] == [first, second]
+    assert store.claim("cpu", 111) == first and store.claim("cpu", 222) == second
+    assert store.claim("cpu", 333) is None
+    assert store.get(first).pid == 111 and store.get(first).status == "running"
+    assert [r.id for r in store.queue("cuda")] == [other]
+
+
+def test_serve_trains_the_queue_in_order_and_releases_the_device(tiny_model_dir):
+    store = RunStore()
+    ids = [jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store) for _ in "ab"]
+    lines = []
+    assert worker.serve(store, "cpu", log=lines.append) == 2
+    runs = [store.get(i) for i in ids]
+    assert [r.status for r in runs] == ["complete", "complete"]
+    assert runs[0].finished <= runs[1].started  # one at a time
+    assert runs[0].summary["trainable_parameters"] > 0 and "test_accuracy_tuned" in runs[0].summary
+    assert not worker.busy(store, "cpu")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_a_second_job_process_for_the_same_device_does_nothing(tiny_model_dir):
+    store = RunStore()
+    run_id = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
+    with worker._device_lock(store, "cpu") as got:
+        assert got and worker.busy(store, "cpu")
+        assert worker.serve(store, "cpu", log=lambda m: None) == 0
+    assert store.get(run_id).status == "queued"
+
+
+def test_ensure_worker_starts_one_process_that_trains_the_run(tiny_model_dir):
+    store = RunStore()
+    assert not worker.ensure_worker(store, "cpu")  # nothing queued
+    run_id = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
+    assert worker.ensure_worker(store, "cpu")
+    assert not worker.ensure_worker(store, "cpu")  # already started
+    _wait(lambda: store.get(run_id).status not in ("queued", "running"), what="the run to finish")
+    run = store.get(run_id)
+    assert run.status == "complete", (run.error, (store.home / "logs" / "worker-cpu.log").read_text())
+    assert run.pid != os.getpid()
+    assert (store.artifact_dir(run_id) / "adapter_model.safetensors").is_file()
+    assert len(jobs.adapter_zip(store, run_id)) > 1000
+
+
+def _start_long_run(store, tiny_model_dir):
+    run_id = jobs.submit("support_triage", _settings(max_steps=5000, eval_every=1000), str(tiny_model_dir),
+                         device="cpu", store=store)  # fmt: skip
+    return run_id
+
+
+def test_cancel_stops_a_running_job_and_the_next_queued_run_still_trains(tiny_model_dir):
+    store = RunStore()
+    long_run = _start_long_run(store, tiny_model_dir)
+    queued = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
+    assert [r.id for r in store.queue("cpu")] == [long_run, queued]
+    worker.ensure_worker(store, "cpu")
+    _wait(lambda: store.metrics(long_run).get("train_loss"), what="training to start")
+    store.request_cancel(long_run)
+    _wait(lambda: store.get(queued).status == "complete", what="the queued run")
+    assert store.get(long_run).status == "cancelled"
+
+
+def test_a_job_process_killed_with_sigkill_leaves_its_run_failed_and_the_store_readable(tiny_model_dir):
+    store = RunStore()
+    run_id = _start_long_run(store, tiny_model_dir)
+    worker.ensure_worker(store, "cpu")
+    _wait(lambda: store.metrics(run_id).get("train_loss"), what="training to start")
+    os.kill(store.get(run_id).pid, signal.SIGKILL)
+    _wait(lambda: worker.reap(store) or store.get(run_id).status != "running", what="the kill to be noticed")
+    run = store.get(run_id)
+    assert run.status == "failed" and "stopped unexpectedly" in run.error
+    assert store.metrics(run_id)["train_loss"] and [r.id for r in store.list()] == [run_id]
+    assert not worker.busy(store, "cpu")  # the lock died with the process
+
+
+def test_a_job_process_whose_app_stops_marks_its_run_interrupted(tiny_model_dir):
+    store = RunStore()
+    run_id = _start_long_run(store, tiny_model_dir)
+    # A stand-in for the app: a shell that starts the job process as its child, then is killed.
+    app = subprocess.Popen(
+        ["bash", "-c", f'"{sys.executable}" -m ftvpe_core worker --device cpu --parent $$ & wait'],
+        env={**os.environ, "FTVPE_HOME": str(store.home)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    _wait(lambda: store.metrics(run_id).get("train_loss"), what="training to start")
+    app.kill()
+    app.wait()
+    _wait(lambda: store.get(run_id).status != "running", what="the job process to stop")
+    run = store.get(run_id)
+    assert run.status == "interrupted" and "app stopped" in run.error
+    assert not worker.busy(store, "cpu")
