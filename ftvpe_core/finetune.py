@@ -588,3 +588,34 @@ def trainable_parameters(peft_model: Any) -> tuple[int, int]:
         return int(trainable), int(total)
     params = list(peft_model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def lora_parameters(config: Any, rank: int, target_modules: Sequence[str]) -> int:
+    """Weights a LoRA adapter of ``rank`` adds to a Llama-style model, from its config alone (no model
+    needed): each adapted layer of shape (out, in) gets A (rank, in) and B (out, rank)."""
+    hidden = config.hidden_size
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    kv = (getattr(config, "num_key_value_heads", None) or heads) * head_dim
+    inter = getattr(config, "intermediate_size", None) or 4 * hidden
+    shapes = {
+        "q_proj": (heads * head_dim, hidden),
+        "k_proj": (kv, hidden),
+        "v_proj": (kv, hidden),
+        "o_proj": (hidden, heads * head_dim),
+        "gate_proj": (inter, hidden),
+        "up_proj": (inter, hidden),
+        "down_proj": (hidden, inter),
+    }
+    per_layer = sum(rank * (shapes[m][0] + shapes[m][1]) for m in target_modules if m in shapes)
+    return per_layer * config.num_hidden_layers
+
+
+def overfit_step(val_points: Sequence[tuple[int, float]], tolerance: float = 0.02) -> int | None:
+    """The step of the lowest validation loss when a later evaluation rose above it by more than
+    ``tolerance`` (relative): where overfitting starts. None while the validation loss still falls."""
+    if len(val_points) < 2:
+        return None
+    best_step, best = min(val_points, key=lambda p: (p[1], p[0]))
+    later = [v for s, v in val_points if s > best_step]
+    return best_step if later and max(later) > best * (1 + tolerance) else None
