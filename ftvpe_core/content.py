@@ -31,7 +31,65 @@ PAGES = [
     {"path": "pages/1_Prompt_Lab.py", "title": "Prompt Lab", "icon": "✍️",
      "text": "Switch on role, few-shot, chain-of-thought and context; run next to the plain prompt; see the "
              "next-token probabilities move."},
+    {"path": "pages/2_Fine_Tune_Lab.py", "title": "Fine-Tune Lab", "icon": "🛠️",
+     "text": "Train a small LoRA adapter on a built-in or uploaded dataset, watch the loss curves and sample "
+             "answers live (or overfit it on purpose), then chat with the tuned model next to the base one."},
+    {"path": "pages/3_Runs.py", "title": "Runs", "icon": "📈",
+     "text": "Every fine-tuning run: status, settings, losses and sample answers; overlay their curves, "
+             "download an adapter, delete what you no longer need."},
 ]  # fmt: skip
+
+FINETUNE_INTRO = (
+    "Fine-tuning changes the model itself: it keeps training a general model on a small set of examples "
+    "of the job you want, so its weights move towards that job. LoRA freezes every original weight and "
+    "trains two thin matrices beside some layers instead, so it is quick and the result is a small file. "
+    "Pick data, pick settings, launch, and watch it learn; then talk to the tuned model next to the base one."
+)
+
+TRAIN_PRESETS = {
+    "quick": (
+        "Quick demo",
+        "40 steps on the attention layers at a high learning rate: about a minute on a "
+        "2-core laptop with the embedded model. Enough to teach support triage its four labels.",
+    ),
+    "thorough": (
+        "Thorough",
+        "Three passes over the data on every layer at a gentler learning rate, with early "
+        "stopping when the validation loss stops improving. Several minutes on a CPU.",
+    ),
+    "overfit": (
+        "Overfit on purpose",
+        "Only 8 training examples, a big adapter, a very high learning rate and "
+        "no early stopping: the training loss drops to almost zero while the validation loss turns "
+        "up. The model memorises instead of learning, one of fine-tuning's classic risks.",
+    ),
+}
+
+TRAIN_KNOBS = {
+    "rank": "Width of the two small matrices LoRA adds beside each chosen layer. Higher learns more and "
+            "trains more weights (and overfits sooner).",
+    "alpha": "Scales the adapter's effect by alpha / rank. Usually twice the rank.",
+    "dropout": "Randomly silences part of the adapter's input while training, a guard against memorising.",
+    "learning_rate": "How big each update is. Too low learns nothing in a short run; too high makes the "
+                     "loss jump around or overfit.",
+    "max_steps": "How many updates to make. Each step looks at one batch of examples.",
+    "epochs": "Instead of steps: how many times to go through the whole training set (0 = use steps).",
+    "batch_size": "Examples per step. Bigger is smoother but slower per step.",
+    "max_length": "Longest example in tokens; longer ones lose the start of their prompt.",
+    "warmup_fraction": "Share of the steps during which the learning rate climbs from 0, so the first "
+                       "updates do not wreck the model.",
+    "weight_decay": "Pulls the adapter's weights towards zero a little at each step.",
+    "eval_every": "Measure the validation loss and answer the three probe prompts every this many steps.",
+    "early_stopping_patience": "Stop after this many evaluations without a better validation loss (0 = never).",
+    "target_modules": "Which layers get an adapter: the attention projections (q, k, v, o) and the MLP "
+                      "(gate, up, down). More layers: more capacity, more weights.",
+    "max_train_examples": "Train on only the first this many examples (0 = all); few examples make "
+                          "overfitting easy to see.",
+    "max_val_examples": "Measure the validation loss on only this many examples (0 = all): faster evaluations.",
+    "restore_best": "At the end, keep the adapter from the evaluation with the lowest validation loss.",
+    "bf16": "Compute in bfloat16 where the processor supports it: faster, same weights.",
+    "seed": "Fixes the random start and batch order, so a run can be repeated exactly.",
+}  # fmt: skip
 
 CHOOSE_MODEL = (
     "The app runs **SmolLM2-135M-Instruct**, which ships inside the app, so it works offline on a laptop. "

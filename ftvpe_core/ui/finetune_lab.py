@@ -1,0 +1,125 @@
+"""Session state of the Fine-Tune Lab: widget keys <-> TrainSettings, the dataset choice and upload, the chat."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from ftvpe_core import FtvpeError, datasets, finetune, generation, models
+from ftvpe_core.settings import GenerationSettings
+
+DEFAULT_PRESET = "quick"
+SOURCES = ("Built-in", "Upload your own")
+KEYS = {
+    "ft_rank": "rank", "ft_alpha": "alpha", "ft_dropout": "dropout", "ft_lr": "learning_rate",
+    "ft_steps": "max_steps", "ft_epochs": "epochs", "ft_batch": "batch_size", "ft_max_len": "max_length",
+    "ft_warmup": "warmup_fraction", "ft_wd": "weight_decay", "ft_eval_every": "eval_every",
+    "ft_patience": "early_stopping_patience", "ft_targets": "target_modules", "ft_max_train": "max_train_examples",
+    "ft_max_val": "max_val_examples", "ft_restore_best": "restore_best", "ft_bf16": "bf16", "ft_seed": "seed",
+}  # fmt: skip
+"""Widget key -> TrainSettings field: one widget per field."""
+UPLOADED = "ft_uploaded"
+UPLOAD_ERROR = "ft_upload_error"
+CHATS = "ft_chats"
+LENGTHS = "ft_lengths"
+CHAT_SETTINGS = GenerationSettings(max_new_tokens=80)
+
+
+def init() -> None:
+    """Widget defaults on first visit: the quick preset on support triage."""
+    ss = st.session_state
+    if "ft_rank" not in ss:
+        ss.ft_preset = DEFAULT_PRESET
+        apply_preset()
+    ss.setdefault("ft_source", SOURCES[0])
+    ss.setdefault("ft_dataset", datasets.BUILTINS[0])
+    ss.setdefault("ft_run", None)
+    for key in (UPLOADED, UPLOAD_ERROR):
+        ss.setdefault(key, None)
+    ss.setdefault(CHATS, {})
+    ss.setdefault(LENGTHS, {})
+
+
+def apply_preset() -> None:
+    """Callback of the preset choice: every knob to the preset's value."""
+    values = {**dataclasses.asdict(finetune.TrainSettings()), **finetune.PRESETS[st.session_state.ft_preset]}
+    for key, name in KEYS.items():
+        value = values[name]
+        st.session_state[key] = list(value) if isinstance(value, (tuple, list)) else value
+
+
+def settings_from_widgets() -> finetune.TrainSettings:
+    """TrainSettings from the widgets; raises FtvpeError with the knob's problem."""
+    ss = st.session_state
+    values = {name: ss[key] for key, name in KEYS.items()}
+    for name in ("rank", "max_steps", "batch_size", "max_length", "eval_every", "early_stopping_patience",
+                 "max_train_examples", "max_val_examples", "seed"):  # fmt: skip
+        if isinstance(values[name], float) and values[name].is_integer():
+            values[name] = int(values[name])
+    return finetune.TrainSettings(**values)
+
+
+def on_upload() -> None:
+    """Callback of the file uploader: accept a valid file; a bad one leaves the previous upload in place."""
+    ss = st.session_state
+    uploaded = ss.get("ft_upload")
+    if uploaded is None:
+        return
+    try:
+        ss[UPLOADED] = datasets.parse_upload(uploaded.getvalue(), uploaded.name)
+        ss[UPLOAD_ERROR] = None
+    except datasets.UploadError as e:
+        ss[UPLOAD_ERROR] = {"summary": str(e), "problems": e.shown()}
+    except FtvpeError as e:
+        ss[UPLOAD_ERROR] = {"summary": str(e), "problems": []}
+
+
+def chosen_dataset() -> datasets.Dataset | None:
+    """The built-in dataset picked, or the accepted upload (None before one is accepted)."""
+    ss = st.session_state
+    if ss.ft_source == SOURCES[1]:
+        return ss[UPLOADED]
+    return _builtin(ss.ft_dataset)
+
+
+@st.cache_resource(show_spinner=False)
+def _builtin(name: str) -> datasets.Dataset:
+    return datasets.load_builtin(name)
+
+
+def lengths(tokenizer, data: datasets.Dataset) -> dict[str, list[int]]:
+    """Tokens per example and split as training sees them (chat template included), cached per session."""
+    key = (id(tokenizer), data.name, tuple(data.sizes().values()))
+    cache = st.session_state[LENGTHS]
+    if key not in cache:
+        cache[key] = {
+            split: [len(finetune.encode_example(tokenizer, e, 1 << 20)["input_ids"]) for e in examples]
+            for split, examples in data.splits.items()
+        }
+    return cache[key]
+
+
+def preview_rows(data: datasets.Dataset, n: int = 20) -> list[dict]:
+    return [{"prompt": e.prompt, "response": e.response} for e in data.splits.get("train", [])[:n]]
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def tuned_model(name: str, device: str, home: str, run_id: str) -> models.LoadedModel:
+    """The base model with a run's adapter merged into float weights, shared by every session."""
+    from ftvpe_core.runs import RunStore
+
+    return models.load(name, device=device, weight_format="float32", adapter=RunStore(Path(home)).artifact_dir(run_id))
+
+
+def ask_both(base: models.LoadedModel, tuned: models.LoadedModel, run_id: str, prompt: str) -> None:
+    """Answer one message with the base and the tuned model and keep it in this session's chat."""
+    messages = [{"role": "user", "content": prompt}]
+    turn = {"prompt": prompt, "time": time.strftime("%H:%M:%S")}
+    for label, loaded in (("base", base), ("tuned", tuned)):
+        result = generation.generate(loaded, messages, CHAT_SETTINGS)
+        turn[label] = result.text
+        turn[f"{label}_stats"] = f"{result.new_tokens} tokens · {result.tokens_per_s:.0f} tokens/s"
+    st.session_state[CHATS].setdefault(run_id, []).append(turn)

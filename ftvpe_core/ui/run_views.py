@@ -1,0 +1,180 @@
+"""Views of fine-tuning runs shared by the Fine-Tune Lab and Runs pages: the store, live progress, summaries.
+
+Every session reads the same run store, so a reload, a second tab or a second user sees the same jobs.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from ftvpe_core import FtvpeError, figures, finetune, jobs, worker
+from ftvpe_core.runs import Run, RunStore
+
+STATUS_ICONS = {"queued": "⏳", "running": "🏃", "complete": "✅", "failed": "❌", "cancelled": "⏹️",
+                "interrupted": "⚠️"}  # fmt: skip
+
+
+@st.cache_resource(show_spinner=False)
+def _store(home: str) -> RunStore:
+    # Runs once per server process and data folder: runs left 'running' by a job process that is gone
+    # were cut off by the app stopping (a server restart), so they show as interrupted.
+    store = RunStore(Path(home))
+    store.recover_interrupted()
+    return store
+
+
+def store() -> RunStore:
+    """The run store of the data folder (``FTVPE_HOME``), recovered once per server start."""
+    from ftvpe_core import settings
+
+    return _store(str(settings.data_home()))
+
+
+def tick(store: RunStore) -> None:
+    """Mark runs whose job process died as failed, and make sure queued runs have a job process."""
+    worker.reap(store)
+    for device in {r.device for r in store.queue() if r.device}:
+        try:
+            worker.ensure_worker(store, device)
+        except FtvpeError as e:
+            st.error(str(e))
+
+
+def label(run: Run) -> str:
+    preset = run.settings.get("preset") or "custom"
+    return f"{STATUS_ICONS.get(run.status, '')} {run.id} · {run.settings.get('dataset_title', run.dataset)} · {preset}"
+
+
+def duration(run: Run) -> float | None:
+    if run.started is None:
+        return None
+    return (run.finished or time.time()) - run.started
+
+
+def progress(store: RunStore, run: Run, metrics: dict) -> None:
+    """Status line and progress bar (step, ETA) of one run."""
+    total = int(metrics["total_steps"][-1][1]) if metrics.get("total_steps") else None
+    step = metrics["train_loss"][-1][0] if metrics.get("train_loss") else 0
+    if run.status == "queued":
+        queue = [r.id for r in store.queue(run.device)]
+        position = queue.index(run.id) + 1 if run.id in queue else "?"
+        st.info(f"⏳ Queued: position {position} of {len(queue)} on {run.device}. One job trains at a time per device.")
+    elif run.status == "running" and not step:
+        st.progress(0.0, text="Loading the model and the data…")
+    elif run.status == "running" and total and step >= total:
+        st.progress(1.0, text="Training done; measuring the base and tuned models on the test split…")
+    elif run.status == "running":
+        eta = metrics["eta_s"][-1][1] if metrics.get("eta_s") else None
+        eta_text = f" · about {eta:.0f} s left" if eta is not None else ""
+        if run.cancel_requested:
+            eta_text = " · stopping…"
+        st.progress(min(step / total, 1.0) if total else 0.0, text=f"Step {step} of {total or '?'}{eta_text}")
+    elif run.status == "complete":
+        st.success(f"✅ Complete: {run.summary.get('steps', step)} steps in {run.summary.get('train_seconds', 0):.0f} s"
+                   f" ({run.summary.get('status', 'completed').replace('_', ' ')}).")  # fmt: skip
+    elif run.status == "failed":
+        st.error(f"❌ Failed: {run.error}")
+    elif run.status == "cancelled":
+        st.warning(f"⏹️ Cancelled at step {step}.")
+    else:
+        st.warning(f"⚠️ Interrupted at step {step}: {run.error}. Launch it again to retrain.")
+
+
+def curves(run: Run, metrics: dict, key: str) -> None:
+    total = int(metrics["total_steps"][-1][1]) if metrics.get("total_steps") else None
+    marker = finetune.overfit_step(metrics.get("val_loss") or [])
+    st.plotly_chart(figures.loss_curves(metrics, total, marker), key=key)
+    if marker is not None:
+        st.caption(f"🔴 The validation loss was lowest at step {marker} and rose after it: the model started to "
+                   "memorise its training examples instead of learning the task (overfitting).")  # fmt: skip
+
+
+def samples(store: RunStore, run: Run, key: str) -> None:
+    """The probe answers at each evaluation, latest first ("watch it learn")."""
+    rows = store.samples(run.id)
+    if not rows:
+        st.caption("The three probe prompts are answered at each evaluation; the first answers appear soon.")
+        return
+    by_step: dict[int, list] = {}
+    for s in rows:
+        by_step.setdefault(s.step, []).append(s)
+    steps = sorted(by_step, reverse=True)
+    st.markdown(f"**Probe answers** (validation prompts the model never trains on), step {steps[0]}:")
+    for s in by_step[steps[0]]:
+        c1, c2 = st.columns([2, 3])
+        c1.text(s.probe)
+        c2.text(s.answer or "(empty answer)")
+    if len(steps) > 1:
+        with st.expander("Earlier steps: watch the answers change"):
+            for step in steps[1:]:
+                st.markdown(f"*Step {step}*")
+                for s in by_step[step]:
+                    st.text(f"{s.probe[:70]} → {s.answer or '(empty)'}")
+
+
+def summary(run: Run) -> None:
+    """Time, steps, tokens seen, final losses, accuracy: the run's numbers as metrics."""
+    s = run.summary or {}
+    cols = st.columns(5)
+    cols[0].metric("Training time", f"{s.get('train_seconds', 0):.0f} s")
+    cols[1].metric("Steps", s.get("steps", "–"))
+    cols[2].metric("Tokens seen", f"{s.get('tokens_seen', 0):,}")
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, (int, float)) else "–"  # noqa: E731
+    cols[3].metric("Final train loss", fmt(s.get("final_train_loss")))
+    cols[4].metric("Best validation loss", fmt(s.get("best_val_loss")), help=f"at step {s.get('best_step')}")
+    if "test_accuracy_tuned" in s:
+        base, tuned = s.get("test_accuracy_base", 0.0), s["test_accuracy_tuned"]
+        st.metric(
+            "Test accuracy (held-out test split)", f"{tuned:.0%} tuned", f"{tuned - base:+.0%} vs base {base:.0%}"
+        )
+
+
+def download(store: RunStore, run: Run, key: str) -> None:
+    try:
+        data = jobs.adapter_zip(store, run.id)
+    except FtvpeError as e:
+        st.caption(str(e))
+        return
+    st.download_button("⬇️ Download the adapter (zip)", data, file_name=f"adapter-{run.id}.zip",
+                       mime="application/zip", key=key,
+                       help="adapter_model.safetensors + adapter_config.json (load with peft) and the run's record.")  # fmt: skip
+
+
+def table(runs: list[Run]) -> list[dict]:
+    """One row per run: dataset, settings, status, duration and final metrics."""
+    rows = []
+    for r in runs:
+        s, summ = r.settings, r.summary or {}
+        took = duration(r)
+        rows.append({
+            "run": r.id,
+            "status": f"{STATUS_ICONS.get(r.status, '')} {r.status}",
+            "dataset": s.get("dataset_title", r.dataset),
+            "preset": s.get("preset") or "custom",
+            "settings": f"r={s.get('rank')} lr={s.get('learning_rate')} steps={s.get('max_steps') if not s.get('epochs') else str(s.get('epochs')) + ' epochs'}",
+            "model": s.get("model"),
+            "device": r.device,
+            "duration (s)": round(took) if took is not None else None,
+            "final train loss": summ.get("final_train_loss"),
+            "best val loss": summ.get("best_val_loss"),
+            "test accuracy": summ.get("test_accuracy_tuned"),
+        })  # fmt: skip
+    return rows
+
+
+def overlay(store: RunStore, runs: list[Run]):
+    return figures.loss_overlay({f"{r.id} ({r.settings.get('preset') or 'custom'})": store.metrics(r.id) for r in runs})
+
+
+def delete(store: RunStore, run_id: str) -> None:
+    """Callback of the Runs page's delete button (before its widgets are drawn again)."""
+    try:
+        store.delete(run_id)
+        st.session_state.rn_message = f"Deleted run {run_id}."
+        st.session_state.pop("rn_open", None)
+        st.session_state.rn_sure = False
+    except FtvpeError as e:
+        st.session_state.rn_message = str(e)

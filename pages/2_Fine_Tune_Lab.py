@@ -1,0 +1,165 @@
+"""Fine-Tune Lab: pick data and settings, launch a LoRA job, watch it learn, then talk to the tuned model."""
+
+import streamlit as st
+
+from ftvpe_core import FtvpeError, content, datasets, figures, finetune, jobs, settings, worker
+from ftvpe_core.ui import finetune_lab as lab
+from ftvpe_core.ui import loaders
+from ftvpe_core.ui import run_views as views
+
+st.set_page_config(page_title="Fine-Tune Lab · FT vs PE Studio", page_icon="🛠️", layout="wide")
+lab.init()
+handle = loaders.sidebar()
+store = views.store()
+ss = st.session_state
+
+st.title("🛠️ Fine-Tune Lab")
+st.caption(content.FINETUNE_INTRO)
+
+st.header("1 · Data")
+st.radio("Dataset", lab.SOURCES, key="ft_source", horizontal=True)
+if ss.ft_source == lab.SOURCES[0]:
+    st.selectbox("Built-in dataset", datasets.BUILTINS, key="ft_dataset", format_func=lambda n: lab._builtin(n).title)
+else:
+    st.file_uploader("JSONL or CSV with prompt/response columns, or chat messages (up to 5 MB, 5,000 rows)",
+                     type=["jsonl", "ndjson", "json", "csv", "tsv"], key="ft_upload", on_change=lab.on_upload)  # fmt: skip
+    if ss[lab.UPLOAD_ERROR]:
+        st.error(ss[lab.UPLOAD_ERROR]["summary"])
+        st.markdown("\n".join(f"- {p}" for p in ss[lab.UPLOAD_ERROR]["problems"]))
+        if ss[lab.UPLOADED]:
+            st.caption(f"Still using your previous upload, {ss[lab.UPLOADED].title}.")
+data = lab.chosen_dataset()
+if data is None:
+    st.info("Upload a file to train on your own examples, or pick a built-in dataset.")
+    st.stop()
+st.markdown(f"**{data.title}** · " + " · ".join(f"{n} {split}" for split, n in data.sizes().items()))
+st.caption(data.description)
+c1, c2 = st.columns([3, 2])
+c1.dataframe(lab.preview_rows(data), hide_index=True, height=260, key="ft_preview")
+if handle.tokenizer is not None:
+    c2.plotly_chart(figures.token_length_histogram(lab.lengths(handle.tokenizer, data), ss.ft_max_len), key="ft_hist")
+else:
+    c2.caption("The token-length histogram appears once the tokenizer has loaded.")
+
+st.header("2 · Settings")
+presets = content.TRAIN_PRESETS
+st.radio("Preset", list(presets), key="ft_preset", format_func=lambda p: presets[p][0], horizontal=True,
+         on_change=lab.apply_preset)  # fmt: skip
+st.caption(presets[ss.ft_preset][1])
+h = content.TRAIN_KNOBS
+with st.expander("Advanced settings: every knob, explained"):
+    a, b, c, d = st.columns(4)
+    a.number_input("LoRA rank r", 1, 1024, key="ft_rank", help=h["rank"])
+    b.number_input("LoRA alpha", 0.0, 100000.0, key="ft_alpha", help=h["alpha"])
+    c.number_input("Dropout", 0.0, 1.0, key="ft_dropout", step=0.05, help=h["dropout"])
+    d.number_input("Learning rate", 0.0, 10.0, key="ft_lr", step=1e-4, format="%g", help=h["learning_rate"])
+    a.number_input("Steps", 0, 1_000_000, key="ft_steps", help=h["max_steps"])
+    b.number_input("Epochs (0 = use steps)", 0.0, 1000.0, key="ft_epochs", step=0.5, help=h["epochs"])
+    c.number_input("Batch size", 1, 4096, key="ft_batch", help=h["batch_size"])
+    d.number_input("Max length (tokens)", 1, 100_000, key="ft_max_len", help=h["max_length"])
+    a.number_input("Warmup share", 0.0, 1.0, key="ft_warmup", step=0.05, help=h["warmup_fraction"])
+    b.number_input("Weight decay", 0.0, 10.0, key="ft_wd", step=0.01, help=h["weight_decay"])
+    c.number_input("Evaluate every (steps)", 1, 1_000_000, key="ft_eval_every", help=h["eval_every"])
+    d.number_input("Early stopping patience", 0, 1000, key="ft_patience", help=h["early_stopping_patience"])
+    a.number_input("Train examples (0 = all)", 0, 1_000_000, key="ft_max_train", help=h["max_train_examples"])
+    b.number_input("Validation examples (0 = all)", 0, 1_000_000, key="ft_max_val", help=h["max_val_examples"])
+    c.number_input("Seed", 0, 2**31 - 1, key="ft_seed", help=h["seed"])
+    d.toggle("Keep the best adapter", key="ft_restore_best", help=h["restore_best"])
+    d.toggle("bfloat16 compute", key="ft_bf16", help=h["bf16"])
+    st.multiselect("Layers to adapt", finetune.TARGET_MODULES, key="ft_targets", help=h["target_modules"])
+try:
+    train_settings = lab.settings_from_widgets()
+except FtvpeError as e:
+    st.error(f"Fix this setting before launching: {e}")
+    train_settings = None
+if train_settings is not None:
+    n_train = min(len(data.splits["train"]), train_settings.max_train_examples or 10**9)
+    steps = train_settings.total_steps(n_train)
+    st.caption(f"{steps} steps × {train_settings.batch_size} examples = {steps * train_settings.batch_size / n_train:.1f} "
+               f"passes over {n_train} training examples; validation every {train_settings.eval_every} steps.")  # fmt: skip
+    if handle.state == "ready":
+        total = handle.result.parameters
+        trainable = finetune.lora_parameters(
+            handle.result.model.config, train_settings.rank, train_settings.target_modules
+        )
+        st.plotly_chart(figures.parameter_share(trainable, total + trainable), key="ft_share")
+
+st.header("3 · Train")
+choice = loaders.choice()
+if st.button("🚀 Launch", type="primary", disabled=train_settings is None, key="ft_launch"):
+    try:
+        device = settings.pick_device(choice["device"])
+        ss.ft_run = jobs.submit(data, train_settings, choice["name"], device, store, preset=ss.ft_preset)
+        worker.ensure_worker(store, device)
+    except FtvpeError as e:
+        st.error(str(e))
+all_runs = store.list("finetune")
+if ss.ft_run not in {r.id for r in all_runs}:
+    ss.ft_run = None  # deleted on the Runs page
+active = [r for r in all_runs if r.active]
+run_id = ss.ft_run or (active or all_runs or [None])[0]
+run_id = getattr(run_id, "id", run_id)  # this session's run, else the running one, else the newest
+
+
+@st.fragment(run_every=1.5 if active else None)
+def live(run_id):
+    views.tick(store)
+    now_active = [r for r in store.list("finetune") if r.active]
+    for r in now_active:
+        a, b = st.columns([6, 1])
+        a.markdown(f"{views.label(r)} · {r.status}" + (" · stopping…" if r.cancel_requested else ""))
+        b.button("Cancel", key=f"ft_cancel_{r.id}", on_click=store.request_cancel, args=(r.id,),
+                 disabled=r.cancel_requested)  # fmt: skip
+    if run_id is None:
+        st.info("Launch a run to see its progress here. Other sessions' jobs appear here too.")
+        return
+    run = store.get(run_id)
+    st.subheader(f"Run {run.id}: {run.settings.get('dataset_title', run.dataset)}")
+    metrics = store.metrics(run.id)
+    views.progress(store, run, metrics)
+    views.curves(run, metrics, key=f"ft_curves_{run.id}")
+    views.samples(store, run, key=f"ft_samples_{run.id}")
+    if ss.get("ft_shown_status") not in (None, run.status) and not run.active:
+        ss.ft_shown_status = run.status
+        st.rerun(scope="app")  # the run ended: show its summary and the chat
+    ss.ft_shown_status = run.status
+
+
+try:
+    live(run_id)
+except FtvpeError as e:
+    st.error(str(e))
+    st.stop()
+
+if run_id is None or store.get(run_id).status != "complete":
+    st.stop()
+run = store.get(run_id)
+st.header("4 · Talk to it")
+views.summary(run)
+views.download(store, run, key=f"ft_download_{run.id}")
+if handle.state != "ready":
+    st.info("The chat waits for the base model to load.")
+    st.stop()
+if run.settings.get("model") != choice["name"]:
+    st.warning(f"This run tuned {run.settings.get('model')}; the base answers come from the sidebar's model, "
+               f"{choice['name']}. Pick the same model in the sidebar for a fair comparison.")  # fmt: skip
+test = jobs.run_dataset(store, run).splits.get("test") or [datasets.Example("Hello! What can you do?", "")]
+st.text_area("Your message (sent to both models)", value=test[0].prompt, key="ft_chat_prompt", max_chars=4000)
+if st.button("Ask both", key="ft_ask", type="primary"):
+    try:
+        with st.spinner("Loading the tuned model and answering…"):
+            tuned = lab.tuned_model(run.settings["model"], run.device, str(store.home), run.id)
+            lab.ask_both(handle.result, tuned, run.id, ss.ft_chat_prompt)
+    except FtvpeError as e:
+        st.error(str(e))
+for turn in reversed(ss[lab.CHATS].get(run.id, [])):
+    with st.container(border=True):
+        st.markdown(f"**You** ({turn['time']})")
+        st.text(turn["prompt"])
+        b, t = st.columns(2)
+        b.markdown(f"**Base model** · {handle.result.describe()['dtype']}")
+        b.text(turn["base"] or "(empty answer)")
+        b.caption(turn["base_stats"])
+        t.markdown("**Fine-tuned model** · float32 + LoRA merged")
+        t.text(turn["tuned"] or "(empty answer)")
+        t.caption(turn["tuned_stats"])

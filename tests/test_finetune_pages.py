@@ -1,0 +1,193 @@
+"""Fine-Tune Lab and Runs pages with AppTest on the tiny model: data, settings, a real job, chat, runs.
+
+Launching runs a real job process (``python -m ftvpe_core worker``) on the tiny model: a few seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from ftvpe_core import datasets, finetune, jobs
+from ftvpe_core.runs import RunStore
+from ftvpe_core.ui import finetune_lab as lab
+from tests import tiny
+
+REPO = Path(__file__).resolve().parent.parent
+LAB = REPO / "pages" / "2_Fine_Tune_Lab.py"
+RUNS = REPO / "pages" / "3_Runs.py"
+TIMEOUT = 60
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return tiny.make_tiny_model_dir(tmp_path_factory.mktemp("ft-pages-tiny"))
+
+
+@pytest.fixture
+def home(monkeypatch, tmp_path, model_dir) -> Path:
+    monkeypatch.setenv("FTVPE_MODEL", str(model_dir))
+    monkeypatch.setenv("FTVPE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _until(at: AppTest, predicate, what: str, timeout: float = 90.0) -> AppTest:
+    deadline = time.monotonic() + timeout
+    while True:
+        at.run()
+        _ok(at)
+        if predicate(at):
+            return at
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def open_lab() -> AppTest:
+    """The Fine-Tune Lab once the tiny model is loaded (the parameter-share chart needs it)."""
+    at = AppTest.from_file(str(LAB), default_timeout=TIMEOUT)
+    return _until(at, lambda a: len(a.get("plotly_chart")) >= 2, "the model to load")
+
+
+def test_lab_previews_a_builtin_dataset_with_its_lengths_and_lora_share(home):
+    at = open_lab()
+    assert at.session_state["ft_dataset"] == "support_triage"
+    assert "167 train · 35 validation · 45 test" in at.markdown[0].value
+    preview = at.dataframe[0].value
+    assert list(preview.columns) == ["prompt", "response"] and len(preview) == 20
+    assert set(preview["response"]) <= {"billing", "shipping", "technical", "account"}
+    assert not at.error
+    at.selectbox(key="ft_dataset").set_value("brand_voice")
+    at.run()
+    _ok(at)
+    assert at.markdown[0].value.startswith(f"**{datasets.load_builtin('brand_voice').title}**")
+
+
+def test_presets_set_every_knob_and_bad_settings_disable_launch(home):
+    at = open_lab()
+    assert at.session_state["ft_steps"] == 40 and at.session_state["ft_lr"] == 2e-3
+    at.radio(key="ft_preset").set_value("overfit")
+    at.run()
+    _ok(at)
+    assert at.session_state["ft_max_train"] == 8 and at.session_state["ft_restore_best"] is False
+    assert at.session_state["ft_targets"] == list(finetune.TARGET_MODULES)
+    assert "memorises" in " ".join(c.value for c in at.caption)
+    at.number_input(key="ft_max_len").set_value(4)
+    at.run()
+    _ok(at)
+    assert any("maximum length must be between 16" in e.value for e in at.error)
+    assert at.button(key="ft_launch").disabled
+    at.multiselect(key="ft_targets").set_value([])
+    at.number_input(key="ft_max_len").set_value(128)
+    at.run()
+    assert any("Pick at least one layer" in e.value for e in at.error)
+
+
+def test_an_upload_error_lists_its_problems_and_keeps_the_previous_upload(home):
+    at = AppTest.from_file(str(LAB), default_timeout=TIMEOUT)
+    good = datasets.load_builtin("support_triage")
+    good.name, good.title = "mine", "My tickets"
+    at.session_state[lab.UPLOADED] = good
+    at.session_state[lab.UPLOAD_ERROR] = {"summary": "bad.jsonl was not loaded: line 3: not JSON.",
+                                          "problems": ["line 3: not JSON"]}  # fmt: skip
+    at.session_state["ft_source"] = lab.SOURCES[1]
+    at.run()
+    _ok(at)
+    assert [e.value for e in at.error] == ["bad.jsonl was not loaded: line 3: not JSON."]
+    assert "Still using your previous upload, My tickets." in [c.value for c in at.caption]
+    assert "- line 3: not JSON" in [m.value for m in at.markdown]
+    assert "My tickets" in at.markdown[1].value  # the preview is still the previous upload
+
+
+def test_launch_trains_in_a_job_process_then_the_chat_answers_with_both_models(home):
+    at = open_lab()
+    at.number_input(key="ft_steps").set_value(4)
+    at.number_input(key="ft_eval_every").set_value(2)
+    at.number_input(key="ft_max_val").set_value(4)
+    at.run()
+    at.button(key="ft_launch").click()
+    at.run()
+    _ok(at)
+    run_id = at.session_state["ft_run"]
+    assert run_id
+    at = _until(at, lambda a: any("Complete" in s.value for s in a.success), "the run to complete")
+    store = RunStore(home)
+    run = store.get(run_id)
+    assert run.status == "complete" and run.settings["preset"] == "quick" and run.settings["max_steps"] == 4
+    assert [s for s, _ in store.metrics(run_id)["val_loss"]] == [2, 4]
+    assert len({s.probe for s in store.samples(run_id)}) == 3
+    assert any(m.label == "Steps" and m.value == "4" for m in at.metric)
+    assert at.get("download_button")
+
+    at.button(key="ft_ask").click()
+    at.run()
+    _ok(at)
+    chat = at.session_state[lab.CHATS][run_id]
+    assert len(chat) == 1 and chat[0]["prompt"] == datasets.load_builtin("support_triage").splits["test"][0].prompt
+    shown = [t.value for t in at.text]
+    assert chat[0]["base"] in shown and chat[0]["tuned"] in shown
+
+
+def test_a_second_session_sees_the_running_job_and_can_cancel_it(home, model_dir):
+    store = RunStore(home)
+    run_id = jobs.submit("support_triage", finetune.TrainSettings(max_steps=5000, eval_every=1000, batch_size=2,
+                         max_length=32), str(model_dir), "cpu", store)  # fmt: skip
+    from ftvpe_core import worker
+
+    worker.ensure_worker(store, "cpu")
+    at = _until(AppTest.from_file(str(LAB), default_timeout=TIMEOUT),
+                lambda a: any("Step" in getattr(p, "text", "") for p in a.get("progress")) or
+                any(b.key == f"ft_cancel_{run_id}" for b in a.button) and store.metrics(run_id).get("train_loss"),
+                "the running job to show")  # fmt: skip
+    at.button(key=f"ft_cancel_{run_id}").click()
+    at.run()
+    _ok(at)
+    deadline = time.monotonic() + 60
+    while store.get(run_id).status == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert store.get(run_id).status == "cancelled"
+    at = _until(at, lambda a: any("Cancelled" in w.value for w in a.warning), "the cancelled status")
+
+
+def _finished_run(home: Path, model_dir: Path, **overrides) -> str:
+    settings = finetune.TrainSettings(**{"max_steps": 3, "eval_every": 1, "batch_size": 4, "max_length": 48,
+                                         "max_val_examples": 4, **overrides})  # fmt: skip
+    return jobs.run_finetune("support_triage", settings, str(model_dir), RunStore(home), measure_accuracy=False)[
+        "run_id"
+    ]
+
+
+def test_runs_page_lists_overlays_opens_and_deletes_runs(home, model_dir):
+    first = _finished_run(home, model_dir)
+    second = _finished_run(home, model_dir, learning_rate=0.05)
+    at = AppTest.from_file(str(RUNS), default_timeout=TIMEOUT).run()
+    _ok(at)
+    table = at.dataframe[0].value
+    assert list(table["run"]) == [second, first] and set(table["status"]) == {"✅ complete"}
+    assert at.session_state["rn_overlay"] == [second, first]
+    overlay = at.get("plotly_chart")[0]
+    assert overlay.proto.spec.count(second) >= 2 and overlay.proto.spec.count(first) >= 2
+    assert at.session_state["rn_open"] == second
+    assert at.button(key="rn_delete").disabled
+    at.checkbox(key="rn_sure").check()
+    at.run()
+    at.button(key="rn_delete").click()
+    at.run()
+    _ok(at)
+    assert [r.id for r in RunStore(home).list()] == [first]
+    assert list(at.dataframe[0].value["run"]) == [first]
+
+
+def test_runs_page_without_runs_points_to_the_lab(home):
+    at = AppTest.from_file(str(RUNS), default_timeout=TIMEOUT).run()
+    _ok(at)
+    assert "No runs yet" in at.info[0].value and "Fine-Tune Lab" in at.info[0].value
