@@ -1,7 +1,8 @@
 """Benchmark of the app's LoRA training path against a plain ``transformers.Trainer``, measured in one run.
 
-App side: ``finetune.train(...)`` as the app calls it (bf16 autocast where the hardware supports it,
-length-grouped batches padded to their longest row), no validation set. Baseline: ``transformers.Trainer``
+App side: ``finetune.train(...)`` as the app calls it (bf16 where the hardware supports it: frozen weights
+stored in bf16 for the run, autocast; the output head only on response tokens; length-grouped batches
+padded to their longest row), no validation set. Baseline: ``transformers.Trainer``
 with default ``TrainingArguments`` apart from ``per_device_train_batch_size=8`` and ``max_steps`` (no
 evaluation, no saving, no reporting), float32, random batches padded to their longest row. Both train the
 same LoRA adapter (r=8, alpha=16, dropout 0.05 on q_proj, k_proj, v_proj and o_proj) on the same rows (the
@@ -371,8 +372,8 @@ def render(r: dict) -> str:
     labels = {
         "trainer": "baseline: Trainer fp32, random batches",
         "app": "app: finetune.train, "
-        + ("bf16 autocast" if r["app_bf16_autocast"] else "fp32 (no bf16 here)")
-        + ", grouped",
+        + ("bf16" if r["app_bf16_autocast"] else "fp32 (no bf16 here)")
+        + ", head on answers",
         "trainer_bf16": "extra: Trainer bf16=True, random batches",
     }
     for name in ("trainer", "app", "trainer_bf16"):

@@ -26,8 +26,9 @@ PROBES = 3
 
 def load_dataset(name_or_file: str) -> datasets.Dataset:
     """A built-in dataset by name, or a JSONL/CSV file split automatically."""
-    if name_or_file in datasets.builtin_names():
-        return datasets.load_builtin(name_or_file)
+    name = name_or_file.replace("-", "_")  # 'support-triage' names 'support_triage' too
+    if name in datasets.builtin_names() and not Path(name_or_file).is_file():
+        return datasets.load_builtin(name)
     path = Path(name_or_file)
     if not path.is_file():
         raise FtvpeError(
@@ -74,7 +75,7 @@ def submit(
     dataset = load_dataset(data) if isinstance(data, str) else data
     if not dataset.splits.get("train"):
         raise FtvpeError(f"The dataset '{dataset.name}' has no training examples.")
-    builtin = isinstance(data, str) and data in datasets.builtin_names()
+    builtin = isinstance(data, str) and dataset.name in datasets.builtin_names() and not Path(data).is_file()
     record = {
         **settings.to_dict(),
         "model": model_name or settings_module.default_model(),

@@ -202,3 +202,72 @@ def test_prompt_lab_runs_plain_and_engineered_prompts_side_by_side(page, app_url
     _screenshot(page, shot)
     if os.environ.get("FTVPE_UPDATE_SCREENSHOT") == "1":
         shutil.copyfile(shot, README_SCREENSHOT)
+
+
+def _set_number(page, label: str, value: int) -> None:
+    from playwright.sync_api import expect
+
+    box = page.get_by_role("spinbutton", name=label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    expect(box).to_have_value(str(value))
+    page.wait_for_timeout(400)  # the rerun that stores the new value
+
+
+def _step(page) -> int:
+    """The step the progress bar shows ("Step N of M"), 0 before the first."""
+    import re
+
+    texts = page.locator('[data-testid="stProgress"]').all_inner_texts()
+    found = [int(m.group(1)) for t in texts if (m := re.search(r"Step (\d+) of", t))]
+    return found[0] if found else 0
+
+
+def test_fine_tune_lab_trains_live_survives_reload_queues_cancels_and_chats(page, app_url):
+    from playwright.sync_api import expect
+
+    page.goto(f"{app_url}/Fine_Tune_Lab")
+    expect(page.get_by_role("heading", name="Fine-Tune Lab")).to_be_visible()
+    expect(page.get_by_text("Support triage").first).to_be_visible()
+    page.get_by_text("Advanced settings: every knob, explained").click()
+    _set_number(page, "Steps", 16)
+    _set_number(page, "Evaluate every (steps)", 4)
+    _set_number(page, "Validation examples (0 = all)", 8)
+    launch = page.get_by_role("button", name="Launch")
+    launch.click()
+
+    # The curve and the progress bar move while the job trains.
+    expect(page.locator('[data-testid="stProgress"]').get_by_text("Step")).to_be_visible(timeout=MODEL_READY_MS)
+    first = _step(page)
+    expect(page.locator('[data-testid="stPlotlyChart"]').filter(has_text="train loss")).to_be_visible()
+    deadline = time.monotonic() + 60
+    while _step(page) <= first:
+        assert time.monotonic() < deadline, "the progress bar did not move"
+        page.wait_for_timeout(500)
+    _no_exception_shown(page)
+    _screenshot(page, ARTIFACTS / "fine_tune_lab_training.png")
+
+    # A reload (a new browser session) still shows the run training.
+    page.reload()
+    expect(page.locator('[data-testid="stProgress"]').get_by_text("Step")).to_be_visible(timeout=30_000)
+
+    # A second launch waits in the queue; cancel it.
+    page.get_by_role("button", name="Launch").click()
+    expect(page.get_by_text("Queued: position 1 of 1")).to_be_visible(timeout=30_000)
+    cancels = page.get_by_role("button", name="Cancel")
+    expect(cancels).to_have_count(2)
+    cancels.nth(1).click()
+    expect(page.get_by_text("Cancelled at step 0")).to_be_visible(timeout=30_000)
+
+    # Back to the first run: it completes, then the chat answers with both models.
+    page.get_by_role("combobox", name="Showing run").click()
+    page.get_by_role("option").nth(1).click()  # newest first: the cancelled run, then the training one
+    expect(page.get_by_text("Complete:")).to_be_visible(timeout=240_000)
+    expect(page.get_by_text("Test accuracy")).to_be_visible()
+    expect(page.get_by_role("button", name="Download the adapter (zip)")).to_be_visible()
+    page.get_by_role("button", name="Ask both").click()
+    expect(page.get_by_text("Fine-tuned model ·")).to_be_visible(timeout=120_000)
+    answers = page.locator('[data-testid="stMain"] [data-testid="stVerticalBlockBorderWrapper"] [data-testid="stText"]')
+    assert len(answers.all_inner_texts()) >= 3  # the message, the base answer and the tuned answer
+    _no_exception_shown(page)
+    _screenshot(page, ARTIFACTS / "fine_tune_lab_chat.png")

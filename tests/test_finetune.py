@@ -124,9 +124,11 @@ def test_batches_are_padded_to_their_longest_row_and_grouped_by_length():
 # Training
 
 
-def test_lora_leaves_base_weights_unchanged_and_changes_the_adapter(fresh, tiny_loaded):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_lora_leaves_base_weights_unchanged_and_changes_the_adapter(fresh, tiny_loaded, bf16):
     base = {k: v.clone() for k, v in fresh.state_dict().items()}
-    result = finetune.train(fresh, tiny_loaded.tokenizer, toy_examples(8), toy_examples(4, 5), fast(max_steps=5))
+    settings = fast(max_steps=5, bf16=bf16)
+    result = finetune.train(fresh, tiny_loaded.tokenizer, toy_examples(8), toy_examples(4, 5), settings)
     model = result.peft_model
     lora = {k: v for k, v in model.named_parameters() if "lora_" in k}
     assert lora and all(v.requires_grad for v in lora.values())
@@ -135,9 +137,35 @@ def test_lora_leaves_base_weights_unchanged_and_changes_the_adapter(fresh, tiny_
     after = model.get_base_model().state_dict()
     for name, value in base.items():
         key = name.replace(".weight", ".base_layer.weight") if name not in after else name
-        assert torch.equal(after[key], value), name
+        assert after[key].dtype == value.dtype and torch.equal(after[key], value), name
     trainable, total = finetune.trainable_parameters(model)
     assert 0 < trainable < total
+
+
+def test_bf16_training_stores_frozen_weights_in_bf16_only_while_it_trains(fresh, tiny_loaded):
+    if not finetune._bf16_works("cpu", True):
+        pytest.skip("this CPU has no bf16 support")
+    dtypes = []
+    probe = lambda: dtypes.append(fresh.model.embed_tokens.weight.dtype) or False  # noqa: E731
+    settings = fast(max_steps=2, bf16=True)
+    result = finetune.train(fresh, tiny_loaded.tokenizer, toy_examples(8), [], settings, should_stop=probe)
+    assert dtypes == [torch.bfloat16, torch.bfloat16]
+    model = result.peft_model.get_base_model()
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model.model.rotary_emb.inv_freq.dtype == torch.float32
+
+
+def test_response_only_loss_equals_the_models_own_loss(fresh, tiny_loaded):
+    from peft import LoraConfig, get_peft_model
+
+    tok = tiny_loaded.tokenizer
+    rows = [finetune.encode_example(tok, e, 64) for e in toy_examples(4)]
+    batch = finetune.collate(rows, tok.pad_token_id)
+    peft_model = get_peft_model(fresh, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        expected = peft_model(**batch).loss
+        got = finetune._loss(peft_model, batch)
+    assert torch.allclose(got, expected, atol=1e-6), (got, expected)
 
 
 def test_loss_falls_on_a_memorizable_toy_set(fresh, tiny_loaded):

@@ -41,6 +41,13 @@ def test_submit_keeps_an_upload_with_the_run_and_trains_on_exactly_it(tiny_model
     assert saved.splits["train"] == upload.splits["train"] and saved.labels == upload.labels
 
 
+def test_a_builtin_dataset_can_be_named_with_hyphens(tiny_model_dir):
+    store = RunStore()
+    run = store.get(jobs.submit("support-triage", _settings(), str(tiny_model_dir), device="cpu", store=store))
+    assert run.dataset == "support_triage" and run.settings["dataset_source"] == "builtin"
+    assert not (store.home / "runs" / run.id / jobs.DATASET_FILE).exists()
+
+
 def test_claim_takes_queued_runs_oldest_first_for_the_device_and_never_twice(tiny_model_dir):
     store = RunStore()
     first = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)

@@ -36,7 +36,8 @@ def init() -> None:
         apply_preset()
     ss.setdefault("ft_source", SOURCES[0])
     ss.setdefault("ft_dataset", datasets.BUILTINS[0])
-    ss.setdefault("ft_run", None)
+    if "ft_run" not in ss:  # also the "Showing run" menu's key: set before the menu is drawn
+        ss.ft_run = None
     for key in (UPLOADED, UPLOAD_ERROR):
         ss.setdefault(key, None)
     ss.setdefault(CHATS, {})
