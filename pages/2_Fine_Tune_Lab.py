@@ -94,17 +94,19 @@ if st.button("🚀 Launch", type="primary", disabled=train_settings is None, key
     except FtvpeError as e:
         st.error(str(e))
 all_runs = store.list("finetune")
-if ss.ft_run not in {r.id for r in all_runs}:
-    ss.ft_run = None  # deleted on the Runs page
 active = [r for r in all_runs if r.active]
-run_id = ss.ft_run or (active or all_runs or [None])[0]
-run_id = getattr(run_id, "id", run_id)  # this session's run, else the running one, else the newest
+by_id = {r.id: r for r in all_runs}
+if ss.ft_run not in by_id:  # first visit (or deleted on the Runs page): the running run, else the newest
+    ss.ft_run = (active or all_runs)[0].id if all_runs else None
+if all_runs:
+    st.selectbox("Showing run", list(by_id)[:30], key="ft_run", format_func=lambda i: views.label(by_id[i], False))
+run_id = ss.ft_run
 
 
 @st.fragment(run_every=1.5 if active else None)
 def live(run_id):
     views.tick(store)
-    now_active = [r for r in store.list("finetune") if r.active]
+    now_active = [r for r in reversed(store.list("finetune")) if r.active]  # running first, then the queue
     for r in now_active:
         a, b = st.columns([6, 1])
         a.markdown(f"{views.label(r)} · {r.status}" + (" · stopping…" if r.cancel_requested else ""))

@@ -27,7 +27,7 @@ st.multiselect("Runs to overlay", done, default=done[:3], key="rn_overlay", form
 st.plotly_chart(views.overlay(store, [by_id[i] for i in st.session_state.rn_overlay]), key="rn_overlay_chart")
 
 st.subheader("Open a run")
-st.selectbox("Run", list(by_id), key="rn_open", format_func=lambda i: views.label(by_id[i]))
+st.selectbox("Run", list(by_id), key="rn_open", format_func=lambda i: views.label(by_id[i], False))
 run = by_id[st.session_state.rn_open]
 
 

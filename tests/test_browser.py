@@ -211,7 +211,7 @@ def _set_number(page, label: str, value: int) -> None:
     box.fill(str(value))
     box.press("Enter")
     expect(box).to_have_value(str(value))
-    page.wait_for_timeout(400)  # the rerun that stores the new value
+    page.wait_for_timeout(1000)  # the rerun that stores the new value
 
 
 def _step(page) -> int:
@@ -233,13 +233,17 @@ def test_fine_tune_lab_trains_live_survives_reload_queues_cancels_and_chats(page
     _set_number(page, "Steps", 16)
     _set_number(page, "Evaluate every (steps)", 4)
     _set_number(page, "Validation examples (0 = all)", 8)
+    expect(page.get_by_text("16 steps × 8 examples")).to_be_visible()
+    expect(page.get_by_text("validation every 4 steps")).to_be_visible()
     launch = page.get_by_role("button", name="Launch")
     launch.click()
 
     # The curve and the progress bar move while the job trains.
     expect(page.locator('[data-testid="stProgress"]').get_by_text("Step")).to_be_visible(timeout=MODEL_READY_MS)
     first = _step(page)
-    expect(page.locator('[data-testid="stPlotlyChart"]').filter(has_text="train loss")).to_be_visible()
+    curves = page.locator('[data-testid="stPlotlyChart"]').last  # histogram, LoRA share, then the curves
+    curves.scroll_into_view_if_needed()
+    expect(curves).to_contain_text("train loss", timeout=30_000)
     deadline = time.monotonic() + 60
     while _step(page) <= first:
         assert time.monotonic() < deadline, "the progress bar did not move"
@@ -265,9 +269,11 @@ def test_fine_tune_lab_trains_live_survives_reload_queues_cancels_and_chats(page
     expect(page.get_by_text("Complete:")).to_be_visible(timeout=240_000)
     expect(page.get_by_text("Test accuracy")).to_be_visible()
     expect(page.get_by_role("button", name="Download the adapter (zip)")).to_be_visible()
+    texts = page.locator('[data-testid="stMain"] [data-testid="stText"]')
+    before = texts.count()
     page.get_by_role("button", name="Ask both").click()
     expect(page.get_by_text("Fine-tuned model ·")).to_be_visible(timeout=120_000)
-    answers = page.locator('[data-testid="stMain"] [data-testid="stVerticalBlockBorderWrapper"] [data-testid="stText"]')
-    assert len(answers.all_inner_texts()) >= 3  # the message, the base answer and the tuned answer
+    expect(texts).to_have_count(before + 3)  # the message, the base answer and the tuned answer
+    assert all(t.strip() for t in texts.all_inner_texts()[-3:])
     _no_exception_shown(page)
     _screenshot(page, ARTIFACTS / "fine_tune_lab_chat.png")

@@ -122,5 +122,6 @@ def ask_both(base: models.LoadedModel, tuned: models.LoadedModel, run_id: str, p
     for label, loaded in (("base", base), ("tuned", tuned)):
         result = generation.generate(loaded, messages, CHAT_SETTINGS)
         turn[label] = result.text
-        turn[f"{label}_stats"] = f"{result.new_tokens} tokens · {result.tokens_per_s:.0f} tokens/s"
+        speed = f" · {result.tokens_per_s:.0f} tokens/s" if result.new_tokens > 1 else ""
+        turn[f"{label}_stats"] = f"{result.new_tokens} token{'s' if result.new_tokens != 1 else ''}{speed}"
     st.session_state[CHATS].setdefault(run_id, []).append(turn)

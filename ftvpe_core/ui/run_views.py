@@ -43,9 +43,11 @@ def tick(store: RunStore) -> None:
             st.error(str(e))
 
 
-def label(run: Run) -> str:
+def label(run: Run, status: bool = True) -> str:
+    """'<icon> <id> · <dataset> · <preset>'; menus drawn once per page run leave the (changing) status out."""
     preset = run.settings.get("preset") or "custom"
-    return f"{STATUS_ICONS.get(run.status, '')} {run.id} · {run.settings.get('dataset_title', run.dataset)} · {preset}"
+    text = f"{run.id} · {run.settings.get('dataset_title', run.dataset)} · {preset}"
+    return f"{STATUS_ICONS.get(run.status, '')} {text}" if status else text
 
 
 def duration(run: Run) -> float | None:
