@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
 README_SCREENSHOT = REPO / "assets" / "screenshot-prompt-lab.png"
+README_FT_SCREENSHOT = REPO / "assets" / "screenshot-fine-tune-lab.png"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -276,4 +277,26 @@ def test_fine_tune_lab_trains_live_survives_reload_queues_cancels_and_chats(page
     expect(texts).to_have_count(before + 3)  # the message, the base answer and the tuned answer
     assert all(t.strip() for t in texts.all_inner_texts()[-3:])
     _no_exception_shown(page)
-    _screenshot(page, ARTIFACTS / "fine_tune_lab_chat.png")
+    shot = ARTIFACTS / "fine_tune_lab_chat.png"
+    _screenshot(page, shot)
+    if os.environ.get("FTVPE_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(shot, README_FT_SCREENSHOT)
+
+
+def test_fine_tune_lab_upload_lists_problems_by_line_then_accepts_a_good_file(page, app_url, tmp_path):
+    from playwright.sync_api import expect
+
+    bad = tmp_path / "tickets.jsonl"
+    bad.write_text('{"prompt": "Where is my parcel?", "response": "shipping"}\n{"prompt": "broken"\n')
+    good = tmp_path / "my_tickets.csv"
+    good.write_text("prompt,response\n" + "".join(f"Question number {i} about my order?,shipping\n" for i in range(30)))
+    page.goto(f"{app_url}/Fine_Tune_Lab")
+    page.get_by_text("Upload your own").click()
+    chooser = page.locator('[data-testid="stFileUploaderDropzone"] input[type="file"]')
+    chooser.set_input_files(str(bad))
+    expect(page.get_by_text("tickets.jsonl was not loaded")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("line 2", exact=False).first).to_be_visible()
+    chooser.set_input_files(str(good))
+    expect(page.get_by_text("Uploaded from my_tickets.csv: 30 examples.")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("was not loaded")).to_have_count(0)
+    _no_exception_shown(page)

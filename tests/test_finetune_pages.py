@@ -191,3 +191,16 @@ def test_runs_page_without_runs_points_to_the_lab(home):
     at = AppTest.from_file(str(RUNS), default_timeout=TIMEOUT).run()
     _ok(at)
     assert "No runs yet" in at.info[0].value and "Fine-Tune Lab" in at.info[0].value
+
+
+def test_after_a_server_restart_a_run_left_running_shows_as_interrupted(home, model_dir):
+    store = RunStore(home)
+    kept = _finished_run(home, model_dir)
+    cut = jobs.submit("support_triage", finetune.TrainSettings(), str(model_dir), "cpu", store)
+    store.claim("cpu", 2**22 + 12345)  # a job process id that no longer exists: the old server's
+    queued = jobs.submit("support_triage", finetune.TrainSettings(), str(model_dir), "cuda", store)
+    at = AppTest.from_file(str(RUNS), default_timeout=TIMEOUT).run()  # the first page of the new server
+    _ok(at)
+    assert store.get(cut).status == "interrupted" and "app stopped" in store.get(cut).error
+    assert store.get(kept).status == "complete" and store.get(queued).status == "queued"
+    assert "⚠️ interrupted" in list(at.dataframe[0].value["status"])
