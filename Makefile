@@ -43,6 +43,7 @@ lint: setup-dev
 
 bench: setup
 	$(BIN)/python bench/generation.py
+	$(BIN)/python bench/finetune.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts
