@@ -49,6 +49,8 @@ def label_accuracy(loaded: models.LoadedModel, examples: list[datasets.Example],
     return right / len(examples) if examples else 0.0
 
 
+METRICS_FILE = "metrics.json"
+"""Settings, summary and curves of a finished run, written beside its adapter."""
 DATASET_FILE = "dataset.json"
 """An uploaded dataset's splits, saved in its run's folder when the run is queued."""
 
@@ -190,6 +192,9 @@ def execute(
             summary["test_accuracy_tuned"] = models.compute(label_accuracy, tuned, test, data.labels)
             with result.peft_model.disable_adapter():
                 summary["test_accuracy_base"] = models.compute(label_accuracy, tuned, test, data.labels)
+        # Beside the adapter, what it came from: settings, summary and curves (the store keeps them too).
+        record = {"settings": run.settings, "summary": summary, "metrics": store.metrics(run_id)}
+        (store.artifact_dir(run_id) / METRICS_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
         store.finish(run_id, summary)
         return {**summary, "status": "complete"}
     except BaseException as e:
@@ -227,4 +232,6 @@ def adapter_zip(store: RunStore, run_id: str) -> bytes:
                 raise FtvpeError(f"Run '{run_id}' is missing {name} in {folder}.")
             z.write(folder / name, f"{run_id}/{name}")
         z.writestr(f"{run_id}/run.json", json.dumps(dataclasses.asdict(run), indent=2, sort_keys=True))
+        if (folder / METRICS_FILE).is_file():
+            z.write(folder / METRICS_FILE, f"{run_id}/{METRICS_FILE}")
     return buffer.getvalue()

@@ -1,10 +1,13 @@
 """Job processes on the tiny model: queue order, one process per device, cancel, crash and app-stop."""
 
+import io
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 
 import pytest
 
@@ -93,7 +96,11 @@ def test_ensure_worker_starts_one_process_that_trains_the_run(tiny_model_dir):
     assert run.status == "complete", (run.error, (store.home / "logs" / "worker-cpu.log").read_text())
     assert run.pid != os.getpid()
     assert (store.artifact_dir(run_id) / "adapter_model.safetensors").is_file()
-    assert len(jobs.adapter_zip(store, run_id)) > 1000
+    record = json.loads((store.artifact_dir(run_id) / jobs.METRICS_FILE).read_text())
+    assert record["summary"]["steps"] == 2 and [s for s, _ in record["metrics"]["train_loss"]] == [1, 2]
+    with zipfile.ZipFile(io.BytesIO(jobs.adapter_zip(store, run_id))) as z:
+        names = sorted(n.split("/", 1)[1] for n in z.namelist())
+    assert names == ["adapter_config.json", "adapter_model.safetensors", "metrics.json", "run.json"]
 
 
 def _start_long_run(store, tiny_model_dir):
