@@ -29,7 +29,7 @@ from typing import Any
 
 from ftvpe_core import FtvpeError, settings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("queued", "running", "complete", "failed", "cancelled", "interrupted")
 BUSY_TIMEOUT_S = 5.0
 KILLED_ERROR = "the training process stopped unexpectedly (killed or out of memory)"
@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS runs (
     device TEXT,
     error TEXT,
     summary_json TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    progress_json TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -102,6 +103,8 @@ class Run:
     """What the trainer reported at the end (final losses, duration...)."""
     cancel_requested: bool = False
     """Whether the user asked to stop it; the job process checks this between steps."""
+    progress: dict[str, Any] | None = None
+    """What the job is doing now: {'fraction': 0..1, 'message': '...'} (None before it says)."""
 
     @property
     def active(self) -> bool:
@@ -211,7 +214,11 @@ class RunStore:
                     if statement.strip():
                         conn.execute(statement)
                 row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-                if row[0] is None:
+                columns = {r["name"] for r in conn.execute("PRAGMA table_info(runs)")}
+                if "progress_json" not in columns:  # schema 1 -> 2: a run's current phase and share done
+                    conn.execute("ALTER TABLE runs ADD COLUMN progress_json TEXT")
+                if row[0] is None or row[0] < SCHEMA_VERSION:
+                    conn.execute("DELETE FROM schema_version")
                     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
                 elif row[0] > SCHEMA_VERSION:
                     raise FtvpeError(
@@ -259,6 +266,7 @@ class RunStore:
             error=row["error"],
             summary=json.loads(row["summary_json"]) if row["summary_json"] is not None else None,
             cancel_requested=bool(row["cancel_requested"]),
+            progress=json.loads(row["progress_json"]) if row["progress_json"] else None,
         )
 
     def _run_dir(self, run_id: str) -> Path:
@@ -315,6 +323,13 @@ class RunStore:
         with self._write() as conn:
             self._status(conn, run_id)
             conn.executemany("INSERT INTO metrics (run_id, step, name, value, time) VALUES (?, ?, ?, ?, ?)", rows)
+
+    def set_progress(self, run_id: str, fraction: float, message: str) -> None:
+        """Say what a running job is doing now and how much of it is done (0 to 1)."""
+        progress = json.dumps({"fraction": min(max(float(fraction), 0.0), 1.0), "message": message})
+        with self._write() as conn:
+            self._status(conn, run_id)
+            conn.execute("UPDATE runs SET progress_json = ? WHERE id = ?", (progress, run_id))
 
     def log_sample(self, run_id: str, step: int, probe: str, answer: str) -> None:
         """Record the model's answer to a probe prompt at a training step."""

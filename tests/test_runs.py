@@ -351,3 +351,19 @@ def test_corrupt_store_is_a_user_error_and_is_left_untouched(tmp_path):
         RunStore(tmp_path)
     assert str(path) in str(info.value)
     assert path.read_bytes() == garbage
+
+
+def test_a_schema_1_store_gains_the_progress_column_and_keeps_its_runs(tmp_path):
+    import sqlite3
+
+    store = RunStore(tmp_path)
+    run_id = store.create("finetune", "support_triage", {"rank": 8})
+    with sqlite3.connect(store.path) as conn:  # make it look like a store written by schema 1
+        conn.execute("ALTER TABLE runs DROP COLUMN progress_json")
+        conn.execute("UPDATE schema_version SET version = 1")
+    again = RunStore(tmp_path)
+    assert again.get(run_id).progress is None and again.get(run_id).settings == {"rank": 8}
+    again.set_progress(run_id, 1.5, "Scoring")
+    assert again.get(run_id).progress == {"fraction": 1.0, "message": "Scoring"}
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
