@@ -244,3 +244,243 @@ def parameter_share(trainable: int, total: int) -> go.Figure:
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )  # fmt: skip
     return fig
+
+
+# The four arms of a comparison, one colour each wherever they appear (scores, costs, data efficiency).
+ARM_COLORS = {"base": "#94a3b8", "prompt": "#16a34a", "tuned": "#2563eb", "tuned+prompt": "#7c3aed"}
+METRIC_WORDS = {
+    "accuracy": "accuracy",
+    "constraints": "rules kept",
+    "fact_recall": "facts recalled",
+    "overlap": "token F1",
+    "token_f1": "token F1",
+    "f1": "token F1",
+}
+
+
+def metric_words(metric: str | None) -> str:
+    """A task's metric in words ("constraints" -> "rules kept"); unknown names lose their underscores."""
+    if not metric:
+        return "score"
+    return METRIC_WORDS.get(metric, metric.replace("_", " "))
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _arm_color(arm: dict, n: int) -> str:
+    return ARM_COLORS.get(arm.get("name", ""), RUN_COLORS[n % len(RUN_COLORS)])
+
+
+def arm_scores(arms: list[dict], metric: str) -> go.Figure:
+    """One bar per arm (base, prompt, tuned, tuned+prompt): its score on the held-out examples, in %.
+
+    Args:
+        arms: the comparison's arms (``name``, ``label``, ``score`` in 0-1, ``n``); arms without a score are left out.
+        metric: the task's metric name ("accuracy", "constraints", "fact_recall", "overlap").
+    """
+    words = metric_words(metric)
+    title = f"{_capital(words)} by arm"
+    arms = [a for a in arms or [] if a.get("score") is not None]
+    if not arms:
+        return _empty(title, "Run a comparison to score the arms")
+    labels = [a.get("label") or a.get("name", "?") for a in arms]
+    scores = [float(a["score"]) for a in arms]
+    fig = go.Figure()
+    fig.add_bar(
+        x=labels, y=scores, marker_color=[_arm_color(a, n) for n, a in enumerate(arms)],
+        text=[f"{s:.0%}" for s in scores], textposition="outside", customdata=[a.get("n") or 0 for a in arms],
+        hovertemplate=f"%{{x}}<br>{words}: %{{y:.1%}}<br>%{{customdata}} examples<extra></extra>",
+    )  # fmt: skip
+    fig.update_layout(
+        title=title, yaxis={"tickformat": ".0%", "range": [0, 1.1], "title": f"{words} (higher is better)"},
+        height=360, margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False,
+    )  # fmt: skip
+    return fig
+
+
+def break_even_calls(a: dict, b: dict) -> float | None:
+    """How many calls until two arms have cost the same compute time, training included.
+
+    An arm's total time after ``c`` calls is ``train_seconds + c * mean_latency_s``; the two lines meet once at most.
+
+    Returns:
+        The number of calls where the totals are equal, or None when they never are at a positive number of calls
+        (the same latency, or one arm cheaper from the first call on).
+    """
+    la, lb = a.get("mean_latency_s"), b.get("mean_latency_s")
+    if la is None or lb is None or la == lb:
+        return None
+    calls = ((b.get("train_seconds") or 0.0) - (a.get("train_seconds") or 0.0)) / (la - lb)
+    return calls if calls > 0 else None
+
+
+def _first(arms: list[dict], names: Sequence[str]) -> dict | None:
+    by_name = {a.get("name"): a for a in arms}
+    return next((by_name[n] for n in names if n in by_name), None)
+
+
+def break_even(arms: list[dict], max_calls: int = 100_000) -> go.Figure:
+    """Total compute time (training + answering) against the number of calls, one line per arm, log-log.
+
+    Where the fine-tuned arm's line crosses the prompted arm's (or the base arm's when no prompt arm ran), a marker
+    says after how many calls fine-tuning pays for its training (or after how many the prompt stays cheaper).
+    """
+    title = "Break-even: total compute time by number of calls"
+    arms = [a for a in arms or [] if a.get("mean_latency_s") is not None]
+    if not arms:
+        return _empty(title, "Run a comparison to time the arms")
+    max_calls = max(int(max_calls), 10)
+    calls = numpy.geomspace(1, max_calls, 200)
+    totals = {a.get("name"): (a.get("train_seconds") or 0.0) + calls * a["mean_latency_s"] for a in arms}
+    log_y = all(float(t.min()) > 0 for t in totals.values())
+    fig = go.Figure()
+    for n, a in enumerate(arms):
+        label = a.get("label") or a.get("name", "?")
+        fig.add_scatter(x=calls, y=totals[a.get("name")], mode="lines", name=label,
+                        line={"color": _arm_color(a, n), "width": 2.5},
+                        hovertemplate=f"{label}<br>%{{x:,.0f}} calls: %{{y:,.1f}} s<extra></extra>")  # fmt: skip
+    tuned, other = _first(arms, ("tuned", "tuned+prompt")), _first(arms, ("prompt", "base"))
+    crossing = break_even_calls(tuned, other) if tuned and other else None
+    if crossing is not None:
+        n_calls = int(numpy.ceil(round(crossing, 6)))  # round first: 4000 / (0.21 - 0.2) is 400000.00000000006
+        if tuned["mean_latency_s"] < other["mean_latency_s"]:
+            text = f"fine-tuning pays off after {n_calls:,} calls"
+        else:
+            text = f"{other.get('label') or other['name']} stays cheaper after {n_calls:,} calls"
+        cost = (tuned.get("train_seconds") or 0.0) + crossing * tuned["mean_latency_s"]
+        if crossing <= max_calls:
+            fig.add_scatter(x=[crossing], y=[cost], mode="markers", name="break-even", showlegend=False,
+                            marker={"color": "#dc2626", "size": 11, "symbol": "x"},
+                            hovertemplate=f"{text}<extra></extra>")  # fmt: skip
+            # Annotations on log axes take log10 positions (plotly's rule; traces take data values).
+            fig.add_annotation(x=numpy.log10(crossing), y=numpy.log10(cost) if log_y else cost, text=text,
+                               showarrow=True, arrowhead=2, ax=-40, ay=-40, font={"color": "#dc2626"})  # fmt: skip
+        else:
+            fig.add_annotation(x=0, y=1, xref="paper", yref="paper", xanchor="left", showarrow=False,
+                               text=f"{text}, beyond this chart", font={"color": "#dc2626"})  # fmt: skip
+    fig.update_layout(
+        title=title, xaxis={"type": "log", "title": "calls answered (log scale)", "range": [0, numpy.log10(max_calls)]},
+        yaxis={"type": "log" if log_y else "linear",
+               "title": "total seconds: training + answering" + (" (log scale)" if log_y else "")},
+        height=380, margin={"l": 10, "r": 10, "t": 50, "b": 10}, legend={"orientation": "h", "y": -0.2},
+    )  # fmt: skip
+    return fig
+
+
+# Zero examples cannot sit on a log axis: it is drawn at this position and its tick is labelled "0".
+ZERO_EXAMPLES_AT = 0.5
+
+
+def data_efficiency(efficiency: dict | None, metric: str) -> go.Figure:
+    """Score against examples used: k in the prompt (k-shot prompting) or N to train on (LoRA fine-tuning).
+
+    The x axis is logarithmic, labelled with the true counts; zero examples (plain prompt) is drawn at its left edge.
+
+    Args:
+        efficiency: {"kshot": [{"k", "score", "mean_prompt_tokens"}], "lora": [{"n", "score", "train_seconds"}]}.
+        metric: the task's metric name.
+    """
+    words = metric_words(metric)
+    title = f"Data efficiency: {words} by examples used"
+    efficiency = efficiency or {}
+    series = [
+        ("k-shot prompting", "k", [p for p in efficiency.get("kshot") or [] if p.get("score") is not None],
+         ARM_COLORS["prompt"], "examples in the prompt"),
+        ("LoRA fine-tuning", "n", [p for p in efficiency.get("lora") or [] if p.get("score") is not None],
+         ARM_COLORS["tuned"], "training examples"),
+    ]  # fmt: skip
+    if not any(points for _, _, points, _, _ in series):
+        return _empty(title, "Run the data-efficiency sweep to see this chart")
+    fig = go.Figure()
+    ticks: set[int] = set()
+    for name, key, points, color, unit in series:
+        if not points:
+            continue
+        points = sorted(points, key=lambda p: p[key])
+        counts = [int(p[key]) for p in points]
+        ticks.update(counts)
+        if key == "k":
+            extra = [f"{p.get('mean_prompt_tokens') or 0:.0f} prompt tokens" for p in points]
+        else:
+            extra = [f"{p.get('train_seconds') or 0:.0f} s training" for p in points]
+        fig.add_scatter(
+            x=[c if c > 0 else ZERO_EXAMPLES_AT for c in counts], y=[p["score"] for p in points], name=name,
+            mode="lines+markers", line={"color": color, "width": 2.5}, marker={"size": 9},
+            customdata=list(zip(counts, extra, strict=True)),
+            hovertemplate=f"{name}<br>%{{customdata[0]}} {unit}: %{{y:.1%}}<br>%{{customdata[1]}}<extra></extra>",
+        )  # fmt: skip
+    tickvals = sorted(t if t > 0 else ZERO_EXAMPLES_AT for t in ticks)
+    fig.update_layout(
+        title=title,
+        xaxis={"type": "log", "title": "examples used (log scale; 0 = none, drawn at the left edge)",
+               "tickvals": tickvals, "ticktext": [str(int(v)) if v >= 1 else "0" for v in tickvals]},
+        yaxis={"tickformat": ".0%", "range": [0, 1.05], "title": f"{words} (higher is better)"},
+        height=400, margin={"l": 10, "r": 10, "t": 80, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+    )  # fmt: skip
+    return fig
+
+
+def combination_label(techniques: Sequence[str]) -> str:
+    """A combination of prompt techniques in words: "role + few-shot", or "plain" for none."""
+    return " + ".join(techniques) if techniques else "plain"
+
+
+def ablation_chart(combinations: list[dict], metric: str | None = None) -> go.Figure:
+    """One horizontal bar per combination of techniques, best on top, coloured by its mean prompt tokens.
+
+    Args:
+        combinations: [{"techniques", "score", "mean_prompt_tokens", "n"}]; those without a score are left out.
+        metric: the task's metric name, for the axis title (optional).
+    """
+    words = metric_words(metric)
+    title = "Ablation: every combination of prompt techniques"
+    combos = sorted((c for c in combinations or [] if c.get("score") is not None), key=lambda c: c["score"])
+    if not combos:
+        return _empty(title, "Run the ablation to see this chart")
+    labels = [combination_label(c.get("techniques") or []) for c in combos]
+    tokens = [float(c.get("mean_prompt_tokens") or 0.0) for c in combos]
+    fig = go.Figure()
+    fig.add_bar(
+        y=labels, x=[c["score"] for c in combos], orientation="h", text=[f"{c['score']:.0%}" for c in combos],
+        textposition="outside", customdata=list(zip(tokens, [c.get("n") or 0 for c in combos], strict=True)),
+        marker={"color": tokens, "colorscale": [[0, "#bfdbfe"], [1, "#1e3a8a"]], "showscale": True,
+                "colorbar": {"title": {"text": "mean prompt<br>tokens"}}, "line": {"color": "#475569", "width": 0.5}},
+        hovertemplate=f"%{{y}}<br>{words}: %{{x:.1%}}<br>%{{customdata[0]:.0f}} prompt tokens"
+                      "<br>%{customdata[1]} examples<extra></extra>",
+    )  # fmt: skip
+    fig.update_layout(
+        title=title, xaxis={"tickformat": ".0%", "range": [0, 1.12], "title": f"{words} (higher is better)"},
+        height=120 + 26 * len(combos), margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False,
+    )  # fmt: skip
+    return fig
+
+
+def technique_gains_chart(gains: dict[str, float] | None, metric: str | None = None) -> go.Figure:
+    """How much each prompt technique changes the score, in percentage points: green helps, red hurts.
+
+    Args:
+        gains: technique -> change in score (0-1 scale) when the technique is added; None values are left out.
+        metric: the task's metric name, for the axis title (optional).
+    """
+    words = metric_words(metric)
+    title = "What each technique adds"
+    items = sorted(((t, float(g)) for t, g in (gains or {}).items() if g is not None), key=lambda item: item[1])
+    if not items:
+        return _empty(title, "Run the ablation to measure each technique")
+    labels = [TECHNIQUE_LABELS.get(t, t) for t, _ in items]
+    points = [g * 100 for _, g in items]
+    fig = go.Figure()
+    fig.add_bar(
+        y=labels, x=points, orientation="h", text=[f"{p:+.1f} pp" for p in points], textposition="auto",
+        marker_color=["#16a34a" if p > 0 else "#dc2626" if p < 0 else "#94a3b8" for p in points],
+        hovertemplate=f"%{{y}}: %{{x:+.1f}} percentage points of {words}<extra></extra>",
+    )  # fmt: skip
+    fig.add_vline(x=0, line={"color": "#475569", "width": 1})
+    fig.update_layout(
+        title=title, xaxis={"title": f"change in {words} when added (percentage points)", "zeroline": True},
+        height=140 + 40 * len(items), margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False,
+    )  # fmt: skip
+    return fig
