@@ -1,4 +1,4 @@
-"""Command-line front of the core: ``python -m ftvpe_core generate | next-token | info | datasets | finetune | runs | worker``.
+"""Command-line front of the core: ``python -m ftvpe_core generate | next-token | info | datasets | finetune | runs | compare | ablate | worker``.
 
 It builds the same settings objects as the pages. A problem the user can fix exits with code 2 and one
 line on stderr; ``--json`` prints one JSON object on stdout.
@@ -12,7 +12,19 @@ import json
 import sys
 from importlib import metadata
 
-from ftvpe_core import FtvpeError, datasets, finetune, generation, jobs, models, prompts, runs, settings, worker
+from ftvpe_core import (
+    FtvpeError,
+    compare,
+    datasets,
+    finetune,
+    generation,
+    jobs,
+    models,
+    prompts,
+    runs,
+    settings,
+    worker,
+)
 from ftvpe_core.settings import GenerationSettings
 
 
@@ -90,6 +102,28 @@ def build_parser() -> argparse.ArgumentParser:
     runs_show.add_argument("--json", action="store_true", help="print one JSON object")
     runs_delete = runs_sub.add_parser("delete", help="delete a run and its adapter")
     runs_delete.add_argument("run_id")
+
+    cmp = sub.add_parser("compare", help="score base, prompt, fine-tuned and both on a held-out task")
+    cmp.add_argument("--task", required=True, help="a built-in dataset (its test split) or a JSONL/CSV file")
+    cmp.add_argument(
+        "--metric", help="score with this metric: accuracy, exact_match, constraints, fact_recall, token_f1"
+    )
+    cmp.add_argument("--run", metavar="ID", help="a complete fine-tuning run for the tuned arms")
+    cmp.add_argument("--techniques", default=",".join(compare.DEFAULT_TECHNIQUES),
+                     help="the engineered prompt's techniques: role,few-shot,cot,context")  # fmt: skip
+    cmp.add_argument("--limit", type=int, default=0, help="score only the first N examples")
+    cmp.add_argument("--model", help="the base model when no run is given")
+    cmp.add_argument("--efficiency", action="store_true", help="also k-shot vs LoRA on 10, 50, all examples")
+    cmp.add_argument("--ablation", action="store_true", help="also all 16 technique combinations")
+    cmp.add_argument("--html", metavar="FILE", help="write an HTML report")
+    cmp.add_argument("--json", action="store_true", help="print one JSON object")
+
+    abl = sub.add_parser("ablate", help="score all 16 combinations of the four techniques")
+    abl.add_argument("--task", required=True, help="a built-in dataset (its test split) or a JSONL/CSV file")
+    abl.add_argument("--metric", help="score with this metric instead of the task's own")
+    abl.add_argument("--limit", type=int, default=0, help="score only the first N examples")
+    abl.add_argument("--model", help="'embedded' (default), a folder, a .gguf file or a Hugging Face id")
+    abl.add_argument("--json", action="store_true", help="print one JSON object")
 
     work = sub.add_parser("worker", help="train queued runs one by one (the app starts this itself)")
     work.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
@@ -295,6 +329,50 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def _progress_line(fraction: float, message: str) -> None:
+    print(f"[{100 * fraction:3.0f}%] {message}", file=sys.stderr, flush=True)
+
+
+def cmd_compare(args) -> int:
+    settings = compare.CompareSettings(
+        task=args.task, run_id=args.run, techniques=args.techniques, metric=args.metric, limit=args.limit,
+        model=args.model, efficiency=args.efficiency, ablation=args.ablation,
+    )  # fmt: skip
+    result = compare.run_foreground(settings, on_progress=_progress_line)
+    if args.html:
+        from ftvpe_core import report
+
+        print(f"report: {report.write(result, args.html)}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['task']['title']} ({result['task']['n']} examples, {result['task']['metric']}):")
+        for arm in result["arms"]:
+            print(f"  {arm['label']:<26} {arm['score']:6.1%}  {arm['mean_prompt_tokens']:6.0f} prompt tokens  "
+                  f"{arm['mean_latency_s']:.2f} s/answer  training {arm['train_seconds']:.0f} s")  # fmt: skip
+        print()
+        print(result["recommendation"])
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from ftvpe_core import evaluate
+
+    task = evaluate.load_task(args.task, args.metric, args.limit or None)
+    loaded = models.load(args.model, weight_format=compare.WEIGHTS)
+    combos = evaluate.ablate(loaded, task, None, on_progress=lambda d, t: _progress_line(d / t, f"{d} of {t}"))
+    out = {"task": task.name, "metric": task.metric, "n": len(task.examples), "combinations": combos,
+           "gains": evaluate.technique_gains(combos)}  # fmt: skip
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for c in sorted(combos, key=lambda c: -c["score"]):
+            print(
+                f"  {' + '.join(c['techniques']) or 'plain':<32} {c['score']:6.1%}  {c['mean_prompt_tokens']:6.0f} tokens"
+            )
+    return 0
+
+
 def cmd_worker(args) -> int:
     device = settings.pick_device(args.device)
     taken = worker.serve(runs.RunStore(), device, args.parent, log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -313,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
             "finetune": cmd_finetune,
             "runs": cmd_runs,
             "worker": cmd_worker,
+            "compare": cmd_compare,
+            "ablate": cmd_ablate,
         }
         return commands[args.command](args)
     except FtvpeError as e:

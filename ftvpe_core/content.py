@@ -37,6 +37,9 @@ PAGES = [
     {"path": "pages/3_Runs.py", "title": "Runs", "icon": "📈",
      "text": "Every fine-tuning run: status, settings, losses and sample answers; overlay their curves, "
              "download an adapter, delete what you no longer need."},
+    {"path": "pages/4_Compare.py", "title": "Compare", "icon": "⚖️",
+     "text": "Base vs engineered prompt vs fine-tuned vs both on the same held-out task: scores, tokens, "
+             "latency, training time, break-even, and a recommendation written from the numbers."},
 ]  # fmt: skip
 
 FINETUNE_INTRO = (
@@ -90,6 +93,13 @@ TRAIN_KNOBS = {
     "bf16": "Compute in bfloat16 where the processor supports it: faster, same weights.",
     "seed": "Fixes the random start and batch order, so a run can be repeated exactly.",
 }  # fmt: skip
+
+COMPARE_INTRO = (
+    "Which technique, when? Score the same held-out examples four ways: the base model with the plain "
+    "prompt, the base model with an engineered prompt, a fine-tuned run, and the fine-tuned run with the "
+    "prompt too. Quality, prompt tokens, time per answer and training time are measured, so the article's "
+    "comparison table fills in with numbers from this machine."
+)
 
 CHOOSE_MODEL = (
     "The app runs **SmolLM2-135M-Instruct**, which ships inside the app, so it works offline on a laptop. "

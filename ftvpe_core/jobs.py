@@ -141,6 +141,7 @@ def execute(
     try:
         data = run_dataset(store, run)
         settings = train_settings(run)
+        store.set_progress(run_id, 0.0, "Loading the model and the data")
         # Training needs float weights; this process owns the model it trains.
         loaded = models.load(run.settings.get("model"), device=run.device or "auto", weight_format="float32")
 
@@ -185,6 +186,7 @@ def execute(
             "total_parameters": total,
         }
         if measure_accuracy and data.task == "label":
+            store.set_progress(run_id, 1.0, "Training done; measuring the base and tuned models on the test split")
             if on_event:
                 on_event({"phase": "accuracy"})
             tuned = dataclasses.replace(loaded, model=result.peft_model)

@@ -1,4 +1,4 @@
-"""Job processes: queued fine-tuning runs trained one at a time per device, outside the app's process.
+"""Job processes: queued runs (fine-tuning, comparisons) done one at a time per device, outside the app.
 
 The app queues a run (``jobs.submit``) and calls ``ensure_worker``, which starts
 ``python -m ftvpe_core worker --device D`` when runs wait and no job process serves that device. The job
@@ -87,7 +87,7 @@ def serve(store: RunStore, device: str, parent_pid: int | None = None, log=print
 
 
 def _serve(store: RunStore, device: str, interrupted, log) -> int:
-    from ftvpe_core import jobs
+    from ftvpe_core import compare, jobs
 
     taken = 0
     with _device_lock(store, device) as got:
@@ -101,7 +101,10 @@ def _serve(store: RunStore, device: str, interrupted, log) -> int:
             taken += 1
             log(f"Run {run_id}: training on {device}.")
             try:
-                summary = jobs.execute(store, run_id, interrupted=interrupted)
+                if store.get(run_id).kind == "compare":
+                    summary = compare.execute(store, run_id, interrupted=interrupted)
+                else:
+                    summary = jobs.execute(store, run_id, interrupted=interrupted)
                 log(f"Run {run_id}: {summary.get('status')}.")
             except Exception as e:  # the run is marked failed; go on with the queue
                 log(f"Run {run_id}: failed: {type(e).__name__}: {e}")

@@ -64,10 +64,9 @@ def progress(store: RunStore, run: Run, metrics: dict) -> None:
         queue = [r.id for r in store.queue(run.device)]
         position = queue.index(run.id) + 1 if run.id in queue else "?"
         st.info(f"⏳ Queued: position {position} of {len(queue)} on {run.device}. One job trains at a time per device.")
-    elif run.status == "running" and not step:
-        st.progress(0.0, text="Loading the model and the data…")
-    elif run.status == "running" and total and step >= total:
-        st.progress(1.0, text="Training done; measuring the base and tuned models on the test split…")
+    elif run.status == "running" and (not step or (total and step >= total)):
+        p = run.progress or {"fraction": 0.0, "message": "Starting"}
+        st.progress(1.0 if step else 0.0, text=p["message"] + "…")
     elif run.status == "running":
         eta = metrics["eta_s"][-1][1] if metrics.get("eta_s") else None
         eta_text = f" · about {eta:.0f} s left" if eta is not None else ""

@@ -1,0 +1,889 @@
+"""Evaluation tasks: examples in, a score per example out.
+
+A :class:`Task` is a set of examples with the metric that scores them (a built-in dataset's test split, or
+every example of an uploaded file). ``score`` judges one answer; ``task_spec`` builds the engineered prompt
+for one example from the prompt techniques; ``generate_batch`` answers many prompts at once (greedy,
+left-padded batches on the compute thread); ``run_arm`` and ``ablate`` put them together. This module knows
+nothing about pages, the run store or fine-tuning: a tuned model is just another ``LoadedModel``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import re
+import statistics
+import string
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ftvpe_core import FtvpeError, datasets, fastpath, generation, models, prompts
+from ftvpe_core.datasets import Example
+from ftvpe_core.models import LoadedModel
+from ftvpe_core.settings import GenerationSettings
+
+BATCH_SIZE = 16
+"""Prompts generated together: on 2 CPU cores with q4 weights, 16 answer 4.1-4.3x as many prompts a second
+as one at a time (8: 3.7-3.9x; see bench/evaluation.py)."""
+TECHNIQUES = ("role", "few-shot", "cot", "context")
+"""The prompt techniques an arm can switch on (the same keys as ``prompts.TECHNIQUES``)."""
+METRICS = ("accuracy", "exact_match", "constraints", "fact_recall", "token_f1")
+"""accuracy: names the right label and no other; exact_match: the whole answer is the reference;
+constraints: share of the brand rules kept; fact_recall: share of the listed facts found; token_f1: word
+overlap with the reference (SQuAD F1)."""
+
+PASS_MARK = {"accuracy": 0.999, "exact_match": 0.999, "constraints": 0.999, "fact_recall": 0.5, "token_f1": 0.5}
+"""The score from which an answer counts as passed."""
+MAX_LABELS = 50
+"""More distinct answers than this in a file is not a label set (accuracy needs a few labels)."""
+CONTEXT_SHOTS = 4
+"""How many related training answers a facts task pastes in as background (context addition)."""
+
+_DATASET_METRIC = {"accuracy": "accuracy", "constraints": "constraints", "fact_recall": "fact_recall"}
+_ROLES = {"support_triage": "a customer-support triage assistant"}
+_STOPWORDS = set(
+    "a an and are as at be but by can do does for from has have how i if in is it its my of on or our so that the "
+    "their them there this to was we what when where which who will with you your".split()
+)
+
+
+@dataclass
+class Task:
+    """Examples to answer, and how to score them."""
+
+    name: str
+    """Short identifier, e.g. 'support_triage'."""
+    title: str
+    """Name shown in the UI."""
+    metric: str
+    """One of METRICS."""
+    examples: list[Example]
+    """What is scored: a built-in dataset's test split, or every example of a file."""
+    labels: list[str] = field(default_factory=list)
+    """The allowed answers of a label task; empty otherwise."""
+    rules: dict = field(default_factory=dict)
+    """Brand rules (sign_off, max_words, banned_words, preferred_words); empty otherwise."""
+    shots: list[Example] = field(default_factory=list)
+    """The pool few-shot examples come from: a built-in's training split, or the file's own examples (an
+    example is never shown as its own shot)."""
+
+
+def _kind(task: Task) -> str:
+    """'brand', 'label', 'facts' or 'text': what the prompt techniques add for this task."""
+    if task.rules:
+        return "brand"
+    if task.labels:
+        return "label"
+    if task.metric == "fact_recall" or any(e.facts for e in task.examples):
+        return "facts"
+    return "text"
+
+
+# Loading
+
+
+def load_task(name_or_file: str, metric: str | None = None, limit: int | None = None) -> Task:
+    """A built-in dataset's test split, or every example of a JSONL/CSV file, as a task.
+
+    Args:
+        name_or_file: 'support_triage' (or 'support-triage'), 'brand_voice', 'domain_knowledge', or a file in
+            the upload format (``datasets.parse_upload``); all of a file's examples are scored.
+        metric: one of METRICS, instead of the dataset's own (a built-in's card; for a file: accuracy when
+            it has a few short answers used several times, fact_recall when every row lists facts, else
+            token_f1).
+        limit: score only the first ``limit`` examples.
+
+    Raises:
+        FtvpeError: an unknown name or metric, a metric the data cannot support, or a bad file.
+    """
+    if metric is not None and metric not in METRICS:
+        raise FtvpeError(f"Unknown metric '{metric}': choose from {', '.join(METRICS)}.")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise FtvpeError(f"The example limit must be a whole number of at least 1, got {limit!r}.")
+    name = name_or_file.replace("-", "_")
+    path = Path(name_or_file)
+    if name in datasets.builtin_names() and not path.is_file():
+        data = datasets.load_builtin(name)
+        examples, shots = data.splits["test"], data.splits["train"]
+    elif path.is_file():
+        data = datasets.parse_upload(path.read_bytes(), path.name)
+        examples = data.all_examples()
+        shots = list(examples)
+    else:
+        raise FtvpeError(
+            f"No task '{name_or_file}': use one of {', '.join(datasets.builtin_names())} or a JSONL/CSV file."
+        )
+    own = _DATASET_METRIC.get(data.metric, "token_f1")
+    chosen = metric or own
+    labels = list(data.labels)
+    if chosen in ("accuracy", "exact_match") and not labels:
+        distinct = sorted({e.response.strip() for e in examples})
+        if chosen == "accuracy" and len(distinct) > MAX_LABELS:
+            raise FtvpeError(
+                f"Accuracy needs a few labels, but {data.title} has {len(distinct):,} different answers: "
+                "use exact_match or token_f1."
+            )
+        short = len(distinct) <= MAX_LABELS and all(len(a.split()) <= 3 for a in distinct)
+        labels = distinct if chosen == "accuracy" or short else []
+    if chosen == "constraints" and not data.rules:
+        raise FtvpeError(
+            f"The constraints metric checks a brand's rules (sign-off, word limit, banned words); "
+            f"{data.title} has none. Use brand_voice, or another metric."
+        )
+    if chosen == "fact_recall" and not any(e.facts for e in examples):
+        raise FtvpeError(f"Fact recall needs examples that list facts; {data.title} has none. Use token_f1.")
+    if limit is not None:
+        examples = examples[:limit]
+    return Task(
+        name=data.name,
+        title=data.title,
+        metric=chosen,
+        examples=list(examples),
+        labels=labels,
+        rules=dict(data.rules),
+        shots=list(shots),
+    )
+
+
+# Scoring
+
+_ANSWER_LINE = re.compile(r"^[*#_ >]*" + re.escape(prompts.ANSWER_PREFIX.rstrip(":")) + r"\s*[*_]*:[*_]*\s*", re.I)
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'’-]*")
+
+
+def final_answer(answer: str) -> str:
+    """The text after 'Answer:' when the answer's last non-empty line starts with it (chain-of-thought);
+    otherwise the whole answer."""
+    lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
+    if lines:
+        found = _ANSWER_LINE.match(lines[-1])
+        if found:
+            return lines[-1][found.end() :].strip().strip("*_").strip()
+    return answer
+
+
+def _normal(text: str) -> str:
+    """Lower case, thousands separators dropped, every run of non-alphanumerics one space, padded with spaces,
+    so phrases can be found whole-word with ``in``."""
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", text.lower())
+    return " " + " ".join(re.sub(r"[^0-9a-z]+", " ", text).split()) + " "
+
+
+def _labels_named(labels: Sequence[str], text: str) -> list[str]:
+    """Labels found whole-word in text, in ``labels`` order; a label inside a longer named label (e.g.
+    'spam' in 'not spam') does not count on its own."""
+    lowered = text.lower()
+    taken: list[tuple[int, int]] = []
+    named = set()
+    for label in sorted(labels, key=len, reverse=True):
+        key = label.strip().lower()
+        if not key:
+            continue
+        pattern = r"(?<![0-9a-z])" + re.escape(key) + r"(?![0-9a-z])"
+        for m in re.finditer(pattern, lowered):
+            if not any(s <= m.start() and m.end() <= e for s, e in taken):
+                named.add(label)
+                taken.append(m.span())
+    return [label for label in labels if label in named]
+
+
+def _accuracy(task: Task, example: Example, answer: str) -> tuple[float, str]:
+    expected = example.response.strip()
+    named = _labels_named(task.labels, final_answer(answer))
+    if not named:
+        return 0.0, f"names no label (expected {expected})"
+    if len(named) > 1:
+        count = "two" if len(named) == 2 else str(len(named))
+        return 0.0, f"names {count} labels: {', '.join(named)}"
+    if named[0].strip().lower() == expected.lower():
+        return 1.0, f"names {named[0]}"
+    return 0.0, f"names {named[0]}, expected {expected}"
+
+
+def _exact_match(example: Example, answer: str) -> tuple[float, str]:
+    got, expected = final_answer(answer).strip().lower(), example.response.strip().lower()
+    if got == expected:
+        return 1.0, "exact match"
+    return 0.0, f"expected {example.response.strip()!r}"
+
+
+def _banned_found(text: str, banned: Sequence[str]) -> list[str]:
+    # The word or a simple inflection of it: 'customers' breaks the rule against 'customer'.
+    lowered = text.lower()
+    found = []
+    for word in banned:
+        pattern = r"(?<![0-9a-z])" + re.escape(word.lower()) + r"(?:s|es|d|ed|ing|er|est|ly)?(?![0-9a-z])"
+        if re.search(pattern, lowered):
+            found.append(word)
+    return found
+
+
+def _constraints(rules: dict, answer: str) -> tuple[float, str]:
+    kept, failed = 0, []
+    checks = 0
+    if rules.get("sign_off"):
+        checks += 1
+        if _normal(rules["sign_off"]) in _normal(answer):
+            kept += 1
+        else:
+            failed.append("no sign-off")
+    if rules.get("max_words"):
+        checks += 1
+        n = len(_WORD.findall(answer))
+        if n <= int(rules["max_words"]):
+            kept += 1
+        else:
+            failed.append(f"{n} words (limit {rules['max_words']})")
+    if rules.get("banned_words") is not None:
+        checks += 1
+        banned = _banned_found(answer, rules["banned_words"])
+        if banned:
+            failed.append("banned: " + ", ".join(banned))
+        else:
+            kept += 1
+    if not checks:
+        return 0.0, "no rules to check"
+    return kept / checks, "all rules kept" if not failed else "; ".join(failed)
+
+
+def _fact_recall(example: Example, answer: str) -> tuple[float, str]:
+    if not example.facts:
+        f1, detail = _token_f1(example.response, answer)
+        return f1, f"no facts listed: {detail}"
+    text = _normal(answer)
+    missing = [f for f in example.facts if _normal(f) not in text]
+    found = len(example.facts) - len(missing)
+    detail = f"{found}/{len(example.facts)} facts"
+    return found / len(example.facts), detail + (f"; missing: {', '.join(missing)}" if missing else "")
+
+
+_PUNCTUATION = set(string.punctuation)
+
+
+def _squad_tokens(text: str) -> list[str]:
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return text.split()
+
+
+def _token_f1(reference: str, answer: str) -> tuple[float, str]:
+    ref, got = _squad_tokens(reference), _squad_tokens(answer)
+    if not ref or not got:
+        same = float(ref == got)
+        return same, f"F1 {same:.2f}"
+    common = sum((Counter(ref) & Counter(got)).values())
+    if not common:
+        return 0.0, "F1 0.00 (no words in common)"
+    precision, recall = common / len(got), common / len(ref)
+    f1 = 2 * precision * recall / (precision + recall)
+    return f1, f"F1 {f1:.2f} (precision {precision:.2f}, recall {recall:.2f})"
+
+
+def score(task: Task, example: Example, answer: str) -> tuple[float, str]:
+    """Score one answer from 0 to 1, with a short detail for the UI.
+
+    accuracy and exact_match read only the final line when it starts with 'Answer:' (chain-of-thought).
+    An empty answer scores 0 under every metric.
+    """
+    if not answer.strip():
+        return 0.0, "empty answer"
+    metric = task.metric
+    if metric == "accuracy":
+        return _accuracy(task, example, answer)
+    if metric == "exact_match":
+        return _exact_match(example, answer)
+    if metric == "constraints":
+        return _constraints(task.rules, answer)
+    if metric == "fact_recall":
+        return _fact_recall(example, answer)
+    if metric == "token_f1":
+        return _token_f1(example.response, answer)
+    raise FtvpeError(f"Unknown metric '{metric}': choose from {', '.join(METRICS)}.")
+
+
+# Prompts
+
+
+def _same(a: Example, b: Example) -> bool:
+    return a is b or a.prompt.strip().lower() == b.prompt.strip().lower()
+
+
+def _shots(task: Task, example: Example, k: int) -> list[Example]:
+    """k examples from the pool, never the example itself; label tasks take the labels in turn, so every label
+    is shown once before any is shown twice."""
+    pool = [s for s in task.shots if not _same(s, example)]
+    if _kind(task) != "label":
+        return pool[:k]
+    by_label: dict[str, list[Example]] = {}
+    for s in pool:
+        by_label.setdefault(s.response.strip().lower(), []).append(s)
+    queues = [by_label.get(label.strip().lower(), []) for label in task.labels]
+    chosen: list[Example] = []
+    for rank in range(max((len(q) for q in queues), default=0)):
+        chosen += [q[rank] for q in queues if rank < len(q)]
+        if len(chosen) >= k:
+            break
+    return chosen[:k]
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _normal(text).split() if w not in _STOPWORDS and len(w) > 2}
+
+
+def _related(task: Task, example: Example, k: int) -> list[Example]:
+    """The k pool examples whose question and answer share the rarest words with this question (words weighted
+    by inverse document frequency over the pool; ties in pool order)."""
+    pool = [s for s in task.shots if not _same(s, example)]
+    words = [_content_words(s.prompt + " " + s.response) for s in pool]
+    counts = Counter(w for ws in words for w in ws)
+    want = _content_words(example.prompt)
+
+    def weight(ws: set[str]) -> float:
+        return sum(math.log((1 + len(pool)) / counts[w]) for w in want & ws)
+
+    ranked = sorted(range(len(pool)), key=lambda i: (-weight(words[i]), i))
+    return [pool[i] for i in ranked[:k]]
+
+
+def _subject(task: Task) -> str:
+    """'Pinecone Outfitters' from 'Brand voice: Pinecone Outfitters'."""
+    return task.title.split(":", 1)[1].strip() if ":" in task.title else task.title
+
+
+def _join(words: Sequence[str], last: str = "or") -> str:
+    words = list(words)
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" {last} " + words[-1]
+
+
+def _role(task: Task) -> str:
+    """Who answers, as a short noun phrase (prompts.build wraps it: 'Act as ... Answer the way ... would.')."""
+    kind = _kind(task)
+    if task.name in _ROLES:
+        return _ROLES[task.name]
+    if kind == "label":
+        return "a careful text classifier"
+    if kind == "brand":
+        return f"the copywriter of {_subject(task)}"
+    if kind == "facts":
+        return f"a product expert on {_subject(task)}"
+    return "a knowledgeable expert"
+
+
+def task_spec(task: Task, example: Example, techniques: Sequence[str], k: int = 4) -> prompts.PromptSpec:
+    """The engineered prompt for one example: its prompt as the task, plus the techniques asked for.
+
+    - role: who answers, by task kind (a triage assistant, the brand's copywriter, a product expert, ...).
+    - few-shot: ``k`` examples from ``task.shots``, never the example itself (label tasks take the labels in
+      turn).
+    - cot: the prompts module's chain-of-thought instruction (final line 'Answer: ...').
+    - context: label tasks get the allowed labels and 'a single word'; brand tasks the brand rules; facts tasks
+      the answers of the ``CONTEXT_SHOTS`` most related pool examples as background (retrieval, never the
+      example's own answer); free-text tasks the typical answer length; an example's system text, if any, goes
+      in as background too.
+
+    Raises:
+        FtvpeError: an unknown technique, or a technique with nothing to add (few-shot with an empty pool).
+    """
+    unknown = [t for t in techniques if t not in TECHNIQUES]
+    if unknown:
+        raise FtvpeError(f"Unknown technique {', '.join(map(repr, unknown))}: choose from {', '.join(TECHNIQUES)}.")
+    kind = _kind(task)
+    background: list[str] = [example.system.strip()] if example.system.strip() else []
+    output_format, words = "", None
+    if "context" in techniques:
+        if kind == "label":
+            single = all(len(label.split()) == 1 for label in task.labels)
+            output_format = f"{'a single word' if single else 'the label alone'}: one of {_join(task.labels)}"
+        elif kind == "brand":
+            r = task.rules
+            rules = []
+            if r.get("sign_off"):
+                rules.append(f'end every answer with "{r["sign_off"]}"')
+            if r.get("max_words"):
+                rules.append(f"use at most {r['max_words']} words")
+            if r.get("banned_words"):
+                rules.append("never use these words: " + ", ".join(r["banned_words"]))
+            if r.get("preferred_words"):
+                rules.append("where they fit, use the brand's own words: " + ", ".join(r["preferred_words"]))
+            background.append(f"The brand rules of {_subject(task)}: " + "; ".join(rules) + ".")
+        elif kind == "facts":
+            background += [s.response.strip() for s in _related(task, example, CONTEXT_SHOTS)]
+        else:
+            lengths = [len(_WORD.findall(s.response)) for s in task.shots if not _same(s, example)]
+            words = min(max(1, round(statistics.median(lengths))), prompts.MAX_WORDS) if lengths else None
+    return prompts.PromptSpec(
+        task=example.prompt,
+        enabled=tuple(techniques),
+        role=_role(task),
+        examples=[(s.prompt, s.response) for s in _shots(task, example, k)] if "few-shot" in techniques else [],
+        facts=" ".join(b if b[-1:] in ".!?" else b + "." for b in background),
+        words=words,
+        output_format=output_format,
+    )
+
+
+# Batched generation
+
+
+@dataclass
+class BatchAnswer:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    latency_s: float
+    """Its batch's wall time divided by the batch's size (plus its share of the shared prefix)."""
+
+
+MIN_SHARED_PREFIX = 8
+"""Prompts of one call that start with at least this many identical tokens (chat template, role, few-shot
+examples) compute those tokens once."""
+
+
+class _Prefix:
+    """The keys and values of the first tokens every prompt of a call shares, computed once."""
+
+    def __init__(self, loaded: LoadedModel, ids: list[int]):
+        self.length = len(ids)
+        self.loaded, self.ids = loaded, ids
+        self.cache = None
+
+    def compute(self) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        with torch.inference_mode():
+            self.cache = DynamicCache(config=self.loaded.model.config)
+            self.loaded.model(
+                input_ids=torch.tensor([self.ids], device=self.loaded.device),
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+
+    def copy_for(self, rows: int):
+        """A cache holding the prefix for ``rows`` rows."""
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(rows)
+        return cache
+
+
+def _shared_prefix(rows: list[list[int]]) -> list[int]:
+    """The longest run of first tokens all rows share, leaving every row at least one token of its own."""
+    limit = min(len(r) for r in rows) - 1
+    n = 0
+    while n < limit and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return rows[0][:n]
+
+
+class _Slots:
+    """A key/value cache with room for every new token, written in place: the decoding counterpart of
+    ``DynamicCache``, which copies each layer's whole cache to append one token (a tenth of a batched step)."""
+
+    def __init__(self, cache, room: int):
+        import torch
+
+        self.layers = []
+        for layer in cache.layers:
+            b, heads, length, dim = layer.keys.shape
+            keys = torch.empty((b, heads, length + room, dim), dtype=layer.keys.dtype, device=layer.keys.device)
+            values = torch.empty_like(keys)
+            keys[:, :, :length], values[:, :, :length] = layer.keys, layer.values
+            self.layers.append([keys, values, length])
+
+    def update(self, k, v, index: int):
+        """Append (B, heads, 1, D) keys and values to layer ``index``; returns that layer's keys and values."""
+        keys, values, length = self.layers[index]
+        keys[:, :, length : length + 1], values[:, :, length : length + 1] = k, v
+        self.layers[index][2] = length + 1
+        return keys[:, :, : length + 1], values[:, :, : length + 1]
+
+    def batch_select_indices(self, index) -> None:
+        for layer in self.layers:
+            layer[0], layer[1] = layer[0][index], layer[1][index]
+
+
+class _Batch:
+    """One left-padded batch being decoded. Every method with tensors runs on the compute thread."""
+
+    def __init__(self, loaded: LoadedModel, rows: list[list[int]], settings: GenerationSettings):
+        self.loaded, self.rows, self.settings = loaded, rows, settings
+        self.alive = list(range(len(rows)))
+        """Which rows (indexes into ``rows``) are still decoding, in cache order."""
+        self.new: list[list[int]] = [[] for _ in rows]
+        self.lean = fastpath.supports(loaded.model)
+
+    def prefill(self, prefix: _Prefix | None = None):
+        """(B, V) logits of each prompt's next token. With ``prefix``, the rows' shared first tokens are not
+        computed again: their keys and values are copied into every row's cache."""
+        import torch
+        from transformers import DynamicCache
+
+        loaded = self.loaded
+        pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
+        shared = prefix.length if prefix else 0
+        tails = [row[shared:] for row in self.rows]
+        b, width = len(tails), max(len(t) for t in tails)
+        ids = torch.full((b, width), pad, dtype=torch.long)
+        mask = torch.zeros((b, shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for i, tail in enumerate(tails):
+            ids[i, width - len(tail) :] = torch.tensor(tail)
+            mask[i, shared + width - len(tail) :] = 1
+        # Padding sits between the shared prefix and each row's own tokens; real tokens get positions 0, 1, ...
+        # as when each prompt runs alone.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        self.mask, self.next_position = mask, mask.sum(-1)  # (B, P + T), (B,)
+        self.generator = torch.Generator().manual_seed(self.settings.seed)
+        if self.settings.repetition_penalty != 1.0:
+            vocab = loaded.model.get_output_embeddings().out_features
+            self.seen = torch.zeros((b, max(vocab, len(loaded.tokenizer))), dtype=torch.bool)
+            for i, row in enumerate(self.rows):
+                self.seen[i, row] = True
+        with torch.inference_mode():
+            self.cache = prefix.copy_for(b) if prefix else DynamicCache(config=loaded.model.config)
+            out = loaded.model(
+                input_ids=ids.to(loaded.device),
+                attention_mask=mask.to(loaded.device),
+                position_ids=positions.to(loaded.device),
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            self.cache = out.past_key_values
+            if self.lean:
+                self.cache = _Slots(self.cache, self.settings.max_new_tokens)
+            return self._pick(out.logits[:, -1, :].float().cpu())
+
+    def step(self, tokens: list[int]):
+        """Feed each alive row its last token; returns the next token of each."""
+        import torch
+
+        loaded = self.loaded
+        b = len(tokens)
+        self.mask = torch.cat([self.mask, torch.ones((b, 1), dtype=torch.long)], -1)
+        ids = torch.tensor(tokens, device=loaded.device)
+        with torch.inference_mode():
+            if self.lean:
+                logits = _lean_step(loaded.model, ids, self.next_position.to(loaded.device), self.mask, self.cache)
+            else:
+                out = loaded.model(
+                    input_ids=ids[:, None],
+                    attention_mask=self.mask.to(loaded.device),
+                    position_ids=self.next_position[:, None].to(loaded.device),
+                    past_key_values=self.cache,
+                    use_cache=True,
+                )
+                self.cache = out.past_key_values
+                logits = out.logits[:, -1, :]
+            self.next_position = self.next_position + 1
+            return self._pick(logits.float().cpu())
+
+    def keep(self, keep: list[int]) -> None:
+        """Drop finished rows: ``keep`` are positions in the current batch."""
+        import torch
+
+        index = torch.tensor(keep, dtype=torch.long)
+        self.cache.batch_select_indices(index.to(self.loaded.device))
+        self.mask, self.next_position = self.mask[index], self.next_position[index]
+        if self.settings.repetition_penalty != 1.0:
+            self.seen = self.seen[index]
+        self.alive = [self.alive[i] for i in keep]
+
+    def _pick(self, logits) -> list[int]:
+        """Next token per row, as ``GenerationStream._pick`` chooses it for one."""
+        import torch
+
+        s = self.settings
+        if s.repetition_penalty != 1.0:
+            seen = self.seen[:, : logits.shape[-1]]
+            penalised = torch.where(logits > 0, logits / s.repetition_penalty, logits * s.repetition_penalty)
+            logits = torch.where(seen, penalised, logits)
+        if s.greedy:
+            picked = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits / s.temperature, dim=-1)
+            if s.top_p < 1.0:
+                sorted_p, order = probs.sort(descending=True)
+                sorted_p = sorted_p * (sorted_p.cumsum(-1) - sorted_p < s.top_p)
+                probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+            picked = torch.multinomial(probs, 1, generator=self.generator)[:, 0]
+        if s.repetition_penalty != 1.0:
+            self.seen[torch.arange(len(picked)), picked] = True
+        return picked.tolist()
+
+
+def _lean_step(model, tokens, positions, mask, cache):
+    """``fastpath.step`` for a batch: logits (B, V) after one new token per row, appending its keys and values
+    to ``cache``.
+
+    Args:
+        tokens: (B,) the new tokens; positions: (B,) their positions (left padding excluded);
+        mask: (B, T) 1 where the cache (plus these tokens) holds a real token, 0 on left padding.
+
+    The same arithmetic as the model's forward pass for one token per row with a KV cache, without the
+    transformers plumbing (masks built for every layer, output objects, hooks), which costs more than the
+    matrix products of a small model.
+    """
+    import torch
+    from torch.nn.functional import scaled_dot_product_attention, silu
+
+    inner = model.model
+    b = tokens.shape[0]
+    hidden = inner.embed_tokens(tokens[:, None])  # (B, 1, H)
+    cos, sin = inner.rotary_emb(hidden, positions[:, None])  # (B, 1, D) each
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, 1, D): broadcast over heads
+    attend = mask.to(device=hidden.device, dtype=torch.bool)[:, None, None, :]  # (B, 1, 1, T)
+    for index, layer in enumerate(inner.layers):
+        attn = layer.self_attn
+        x = layer.input_layernorm(hidden)
+        head_dim = attn.head_dim
+        q = attn.q_proj(x).view(b, 1, -1, head_dim).transpose(1, 2)  # (B, heads, 1, D)
+        k = attn.k_proj(x).view(b, 1, -1, head_dim).transpose(1, 2)  # (B, kv_heads, 1, D)
+        v = attn.v_proj(x).view(b, 1, -1, head_dim).transpose(1, 2)
+        half = head_dim // 2
+        q = q * cos + torch.cat((-q[..., half:], q[..., :half]), dim=-1) * sin
+        k = k * cos + torch.cat((-k[..., half:], k[..., :half]), dim=-1) * sin
+        keys, values = cache.update(k, v, index)  # (B, kv_heads, T, D)
+        out = scaled_dot_product_attention(q, keys, values, attn_mask=attend, scale=attn.scaling, enable_gqa=True)
+        hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(b, 1, -1))
+        mlp = layer.mlp
+        x = layer.post_attention_layernorm(hidden)
+        hidden = hidden + mlp.down_proj(silu(mlp.gate_proj(x)) * mlp.up_proj(x))
+    return model.lm_head(inner.norm(hidden))[:, -1]
+
+
+def _decode_batch(
+    loaded: LoadedModel, rows: list[list[int]], settings: GenerationSettings, prefix: _Prefix | None = None
+) -> list[list[int]]:
+    """New token ids of each row (end token excluded). Each forward pass is one ``models.compute`` call, so
+    other sessions' steps can run between them."""
+    batch = _Batch(loaded, rows, settings)
+    stop = generation._stop_ids(loaded)
+    picked = models.compute(batch.prefill, prefix)
+    while True:
+        keep = []
+        for position, (row, token) in enumerate(zip(batch.alive, picked)):
+            if token in stop:
+                continue
+            batch.new[row].append(token)
+            if len(batch.new[row]) < settings.max_new_tokens:
+                keep.append(position)
+        if not keep:
+            return batch.new
+        if len(keep) < len(batch.alive):
+            models.compute(batch.keep, keep)
+        picked = models.compute(batch.step, [batch.new[row][-1] for row in batch.alive])
+
+
+def generate_batch(
+    loaded: LoadedModel,
+    messages_list: list[list[dict]],
+    settings: GenerationSettings | None = None,
+    batch_size: int = BATCH_SIZE,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[BatchAnswer]:
+    """Answer many chats at once: left-padded batches with an attention mask, decoded greedily.
+
+    Prompts are sorted by length into batches (less padding); answers come back in input order. The first
+    tokens that every prompt shares (chat template, role, few-shot examples: at least MIN_SHARED_PREFIX) are
+    computed once. A row leaves its batch when it ends, so a batch costs as much as its longest answer. Token
+    choice is the same as ``generation.generate`` (repetition penalty included): with float32 weights the texts
+    match one-at-a-time generation; with q4 weights a few answers may differ, because the bfloat16 sums of a
+    batched prompt are taken in another order (a near tie can then go the other way).
+
+    Args:
+        settings: default ``GenerationSettings()``, as ``generation.generate``; sampling draws all rows from
+            one generator, so sampled answers do not match one-at-a-time ones.
+        batch_size: prompts per forward pass.
+        on_progress: called with (answers done, total) after each batch.
+
+    Raises:
+        FtvpeError: a prompt that does not fit the model's context with ``max_new_tokens`` (nothing is
+            generated then).
+    """
+    settings = settings or GenerationSettings()
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise FtvpeError(f"The batch size must be a whole number of at least 1, got {batch_size!r}.")
+    encoded = [generation.encode_chat(loaded, messages) for messages in messages_list]
+    for i, ids in enumerate(encoded):
+        try:
+            generation.check_fits(loaded, len(ids), settings.max_new_tokens)
+        except FtvpeError as e:
+            raise FtvpeError(f"Prompt {i + 1} of {len(encoded)}: {e}") from None
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    prefix, prefix_s = None, 0.0
+    shared = _shared_prefix(encoded) if len(encoded) > 1 else []
+    if len(shared) >= MIN_SHARED_PREFIX:
+        began = time.perf_counter()
+        prefix = _Prefix(loaded, shared)
+        models.compute(prefix.compute)
+        prefix_s = (time.perf_counter() - began) / len(encoded)  # shared by every answer
+    answers: list[BatchAnswer | None] = [None] * len(encoded)
+    done = 0
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        began = time.perf_counter()
+        new = _decode_batch(loaded, [encoded[i] for i in chunk], settings, prefix)
+        latency = (time.perf_counter() - began) / len(chunk) + prefix_s
+        for i, ids in zip(chunk, new):
+            text = loaded.tokenizer.decode(ids, skip_special_tokens=True)
+            answers[i] = BatchAnswer(text, len(encoded[i]), len(ids), latency)
+        done += len(chunk)
+        if on_progress:
+            on_progress(done, len(encoded))
+    return answers  # type: ignore[return-value]
+
+
+# Arms
+
+
+@dataclass
+class ExampleResult:
+    index: int
+    """Position of the example in the task."""
+    prompt: str
+    """The example's own prompt (without the techniques' additions)."""
+    reference: str
+    answer: str
+    score: float
+    passed: bool
+    detail: str
+    prompt_tokens: int
+    """Tokens of the whole engineered prompt through the chat template."""
+    latency_s: float
+
+
+@dataclass
+class ArmResult:
+    """One way of answering a task (a model and a prompt) and how it scored."""
+
+    name: str
+    """Short key, e.g. 'base' or 'tuned+prompt'."""
+    label: str
+    """Name shown in the UI."""
+    score: float
+    """Mean score over the examples."""
+    n: int
+    mean_prompt_tokens: float
+    mean_latency_s: float
+    train_seconds: float
+    """Training time behind this arm's model (0 for prompting alone)."""
+    techniques: list[str]
+    examples: list[ExampleResult]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def max_new_tokens(task: Task, techniques: Sequence[str]) -> int:
+    """Room for an answer: one label is a few tokens; reasoning first (chain-of-thought) needs more."""
+    kind = _kind(task)
+    cot = "cot" in techniques
+    if kind == "label":
+        return 96 if cot else 12
+    if kind == "brand":
+        return 160 if cot else 100
+    return 160 if cot else 120
+
+
+def run_arm(
+    loaded: LoadedModel,
+    task: Task,
+    name: str,
+    label: str,
+    techniques: Sequence[str] = (),
+    train_seconds: float = 0.0,
+    batch_size: int = BATCH_SIZE,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ArmResult:
+    """Answer every example of the task with the given techniques and score the answers.
+
+    Greedy with no repetition penalty: the penalty would push the model away from the labels and brand
+    words that few-shot examples and context put in the prompt.
+    """
+    messages = [prompts.build(task_spec(task, e, techniques), loaded.count_tokens).messages for e in task.examples]
+    settings = GenerationSettings(max_new_tokens=max_new_tokens(task, techniques), repetition_penalty=1.0)
+    answers = generate_batch(loaded, messages, settings, batch_size, on_progress)
+    results = []
+    for i, (example, answer) in enumerate(zip(task.examples, answers)):
+        value, detail = score(task, example, answer.text)
+        results.append(
+            ExampleResult(
+                index=i,
+                prompt=example.prompt,
+                reference=example.response,
+                answer=answer.text,
+                score=value,
+                passed=value >= PASS_MARK[task.metric],
+                detail=detail,
+                prompt_tokens=answer.prompt_tokens,
+                latency_s=answer.latency_s,
+            )
+        )
+    n = len(results)
+    return ArmResult(
+        name=name,
+        label=label,
+        score=sum(r.score for r in results) / n if n else 0.0,
+        n=n,
+        mean_prompt_tokens=sum(r.prompt_tokens for r in results) / n if n else 0.0,
+        mean_latency_s=sum(r.latency_s for r in results) / n if n else 0.0,
+        train_seconds=train_seconds,
+        techniques=[t for t in TECHNIQUES if t in techniques],
+        examples=results,
+    )
+
+
+def combinations() -> list[list[str]]:
+    """All 16 subsets of TECHNIQUES, plain prompt first, then by size."""
+    return [list(c) for r in range(len(TECHNIQUES) + 1) for c in itertools.combinations(TECHNIQUES, r)]
+
+
+def ablate(
+    loaded: LoadedModel,
+    task: Task,
+    limit: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[dict]:
+    """Score the task under every combination of techniques.
+
+    Returns:
+        16 dicts {"techniques", "score", "mean_prompt_tokens", "n"}, plain prompt first.
+        ``on_progress(done, total)`` counts answers over all combinations.
+    """
+    examples = task.examples[:limit] if limit else task.examples
+    sub = Task(task.name, task.title, task.metric, examples, task.labels, task.rules, task.shots)
+    combos = combinations()
+    total = len(combos) * len(examples)
+    out = []
+    for n, techniques in enumerate(combos):
+
+        def progress(done: int, _: int, before: int = n * len(examples)) -> None:
+            if on_progress:
+                on_progress(before + done, total)
+
+        arm = run_arm(loaded, sub, "+".join(techniques) or "plain", "", techniques, 0.0, batch_size, progress)
+        out.append(
+            {"techniques": techniques, "score": arm.score, "mean_prompt_tokens": arm.mean_prompt_tokens, "n": arm.n}
+        )
+    return out
+
+
+def technique_gains(combinations: list[dict]) -> dict[str, float]:
+    """Per technique: mean score of the combinations with it minus the mean of those without it.
+
+    A technique missing from every combination, or present in all of them, is left out.
+    """
+    gains = {}
+    for t in TECHNIQUES:
+        with_t = [c["score"] for c in combinations if t in c["techniques"]]
+        without = [c["score"] for c in combinations if t not in c["techniques"]]
+        if with_t and without:
+            gains[t] = sum(with_t) / len(with_t) - sum(without) / len(without)
+    return gains

@@ -1,0 +1,64 @@
+"""The Compare page's pieces: the form's defaults, and a comparison result drawn as charts and tables."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ftvpe_core import compare, datasets, figures, report
+
+
+def init() -> None:
+    ss = st.session_state
+    ss.setdefault("cp_task", datasets.BUILTINS[0])
+    ss.setdefault("cp_techniques", list(compare.DEFAULT_TECHNIQUES))
+    ss.setdefault("cp_limit", 0)
+    ss.setdefault("cp_forgetting", True)
+    ss.setdefault("cp_ablation", False)
+    ss.setdefault("cp_efficiency", False)
+    if "cp_show" not in ss:  # also the "Showing comparison" menu's key
+        ss.cp_show = None
+
+
+def example_rows(result: dict) -> list[dict]:
+    """One row per scored example: the prompt, the reference, and each arm's answer with pass/fail."""
+    arms = result["arms"]
+    rows = []
+    for i, first in enumerate(arms[0]["examples"] if arms else []):
+        row = {"#": first["index"], "prompt": first["prompt"], "reference": first["reference"]}
+        for arm in arms:
+            e = arm["examples"][i]
+            row[arm["label"]] = f"{'✅' if e['passed'] else '❌'} {e['answer']}"
+        rows.append(row)
+    return rows
+
+
+def show(result: dict, key: str) -> None:
+    """Everything a comparison measured, top to bottom: scores, recommendation, table, costs, examples."""
+    task, arms = result["task"], result["arms"]
+    st.caption(f"{task['title']} · {task['n']} held-out examples · metric: {task['metric']} · {result['model']} on "
+               f"{result['device']}" + (f" · run {result['run_id']}" if result.get("run_id") else ""))  # fmt: skip
+    st.plotly_chart(figures.arm_scores(arms, task["metric"]), key=f"{key}_scores")
+    cols = st.columns(len(arms))
+    for col, arm in zip(cols, arms):
+        col.metric(arm["label"], f"{100 * arm['score']:.0f} %")
+        col.caption(f"{arm['mean_prompt_tokens']:.0f} prompt tokens · {arm['mean_latency_s']:.2f} s/answer · "
+                    f"training {arm['train_seconds']:.0f} s")  # fmt: skip
+    st.subheader("Prompt or fine-tune?")
+    st.markdown(result["recommendation"])
+    st.subheader("The comparison table, measured")
+    st.table(result["table"], hide_index=True)
+    st.plotly_chart(figures.break_even(arms), key=f"{key}_break_even")
+    st.subheader("Every example")
+    st.dataframe(example_rows(result), hide_index=True, key=f"{key}_examples")
+    if result.get("forgetting"):
+        st.subheader("Forgetting probe: general questions")
+        st.dataframe(result["forgetting"], hide_index=True, key=f"{key}_forgetting")
+    if result.get("efficiency"):
+        st.plotly_chart(figures.data_efficiency(result["efficiency"], task["metric"]), key=f"{key}_efficiency")
+    if result.get("ablation"):
+        st.plotly_chart(figures.ablation_chart(result["ablation"]), key=f"{key}_ablation")
+        if result.get("gains"):
+            st.plotly_chart(figures.technique_gains_chart(result["gains"]), key=f"{key}_gains")
+    # Built only when clicked: the report embeds plotly.js (about 5 MB).
+    st.download_button("⬇️ HTML report (opens offline)", lambda: report.html(result), file_name=f"comparison-{key}.html",
+                       mime="text/html", key=f"{key}_report")  # fmt: skip
