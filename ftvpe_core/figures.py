@@ -255,6 +255,7 @@ METRIC_WORDS = {
     "overlap": "token F1",
     "token_f1": "token F1",
     "f1": "token F1",
+    "exact_match": "exact match",
 }
 
 

@@ -120,7 +120,7 @@ def live(run_id):
     metrics = store.metrics(run.id)
     views.progress(store, run, metrics)
     views.curves(run, metrics, key=f"ft_curves_{run.id}")
-    views.samples(store, run, key=f"ft_samples_{run.id}")
+    views.samples(store, run)
     if ss.get("ft_shown_status") not in (None, run.status) and not run.active:
         ss.ft_shown_status = run.status
         st.rerun(scope="app")  # the run ended: show its summary and the chat

@@ -43,7 +43,7 @@ def details(run_id):
     if run.status == "complete":
         views.summary(run)
     views.curves(run, metrics, key="rn_curves")
-    views.samples(store, run, key="rn_samples")
+    views.samples(store, run)
     was, st.session_state.rn_seen = st.session_state.get("rn_seen"), (run.id, "active" if run.active else run.status)
     if not run.active and was == (run.id, "active"):
         st.rerun(scope="app")  # it just ended: draw its summary and download

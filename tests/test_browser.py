@@ -8,6 +8,7 @@ Screenshots go to ``test-artifacts/``; with FTVPE_UPDATE_SCREENSHOT=1 the Prompt
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -217,8 +218,6 @@ def _set_number(page, label: str, value: int) -> None:
 
 def _step(page) -> int:
     """The step the progress bar shows ("Step N of M"), 0 before the first."""
-    import re
-
     texts = page.locator('[data-testid="stProgress"]').all_inner_texts()
     found = [int(m.group(1)) for t in texts if (m := re.search(r"Step (\d+) of", t))]
     return found[0] if found else 0
@@ -300,3 +299,29 @@ def test_fine_tune_lab_upload_lists_problems_by_line_then_accepts_a_good_file(pa
     expect(page.get_by_text("Uploaded from my_tickets.csv: 30 examples.")).to_be_visible(timeout=30_000)
     expect(page.get_by_text("was not loaded")).to_have_count(0)
     _no_exception_shown(page)
+
+
+def test_compare_runs_four_arms_in_the_background_and_offers_the_report(page, app_url):
+    from playwright.sync_api import expect
+
+    from ftvpe_core import finetune, jobs
+    from ftvpe_core.runs import RunStore
+
+    # A short fine-tuning run of our own, so the tuned arms have an adapter (made here, not by another test).
+    settings = finetune.TrainSettings(max_steps=4, eval_every=4, batch_size=8, max_length=128, max_val_examples=8)
+    run_id = jobs.run_finetune("support_triage", settings, None, RunStore(_test_home()), measure_accuracy=False)[
+        "run_id"
+    ]
+
+    page.goto(f"{app_url}/Compare")
+    expect(page.get_by_role("heading", name="Compare")).to_be_visible()
+    expect(page.get_by_role("combobox", name="Fine-tuned run")).to_have_value(re.compile(run_id))
+    _set_number(page, "Examples to score (0 = the whole test split)", 8)
+    page.get_by_role("button", name="Run the comparison").click()
+    expect(page.get_by_role("heading", name="Prompt or fine-tune?")).to_be_visible(timeout=300_000)
+    for label in ("Base, plain prompt", "Base + engineered prompt", "Fine-tuned", "Fine-tuned + prompt"):
+        expect(page.locator('[data-testid="stMetric"]').filter(has_text=label).first).to_be_visible()
+    expect(page.locator('[data-testid="stTable"]')).to_contain_text("prompt tokens a call")
+    expect(page.get_by_role("button", name="HTML report (opens offline)")).to_be_visible()
+    _no_exception_shown(page)
+    _screenshot(page, ARTIFACTS / "compare.png")

@@ -46,6 +46,10 @@ def test_recommendation_follows_the_numbers():
     )
     assert "**Fine-tune.**" in text and "50 points above" in text and "after about 150 calls" in text
     assert "**Combine them**" in text and "reaches 95 %, 5 points above either alone" in text
+    text = compare.recommend(
+        _result(base, prompt, _arm("tuned", 0.90, 40, 0.3, 45.0), _arm("tuned+prompt", 0.5, 240, 0.6, 45.0))
+    )
+    assert "**Do not stack them here**" in text and "below the fine-tuned model alone (90 %)" in text
     text = compare.recommend(_result(base, prompt, _arm("tuned", 0.42, 40, 0.3, 45.0)))
     assert "**Either works; start with the prompt.**" in text
     text = compare.recommend(_result(base, prompt, _arm("tuned", 0.10, 40, 0.3, 45.0)))

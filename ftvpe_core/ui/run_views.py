@@ -93,7 +93,7 @@ def curves(run: Run, metrics: dict, key: str) -> None:
                    "memorise its training examples instead of learning the task (overfitting).")  # fmt: skip
 
 
-def samples(store: RunStore, run: Run, key: str) -> None:
+def samples(store: RunStore, run: Run) -> None:
     """The probe answers at each evaluation, latest first ("watch it learn")."""
     rows = store.samples(run.id)
     if not rows:
@@ -134,13 +134,11 @@ def summary(run: Run) -> None:
 
 
 def download(store: RunStore, run: Run, key: str) -> None:
-    try:
-        data = jobs.adapter_zip(store, run.id)
-    except FtvpeError as e:
-        st.caption(str(e))
+    """The adapter as a zip, built when clicked (a few MB)."""
+    if run.status != "complete":
         return
-    st.download_button("⬇️ Download the adapter (zip)", data, file_name=f"adapter-{run.id}.zip",
-                       mime="application/zip", key=key,
+    st.download_button("⬇️ Download the adapter (zip)", lambda: jobs.adapter_zip(store, run.id),
+                       file_name=f"adapter-{run.id}.zip", mime="application/zip", key=key,
                        help="adapter_model.safetensors + adapter_config.json (load with peft) and the run's record.")  # fmt: skip
 
 
