@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--run", metavar="ID", help="a complete fine-tuning run for the tuned arms")
     cmp.add_argument("--techniques", default=",".join(compare.DEFAULT_TECHNIQUES),
-                     help="the engineered prompt's techniques: role,few-shot,cot,context")  # fmt: skip
+                     help="the engineered prompt's techniques: role,few-shot,cot,context, or 'best' (the ablation's best)")  # fmt: skip
     cmp.add_argument("--limit", type=int, default=0, help="score only the first N examples")
     cmp.add_argument("--model", help="the base model when no run is given")
     cmp.add_argument("--efficiency", action="store_true", help="also k-shot vs LoRA on 10, 50, all examples")
@@ -334,9 +334,10 @@ def _progress_line(fraction: float, message: str) -> None:
 
 
 def cmd_compare(args) -> int:
+    best = args.techniques.strip() == "best"
     settings = compare.CompareSettings(
-        task=args.task, run_id=args.run, techniques=args.techniques, metric=args.metric, limit=args.limit,
-        model=args.model, efficiency=args.efficiency, ablation=args.ablation,
+        task=args.task, run_id=args.run, techniques=() if best else args.techniques, metric=args.metric,
+        limit=args.limit, model=args.model, efficiency=args.efficiency, ablation=args.ablation, best_techniques=best,
     )  # fmt: skip
     result = compare.run_foreground(settings, on_progress=_progress_line)
     if args.html:

@@ -34,6 +34,8 @@ KSHOTS = (0, 1, 2, 4, 8)
 LORA_SIZES = (10, 50, 0)
 """Training-set sizes of the data-efficiency study; 0 means all the training examples."""
 RESULT_FILE = "compare.json"
+ABLATION_EXAMPLES = 20
+"""The ablation scores 16 prompts on at most this many examples of the task (a sample, to stay quick)."""
 WEIGHTS = "float32"
 
 # General questions with short, checkable answers: does the tuned model still answer them?
@@ -73,6 +75,9 @@ class CompareSettings:
     """Also measure k-shot prompting against LoRA on 10, 50 and all examples (trains three adapters)."""
     ablation: bool = False
     """Also score all 16 combinations of the techniques."""
+    best_techniques: bool = False
+    """Engineer the prompt arms with the ablation's best combination instead of ``techniques`` (runs the
+    ablation first)."""
     batch_size: int = evaluate.BATCH_SIZE
     """Prompts generated together."""
     efficiency_steps: int = 40
@@ -168,7 +173,8 @@ def run_comparison(
     model_name = run.settings.get("model") if run else settings.model
     techniques = list(settings.techniques)
 
-    steps = 2 + (2 if run else 0) + bool(run and settings.forgetting) + bool(settings.ablation)
+    with_ablation = settings.ablation or settings.best_techniques
+    steps = 2 + (2 if run else 0) + bool(run and settings.forgetting) + with_ablation
     steps += (len(KSHOTS) + len(LORA_SIZES)) if settings.efficiency else 0
     done = 0
 
@@ -182,6 +188,13 @@ def run_comparison(
     on_progress(0.0, "Loading the base model")
     base = models.load(model_name, weight_format=WEIGHTS)
     _warm_up(base)
+    ablation = gains = None
+    if with_ablation:
+        step("Scoring all 16 combinations of the techniques")
+        ablation = evaluate.ablate(base, task, min(len(task.examples), ABLATION_EXAMPLES), settings.batch_size)
+        gains = evaluate.technique_gains(ablation)
+        if settings.best_techniques:
+            techniques = best_combination(ablation)
     arms = []
     step("Scoring the base model with the plain prompt")
     arms.append(evaluate.run_arm(base, task, "base", ARM_LABELS["base"], (), 0.0, settings.batch_size))
@@ -201,11 +214,6 @@ def run_comparison(
         if settings.forgetting:
             step("Asking both models ten general questions (forgetting probe)")
             forgetting = forgetting_probe(base, tuned, settings.batch_size)
-    ablation = gains = None
-    if settings.ablation:
-        step("Scoring all 16 combinations of the techniques")
-        ablation = evaluate.ablate(base, task, min(len(task.examples), 20), settings.batch_size)
-        gains = evaluate.technique_gains(ablation)
     efficiency = None
     if settings.efficiency:
         efficiency = {"kshot": [], "lora": []}
@@ -237,6 +245,11 @@ def run_comparison(
     result["table"] = measured_table(result)
     result["recommendation"] = recommend(result)
     return result
+
+
+def best_combination(ablation: list[dict]) -> list[str]:
+    """The techniques of the best-scoring combination; among equal scores, the one with fewer prompt tokens."""
+    return list(max(ablation, key=lambda c: (c["score"], -c["mean_prompt_tokens"]))["techniques"])
 
 
 def _warm_up(loaded) -> None:

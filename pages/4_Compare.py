@@ -29,7 +29,10 @@ c2.selectbox("Fine-tuned run", options, key="cp_run",
              help="A complete run trained on this task in the Fine-Tune Lab.")  # fmt: skip
 if not tuned:
     c2.caption("No complete run on this task yet: train one in the 🛠️ Fine-Tune Lab for the tuned arms.")
-c1.multiselect("Engineered prompt: techniques", evaluate.TECHNIQUES, key="cp_techniques")
+c1.multiselect("Engineered prompt: techniques", evaluate.TECHNIQUES, key="cp_techniques",
+               disabled=ss.cp_best)  # fmt: skip
+c1.checkbox("Use the ablation's best combination instead", key="cp_best",
+            help="Scores all 16 combinations on up to 20 examples first, then engineers the prompt arms with the best.")  # fmt: skip
 c2.number_input("Examples to score (0 = the whole test split)", 0, 10_000, key="cp_limit")
 o1, o2, o3 = st.columns(3)
 o1.checkbox("Forgetting probe", key="cp_forgetting", help="Ten general questions, base vs tuned.")
@@ -42,7 +45,7 @@ if st.button("⚖️ Run the comparison", type="primary", key="cp_launch"):
         cs = compare.CompareSettings(
             task=ss.cp_task, run_id=ss.cp_run, techniques=tuple(ss.cp_techniques), limit=int(ss.cp_limit),
             model=loaders.choice()["name"], forgetting=ss.cp_forgetting, ablation=ss.cp_ablation,
-            efficiency=ss.cp_efficiency,
+            efficiency=ss.cp_efficiency, best_techniques=ss.cp_best,
         )  # fmt: skip
         device = settings.pick_device(loaders.choice()["device"])
         ss.cp_show = compare.submit(cs, store, device)

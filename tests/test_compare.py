@@ -142,3 +142,22 @@ def test_cli_compare_json_html_and_ablate(capsys, tmp_path, tiny_model_dir, tune
     code = cli.main(["compare", "--task", "nope"])
     out, err = capsys.readouterr()
     assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+def test_best_techniques_engineer_the_prompt_with_the_ablations_winner(tmp_path, tiny_model_dir):
+    short = tmp_path / "short.jsonl"
+    words = ["good day", "train trip", "hello world", "the night", "a time", "this line"]
+    short.write_text("".join(json.dumps({"prompt": f"{w} {i}", "response": ["yes", "no"][i % 2]}) + "\n"
+                             for i, w in enumerate(words * 2)))  # fmt: skip
+    settings = compare.CompareSettings(task=str(short), model=str(tiny_model_dir), limit=2, best_techniques=True)
+    result = compare.run_comparison(settings)
+    assert len(result["ablation"]) == 16 and result["gains"] is not None
+    assert result["techniques"] == compare.best_combination(result["ablation"])
+    assert result["arms"][1]["techniques"] == result["techniques"]
+
+
+def test_best_combination_prefers_the_score_then_fewer_tokens():
+    combos = [{"techniques": [], "score": 0.5, "mean_prompt_tokens": 40},
+              {"techniques": ["role"], "score": 0.7, "mean_prompt_tokens": 60},
+              {"techniques": ["role", "cot"], "score": 0.7, "mean_prompt_tokens": 90}]  # fmt: skip
+    assert compare.best_combination(combos) == ["role"]

@@ -15,6 +15,7 @@ def init() -> None:
     ss.setdefault("cp_forgetting", True)
     ss.setdefault("cp_ablation", False)
     ss.setdefault("cp_efficiency", False)
+    ss.setdefault("cp_best", False)
     if "cp_show" not in ss:  # also the "Showing comparison" menu's key
         ss.cp_show = None
 
