@@ -4,7 +4,7 @@ Same prompts and settings on both sides: the first N examples of the support_tri
 with the plain prompt (``evaluate.task_spec(task, example, [])``), greedy, no repetition penalty,
 ``max_new_tokens = evaluate.max_new_tokens(task, [])`` (12), as ``evaluate.run_arm`` answers them, on the app's
 default weights for the device (q4 on a CPU for the embedded model). One at a time: ``generation.generate``
-per prompt (the app's chat path, which ``jobs.label_accuracy`` used for scoring). Batched:
+per prompt (the app's chat path). Batched:
 ``evaluate.generate_batch(..., batch_size=16)`` (the app's ``evaluate.BATCH_SIZE``). Each side may stop at the end token, so both produce the same
 answers (or nearly: see "identical"), and answers per second is the figure that matters for scoring a task.
 Informative rows (no target): batch 16 without the shared-prefix reuse, and batch 8.

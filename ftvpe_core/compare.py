@@ -14,6 +14,7 @@ prompt and their weights, and their latencies compare fairly.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -130,7 +131,7 @@ def _kshot_arm(loaded, task: evaluate.Task, k: int, batch_size: int) -> dict:
     techniques = ["few-shot"] if k else []
     messages, examples = [], task.examples
     for example in examples:
-        spec = evaluate.task_spec(task, example, techniques, k=k) if k else evaluate.task_spec(task, example, [])
+        spec = evaluate.task_spec(task, example, techniques, k=k)
         messages.append(prompts.build(spec, loaded.count_tokens).messages)
     settings = GenerationSettings(max_new_tokens=evaluate.max_new_tokens(task, techniques), repetition_penalty=1.0)
     answers = evaluate.generate_batch(loaded, messages, settings, batch_size)
@@ -149,9 +150,7 @@ def _lora_arm(base, task: evaluate.Task, n: int, train_examples, val_examples, s
     result = models.compute(
         finetune.train, model, base.tokenizer, train_examples, val_examples, settings, None, None, None, base.device
     )
-    merged = models.compute(result.peft_model.merge_and_unload)
-    loaded = copy.copy(base)
-    loaded.model = merged
+    loaded = dataclasses.replace(base, model=models.compute(result.peft_model.merge_and_unload))
     arm = evaluate.run_arm(loaded, task, "tuned", ARM_LABELS["tuned"], (), result.train_seconds, batch_size)
     used = min(n, len(train_examples)) if n else len(train_examples)
     return {"n": used, "score": arm.score, "train_seconds": result.train_seconds}

@@ -15,10 +15,9 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ftvpe_core import FtvpeError, datasets, finetune, generation, models
+from ftvpe_core import FtvpeError, datasets, evaluate, finetune, models
 from ftvpe_core import settings as settings_module
 from ftvpe_core.runs import Run, RunStore
-from ftvpe_core.settings import GenerationSettings
 
 PROBES = 3
 """How many validation prompts are answered at each evaluation ("watch it learn")."""
@@ -37,16 +36,10 @@ def load_dataset(name_or_file: str) -> datasets.Dataset:
     return datasets.parse_upload(path.read_bytes(), path.name)
 
 
-def label_accuracy(loaded: models.LoadedModel, examples: list[datasets.Example], labels: list[str]) -> float:
-    """Share of examples whose greedy answer names the right label (and no other)."""
-    settings = GenerationSettings(max_new_tokens=8, repetition_penalty=1.0)
-    right = 0
-    for example in examples:
-        messages = [{"role": "user", "content": example.prompt}]
-        answer = generation.generate(loaded, messages, settings).text.lower()
-        named = {label for label in labels if label.lower() in answer}
-        right += named == {example.response.strip().lower()}
-    return right / len(examples) if examples else 0.0
+def label_accuracy(loaded: models.LoadedModel, data: datasets.Dataset) -> float:
+    """Share of the test split whose greedy answer names the right label and no other (batched)."""
+    task = evaluate.Task(data.name, data.title, "accuracy", data.splits["test"], labels=data.labels)
+    return evaluate.run_arm(loaded, task, "tuned", "Fine-tuned").score
 
 
 METRICS_FILE = "metrics.json"
@@ -190,10 +183,9 @@ def execute(
             if on_event:
                 on_event({"phase": "accuracy"})
             tuned = dataclasses.replace(loaded, model=result.peft_model)
-            test = data.splits["test"]
-            summary["test_accuracy_tuned"] = models.compute(label_accuracy, tuned, test, data.labels)
+            summary["test_accuracy_tuned"] = label_accuracy(tuned, data)
             with result.peft_model.disable_adapter():
-                summary["test_accuracy_base"] = models.compute(label_accuracy, tuned, test, data.labels)
+                summary["test_accuracy_base"] = label_accuracy(tuned, data)
         # Beside the adapter, what it came from: settings, summary and curves (the store keeps them too).
         record = {"settings": run.settings, "summary": summary, "metrics": store.metrics(run_id)}
         (store.artifact_dir(run_id) / METRICS_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
