@@ -99,7 +99,7 @@ def _serve(store: RunStore, device: str, interrupted, log) -> int:
             if run_id is None:
                 break
             taken += 1
-            log(f"Run {run_id}: training on {device}.")
+            log(f"Run {run_id}: started on {device}.")
             try:
                 if store.get(run_id).kind == "compare":
                     summary = compare.execute(store, run_id, interrupted=interrupted)
