@@ -40,6 +40,9 @@ PAGES = [
     {"path": "pages/4_Compare.py", "title": "Compare", "icon": "⚖️",
      "text": "Base vs engineered prompt vs fine-tuned vs both on the same held-out task: scores, tokens, "
              "latency, training time, break-even, and a recommendation written from the numbers."},
+    {"path": "pages/5_Quiz.py", "title": "Quiz", "icon": "🎓",
+     "text": "Seventeen real situations: prompt, fine-tune or both? Each answer comes with the reason and the "
+             "page where you can see it happen."},
 ]  # fmt: skip
 
 FINETUNE_INTRO = (
