@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -33,12 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
+
 TARGET_RATIO = 4.0
 DATASET = "support_triage"
-
-
-def _log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -71,7 +68,7 @@ def run(args) -> dict:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
     }
-    _log(f"loading {args.model}")
+    common.log(f"loading {args.model}")
     loaded = models.load(args.model, args.device)
     task = evaluate.load_task(DATASET, limit=args.n)
     messages = [prompts.build(evaluate.task_spec(task, e, []), loaded.count_tokens).messages for e in task.examples]
@@ -102,13 +99,13 @@ def run(args) -> dict:
     if not args.skip_extra:
         sides[f"batched, batch {args.batch_size}, no shared prefix"] = batched(args.batch_size, prefix=False)
         sides[f"batched, batch {args.batch_size // 2}"] = batched(args.batch_size // 2)
-    _log("warm-up")
+    common.log("warm-up")
     generation.generate(loaded, messages[0], settings)
     evaluate.generate_batch(loaded, messages[: args.batch_size], settings, args.batch_size)
     times: dict[str, list[float]] = {name: [] for name in sides}
     texts: dict[str, list[str]] = {}
     for round_ in range(args.rounds):
-        _log(f"round {round_ + 1} of {args.rounds}: {', '.join(sides)}")
+        common.log(f"round {round_ + 1} of {args.rounds}: {', '.join(sides)}")
         for name, side in sides.items():
             started = time.perf_counter()
             texts[name] = side()
@@ -180,16 +177,6 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _rounded(value):
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_rounded(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -208,15 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch-size must be at least 2")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    from ftvpe_core import FtvpeError
-
-    try:
-        report = _rounded(run(args))
-    except FtvpeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0
+    return common.finish(args, run, render)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import contextlib
 import copy
 import functools
 import gc
-import json
 import os
 import statistics
 import sys
@@ -38,16 +37,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
+
 TARGET_RATIO = 1.5
 DATASET = "support_triage"
 BATCH_SIZE = 8
 MAX_LENGTH = 64
 LORA = dict(rank=8, alpha=16.0, dropout=0.05, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"))
 SEED = 0
-
-
-def _log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def _free() -> None:
@@ -274,7 +271,7 @@ def run(args) -> dict:
     if warmup != args.warmup:
         report["notes"].append(f"--warmup {args.warmup} lowered to {warmup} so at least one step is timed")
 
-    _log(f"loading {args.model} (float32)")
+    common.log(f"loading {args.model} (float32)")
     loaded = models.load(args.model, weight_format="float32")
     report["model"], report["device"] = loaded.source.label, loaded.device
     examples = datasets.load_builtin(DATASET).splits["train"]
@@ -294,7 +291,7 @@ def run(args) -> dict:
         for name, arm in arms.items():
             if name in failed:
                 continue
-            _log(f"round {round_ + 1}/{args.rounds}: {name}, {args.steps} steps")
+            common.log(f"round {round_ + 1}/{args.rounds}: {name}, {args.steps} steps")
             try:
                 results[name].append(models.compute(arm))
             except Exception as e:
@@ -337,7 +334,7 @@ def run(args) -> dict:
     if args.skip_quick:
         report["notes"].append("--skip-quick: the quick preset was not timed")
     else:
-        _log("quick preset: jobs.run_finetune end to end")
+        common.log("quick preset: jobs.run_finetune end to end")
         quick = run_quick(args.model)
         report["quick_preset"] = quick
         report["quick_preset_seconds"] = quick["seconds"]
@@ -404,16 +401,6 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _rounded(value):
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_rounded(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -430,15 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--warmup must be 0 or more")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    from ftvpe_core import FtvpeError
-
-    try:
-        report = _rounded(run(args))
-    except FtvpeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0
+    return common.finish(args, run, render)
 
 
 if __name__ == "__main__":

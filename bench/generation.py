@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
+
 TARGET_DECODE_RATIO = 2.0
 TARGET_TTFT_S = 0.3
 TARGET_WARM_LOAD_S = 3.0
@@ -92,10 +94,6 @@ def _sync(device: str) -> None:
 
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def _log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- load times (subprocesses)
@@ -350,26 +348,26 @@ def run(args) -> dict:
         if gguf and not args.skip_cold:
             temp_home = tempfile.mkdtemp(prefix="ftvpe-bench-")
             os.environ["FTVPE_HOME"] = temp_home  # the in-process loads below read the cache built here
-            _log(f"cold load from the GGUF file into an empty data folder ({temp_home})")
+            common.log(f"cold load from the GGUF file into an empty data folder ({temp_home})")
             cold = timed_load_subprocess(args.model, device, temp_home)
             if cold["from_cache"]:
                 raise RuntimeError("the cold load found a cache in a fresh data folder")
             report["load_cold_s"], report["load_cold_process_s"] = cold["load_s"], cold["process_s"]
         elif gguf and not models.is_cached(models.gguf_cache_dir(Path(source.location))):
-            _log("--skip-cold but no cache yet: building it first (not timed)")
+            common.log("--skip-cold but no cache yet: building it first (not timed)")
             models.compute(models.cache_gguf, Path(source.location))
             report["notes"].append("cache built before the warm load (cold load not timed)")
         elif gguf:
             report["notes"].append("--skip-cold: the existing cache was reused, no cold load")
         if not gguf:
             report["notes"].append("not a GGUF source: there is no cache to build, so no cold load")
-        _log("warm load from the cache in a fresh subprocess")
+        common.log("warm load from the cache in a fresh subprocess")
         warm = timed_load_subprocess(args.model, device, str(settings.data_home()))
         report["load_warm_s"], report["load_warm_process_s"] = warm["load_s"], warm["process_s"]
         report["import_s"] = warm["import_s"]
 
         folder = _weights_folder(source)
-        _log(f"baseline: float32 model.generate from {folder}")
+        common.log(f"baseline: float32 model.generate from {folder}")
         local_only = not settings.downloads_allowed()
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_only)
         model = models.compute(
@@ -387,11 +385,11 @@ def run(args) -> dict:
         sides: dict = {"baseline": Baseline(model, tokenizer, device, args.new_tokens, ttft_msgs)}
         load_s = {}
         for fmt in formats_for(device, default_format, gguf):
-            _log(f"app: models.load(weight_format={fmt!r})")
+            common.log(f"app: models.load(weight_format={fmt!r})")
             loaded = models.compute(models.load, args.model, device, fmt)
             load_s[fmt] = loaded.load_seconds
             sides[fmt] = App(loaded, args.new_tokens, ttft_msgs, not args.stop_at_eos)
-        _log(f"decoding: 1 warm-up + {args.runs} rounds over {', '.join(sides)}")
+        common.log(f"decoding: 1 warm-up + {args.runs} rounds over {', '.join(sides)}")
         results = measure(sides, args.runs)
         del sides, model
         _free()
@@ -510,16 +508,6 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _rounded(value):
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rounded(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -540,15 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--new-tokens must be between 2 and 2048")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    from ftvpe_core import FtvpeError
-
-    try:
-        report = _rounded(run(args))
-    except FtvpeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0
+    return common.finish(args, run, render)
 
 
 if __name__ == "__main__":

@@ -219,7 +219,7 @@ def run_comparison(
         for k in KSHOTS:
             step(f"Data efficiency: {k}-shot prompting")
             efficiency["kshot"].append(_kshot_arm(base, task, k, settings.batch_size))
-        train_split, val_split = _training_data(task, run)
+        train_split, val_split = _training_data(task)
         for n in LORA_SIZES:
             step(f"Data efficiency: LoRA on {n or 'all'} examples")
             efficiency["lora"].append(
@@ -264,7 +264,7 @@ class _Stopped(Exception):
     """The user cancelled the comparison (or the app stopped)."""
 
 
-def _training_data(task: evaluate.Task, run) -> tuple[list, list]:
+def _training_data(task: evaluate.Task) -> tuple[list, list]:
     """Training and validation examples for the data-efficiency LoRAs: the task's shots pool (the built-in
     training split), with a few held back for validation."""
     pool = list(task.shots)

@@ -19,7 +19,9 @@ st.caption(content.FINETUNE_INTRO)
 st.header("1 · Data")
 st.radio("Dataset", lab.SOURCES, key="ft_source", horizontal=True)
 if ss.ft_source == lab.SOURCES[0]:
-    st.selectbox("Built-in dataset", datasets.BUILTINS, key="ft_dataset", format_func=lambda n: lab._builtin(n).title)
+    st.selectbox(
+        "Built-in dataset", datasets.BUILTINS, key="ft_dataset", format_func=lambda n: loaders.dataset(n).title
+    )
 else:
     st.file_uploader("JSONL or CSV with prompt/response columns, or chat messages (up to 5 MB, 5,000 rows)",
                      type=["jsonl", "ndjson", "json", "csv", "tsv"], key="ft_upload", on_change=lab.on_upload)  # fmt: skip
@@ -89,7 +91,7 @@ choice = loaders.choice()
 if st.button("🚀 Launch", type="primary", disabled=train_settings is None, key="ft_launch"):
     try:
         device = settings.pick_device(choice["device"])
-        ss.ft_run = jobs.submit(data, train_settings, choice["name"], device, store, preset=ss.ft_preset)
+        ss.ft_run = jobs.submit(lab.launch_target(), train_settings, choice["name"], device, store, preset=ss.ft_preset)
         worker.ensure_worker(store, device)
     except FtvpeError as e:
         st.error(str(e))

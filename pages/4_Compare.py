@@ -18,7 +18,7 @@ st.caption(content.COMPARE_INTRO)
 
 c1, c2 = st.columns(2)
 c1.selectbox("Task (its held-out test split)", datasets.BUILTINS, key="cp_task",
-             format_func=lambda n: datasets.load_builtin(n).title)  # fmt: skip
+             format_func=lambda n: loaders.dataset(n).title)  # fmt: skip
 tuned = [r for r in store.list("finetune") if r.status == "complete" and r.dataset == ss.cp_task]
 options = [None] + [r.id for r in tuned]
 if "cp_run" not in ss or ss.cp_run not in options:  # first visit or another task: its newest run

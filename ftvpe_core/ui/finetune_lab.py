@@ -10,6 +10,7 @@ import streamlit as st
 
 from ftvpe_core import FtvpeError, datasets, finetune, generation, models
 from ftvpe_core.settings import GenerationSettings
+from ftvpe_core.ui import loaders
 
 DEFAULT_PRESET = "quick"
 SOURCES = ("Built-in", "Upload your own")
@@ -83,12 +84,13 @@ def chosen_dataset() -> datasets.Dataset | None:
     ss = st.session_state
     if ss.ft_source == SOURCES[1]:
         return ss[UPLOADED]
-    return _builtin(ss.ft_dataset)
+    return loaders.dataset(ss.ft_dataset)
 
 
-@st.cache_resource(show_spinner=False)
-def _builtin(name: str) -> datasets.Dataset:
-    return datasets.load_builtin(name)
+def launch_target() -> str | datasets.Dataset:
+    """What to queue: a built-in's name (the job loads it), or the accepted upload itself (saved with the run)."""
+    ss = st.session_state
+    return ss.ft_dataset if ss.ft_source == SOURCES[0] else ss[UPLOADED]
 
 
 def lengths(tokenizer, data: datasets.Dataset) -> dict[str, list[int]]:

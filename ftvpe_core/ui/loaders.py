@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, models, settings
+from ftvpe_core import FtvpeError, datasets, models, settings
 
 CHOICE_KEY = "model_choice"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -16,6 +16,12 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 @st.cache_resource(show_spinner=False, max_entries=2)
 def _background_load(name: str, device: str, weight_format: str) -> models.BackgroundLoad:
     return models.BackgroundLoad(name, device, weight_format)
+
+
+@st.cache_resource(show_spinner=False)
+def dataset(name: str) -> datasets.Dataset:
+    """A built-in dataset, read once per server (shared by every session: never mutate it)."""
+    return datasets.load_builtin(name)
 
 
 def choice() -> dict:
