@@ -124,6 +124,122 @@ def next_token_chart(tops: dict[str, Sequence], k: int = 10) -> go.Figure:
     return fig
 
 
+LENS_COLORS = ["#94a3b8", "#16a34a", "#2563eb", "#7c3aed", "#d97706"]
+"""One colour per lens condition, in order: plain prompt grey, engineered green, fine-tuned blue (as the arms)."""
+LENS_HIGHLIGHT = "#f59e0b"
+"""The bar of the token the answer actually continues with."""
+
+
+def _lens_data(lens) -> dict:
+    """A lens as its dict (``lens.Lens`` or the dict the page keeps); {} for None."""
+    if lens is None:
+        return {}
+    return lens.to_dict() if hasattr(lens, "to_dict") else dict(lens)
+
+
+def _short(text: str, n: int = 40) -> str:
+    text = text.replace("\n", "⏎")
+    return text if len(text) <= n else "…" + text[-n:]
+
+
+def lens_position(lens, position: int) -> go.Figure:
+    """Side by side, one panel per condition: the top-k next tokens at one answer position, with the token the
+    answer continues with highlighted (added under the top k, with its rank, when it is not among them).
+
+    Args:
+        lens: a ``lens.Lens`` or its ``to_dict()``.
+        position: the answer position (0 = the first answer token); clamped into the answer.
+    """
+    from plotly.subplots import make_subplots
+
+    data = _lens_data(lens)
+    tokens, labels = data.get("answer_tokens") or [], data.get("labels") or []
+    title = "Next-token choices under each condition"
+    if not tokens or not labels:
+        return _empty(title, "Press Look to read the next-token choices")
+    position = min(max(int(position), 0), len(tokens) - 1)
+    followed_id, followed = data["answer_ids"][position], tokens[position]
+    titles = [
+        f"{label}: {100 * data['followed_prob'][label][position]:.0f} % on {_token_label(followed)}" for label in labels
+    ]
+    fig = make_subplots(rows=1, cols=len(labels), subplot_titles=titles, horizontal_spacing=0.12)
+    for n, label in enumerate(labels):
+        items = list(data["tops"][label][position])
+        if all(t["id"] != followed_id for t in items):
+            rank = data["followed_rank"][label][position]
+            items.append({"id": followed_id, "token": followed, "prob": data["followed_prob"][label][position],
+                          "rank": rank})  # fmt: skip
+        names, seen = [], set()
+        for t in items:
+            name = _token_label(t["token"]) + (f" (#{t['rank']})" if "rank" in t else "")
+            while name in seen:  # two ids can decode alike; a category axis needs distinct names
+                name += " "
+            seen.add(name)
+            names.append(name)
+        color = LENS_COLORS[n % len(LENS_COLORS)]
+        fig.add_bar(
+            x=[t["prob"] for t in items][::-1],
+            y=names[::-1],
+            orientation="h",
+            name=label,
+            marker_color=[LENS_HIGHLIGHT if t["id"] == followed_id else color for t in items][::-1],
+            text=[f"{100 * t['prob']:.0f} %" for t in items][::-1],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate="%{y}: %{x:.1%}<extra>" + label + "</extra>",
+            row=1,
+            col=n + 1,
+        )
+        fig.update_xaxes(range=[0, 1.15], tickformat=".0%", row=1, col=n + 1)
+    before = "".join(tokens[:position])
+    where = f"after “{_short(before)}”" if before else "at the start of the answer"
+    fig.update_layout(
+        title=f"Token {position + 1} of {len(tokens)}: the next token {where}",
+        showlegend=False,
+        height=160 + 30 * (data.get("k") or 8),
+        margin={"l": 10, "r": 10, "t": 90, "b": 10},
+    )
+    return fig
+
+
+def lens_track(lens, position: int | None = None) -> go.Figure:
+    """The probability each condition gives the answer's own token, token by token, with a marker at
+    ``position``.
+
+    Args:
+        lens: a ``lens.Lens`` or its ``to_dict()``.
+        position: the answer position to mark (None: no marker).
+    """
+    data = _lens_data(lens)
+    tokens, labels = data.get("answer_tokens") or [], data.get("labels") or []
+    title = "How sure each condition is of the answer, token by token"
+    if not tokens or not labels:
+        return _empty(title, "Press Look to follow an answer token by token")
+    xs = list(range(len(tokens)))
+    fig = go.Figure()
+    for n, label in enumerate(labels):
+        fig.add_scatter(
+            x=xs,
+            y=data["followed_prob"][label],
+            mode="lines+markers",
+            name=label,
+            line={"color": LENS_COLORS[n % len(LENS_COLORS)]},
+            customdata=data["followed_rank"][label],
+            hovertemplate="%{y:.1%} (rank %{customdata})<extra>" + label + "</extra>",
+        )
+    if position is not None:
+        fig.add_vline(x=min(max(int(position), 0), len(tokens) - 1), line_dash="dot", line_color=LENS_HIGHLIGHT)
+    fig.update_layout(
+        title=title,
+        xaxis={"tickmode": "array", "tickvals": xs, "ticktext": [_token_label(t) for t in tokens], "tickangle": -45},
+        yaxis={"tickformat": ".0%", "title": "probability of the answer's token", "range": [0, 1.05]},
+        height=360,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "y": 1.12},
+    )
+    return fig
+
+
 RUN_COLORS = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d"]
 
 
@@ -484,4 +600,90 @@ def technique_gains_chart(gains: dict[str, float] | None, metric: str | None = N
         title=title, xaxis={"title": f"change in {words} when added (percentage points)", "zeroline": True},
         height=140 + 40 * len(items), margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False,
     )  # fmt: skip
+    return fig
+
+
+WEIGHT_COLUMNS = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "gate", "up_proj": "up",
+                  "down_proj": "down"}  # fmt: skip
+"""Projection -> column label of ``words_vs_weights`` (the linear layers of a Llama-style decoder layer)."""
+
+
+def _millions(n: int | None) -> str:
+    return f"{n / 1e6:.0f} M" if n and n >= 1e7 else f"{n / 1e6:.1f} M" if n and n >= 1e5 else f"{n or 0:,}"
+
+
+def words_vs_weights(changes: dict | None, prompt_tokens_added: int | None = None) -> go.Figure:
+    """Which weights each approach changes: prompting none (left), LoRA every adapted matrix (right).
+
+    Two heatmaps with rows = decoder layers and columns = q, k, v, o, gate, up, down, on one colour scale.
+
+    Args:
+        changes: ``weights.adapter_changes(...)``; coloured by the relative change ‖ΔW‖/‖W‖ when it has base
+            weights, else by ‖ΔW‖. Projections the adapter leaves alone are 0.
+        prompt_tokens_added: how many tokens prompt engineering adds instead (shown under the left map).
+    """
+    from plotly.subplots import make_subplots
+
+    title = "Words vs weights: what each approach changes in the model"
+    if not changes or not changes.get("matrices"):
+        return _empty(title, "Fine-tune a model (or pick a recorded run) to see which weights its adapter changes")
+    relative = bool(changes.get("has_base"))
+    layers = list(range(int(changes.get("layers") or 1 + max(m["layer"] for m in changes["matrices"]))))
+    columns = list(WEIGHT_COLUMNS)
+    by_cell = {(m["layer"], m["projection"]): m for m in changes["matrices"] if m["projection"] in WEIGHT_COLUMNS}
+    right, hover_right, hover_left = [], [], []
+    for layer in layers:
+        row, hover_row, left_row = [], [], []
+        for proj in columns:
+            left_row.append(f"layer {layer} · {proj}<br>prompting changes no weight: ΔW = 0")
+            m = by_cell.get((layer, proj))
+            if m is None:
+                row.append(0.0)
+                hover_row.append(f"layer {layer} · {proj}<br>not adapted: unchanged")
+                continue
+            value = m["relative"] if relative and m.get("relative") is not None else m["delta_norm"]
+            row.append(float(value) * (100 if relative else 1))
+            base = f"{m['base_norm']:.3g}" if m.get("base_norm") is not None else "unknown"
+            rel = f"{m['relative']:.3%}" if m.get("relative") is not None else "unknown (no base weights)"
+            hover_row.append(
+                f"layer {layer} · {proj}<br>‖ΔW‖ = {m['delta_norm']:.4g}<br>‖W‖ = {base}<br>relative change {rel}"
+                f"<br>{m['entries']:,} entries change (ΔW is dense)<br>from {m['lora_parameters']:,} LoRA numbers"
+            )
+        right.append(row)
+        hover_right.append(hover_row)
+        hover_left.append(left_row)
+    unit = "relative change ‖ΔW‖/‖W‖ (%)" if relative else "‖ΔW‖ (no base weights to compare)"
+    fig = make_subplots(
+        rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
+        subplot_titles=["Prompt engineering: weights changed",
+                        f"Fine-tuning (LoRA): {'relative' if relative else 'absolute'} change per layer"],
+    )  # fmt: skip
+    x = [WEIGHT_COLUMNS[p] for p in columns]
+    # xgap/ygap let the grey background draw the cell grid, so the all-zero map still shows its cells.
+    zeros = [[0.0] * len(columns) for _ in layers]
+    fig.add_heatmap(z=zeros, x=x, y=layers, coloraxis="coloraxis", text=hover_left, xgap=1, ygap=1,
+                    hovertemplate="%{text}<extra></extra>", name="prompt engineering", row=1, col=1)  # fmt: skip
+    fig.add_heatmap(z=right, x=x, y=layers, coloraxis="coloraxis", text=hover_right, xgap=1, ygap=1,
+                    hovertemplate="%{text}<extra></extra>", name="fine-tuning (LoRA)", row=1, col=2)  # fmt: skip
+    total = changes.get("total_parameters")
+    of_total = f" of {_millions(total)}" if total else ""
+    grows = f"the prompt grows by {prompt_tokens_added:,} tokens instead" if prompt_tokens_added is not None else (
+        "the prompt grows instead")  # fmt: skip
+    touched = int(changes.get("weights_touched") or 0)
+    notes = [
+        (0.23, f"0{of_total} weights change; {grows}"),
+        (0.77, f"{_millions(touched)}{of_total} weights change, from {changes.get('lora_parameters', 0):,} "
+               "trained LoRA numbers"),
+    ]  # fmt: skip
+    for x_pos, text in notes:
+        fig.add_annotation(x=x_pos, y=-0.07, xref="paper", yref="paper", text=text, showarrow=False,
+                           xanchor="center", yanchor="top", font={"size": 12})  # fmt: skip
+    top = max((v for row in right for v in row), default=0.0) or 1.0
+    fig.update_layout(
+        title=title, height=max(320, 120 + 14 * len(layers)), margin={"l": 10, "r": 10, "t": 80, "b": 70},
+        plot_bgcolor="#cbd5e1",
+        coloraxis={"colorscale": "Blues", "cmin": 0.0, "cmax": top,
+                   "colorbar": {"title": {"text": unit, "side": "right"}}},
+    )  # fmt: skip
+    fig.update_yaxes(title_text="decoder layer", autorange="reversed", row=1, col=1)
     return fig

@@ -189,6 +189,7 @@ def execute(
         # Beside the adapter, what it came from: settings, summary and curves (the store keeps them too).
         record = {"settings": run.settings, "summary": summary, "metrics": store.metrics(run_id)}
         (store.artifact_dir(run_id) / METRICS_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        store.set_progress(run_id, 1.0, "Complete")
         store.finish(run_id, summary)
         return {**summary, "status": "complete"}
     except BaseException as e:
