@@ -28,21 +28,27 @@ COMPARISON = [
 ]  # fmt: skip
 
 PAGES = [
+    {"path": "pages/0_Learn.py", "title": "Learn", "icon": "📖",
+     "text": "The ideas in six short sections, each with something to switch or press: techniques, a recorded "
+             "fine-tune, which weights change, the comparison, using both, and a quick check."},
     {"path": "pages/1_Prompt_Lab.py", "title": "Prompt Lab", "icon": "✍️",
      "text": "Switch on role, few-shot, chain-of-thought and context; run next to the plain prompt; see the "
              "next-token probabilities move."},
     {"path": "pages/2_Fine_Tune_Lab.py", "title": "Fine-Tune Lab", "icon": "🛠️",
      "text": "Train a small LoRA adapter on a built-in or uploaded dataset, watch the loss curves and sample "
              "answers live (or overfit it on purpose), then chat with the tuned model next to the base one."},
-    {"path": "pages/3_Runs.py", "title": "Runs", "icon": "📈",
-     "text": "Every fine-tuning run: status, settings, losses and sample answers; overlay their curves, "
-             "download an adapter, delete what you no longer need."},
+    {"path": "pages/3_Token_Lens.py", "title": "Token Lens", "icon": "🔍",
+     "text": "One input, three conditions: plain prompt, engineered prompt, fine-tuned adapter. Step through "
+             "the answer token by token and see which is sure of what."},
     {"path": "pages/4_Compare.py", "title": "Compare", "icon": "⚖️",
      "text": "Base vs engineered prompt vs fine-tuned vs both on the same held-out task: scores, tokens, "
              "latency, training time, break-even, and a recommendation written from the numbers."},
     {"path": "pages/5_Quiz.py", "title": "Quiz", "icon": "🎓",
      "text": "Seventeen real situations: prompt, fine-tune or both? Each answer comes with the reason and the "
              "page where you can see it happen."},
+    {"path": "pages/6_Runs.py", "title": "Runs", "icon": "📈",
+     "text": "Every fine-tuning run: status, settings, losses and sample answers; overlay their curves, "
+             "download an adapter, delete what you no longer need."},
 ]  # fmt: skip
 
 FINETUNE_INTRO = (
@@ -102,6 +108,13 @@ COMPARE_INTRO = (
     "prompt, the base model with an engineered prompt, a fine-tuned run, and the fine-tuned run with the "
     "prompt too. Quality, prompt tokens, time per answer and training time are measured, so the article's "
     "comparison table fills in with numbers from this machine."
+)
+
+CLASSROOM = (
+    "Teaching a class? **Classroom mode** (the switch at the top of the sidebar, or `?classroom=1` in any "
+    "link) enlarges the type, hides the advanced controls and walks through the demo in six steps. The "
+    "address bar always holds the experiment on screen (preset, techniques, dataset), so the link you copy "
+    "opens the same experiment for everyone."
 )
 
 CHOOSE_MODEL = (

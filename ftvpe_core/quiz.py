@@ -9,6 +9,7 @@ user's choices.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ftvpe_core import FtvpeError
@@ -21,7 +22,7 @@ ANSWER_LABELS = {"prompt": "Prompt engineering", "fine-tune": "Fine-tuning", "bo
 
 PROMPT_LAB = "pages/1_Prompt_Lab.py"
 FINE_TUNE_LAB = "pages/2_Fine_Tune_Lab.py"
-RUNS = "pages/3_Runs.py"
+RUNS = "pages/6_Runs.py"
 COMPARE = "pages/4_Compare.py"
 
 
@@ -399,12 +400,13 @@ def question(key: str) -> Question:
         raise FtvpeError(f"Unknown quiz question '{key}'; the questions are {', '.join(QUESTIONS_BY_KEY)}.") from None
 
 
-def grade(choices: dict[str, str | None]) -> Graded:
-    """Grade a set of choices against the quiz.
+def grade(choices: dict[str, str | None], keys: Sequence[str] | None = None) -> Graded:
+    """Grade a set of choices against the quiz (or against the questions named in ``keys``).
 
     Args:
         choices: question key -> chosen answer (one of ANSWERS). Questions missing from it, or mapped to None
             (an untouched radio button), count as unanswered and wrong.
+        keys: grade only these questions (a short quiz, e.g. the Learn page's three); None for all.
 
     Returns:
         One result per question, in quiz order.
@@ -416,8 +418,9 @@ def grade(choices: dict[str, str | None]) -> Graded:
         question(key)
         if chosen is not None and chosen not in ANSWERS:
             raise FtvpeError(f"Answer {chosen!r} to question '{key}' is not one of {', '.join(ANSWERS)}.")
+    asked = QUESTIONS if keys is None else [question(k) for k in keys]
     results = []
-    for q in QUESTIONS:
+    for q in asked:
         chosen = choices.get(q.key)
         results.append(Result(key=q.key, chosen=chosen, answer=q.answer, correct=chosen == q.answer))
     return Graded(results)

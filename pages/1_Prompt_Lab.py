@@ -5,8 +5,7 @@ from types import SimpleNamespace
 import streamlit as st
 
 from ftvpe_core import FtvpeError, figures, presets, prompts
-from ftvpe_core.settings import GenerationSettings
-from ftvpe_core.ui import loaders
+from ftvpe_core.ui import classroom, loaders
 from ftvpe_core.ui import prompt_lab as lab
 
 st.set_page_config(page_title="Prompt Lab · FT vs PE Studio", page_icon="✍️", layout="wide")
@@ -15,6 +14,7 @@ handle = loaders.sidebar()
 
 st.title("✍️ Prompt Lab")
 st.caption("Prompt engineering changes the words, not the model. Switch techniques on and compare with the plain task.")
+teaching = classroom.page(lab.PAGE, apply=lab.apply_url_state)
 
 names = {p.key: p.title for p in presets.PRESETS}
 st.selectbox("Preset", list(names), format_func=names.get, key="pe_preset", on_change=lab.apply_preset)
@@ -44,19 +44,20 @@ with c2.container(border=True):
     a.number_input("Word count (0 = none)", 0, prompts.MAX_WORDS, key="pe_words", step=10, disabled=off)
     b.text_input("Output format", key="pe_format", disabled=off, placeholder="a bulleted list, JSON, a table…")
 
-with st.expander("Generation settings"):
-    g = st.columns(5)
-    g[0].number_input("Max new tokens", 1, 2048, 160, key="pe_max_new", help="Longest answer, in tokens.")
-    g[1].slider("Temperature", 0.0, 2.0, 0.0, 0.1, key="pe_temperature", help="0 = greedy: same answer every time.")
-    g[2].slider("Top-p", 0.05, 1.0, 1.0, 0.05, key="pe_top_p", help="Used when temperature > 0.")
-    g[3].number_input("Seed", 0, 2**31 - 1, 0, key="pe_seed")
-    g[4].slider("Repetition penalty", 1.0, 2.0, GenerationSettings.repetition_penalty, 0.05, key="pe_rep",
-                help="Small models loop; above 1 makes repeated tokens less likely.")  # fmt: skip
+if not teaching:  # classroom mode hides the sampling knobs: greedy answers, the same on every screen
+    with st.expander("Generation settings"):
+        g = st.columns(5)
+        g[0].number_input("Max new tokens", 1, 2048, key="pe_max_new", help="Longest answer, in tokens.")
+        g[1].slider("Temperature", 0.0, 2.0, step=0.1, key="pe_temperature", help="0 = greedy: same answer every time.")
+        g[2].slider("Top-p", 0.05, 1.0, step=0.05, key="pe_top_p", help="Used when temperature > 0.")
+        g[3].number_input("Seed", 0, 2**31 - 1, key="pe_seed")
+        g[4].slider("Repetition penalty", 1.0, 2.0, step=0.05, key="pe_rep",
+                    help="Small models loop; above 1 makes repeated tokens less likely.")  # fmt: skip
 
+classroom.publish(lab.PAGE, lab.url_state())
 try:
     spec = lab.spec_from_widgets()
-    gen = GenerationSettings(st.session_state.pe_max_new, st.session_state.pe_temperature,
-                             st.session_state.pe_top_p, st.session_state.pe_seed, st.session_state.pe_rep)  # fmt: skip
+    gen = lab.generation_settings()
 except FtvpeError as e:
     st.error(str(e))
     st.stop()
@@ -100,7 +101,7 @@ if last:
     tops = {label: [SimpleNamespace(**t) for t in o["top"]] for label, o in last["outputs"].items()}
     st.plotly_chart(figures.next_token_chart(tops), key="pe_next_token")
 
-if st.session_state[lab.ATTEMPTS]:
+if st.session_state[lab.ATTEMPTS] and not teaching:
     with st.expander(f"This session's attempts ({len(st.session_state[lab.ATTEMPTS])})"):
         for i, att in enumerate(st.session_state[lab.ATTEMPTS]):
             techniques = ", ".join(att["spec"]["enabled"]) or "none"

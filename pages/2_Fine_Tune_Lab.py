@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, content, datasets, figures, finetune, jobs, settings, worker
+from ftvpe_core import FtvpeError, content, datasets, figures, finetune, jobs, recordings, settings, worker
+from ftvpe_core.ui import classroom, loaders, replay
 from ftvpe_core.ui import finetune_lab as lab
-from ftvpe_core.ui import loaders
 from ftvpe_core.ui import run_views as views
 
 st.set_page_config(page_title="Fine-Tune Lab · FT vs PE Studio", page_icon="🛠️", layout="wide")
@@ -15,9 +15,11 @@ ss = st.session_state
 
 st.title("🛠️ Fine-Tune Lab")
 st.caption(content.FINETUNE_INTRO)
+teaching = classroom.page(lab.PAGE, apply=lab.apply_url_state)
 
 st.header("1 · Data")
-st.radio("Dataset", lab.SOURCES, key="ft_source", horizontal=True)
+if not teaching:
+    st.radio("Dataset", lab.SOURCES, key="ft_source", horizontal=True)
 if ss.ft_source == lab.SOURCES[0]:
     st.selectbox(
         "Built-in dataset", datasets.BUILTINS, key="ft_dataset", format_func=lambda n: loaders.dataset(n).title
@@ -31,6 +33,7 @@ else:
         if ss[lab.UPLOADED]:
             st.caption(f"Still using your previous upload, {ss[lab.UPLOADED].title}.")
 data = lab.chosen_dataset()
+classroom.publish(lab.PAGE, lab.url_state())
 if data is None:
     st.info("Upload a file to train on your own examples, or pick a built-in dataset.")
     st.stop()
@@ -48,27 +51,8 @@ presets = content.TRAIN_PRESETS
 st.radio("Preset", list(presets), key="ft_preset", format_func=lambda p: presets[p][0], horizontal=True,
          on_change=lab.apply_preset)  # fmt: skip
 st.caption(presets[ss.ft_preset][1])
-h = content.TRAIN_KNOBS
-with st.expander("Advanced settings: every knob, explained"):
-    a, b, c, d = st.columns(4)
-    a.number_input("LoRA rank r", 1, 1024, key="ft_rank", help=h["rank"])
-    b.number_input("LoRA alpha", 0.0, 100000.0, key="ft_alpha", help=h["alpha"])
-    c.number_input("Dropout", 0.0, 1.0, key="ft_dropout", step=0.05, help=h["dropout"])
-    d.number_input("Learning rate", 0.0, 10.0, key="ft_lr", step=1e-4, format="%g", help=h["learning_rate"])
-    a.number_input("Steps", 0, 1_000_000, key="ft_steps", help=h["max_steps"])
-    b.number_input("Epochs (0 = use steps)", 0.0, 1000.0, key="ft_epochs", step=0.5, help=h["epochs"])
-    c.number_input("Batch size", 1, 4096, key="ft_batch", help=h["batch_size"])
-    d.number_input("Max length (tokens)", 1, 100_000, key="ft_max_len", help=h["max_length"])
-    a.number_input("Warmup share", 0.0, 1.0, key="ft_warmup", step=0.05, help=h["warmup_fraction"])
-    b.number_input("Weight decay", 0.0, 10.0, key="ft_wd", step=0.01, help=h["weight_decay"])
-    c.number_input("Evaluate every (steps)", 1, 1_000_000, key="ft_eval_every", help=h["eval_every"])
-    d.number_input("Early stopping patience", 0, 1000, key="ft_patience", help=h["early_stopping_patience"])
-    a.number_input("Train examples (0 = all)", 0, 1_000_000, key="ft_max_train", help=h["max_train_examples"])
-    b.number_input("Validation examples (0 = all)", 0, 1_000_000, key="ft_max_val", help=h["max_val_examples"])
-    c.number_input("Seed", 0, 2**31 - 1, key="ft_seed", help=h["seed"])
-    d.toggle("Keep the best adapter", key="ft_restore_best", help=h["restore_best"])
-    d.toggle("bfloat16 compute", key="ft_bf16", help=h["bf16"])
-    st.multiselect("Layers to adapt", finetune.TARGET_MODULES, key="ft_targets", help=h["target_modules"])
+if not teaching:  # classroom mode keeps the preset's values
+    lab.advanced_settings()
 try:
     train_settings = lab.settings_from_widgets()
 except FtvpeError as e:
@@ -87,6 +71,9 @@ if train_settings is not None:
         st.plotly_chart(figures.parameter_share(trainable, total + trainable), key="ft_share")
 
 st.header("3 · Train")
+if ss.ft_source == lab.SOURCES[0] and ss.ft_dataset in recordings.available():
+    with st.expander("🎞️ No time to train? Replay a recorded quick run", expanded=teaching):
+        replay.show(ss.ft_dataset, key=f"ft_replay_{ss.ft_dataset}")
 choice = loaders.choice()
 if st.button("🚀 Launch", type="primary", disabled=train_settings is None, key="ft_launch"):
     try:

@@ -3,8 +3,8 @@
 import streamlit as st
 
 from ftvpe_core import FtvpeError, compare, content, datasets, evaluate, settings, worker
+from ftvpe_core.ui import classroom, loaders
 from ftvpe_core.ui import compare_view as view
-from ftvpe_core.ui import loaders
 from ftvpe_core.ui import run_views as views
 
 st.set_page_config(page_title="Compare · FT vs PE Studio", page_icon="⚖️", layout="wide")
@@ -15,6 +15,7 @@ ss = st.session_state
 
 st.title("⚖️ Compare")
 st.caption(content.COMPARE_INTRO)
+teaching = classroom.page(view.PAGE, apply=view.apply_url_state)
 
 c1, c2 = st.columns(2)
 c1.selectbox("Task (its held-out test split)", datasets.BUILTINS, key="cp_task",
@@ -31,14 +32,16 @@ if not tuned:
     c2.caption("No complete run on this task yet: train one in the 🛠️ Fine-Tune Lab for the tuned arms.")
 c1.multiselect("Engineered prompt: techniques", evaluate.TECHNIQUES, key="cp_techniques",
                disabled=ss.cp_best)  # fmt: skip
-c1.checkbox("Use the ablation's best combination instead", key="cp_best",
-            help="Scores all 16 combinations on up to 20 examples first, then engineers the prompt arms with the best.")  # fmt: skip
-c2.number_input("Examples to score (0 = the whole test split)", 0, 10_000, key="cp_limit")
-o1, o2, o3 = st.columns(3)
-o1.checkbox("Forgetting probe", key="cp_forgetting", help="Ten general questions, base vs tuned.")
-o2.checkbox("Technique ablation (16 prompts)", key="cp_ablation", help="Every combination of the four techniques.")
-o3.checkbox("Data efficiency (trains 3 adapters)", key="cp_efficiency",
-            help="k-shot prompting (k = 0, 1, 2, 4, 8) against LoRA on 10, 50 and all examples. Several minutes.")  # fmt: skip
+if not teaching:  # classroom mode: the whole test split, forgetting probe on, no long studies
+    c1.checkbox("Use the ablation's best combination instead", key="cp_best",
+                help="Scores all 16 combinations on up to 20 examples first, then engineers the prompt arms with the best.")  # fmt: skip
+    c2.number_input("Examples to score (0 = the whole test split)", 0, 10_000, key="cp_limit")
+    o1, o2, o3 = st.columns(3)
+    o1.checkbox("Forgetting probe", key="cp_forgetting", help="Ten general questions, base vs tuned.")
+    o2.checkbox("Technique ablation (16 prompts)", key="cp_ablation", help="Every combination of the four techniques.")
+    o3.checkbox("Data efficiency (trains 3 adapters)", key="cp_efficiency",
+                help="k-shot prompting (k = 0, 1, 2, 4, 8) against LoRA on 10, 50 and all examples. Several minutes.")  # fmt: skip
+classroom.publish(view.PAGE, view.url_state())
 
 if st.button("⚖️ Run the comparison", type="primary", key="cp_launch"):
     try:

@@ -3,6 +3,9 @@
 import streamlit as st
 
 from ftvpe_core import FtvpeError, quiz
+from ftvpe_core.ui import classroom
+
+PAGE = "pages/5_Quiz.py"
 
 st.set_page_config(page_title="Quiz · FT vs PE Studio", page_icon="🎓", layout="wide")
 ss = st.session_state
@@ -11,6 +14,9 @@ ss.setdefault("qz_graded", False)
 st.title("🎓 Prompt or fine-tune?")
 st.caption(f"{len(quiz.QUESTIONS)} situations. For each, pick what you would reach for first; then see why, and "
            "where in the app to try it yourself.")  # fmt: skip
+classroom.sidebar_toggle()
+classroom.page(PAGE)
+classroom.publish(PAGE, {})
 
 for n, q in enumerate(quiz.QUESTIONS, 1):
     with st.container(border=True):

@@ -338,3 +338,112 @@ def test_compare_runs_four_arms_in_the_background_and_offers_the_report(page, ap
     _screenshot(page, shot)
     if os.environ.get("FTVPE_UPDATE_SCREENSHOT") == "1":
         shutil.copyfile(shot, README_COMPARE_SCREENSHOT)
+
+
+def _guide_step(page, n: int, title: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.get_by_text(f"Step {n} of 6 · {title}")).to_be_visible(timeout=60_000)
+
+
+def _next(page, title: str) -> None:
+    page.get_by_role("link", name=f"Next: {title} ▶").click()
+
+
+def test_classroom_walk_through_the_guided_steps_from_a_shared_link(page, app_url, browser):
+    """The teacher's demo: a classroom link, six guided steps from the lesson to the quiz, large type and no
+    advanced controls; then a student opens a shared experiment link in a fresh browser session."""
+    from playwright.sync_api import expect
+
+    shots = ARTIFACTS / "classroom"
+    page.goto(f"{app_url}/?classroom=1")
+    expect(page.get_by_text("Classroom mode is on")).to_be_visible()
+    assert page.evaluate("getComputedStyle(document.documentElement).fontSize") == "20px"  # 125 % of 16 px
+    page.locator('[data-testid="stMain"]').get_by_role("link", name=re.compile("Start the guided demo")).first.click()
+
+    # 1 · Learn: switch a technique on, the engineered prompt grows; the recording replays, labelled.
+    _guide_step(page, 1, "Two ways to steer a model")
+    expect(page).to_have_url(re.compile(r"/Learn\?classroom=1&step=1"))
+    expect(page.get_by_role("heading", name="1 · Prompt engineering: change the words")).to_be_visible()
+    page.locator('[data-testid="stMain"]').get_by_text("Chain-of-thought", exact=True).first.click()
+    expect(page.get_by_text("step by step").first).to_be_visible()
+    expect(page.get_by_text("Recording, not live").first).to_be_visible()
+    expect(page.get_by_text("Words vs weights", exact=False).first).to_be_visible()
+    _no_exception_shown(page)
+    _screenshot(page, shots / "1_learn.png")
+
+    # 2 · Prompt Lab, opened with the step's experiment: run both prompts, switch one technique off, run again.
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    _next(page, "Change the words")
+    _guide_step(page, 2, "Change the words")
+    expect(page).to_have_url(re.compile(r"/Prompt_Lab\?classroom=1&step=2&preset=travel&techniques=role(,|%2C)context"))
+    expect(page.get_by_text("Generation settings")).to_have_count(0)  # hidden in class
+    run = page.get_by_role("button", name="Run both")
+    expect(run).to_be_enabled(timeout=MODEL_READY_MS)
+    run.click()
+    expect(page.get_by_role("heading", name="Answers")).to_be_visible(timeout=ANSWERS_MS)
+    answers = page.locator('[data-testid="stMain"] [data-testid="stText"]')
+    plain, engineered = (t.strip() for t in answers.all_inner_texts())
+    assert plain and engineered and plain != engineered
+    _no_exception_shown(page)
+    _screenshot(page, shots / "2_prompt_lab.png")
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.get_by_text("Role assignment", exact=True).first.click()  # its toggle: off
+    expect(page).to_have_url(re.compile(r"techniques=context$"))  # the address bar follows the experiment
+
+    # 3 · Fine-Tune Lab: no advanced knobs; the recorded quick run replays (too slow to train live in class).
+    _next(page, "Change the weights")
+    _guide_step(page, 3, "Change the weights")
+    expect(page).to_have_url(re.compile(r"/Fine_Tune_Lab\?.*dataset=support_triage&train=quick"))
+    expect(page.get_by_text("Advanced settings: every knob, explained")).to_have_count(0)
+    expect(page.get_by_text("Recording, not live").first).to_be_visible()
+    page.get_by_role("button", name=re.compile("Play")).first.click()
+    expect(page.get_by_text(re.compile(r"Step (\d{2}) of 40")).first).to_be_visible(timeout=30_000)
+    _no_exception_shown(page)
+    _screenshot(page, shots / "3_fine_tune_lab_replay.png")
+
+    # 4 · Token Lens with the recorded adapter: three conditions, step to the next token.
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    _next(page, "Look at the next token")
+    _guide_step(page, 4, "Look at the next token")
+    page.get_by_role("button", name="Look").click()
+    figure = page.locator('[data-testid="stPlotlyChart"]').first
+    expect(figure).to_contain_text("Fine-tuned", timeout=ANSWERS_MS)
+    expect(figure).to_contain_text("Engineered")
+    page.get_by_role("button", name="▶", exact=True).click()
+    expect(page.get_by_text("Token 2 of", exact=False).first).to_be_visible(timeout=30_000)
+    _no_exception_shown(page)
+    _screenshot(page, shots / "4_token_lens.png")
+
+    # 5 · Compare: the form with the step's task; 6 · Quiz: answer, check, score.
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    _next(page, "Measure both")
+    _guide_step(page, 5, "Measure both")
+    expect(page.get_by_role("button", name="Run the comparison")).to_be_visible()
+    expect(page.get_by_text("Technique ablation")).to_have_count(0)
+    _screenshot(page, shots / "5_compare.png")
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    _next(page, "Your call")
+    _guide_step(page, 6, "Your call")
+    for group in page.locator('[data-testid="stRadio"]').all()[:5]:
+        group.get_by_text("Both", exact=True).click()
+        page.wait_for_timeout(300)
+    page.get_by_role("button", name="Check my answers").click()
+    expect(page.get_by_text(re.compile(r"\d+ / 17")).first).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("That is the whole demo.")).to_be_visible()
+    _no_exception_shown(page)
+    _screenshot(page, shots / "6_quiz.png")
+
+    # A student opens the teacher's shared link in a new browser session: the same experiment.
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        student = context.new_page()
+        student.goto(f"{app_url}/Prompt_Lab?classroom=1&step=2&preset=skincare&techniques=role")
+        expect(student.get_by_role("combobox", name="Preset")).to_have_value("Skincare campaign (role assignment)")
+        _guide_step(student, 2, "Change the words")
+        expect(student.get_by_role("textbox", name="Act as…")).to_have_value("a marketing expert")
+        expect(student.get_by_role("textbox", name="Tone")).to_be_disabled()  # context is off in the link
+        _no_exception_shown(student)
+        _screenshot(student, shots / "shared_link_prompt_lab.png")
+    finally:
+        context.close()

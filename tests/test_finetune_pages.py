@@ -18,7 +18,7 @@ from tests import tiny
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = REPO / "pages" / "2_Fine_Tune_Lab.py"
-RUNS = REPO / "pages" / "3_Runs.py"
+RUNS = REPO / "pages" / "6_Runs.py"
 TIMEOUT = 60
 
 pytestmark = pytest.mark.timeout(300)

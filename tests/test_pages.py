@@ -92,7 +92,10 @@ def test_home_shows_comparison_table_link_and_model_status(tiny_env):
     assert list(table["Feature"]) == ["Purpose", "Method", "Difficulty", "Cost", "Speed", "Use case"]
     assert {"Fine-tuning", "Prompt engineering"} <= set(table.columns)
     links = at.get("page_link")
-    assert [link.value for link in links] == ["Prompt Lab", "Fine-Tune Lab", "Runs", "Compare", "Quiz"]
+    assert [link.value for link in links] == [
+        "Learn", "Prompt Lab", "Fine-Tune Lab", "Token Lens", "Compare", "Quiz", "Runs",
+        "Start the guided demo in classroom mode",
+    ]  # fmt: skip
 
     deadline = time.monotonic() + READY_WITHIN_S
     while not at.success:

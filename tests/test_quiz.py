@@ -70,7 +70,7 @@ def test_every_page_is_demonstrated_by_some_question():
     assert {q.page for q in quiz.QUESTIONS} == {
         "pages/1_Prompt_Lab.py",
         "pages/2_Fine_Tune_Lab.py",
-        "pages/3_Runs.py",
+        "pages/6_Runs.py",
         "pages/4_Compare.py",
     }
 
@@ -84,7 +84,7 @@ def test_question_returns_it_by_key_and_rejects_unknown_keys():
 
 def test_a_question_with_an_invalid_answer_cannot_be_built():
     with pytest.raises(FtvpeError, match="has answer 'maybe'"):
-        quiz.Question("k", "A. B.", "maybe", "C. D.", "pages/3_Runs.py", "E.")
+        quiz.Question("k", "A. B.", "maybe", "C. D.", "pages/6_Runs.py", "E.")
 
 
 def test_all_correct_scores_full_marks_and_the_top_band():

@@ -6,6 +6,8 @@ import streamlit as st
 
 from ftvpe_core import compare, datasets, figures, report
 
+PAGE = "pages/4_Compare.py"
+
 
 def init() -> None:
     ss = st.session_state
@@ -18,6 +20,20 @@ def init() -> None:
     ss.setdefault("cp_best", False)
     if "cp_show" not in ss:  # also the "Showing comparison" menu's key
         ss.cp_show = None
+
+
+def apply_url_state(state: dict) -> None:
+    """An experiment from a link (``ftvpe_core.classroom.decode``): the task and the prompt's techniques."""
+    ss = st.session_state
+    if "dataset" in state:
+        ss.cp_task = state["dataset"]
+    if "techniques" in state:
+        ss.cp_techniques, ss.cp_best = list(state["techniques"]), False
+
+
+def url_state() -> dict:
+    ss = st.session_state
+    return {"dataset": ss.cp_task, "techniques": ss.cp_techniques}
 
 
 def example_rows(result: dict) -> list[dict]:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, datasets, finetune, generation, models
+from ftvpe_core import FtvpeError, content, datasets, finetune, generation, models
 from ftvpe_core.settings import GenerationSettings
 from ftvpe_core.ui import loaders
 
 DEFAULT_PRESET = "quick"
+PAGE = "pages/2_Fine_Tune_Lab.py"
 SOURCES = ("Built-in", "Upload your own")
 KEYS = {
     "ft_rank": "rank", "ft_alpha": "alpha", "ft_dropout": "dropout", "ft_lr": "learning_rate",
@@ -43,6 +44,22 @@ def init() -> None:
         ss.setdefault(key, None)
     ss.setdefault(CHATS, {})
     ss.setdefault(LENGTHS, {})
+
+
+def apply_url_state(state: dict) -> None:
+    """An experiment from a link (``ftvpe_core.classroom.decode``): a built-in dataset and a training preset."""
+    ss = st.session_state
+    if "dataset" in state:
+        ss.ft_source, ss.ft_dataset = SOURCES[0], state["dataset"]
+    if "train" in state:
+        ss.ft_preset = state["train"]
+        apply_preset()
+
+
+def url_state() -> dict:
+    """The experiment to keep in the URL: the built-in dataset (not an upload) and the training preset."""
+    ss = st.session_state
+    return {"dataset": ss.ft_dataset if ss.ft_source == SOURCES[0] else None, "train": ss.ft_preset}
 
 
 def apply_preset() -> None:
@@ -127,3 +144,28 @@ def ask_both(base: models.LoadedModel, tuned: models.LoadedModel, run_id: str, p
         speed = f" · {result.tokens_per_s:.0f} tokens/s" if result.new_tokens > 1 else ""
         turn[f"{label}_stats"] = f"{result.new_tokens} token{'s' if result.new_tokens != 1 else ''}{speed}"
     st.session_state[CHATS].setdefault(run_id, []).append(turn)
+
+
+def advanced_settings() -> None:
+    """Every TrainSettings knob with its explanation, in an expander."""
+    h = content.TRAIN_KNOBS
+    with st.expander("Advanced settings: every knob, explained"):
+        a, b, c, d = st.columns(4)
+        a.number_input("LoRA rank r", 1, 1024, key="ft_rank", help=h["rank"])
+        b.number_input("LoRA alpha", 0.0, 100000.0, key="ft_alpha", help=h["alpha"])
+        c.number_input("Dropout", 0.0, 1.0, key="ft_dropout", step=0.05, help=h["dropout"])
+        d.number_input("Learning rate", 0.0, 10.0, key="ft_lr", step=1e-4, format="%g", help=h["learning_rate"])
+        a.number_input("Steps", 0, 1_000_000, key="ft_steps", help=h["max_steps"])
+        b.number_input("Epochs (0 = use steps)", 0.0, 1000.0, key="ft_epochs", step=0.5, help=h["epochs"])
+        c.number_input("Batch size", 1, 4096, key="ft_batch", help=h["batch_size"])
+        d.number_input("Max length (tokens)", 1, 100_000, key="ft_max_len", help=h["max_length"])
+        a.number_input("Warmup share", 0.0, 1.0, key="ft_warmup", step=0.05, help=h["warmup_fraction"])
+        b.number_input("Weight decay", 0.0, 10.0, key="ft_wd", step=0.01, help=h["weight_decay"])
+        c.number_input("Evaluate every (steps)", 1, 1_000_000, key="ft_eval_every", help=h["eval_every"])
+        d.number_input("Early stopping patience", 0, 1000, key="ft_patience", help=h["early_stopping_patience"])
+        a.number_input("Train examples (0 = all)", 0, 1_000_000, key="ft_max_train", help=h["max_train_examples"])
+        b.number_input("Validation examples (0 = all)", 0, 1_000_000, key="ft_max_val", help=h["max_val_examples"])
+        c.number_input("Seed", 0, 2**31 - 1, key="ft_seed", help=h["seed"])
+        d.toggle("Keep the best adapter", key="ft_restore_best", help=h["restore_best"])
+        d.toggle("bfloat16 compute", key="ft_bf16", help=h["bf16"])
+        st.multiselect("Layers to adapt", finetune.TARGET_MODULES, key="ft_targets", help=h["target_modules"])

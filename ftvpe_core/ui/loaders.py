@@ -8,6 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ftvpe_core import FtvpeError, datasets, models, settings
+from ftvpe_core.ui import classroom
 
 CHOICE_KEY = "model_choice"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -56,10 +57,16 @@ def _apply() -> None:
 
 
 def sidebar() -> models.BackgroundLoad:
-    """Model picker and status in the sidebar; returns this session's model handle."""
+    """Classroom switch, model picker and status in the sidebar; returns this session's model handle.
+    In classroom mode the picker is hidden: the demo runs on the model already chosen."""
     c = choice()
+    classroom.sidebar_toggle()
     with st.sidebar:
         st.subheader("Model")
+        if classroom.on():
+            h = handle()
+            status(h, compact=True)
+            return h
         with st.form("sb_model_form", border=False):
             st.text_input(
                 "Model",

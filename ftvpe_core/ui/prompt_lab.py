@@ -10,11 +10,15 @@ import streamlit as st
 from ftvpe_core import FtvpeError, presets, prompts
 from ftvpe_core.figures import TECHNIQUE_COLORS
 from ftvpe_core.prompts import TECHNIQUE_LABELS, BuiltPrompt, PromptSpec
+from ftvpe_core.settings import GenerationSettings
 
 ATTEMPTS = "pe_attempts"
 LAST = "pe_last"
 DEFAULT_PRESET = "travel"
 TOGGLES = {"role": "pe_role_on", "few-shot": "pe_fewshot_on", "cot": "pe_cot_on", "context": "pe_ctx_on"}
+GENERATION_DEFAULTS = {"pe_max_new": 160, "pe_temperature": 0.0, "pe_top_p": 1.0, "pe_seed": 0,
+                       "pe_rep": GenerationSettings.repetition_penalty}  # fmt: skip
+PAGE = "pages/1_Prompt_Lab.py"
 
 
 def examples_to_text(examples: list[tuple[str, str]]) -> str:
@@ -53,6 +57,36 @@ def init() -> None:
         st.session_state.pe_preset = DEFAULT_PRESET
     st.session_state.setdefault(ATTEMPTS, [])
     st.session_state.setdefault(LAST, None)
+    for key, value in GENERATION_DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+
+
+def apply_url_state(state: dict) -> None:
+    """An experiment from a link (``ftvpe_core.classroom.decode``): the preset, then its techniques and task."""
+    ss = st.session_state
+    if "preset" in state:
+        ss.pe_preset = state["preset"]
+        apply_preset()
+    if "techniques" in state:
+        for technique, key in TOGGLES.items():
+            ss[key] = technique in state["techniques"]
+    if "task" in state:
+        ss.pe_task = state["task"]
+        ss[LAST] = None
+
+
+def url_state() -> dict:
+    """The experiment to keep in the URL: preset and techniques, and the task when it is not the preset's."""
+    ss = st.session_state
+    state = {"preset": ss.pe_preset, "techniques": [t for t, key in TOGGLES.items() if ss.get(key)]}
+    if ss.get("pe_task", "") != presets.get(ss.pe_preset).spec.task:
+        state["task"] = ss.get("pe_task", "")
+    return state
+
+
+def generation_settings() -> GenerationSettings:
+    ss = st.session_state
+    return GenerationSettings(ss.pe_max_new, ss.pe_temperature, ss.pe_top_p, ss.pe_seed, ss.pe_rep)
 
 
 def apply_preset() -> None:
