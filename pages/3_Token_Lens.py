@@ -35,7 +35,7 @@ c2.multiselect("Engineered prompt: techniques", evaluate.TECHNIQUES, key="tl_tec
                help="Built for the example exactly as the Compare page builds its engineered arm.")  # fmt: skip
 classroom.publish(view.PAGE, view.url_state())
 adapters = view.adapters(ss.tl_dataset)
-view.keep_valid("tl_adapter", [None, *adapters], next(iter(adapters), None))
+view.keep_valid("tl_adapter", [None, *adapters], view.default_adapter(adapters))
 c2.selectbox("Fine-tuned adapter", [None, *adapters], key="tl_adapter",
              format_func=lambda a: "none: compare the two prompts only" if a is None else adapters[a])  # fmt: skip
 if not adapters:

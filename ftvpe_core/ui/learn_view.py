@@ -39,6 +39,7 @@ def init() -> None:
         for technique in prompts.TECHNIQUES:
             ss.setdefault(f"{prefix}_{technique}", spec.uses(technique))
     ss.setdefault(QUIZ_GRADED, False)
+    ss.setdefault("ln_replay_dataset", "support_triage")
 
 
 def _spec(prefix: str) -> PromptSpec:

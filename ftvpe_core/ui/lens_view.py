@@ -71,11 +71,18 @@ def _recorded_model(dataset: str) -> str:
 def adapters(dataset: str) -> dict[str, str]:
     """Adapters trained on ``dataset``: run id -> label for complete store runs (newest first), plus the
     recorded adapter shipped with the app when there is one for the model in use."""
-    found = {r.id: views.label(r, status=False) for r in views.store().list("finetune")
-             if r.status == "complete" and r.dataset == dataset}  # fmt: skip
+    found = {}
+    # First in the menu, so a long list of runs never hides it; the default is still the newest run.
     if recordings.adapter_dir(dataset) is not None and _same_model(_recorded_model(dataset), loaders.choice()["name"]):
         found[RECORDED] = "recorded adapter (shipped with the app)"
+    found.update({r.id: views.label(r, status=False) for r in views.store().list("finetune")
+                  if r.status == "complete" and r.dataset == dataset})  # fmt: skip
     return found
+
+
+def default_adapter(adapters: dict[str, str]) -> str | None:
+    """The newest run trained here, else the recorded adapter, else none."""
+    return next((a for a in adapters if a != RECORDED), RECORDED if RECORDED in adapters else None)
 
 
 def _same_model(a: str, b: str) -> bool:
