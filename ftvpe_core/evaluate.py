@@ -663,7 +663,7 @@ def _decode_batch(
     """New token ids of each row (end token excluded). Each forward pass is one ``models.compute`` call, so
     other sessions' steps can run between them."""
     batch = _Batch(loaded, rows, settings)
-    stop = generation._stop_ids(loaded)
+    stop = generation.stop_ids(loaded)
     picked = models.compute(batch.prefill, prefix)
     while True:
         keep = []

@@ -52,9 +52,10 @@ def check_fits(loaded: LoadedModel, prompt_tokens: int, max_new_tokens: int) -> 
         )
 
 
-def _stop_ids(loaded: LoadedModel) -> set[int]:
+def stop_ids(loaded: LoadedModel) -> set[int]:
+    """Token ids that end an answer: the generation config's end tokens and the tokenizer's."""
     ids: set[int] = set()
-    eos = getattr(loaded.model.generation_config, "eos_token_id", None)
+    eos = getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None)
     ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     if loaded.tokenizer.eos_token_id is not None:
         ids.add(loaded.tokenizer.eos_token_id)
@@ -142,7 +143,7 @@ class GenerationStream:
 
     def _run(self) -> Iterator[str]:
         loaded, s = self.loaded, self.settings
-        stop = _stop_ids(loaded)
+        stop = stop_ids(loaded)
         state: dict = {}
         new: list[int] = []
         ttft = 0.0

@@ -141,21 +141,12 @@ def example_messages(
     return plain, engineered
 
 
-def _stop_ids(loaded: LoadedModel) -> set[int]:
-    ids: set[int] = set()
-    eos = getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None)
-    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if loaded.tokenizer.eos_token_id is not None:
-        ids.add(loaded.tokenizer.eos_token_id)
-    return ids
-
-
 def _greedy(loaded: LoadedModel, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
     """Greedy answer ids, ending with the end-of-turn token when the model stops (runs on the compute thread)."""
     import torch
     from transformers import DynamicCache
 
-    stop = _stop_ids(loaded)
+    stop = generation.stop_ids(loaded)
     answer: list[int] = []
     with torch.inference_mode():
         cache = DynamicCache(config=loaded.model.config)

@@ -174,7 +174,8 @@ def test_prompt_lab_runs_plain_and_engineered_prompts_side_by_side(page, app_url
     # Arrive the way a visitor does: the home page, then its link to the lab.
     _open_home(page, app_url)
     page.locator('[data-testid="stMain"]').get_by_role("link", name="Prompt Lab").click()
-    expect(page).to_have_url(re.compile(rf"^{re.escape(app_url)}/Prompt_Lab(\?|$)"))  # the URL then holds the experiment
+    # The URL then holds the experiment (preset, techniques).
+    expect(page).to_have_url(re.compile(rf"^{re.escape(app_url)}/Prompt_Lab(\?|$)"))
     expect(page.get_by_role("heading", name="Prompt Lab")).to_be_visible()
     expect(page.get_by_role("combobox", name="Preset")).to_have_value("Travel blog introduction")
 

@@ -339,7 +339,7 @@ def test_batched_answers_match_one_at_a_time_generation_in_input_order(lively, s
 def test_rows_that_end_early_leave_the_batch_without_changing_the_others(lively, monkeypatch, with_system):
     # The random model rarely picks its end token: make a common word end answers too, at different steps.
     stop = {lively.tokenizer.eos_token_id, lively.tokenizer.convert_tokens_to_ids("list")}
-    monkeypatch.setattr(generation, "_stop_ids", lambda loaded: stop)
+    monkeypatch.setattr(generation, "stop_ids", lambda loaded: stop)
     chats = tiny_chats(with_system)
     one_by_one = [generation.generate(lively, c, NO_PENALTY) for c in chats]
     assert len({r.new_tokens for r in one_by_one}) > 2

@@ -22,7 +22,7 @@ SHORT = GenerationSettings(max_new_tokens=12)
 @pytest.fixture
 def never_stop(monkeypatch):
     """No end token: generation runs to max_new_tokens (a random model rarely picks the end token)."""
-    monkeypatch.setattr(generation, "_stop_ids", lambda loaded: set())
+    monkeypatch.setattr(generation, "stop_ids", lambda loaded: set())
 
 
 def test_generate_returns_text_and_timings(tiny_loaded):
@@ -107,14 +107,14 @@ def test_max_new_tokens_is_respected(tiny_loaded, never_stop, n):
 def test_the_end_token_stops_generation_without_showing_it(tiny_loaded, monkeypatch):
     top = generation.next_token_top(tiny_loaded, TRAVEL, k=1)[0]
     # Make the greedy first token the end token: the answer is empty and ends normally.
-    monkeypatch.setattr(generation, "_stop_ids", lambda loaded: {top.token_id})
+    monkeypatch.setattr(generation, "stop_ids", lambda loaded: {top.token_id})
     r = generation.generate(tiny_loaded, TRAVEL, GenerationSettings(max_new_tokens=10, repetition_penalty=1.0))
     assert (r.text, r.new_tokens, r.stop_reason) == ("", 0, "end")
     assert r.ttft_s > 0 and r.tokens_per_s == 0.0
 
 
 def test_stop_ids_include_the_tokenizer_end_token(tiny_loaded):
-    assert tiny_loaded.tokenizer.convert_tokens_to_ids("<|im_end|>") in generation._stop_ids(tiny_loaded)
+    assert tiny_loaded.tokenizer.convert_tokens_to_ids("<|im_end|>") in generation.stop_ids(tiny_loaded)
 
 
 def test_a_prompt_longer_than_the_context_is_refused(tiny_loaded):
