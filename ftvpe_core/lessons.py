@@ -39,8 +39,8 @@ SECTIONS: tuple[Section, ...] = (
         "rephrased a question to get a better answer has done it: no code, no training, and the result of a "
         "rewrite is there in seconds.\n\n"
         "The article's example is a request that leaves the model guessing, *Write something about travel.*, "
-        "against one that spells out the job: a friendly blog introduction of about 100 words, on eco-friendly "
-        "travel tips, for families in the USA. Four techniques do most of the work:",
+        "against one that spells out the job: a friendly opening of roughly 100 words for a blog post that gives "
+        "American families tips on travelling in an eco-friendly way. Four techniques do most of the work:",
         "Switch the techniques on and off: the prompt below is rebuilt at once, coloured by what each one adds, "
         "while the model's weights stay untouched.",
     ),
