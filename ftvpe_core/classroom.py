@@ -80,12 +80,15 @@ def decode(params: Mapping[str, str | list[str]]) -> tuple[dict, list[str]]:
             v = v[-1] if v else None
         return None if v is None else str(v).strip()
 
-    if (v := value("preset")) is not None:
-        if v in presets.PRESETS_BY_KEY:
-            state["preset"] = v
+    def choose(key: str, what: str, allowed, normal=lambda v: v) -> None:
+        if (v := value(key)) is None:
+            return
+        if normal(v) in allowed:
+            state[key] = normal(v)
         else:
-            problems.append(f"The link names a prompt preset '{v}' that does not exist; "
-                            f"presets: {', '.join(presets.PRESETS_BY_KEY)}.")  # fmt: skip
+            problems.append(f"The link names a {what} '{v}' that does not exist here; {what}s: {', '.join(allowed)}.")
+
+    choose("preset", "prompt preset", presets.PRESETS_BY_KEY)
     if (v := value("techniques")) is not None:
         names = [t.strip() for t in v.split(",") if t.strip()]
         unknown = [t for t in names if t not in prompts.TECHNIQUES]
@@ -101,19 +104,8 @@ def decode(params: Mapping[str, str | list[str]]) -> tuple[dict, list[str]]:
                             "the preset's task is used.")  # fmt: skip
         else:
             state["task"] = v
-    if (v := value("dataset")) is not None:
-        name = v.replace("-", "_")
-        if name in datasets.BUILTINS:
-            state["dataset"] = name
-        else:
-            problems.append(f"The link names a dataset '{v}' that is not built in; "
-                            f"datasets: {', '.join(datasets.BUILTINS)}.")  # fmt: skip
-    if (v := value("train")) is not None:
-        if v in finetune.PRESETS:
-            state["train"] = v
-        else:
-            problems.append(f"The link names a training preset '{v}' that does not exist; "
-                            f"presets: {', '.join(finetune.PRESETS)}.")  # fmt: skip
+    choose("dataset", "built-in dataset", datasets.BUILTINS, lambda v: v.replace("-", "_"))
+    choose("train", "training preset", finetune.PRESETS)
     return state, problems
 
 

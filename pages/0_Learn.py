@@ -38,8 +38,7 @@ st.markdown("Train one yourself in the [🛠️ Fine-Tune Lab]"
 st.header(S["weights"].title)
 st.markdown(S["weights"].body)
 st.caption(S["weights"].try_it)
-added = view.prompt_tokens_added(handle, travel)
-view.words_vs_weights(store, added)
+view.words_vs_weights(store, view.tokens_added(travel))
 
 st.header(S["difference"].title)
 st.markdown(S["difference"].body)

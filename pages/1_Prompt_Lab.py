@@ -62,16 +62,8 @@ except FtvpeError as e:
     st.error(str(e))
     st.stop()
 
-count = lab.token_counter(handle)
-built = {"Plain": prompts.build(spec.plain(), count), "Engineered": prompts.build(spec, count)}
 st.subheader("The assembled prompt")
-st.markdown(lab.legend_html(["task", *spec.enabled]), unsafe_allow_html=True)
-p1, p2 = st.columns(2)
-for col, label in zip((p1, p2), built):
-    with col.container(border=True):
-        st.markdown(f"**{label}**")
-        st.markdown(lab.segments_html(built[label]), unsafe_allow_html=True)
-st.plotly_chart(figures.prompt_token_bar(built), key="pe_token_bar")
+built = lab.show_prompts(spec, handle, key="pe_token_bar")
 
 ready = handle.state == "ready"
 if st.button("▶ Run both", type="primary", disabled=not ready, key="pe_run"):

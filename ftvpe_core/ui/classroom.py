@@ -71,7 +71,7 @@ def page(path: str, apply: Callable[[dict], None] | None = None) -> bool:
     ss = st.session_state
     applied = ss.setdefault(APPLIED, set())
     state, problems = classroom.decode(st.query_params.to_dict())
-    signature = (path, tuple(sorted(classroom.encode(state).items())))
+    signature = _signature(path, state)
     if (state or problems) and signature not in applied:
         applied.add(signature)
         if apply is not None and state:
@@ -90,12 +90,17 @@ def publish(path: str, state: dict) -> None:
     reopens it. A state published here is not re-applied when the same address comes back."""
     params = classroom.encode(state, classroom=on(), step=_step_param(path))
     st.session_state[SEEN_PARAM] = on()  # our own write: not a link that switches the mode on
-    st.session_state.setdefault(APPLIED, set()).add((path, tuple(sorted(classroom.encode(state).items()))))
+    st.session_state.setdefault(APPLIED, set()).add(_signature(path, state))
     if st.query_params.to_dict() != params:
         if params:
             st.query_params.from_dict(params)
         else:
             st.query_params.clear()  # from_dict({}) would not tell the browser
+
+
+def _signature(path: str, state: dict) -> tuple:
+    """A page's experiment as a hashable value: what ``APPLIED`` remembers."""
+    return path, tuple(sorted(classroom.encode(state).items()))
 
 
 def _step_param(path: str) -> int | None:

@@ -10,7 +10,7 @@ import streamlit as st
 
 from ftvpe_core import FtvpeError, classroom, compare, figures, generation, lessons, presets, prompts, quiz, weights
 from ftvpe_core import recordings as recorded
-from ftvpe_core.prompts import PromptSpec
+from ftvpe_core.prompts import BuiltPrompt, PromptSpec
 from ftvpe_core.runs import RunStore
 from ftvpe_core.settings import GenerationSettings
 from ftvpe_core.ui import prompt_lab
@@ -47,36 +47,26 @@ def _spec(prefix: str) -> PromptSpec:
     return replace(BUILDERS[prefix], enabled=enabled)
 
 
-def prompt_builder(prefix: str, handle, preset: str) -> PromptSpec:
+def prompt_builder(prefix: str, handle, preset: str) -> dict[str, BuiltPrompt]:
     """Technique switches over a fixed task, the two prompts coloured by technique, their token bars, a link
-    to the Prompt Lab with the same experiment, and (model loaded) both answers. Returns the engineered spec."""
+    to the Prompt Lab with the same experiment, and (model loaded) both answers. Returns the built prompts."""
     cols = st.columns(len(prompts.TECHNIQUES))
     for col, technique in zip(cols, prompts.TECHNIQUES):
         name, explanation = lessons.TECHNIQUES[technique]
         col.toggle(name, key=f"{prefix}_{technique}", help=explanation)
     spec = _spec(prefix)
-    count = prompt_lab.token_counter(handle)
-    built = {"Plain": prompts.build(spec.plain(), count), "Engineered": prompts.build(spec, count)}
-    st.markdown(prompt_lab.legend_html(["task", *spec.enabled]), unsafe_allow_html=True)
-    left, right = st.columns(2)
-    for col, label in zip((left, right), built):
-        with col.container(border=True):
-            st.markdown(f"**{label}**")
-            st.markdown(prompt_lab.segments_html(built[label]), unsafe_allow_html=True)
-    st.plotly_chart(figures.prompt_token_bar(built), key=f"{prefix}_bar")
+    built = prompt_lab.show_prompts(spec, handle, key=f"{prefix}_bar")
     techniques = [t for t in spec.enabled if t != "few-shot"]  # the Prompt Lab's preset has no example
     st.markdown(f"[Open this experiment in the ✍️ Prompt Lab]"
                 f"({classroom.link('pages/1_Prompt_Lab.py', {'preset': preset, 'techniques': techniques})})")  # fmt: skip
     _ask(prefix, handle, built)
-    return spec
+    return built
 
 
-def prompt_tokens_added(handle, spec: PromptSpec) -> int:
+def tokens_added(built: dict[str, BuiltPrompt]) -> int:
     """How many tokens the engineered prompt adds to the plain one (estimated until the tokenizer loads)."""
-    count = prompt_lab.token_counter(handle)
-    return sum(prompts.build(spec, count).tokens_by_technique().values()) - sum(
-        prompts.build(spec.plain(), count).tokens_by_technique().values()
-    )
+    plain, engineered = (sum(built[label].tokens_by_technique().values()) for label in ("Plain", "Engineered"))
+    return engineered - plain
 
 
 def _ask(prefix: str, handle, built: dict) -> None:

@@ -134,6 +134,22 @@ def record_attempt(spec: PromptSpec, gen_settings: dict, outputs: dict) -> dict:
     return attempt
 
 
+def show_prompts(spec: PromptSpec, handle, key: str) -> dict[str, BuiltPrompt]:
+    """The plain and the engineered prompt side by side, coloured by technique, and their token bars.
+    Returns the two built prompts, by label."""
+    from ftvpe_core import figures
+
+    count = token_counter(handle)
+    built = {"Plain": prompts.build(spec.plain(), count), "Engineered": prompts.build(spec, count)}
+    st.markdown(legend_html(["task", *spec.enabled]), unsafe_allow_html=True)
+    for col, label in zip(st.columns(2), built):
+        with col.container(border=True):
+            st.markdown(f"**{label}**")
+            st.markdown(segments_html(built[label]), unsafe_allow_html=True)
+    st.plotly_chart(figures.prompt_token_bar(built), key=key)
+    return built
+
+
 def segments_html(built: BuiltPrompt) -> str:
     """The messages with every segment coloured by technique; all text is escaped."""
     parts = []

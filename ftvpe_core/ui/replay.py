@@ -38,28 +38,6 @@ def _restart(key: str) -> None:
     st.session_state[f"{key}_playing"] = True
 
 
-def _samples(samples: list[dict]) -> None:
-    """The probe answers of the latest evaluation so far, earlier ones folded away (as a live run shows them)."""
-    if not samples:
-        st.caption("The three probe prompts are answered at each evaluation; the first answers appear soon.")
-        return
-    by_step: dict[int, list[dict]] = {}
-    for s in samples:
-        by_step.setdefault(int(s["step"]), []).append(s)
-    steps = sorted(by_step, reverse=True)
-    st.markdown(f"**Probe answers** (validation prompts the model never trains on), step {steps[0]}:")
-    for s in by_step[steps[0]]:
-        c1, c2 = st.columns([2, 3])
-        c1.text(s["probe"])
-        c2.text(s.get("answer") or "(empty answer)")
-    if len(steps) > 1:
-        with st.expander("Earlier steps: watch the answers change"):
-            for step in steps[1:]:
-                st.markdown(f"*Step {step}*")
-                for s in by_step[step]:
-                    st.text(f"{s['probe'][:70]} → {s.get('answer') or '(empty)'}")
-
-
 def show(dataset: str, key: str) -> None:
     """Draw the replay of ``dataset``'s recorded run; widget and state keys start with ``key``."""
     try:
@@ -91,7 +69,7 @@ def show(dataset: str, key: str) -> None:
         marker = finetune.overfit_step(now["metrics"].get("val_loss") or [])
         st.plotly_chart(figures.loss_curves(now["metrics"], total, marker, title="Training and validation loss "
                                             "(recorded run)"), key=f"{key}_curves")  # fmt: skip
-        _samples(now["samples"])
+        run_views.probe_answers([(x["step"], x["probe"], x.get("answer")) for x in now["samples"]])
         if now["done"]:
             summary = now["summary"] or {}
             st.success(

@@ -95,25 +95,30 @@ def curves(run: Run, metrics: dict, key: str) -> None:
 
 def samples(store: RunStore, run: Run) -> None:
     """The probe answers at each evaluation, latest first ("watch it learn")."""
-    rows = store.samples(run.id)
+    probe_answers([(s.step, s.probe, s.answer) for s in store.samples(run.id)])
+
+
+def probe_answers(rows: list[tuple[int, str, str | None]]) -> None:
+    """(step, probe, answer) rows: the latest evaluation's answers, earlier ones folded away. A live run and
+    a replayed recording show them alike."""
     if not rows:
         st.caption("The three probe prompts are answered at each evaluation; the first answers appear soon.")
         return
     by_step: dict[int, list] = {}
-    for s in rows:
-        by_step.setdefault(s.step, []).append(s)
+    for step, probe, answer in rows:
+        by_step.setdefault(int(step), []).append((probe, answer))
     steps = sorted(by_step, reverse=True)
     st.markdown(f"**Probe answers** (validation prompts the model never trains on), step {steps[0]}:")
-    for s in by_step[steps[0]]:
+    for probe, answer in by_step[steps[0]]:
         c1, c2 = st.columns([2, 3])
-        c1.text(s.probe)
-        c2.text(s.answer or "(empty answer)")
+        c1.text(probe)
+        c2.text(answer or "(empty answer)")
     if len(steps) > 1:
         with st.expander("Earlier steps: watch the answers change"):
             for step in steps[1:]:
                 st.markdown(f"*Step {step}*")
-                for s in by_step[step]:
-                    st.text(f"{s.probe[:70]} → {s.answer or '(empty)'}")
+                for probe, answer in by_step[step]:
+                    st.text(f"{probe[:70]} → {answer or '(empty)'}")
 
 
 def summary(run: Run) -> None:
