@@ -2,26 +2,26 @@
 
 A :class:`Task` is a set of examples with the metric that scores them (a built-in dataset's test split, or
 every example of an uploaded file). ``score`` judges one answer; ``task_spec`` builds the engineered prompt
-for one example from the prompt techniques; ``generate_batch`` answers many prompts at once (greedy,
-left-padded batches on the compute thread); ``run_arm`` and ``ablate`` put them together. This module knows
+for one example from the prompt techniques; ``generate_batch`` answers many prompts at once through the
+model's engine (``engine``); ``run_arm`` and ``ablate`` put them together. This module knows
 nothing about pages, the run store or fine-tuning: a tuned model is just another ``LoadedModel``.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 import re
 import statistics
 import string
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ftvpe_core import FtvpeError, datasets, fastpath, generation, models, prompts
+from ftvpe_core import FtvpeError, datasets, engine, generation, prompts
 from ftvpe_core.datasets import Example
 from ftvpe_core.models import LoadedModel
 from ftvpe_core.settings import GenerationSettings
@@ -435,249 +435,7 @@ class BatchAnswer:
     prompt_tokens: int
     new_tokens: int
     latency_s: float
-    """Its batch's wall time divided by the batch's size (plus its share of the shared prefix)."""
-
-
-MIN_SHARED_PREFIX = 8
-"""Prompts of one call that start with at least this many identical tokens (chat template, role, few-shot
-examples) compute those tokens once."""
-
-
-class _Prefix:
-    """The keys and values of the first tokens every prompt of a call shares, computed once."""
-
-    def __init__(self, loaded: LoadedModel, ids: list[int]):
-        self.length = len(ids)
-        self.loaded, self.ids = loaded, ids
-        self.cache = None
-
-    def compute(self) -> None:
-        import torch
-        from transformers import DynamicCache
-
-        with torch.inference_mode():
-            self.cache = DynamicCache(config=self.loaded.model.config)
-            self.loaded.model(
-                input_ids=torch.tensor([self.ids], device=self.loaded.device),
-                past_key_values=self.cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-
-    def copy_for(self, rows: int):
-        """A cache holding the prefix for ``rows`` rows."""
-        cache = copy.deepcopy(self.cache)
-        cache.batch_repeat_interleave(rows)
-        return cache
-
-
-def _shared_prefix(rows: list[list[int]]) -> list[int]:
-    """The longest run of first tokens all rows share, leaving every row at least one token of its own."""
-    limit = min(len(r) for r in rows) - 1
-    n = 0
-    while n < limit and all(r[n] == rows[0][n] for r in rows):
-        n += 1
-    return rows[0][:n]
-
-
-class _Slots:
-    """A key/value cache with room for every new token, written in place: the decoding counterpart of
-    ``DynamicCache``, which copies each layer's whole cache to append one token (a tenth of a batched step)."""
-
-    def __init__(self, cache, room: int):
-        import torch
-
-        self.layers = []
-        for layer in cache.layers:
-            b, heads, length, dim = layer.keys.shape
-            keys = torch.empty((b, heads, length + room, dim), dtype=layer.keys.dtype, device=layer.keys.device)
-            values = torch.empty_like(keys)
-            keys[:, :, :length], values[:, :, :length] = layer.keys, layer.values
-            self.layers.append([keys, values, length])
-
-    def update(self, k, v, index: int):
-        """Append (B, heads, 1, D) keys and values to layer ``index``; returns that layer's keys and values."""
-        keys, values, length = self.layers[index]
-        keys[:, :, length : length + 1], values[:, :, length : length + 1] = k, v
-        self.layers[index][2] = length + 1
-        return keys[:, :, : length + 1], values[:, :, : length + 1]
-
-    def batch_select_indices(self, index) -> None:
-        for layer in self.layers:
-            layer[0], layer[1] = layer[0][index], layer[1][index]
-
-
-class _Batch:
-    """One left-padded batch being decoded. Every method with tensors runs on the compute thread."""
-
-    def __init__(self, loaded: LoadedModel, rows: list[list[int]], settings: GenerationSettings):
-        self.loaded, self.rows, self.settings = loaded, rows, settings
-        self.alive = list(range(len(rows)))
-        """Which rows (indexes into ``rows``) are still decoding, in cache order."""
-        self.new: list[list[int]] = [[] for _ in rows]
-        self.lean = fastpath.supports(loaded.model)
-
-    def prefill(self, prefix: _Prefix | None = None):
-        """(B, V) logits of each prompt's next token. With ``prefix``, the rows' shared first tokens are not
-        computed again: their keys and values are copied into every row's cache."""
-        import torch
-        from transformers import DynamicCache
-
-        loaded = self.loaded
-        pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
-        shared = prefix.length if prefix else 0
-        tails = [row[shared:] for row in self.rows]
-        b, width = len(tails), max(len(t) for t in tails)
-        ids = torch.full((b, width), pad, dtype=torch.long)
-        mask = torch.zeros((b, shared + width), dtype=torch.long)
-        mask[:, :shared] = 1
-        for i, tail in enumerate(tails):
-            ids[i, width - len(tail) :] = torch.tensor(tail)
-            mask[i, shared + width - len(tail) :] = 1
-        # Padding sits between the shared prefix and each row's own tokens; real tokens get positions 0, 1, ...
-        # as when each prompt runs alone.
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-        self.mask, self.next_position = mask, mask.sum(-1)  # (B, P + T), (B,)
-        self.generator = torch.Generator().manual_seed(self.settings.seed)
-        if self.settings.repetition_penalty != 1.0:
-            vocab = loaded.model.get_output_embeddings().out_features
-            self.seen = torch.zeros((b, max(vocab, len(loaded.tokenizer))), dtype=torch.bool)
-            for i, row in enumerate(self.rows):
-                self.seen[i, row] = True
-        with torch.inference_mode():
-            self.cache = prefix.copy_for(b) if prefix else DynamicCache(config=loaded.model.config)
-            out = loaded.model(
-                input_ids=ids.to(loaded.device),
-                attention_mask=mask.to(loaded.device),
-                position_ids=positions.to(loaded.device),
-                past_key_values=self.cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            self.cache = out.past_key_values
-            if self.lean:
-                self.cache = _Slots(self.cache, self.settings.max_new_tokens)
-            return self._pick(out.logits[:, -1, :].float().cpu())
-
-    def step(self, tokens: list[int]):
-        """Feed each alive row its last token; returns the next token of each."""
-        import torch
-
-        loaded = self.loaded
-        b = len(tokens)
-        self.mask = torch.cat([self.mask, torch.ones((b, 1), dtype=torch.long)], -1)
-        ids = torch.tensor(tokens, device=loaded.device)
-        with torch.inference_mode():
-            if self.lean:
-                logits = _lean_step(loaded.model, ids, self.next_position.to(loaded.device), self.mask, self.cache)
-            else:
-                out = loaded.model(
-                    input_ids=ids[:, None],
-                    attention_mask=self.mask.to(loaded.device),
-                    position_ids=self.next_position[:, None].to(loaded.device),
-                    past_key_values=self.cache,
-                    use_cache=True,
-                )
-                self.cache = out.past_key_values
-                logits = out.logits[:, -1, :]
-            self.next_position = self.next_position + 1
-            return self._pick(logits.float().cpu())
-
-    def keep(self, keep: list[int]) -> None:
-        """Drop finished rows: ``keep`` are positions in the current batch."""
-        import torch
-
-        index = torch.tensor(keep, dtype=torch.long)
-        self.cache.batch_select_indices(index.to(self.loaded.device))
-        self.mask, self.next_position = self.mask[index], self.next_position[index]
-        if self.settings.repetition_penalty != 1.0:
-            self.seen = self.seen[index]
-        self.alive = [self.alive[i] for i in keep]
-
-    def _pick(self, logits) -> list[int]:
-        """Next token per row, as ``GenerationStream._pick`` chooses it for one."""
-        import torch
-
-        s = self.settings
-        if s.repetition_penalty != 1.0:
-            seen = self.seen[:, : logits.shape[-1]]
-            penalised = torch.where(logits > 0, logits / s.repetition_penalty, logits * s.repetition_penalty)
-            logits = torch.where(seen, penalised, logits)
-        if s.greedy:
-            picked = logits.argmax(-1)
-        else:
-            probs = torch.softmax(logits / s.temperature, dim=-1)
-            if s.top_p < 1.0:
-                sorted_p, order = probs.sort(descending=True)
-                sorted_p = sorted_p * (sorted_p.cumsum(-1) - sorted_p < s.top_p)
-                probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-            picked = torch.multinomial(probs, 1, generator=self.generator)[:, 0]
-        if s.repetition_penalty != 1.0:
-            self.seen[torch.arange(len(picked)), picked] = True
-        return picked.tolist()
-
-
-def _lean_step(model, tokens, positions, mask, cache):
-    """``fastpath.step`` for a batch: logits (B, V) after one new token per row, appending its keys and values
-    to ``cache``.
-
-    Args:
-        tokens: (B,) the new tokens; positions: (B,) their positions (left padding excluded);
-        mask: (B, T) 1 where the cache (plus these tokens) holds a real token, 0 on left padding.
-
-    The same arithmetic as the model's forward pass for one token per row with a KV cache, without the
-    transformers plumbing (masks built for every layer, output objects, hooks), which costs more than the
-    matrix products of a small model.
-    """
-    import torch
-    from torch.nn.functional import scaled_dot_product_attention, silu
-
-    inner = model.model
-    b = tokens.shape[0]
-    hidden = inner.embed_tokens(tokens[:, None])  # (B, 1, H)
-    cos, sin = inner.rotary_emb(hidden, positions[:, None])  # (B, 1, D) each
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, 1, D): broadcast over heads
-    attend = mask.to(device=hidden.device, dtype=torch.bool)[:, None, None, :]  # (B, 1, 1, T)
-    for index, layer in enumerate(inner.layers):
-        attn = layer.self_attn
-        x = layer.input_layernorm(hidden)
-        head_dim = attn.head_dim
-        q = attn.q_proj(x).view(b, 1, -1, head_dim).transpose(1, 2)  # (B, heads, 1, D)
-        k = attn.k_proj(x).view(b, 1, -1, head_dim).transpose(1, 2)  # (B, kv_heads, 1, D)
-        v = attn.v_proj(x).view(b, 1, -1, head_dim).transpose(1, 2)
-        half = head_dim // 2
-        q = q * cos + torch.cat((-q[..., half:], q[..., :half]), dim=-1) * sin
-        k = k * cos + torch.cat((-k[..., half:], k[..., :half]), dim=-1) * sin
-        keys, values = cache.update(k, v, index)  # (B, kv_heads, T, D)
-        out = scaled_dot_product_attention(q, keys, values, attn_mask=attend, scale=attn.scaling, enable_gqa=True)
-        hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(b, 1, -1))
-        mlp = layer.mlp
-        x = layer.post_attention_layernorm(hidden)
-        hidden = hidden + mlp.down_proj(silu(mlp.gate_proj(x)) * mlp.up_proj(x))
-    return model.lm_head(inner.norm(hidden))[:, -1]
-
-
-def _decode_batch(
-    loaded: LoadedModel, rows: list[list[int]], settings: GenerationSettings, prefix: _Prefix | None = None
-) -> list[list[int]]:
-    """New token ids of each row (end token excluded). Each forward pass is one ``models.compute`` call, so
-    other sessions' steps can run between them."""
-    batch = _Batch(loaded, rows, settings)
-    stop = generation.stop_ids(loaded)
-    picked = models.compute(batch.prefill, prefix)
-    while True:
-        keep = []
-        for position, (row, token) in enumerate(zip(batch.alive, picked)):
-            if token in stop:
-                continue
-            batch.new[row].append(token)
-            if len(batch.new[row]) < settings.max_new_tokens:
-                keep.append(position)
-        if not keep:
-            return batch.new
-        if len(keep) < len(batch.alive):
-            models.compute(batch.keep, keep)
-        picked = models.compute(batch.step, [batch.new[row][-1] for row in batch.alive])
+    """The call's wall time divided by its number of answers (what an answer costs at this batch size)."""
 
 
 def generate_batch(
@@ -687,20 +445,19 @@ def generate_batch(
     batch_size: int = BATCH_SIZE,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[BatchAnswer]:
-    """Answer many chats at once: left-padded batches with an attention mask, decoded greedily.
+    """Answer many chats through the model's engine, ``batch_size`` of them in flight at a time.
 
-    Prompts are sorted by length into batches (less padding); answers come back in input order. The first
-    tokens that every prompt shares (chat template, role, few-shot examples: at least MIN_SHARED_PREFIX) are
-    computed once. A row leaves its batch when it ends, so a batch costs as much as its longest answer. Token
-    choice is the same as ``generation.generate`` (repetition penalty included): with float32 weights the texts
-    match one-at-a-time generation; with q4 weights a few answers may differ, because the bfloat16 sums of a
-    batched prompt are taken in another order (a near tie can then go the other way).
+    The engine decodes every running request in one batched forward pass (with other sessions' requests, if
+    any), and a request leaves as soon as it ends, so the next prompt takes its place at once. The first tokens
+    that the prompts share (chat template, role, few-shot examples: at least ``engine.MIN_SHARED_PREFIX``) are
+    computed once. Answers come back in input order. Token choice is the same as ``generation.generate``
+    (repetition penalty included); with a shared prefix the prompt's last tokens are computed apart from it,
+    so with q4 weights a near tie can go the other way than in a one-at-a-time answer.
 
     Args:
-        settings: default ``GenerationSettings()``, as ``generation.generate``; sampling draws all rows from
-            one generator, so sampled answers do not match one-at-a-time ones.
-        batch_size: prompts per forward pass.
-        on_progress: called with (answers done, total) after each batch.
+        settings: default ``GenerationSettings()``, as ``generation.generate``.
+        batch_size: prompts of this call in flight together.
+        on_progress: called with (answers done, total) after each answer.
 
     Raises:
         FtvpeError: a prompt that does not fit the model's context with ``max_new_tokens`` (nothing is
@@ -715,28 +472,34 @@ def generate_batch(
             generation.check_fits(loaded, len(ids), settings.max_new_tokens)
         except FtvpeError as e:
             raise FtvpeError(f"Prompt {i + 1} of {len(encoded)}: {e}") from None
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    prefix, prefix_s = None, 0.0
-    shared = _shared_prefix(encoded) if len(encoded) > 1 else []
-    if len(shared) >= MIN_SHARED_PREFIX:
-        began = time.perf_counter()
-        prefix = _Prefix(loaded, shared)
-        models.compute(prefix.compute)
-        prefix_s = (time.perf_counter() - began) / len(encoded)  # shared by every answer
-    answers: list[BatchAnswer | None] = [None] * len(encoded)
-    done = 0
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        began = time.perf_counter()
-        new = _decode_batch(loaded, [encoded[i] for i in chunk], settings, prefix)
-        latency = (time.perf_counter() - began) / len(chunk) + prefix_s
-        for i, ids in zip(chunk, new):
-            text = loaded.tokenizer.decode(ids, skip_special_tokens=True)
-            answers[i] = BatchAnswer(text, len(encoded[i]), len(ids), latency)
-        done += len(chunk)
-        if on_progress:
-            on_progress(done, len(encoded))
-    return answers  # type: ignore[return-value]
+    scheduler = engine.get(loaded)
+    changed = threading.Event()
+    waiting = iter(range(len(encoded)))
+    running: dict[int, engine.Request] = {}
+    done: dict[int, engine.Request] = {}
+    began = time.perf_counter()
+    try:
+        while len(done) < len(encoded):
+            while len(running) < batch_size and (i := next(waiting, None)) is not None:
+                running[i] = scheduler.submit(encoded[i], settings, share_prefix=True)
+                running[i].watch(changed)
+            finished = [i for i, r in running.items() if r.finished]
+            if not finished:
+                changed.wait(1.0)
+                changed.clear()
+                continue
+            for i in finished:
+                done[i] = running.pop(i).wait()
+                if on_progress:
+                    on_progress(len(done), len(encoded))
+    finally:
+        for r in running.values():
+            r.cancel()
+    latency = (time.perf_counter() - began) / max(len(encoded), 1)
+    return [
+        BatchAnswer(loaded.tokenizer.decode(r.tokens, skip_special_tokens=True), len(ids), len(r.tokens), latency)
+        for ids, r in ((encoded[i], done[i]) for i in range(len(encoded)))
+    ]
 
 
 # Arms

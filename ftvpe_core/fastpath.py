@@ -1,9 +1,10 @@
-"""A lean one-token decoding step for Llama-family models (Llama, SmolLM2).
+"""A lean decoding step for Llama-family models (Llama, SmolLM2): one new token for each row of a batch.
 
-Decoding one token on a CPU spends more time in the Python of the transformers forward pass (masks,
-keyword plumbing, output objects, hooks) than in the matrix products once the weights are 4-bit. This
-step does the same arithmetic as ``LlamaForCausalLM.forward`` for a single new token with a KV cache,
-calling the model's own modules and cache, so it stays exact (tests compare its logits with the full
+Decoding on a CPU spends more time in the Python of the transformers forward pass (masks, keyword plumbing,
+output objects, hooks) than in the matrix products once the weights are 4-bit. This step does the same
+arithmetic as ``LlamaForCausalLM.forward`` for one new token per row with a KV cache, calling the model's own
+modules, over the engine's slot cache (a preallocated tensor per layer written in place, where DynamicCache
+copies the whole cache to append a token), so it stays exact (tests compare its logits with the full
 forward). Prompts (several tokens) still go through the regular forward pass. Other architectures, and
 models with adapters or unusual settings, are simply not eligible (``supports`` says so).
 """
@@ -28,36 +29,51 @@ def supports(model: Any) -> bool:
     )
 
 
-def step(model: Any, token: int, cache: Any) -> Any:
-    """Logits (vocab,) for the next position after ``token``; appends its keys and values to ``cache``.
+def decode_step(model: Any, tokens: list[int], lens: list[int], keys: list, values: list) -> Any:
+    """Logits (B, V) of the next position after one new token per row; writes the tokens' keys and values.
 
-    Must run under ``torch.inference_mode()``, with the cache already holding the prompt.
+    Args:
+        tokens: the B new tokens, one per row.
+        lens: how many positions each row's cache holds already (the new token goes at that position).
+        keys, values: per layer a (rows, kv_heads, length, head_dim) tensor; rows [0, B) are the batch's, row i
+            holding its tokens at positions [0, lens[i]).
+
+    Must run under ``torch.inference_mode()``. Rows of different lengths attend through a mask; when all rows
+    have the same length (one request alone, say) no mask is built.
     """
     import torch
     from torch.nn.functional import scaled_dot_product_attention, silu
 
     inner = model.model
-    position = cache.get_seq_length()
+    b = len(tokens)
     device = inner.embed_tokens.weight.device
-    hidden = inner.embed_tokens(torch.tensor([[token]], device=device))  # (1, 1, H)
-    cos, sin = inner.rotary_emb(hidden, torch.tensor([[position]], device=device))  # (1, 1, D) each
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (1, 1, 1, D): broadcast over heads
+    hidden = inner.embed_tokens(torch.tensor(tokens, device=device)[:, None])  # (B, 1, H)
+    where = torch.tensor(lens, device=device)  # (B,)
+    cos, sin = inner.rotary_emb(hidden, where[:, None])  # (B, 1, D) each
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, 1, D): broadcast over heads
+    span = max(lens) + 1
+    mask = None
+    if min(lens) != max(lens):
+        # (B, 1, 1, T): row i sees its own positions 0..lens[i] and none of the longer rows' tail.
+        mask = (torch.arange(span, device=device)[None, :] <= where[:, None])[:, None, None, :]
+    rows = torch.arange(b, device=device)
     for index, layer in enumerate(inner.layers):
         attn = layer.self_attn
         x = layer.input_layernorm(hidden)
         head_dim = attn.head_dim
-        q = attn.q_proj(x).view(1, 1, -1, head_dim).transpose(1, 2)  # (1, heads, 1, D)
-        k = attn.k_proj(x).view(1, 1, -1, head_dim).transpose(1, 2)  # (1, kv_heads, 1, D)
-        v = attn.v_proj(x).view(1, 1, -1, head_dim).transpose(1, 2)
+        q = attn.q_proj(x).view(b, 1, -1, head_dim).transpose(1, 2)  # (B, heads, 1, D)
+        k = attn.k_proj(x).view(b, 1, -1, head_dim).transpose(1, 2)  # (B, kv_heads, 1, D)
+        v = attn.v_proj(x).view(b, 1, -1, head_dim).transpose(1, 2)
         half = head_dim // 2
         q = q * cos + torch.cat((-q[..., half:], q[..., :half]), dim=-1) * sin
         k = k * cos + torch.cat((-k[..., half:], k[..., :half]), dim=-1) * sin
-        keys, values = cache.update(k, v, index)  # (1, kv_heads, T, D)
-        # One query at the end of the sequence sees every cached position: no mask needed.
-        out = scaled_dot_product_attention(q, keys, values, scale=attn.scaling, enable_gqa=True)
-        hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(1, 1, -1))
+        layer_keys, layer_values = keys[index], values[index]
+        layer_keys[rows, :, where] = k[:, :, 0]
+        layer_values[rows, :, where] = v[:, :, 0]
+        seen_k, seen_v = layer_keys[:b, :, :span], layer_values[:b, :, :span]  # (B, kv_heads, T, D)
+        out = scaled_dot_product_attention(q, seen_k, seen_v, attn_mask=mask, scale=attn.scaling, enable_gqa=True)
+        hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(b, 1, -1))
         mlp = layer.mlp
         x = layer.post_attention_layernorm(hidden)
         hidden = hidden + mlp.down_proj(silu(mlp.gate_proj(x)) * mlp.up_proj(x))
-    hidden = inner.norm(hidden)
-    return model.lm_head(hidden)[0, -1]
+    return model.lm_head(inner.norm(hidden))[:, -1]

@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from ftvpe_core import FtvpeError, evaluate, generation, models, prompts
+from ftvpe_core import FtvpeError, engine, evaluate, generation, models, prompts
 from ftvpe_core.datasets import Example
 from ftvpe_core.models import LoadedModel
+from ftvpe_core.settings import GenerationSettings
 
 PLAIN = "Plain prompt"
 ENGINEERED = "Engineered prompt"
@@ -142,24 +143,10 @@ def example_messages(
 
 
 def _greedy(loaded: LoadedModel, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
-    """Greedy answer ids, ending with the end-of-turn token when the model stops (runs on the compute thread)."""
-    import torch
-    from transformers import DynamicCache
-
-    stop = generation.stop_ids(loaded)
-    answer: list[int] = []
-    with torch.inference_mode():
-        cache = DynamicCache(config=loaded.model.config)
-        ids = torch.tensor([prompt_ids], device=loaded.device)
-        for _ in range(max_new_tokens):
-            out = loaded.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache = out.past_key_values
-            token = int(out.logits[0, -1].float().argmax())
-            answer.append(token)
-            if token in stop:
-                break
-            ids = torch.tensor([[token]], device=loaded.device)
-    return answer
+    """Greedy answer ids from the engine, ending with the end-of-turn token when the model stops."""
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, repetition_penalty=1.0)
+    request = engine.get(loaded).generate(prompt_ids, settings)
+    return request.tokens + ([request.end_token] if request.end_token is not None else [])
 
 
 def _forced_probs(loaded: LoadedModel, prompt_ids: list[int], answer_ids: list[int]):
@@ -223,7 +210,7 @@ def build(
     else:
         loaded = conditions[follow][0]
         generation.check_fits(loaded, len(prompt_ids[follow]), max_new_tokens)
-        answer_ids = models.compute(_greedy, loaded, prompt_ids[follow], max_new_tokens)
+        answer_ids = _greedy(loaded, prompt_ids[follow], max_new_tokens)
         if not answer_ids:
             raise FtvpeError(f"The {follow.lower()} condition gave an empty answer; there is nothing to step through.")
     for label, (loaded, _) in conditions.items():

@@ -4,10 +4,11 @@ batched generation against one-at-a-time generation on the tiny model, arms and 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from ftvpe_core import FtvpeError, evaluate, fastpath, generation, prompts
+from ftvpe_core import FtvpeError, engine, evaluate, fastpath, generation, prompts
 from ftvpe_core.datasets import Example
 from ftvpe_core.evaluate import Task
 from ftvpe_core.settings import GenerationSettings
@@ -339,7 +340,7 @@ def test_batched_answers_match_one_at_a_time_generation_in_input_order(lively, s
 def test_rows_that_end_early_leave_the_batch_without_changing_the_others(lively, monkeypatch, with_system):
     # The random model rarely picks its end token: make a common word end answers too, at different steps.
     stop = {lively.tokenizer.eos_token_id, lively.tokenizer.convert_tokens_to_ids("list")}
-    monkeypatch.setattr(generation, "stop_ids", lambda loaded: stop)
+    monkeypatch.setattr(engine, "stop_ids", lambda loaded: stop)
     chats = tiny_chats(with_system)
     one_by_one = [generation.generate(lively, c, NO_PENALTY) for c in chats]
     assert len({r.new_tokens for r in one_by_one}) > 2
@@ -348,19 +349,31 @@ def test_rows_that_end_early_leave_the_batch_without_changing_the_others(lively,
     assert [a.new_tokens for a in answers] == [r.new_tokens for r in one_by_one]
 
 
-def test_the_shared_prefix_is_computed_once(lively, monkeypatch):
-    prefixes = []
-    original = evaluate._Prefix.__init__
+def test_the_shared_prefix_is_computed_once(lively):
+    import torch
 
-    def spy(self, loaded, ids):
-        prefixes.append(len(ids))
-        original(self, loaded, ids)
+    def prompt_tokens_computed(chats) -> int:
+        engine.configure(lively, engine.EngineSettings())  # no prompts remembered from earlier tests
+        counted = []
+        hook = lively.model.model.embed_tokens.register_forward_hook(
+            lambda module, args, out: counted.append(args[0].shape[-1]) if args[0].shape[0] == 1 else None
+        )
+        try:
+            with torch.no_grad():
+                evaluate.generate_batch(lively, chats, NO_PENALTY, batch_size=2)
+        finally:
+            hook.remove()
+        # Batch-1 passes of several tokens are prefills; decoding steps pass one token a row.
+        return sum(n for n in counted if n > 1)
 
-    monkeypatch.setattr(evaluate._Prefix, "__init__", spy)
-    evaluate.generate_batch(lively, tiny_chats(with_system=True), NO_PENALTY, batch_size=2)
-    assert len(prefixes) == 1 and prefixes[0] >= evaluate.MIN_SHARED_PREFIX
-    evaluate.generate_batch(lively, tiny_chats(with_system=False), NO_PENALTY, batch_size=2)
-    assert len(prefixes) == 1  # '<|im_start|> user' alone is too short to share
+    shared = tiny_chats(with_system=True)
+    lengths = [len(generation.encode_chat(lively, c)) for c in shared]
+    common = len(os.path.commonprefix([generation.encode_chat(lively, c) for c in shared]))
+    assert common >= engine.MIN_SHARED_PREFIX
+    # Each prompt after the first computes only what it does not share with one before it.
+    assert prompt_tokens_computed(shared) <= sum(lengths) - (len(shared) - 1) * common
+    alone = tiny_chats(with_system=False)  # '<|im_start|> user' alone is too short to share
+    assert prompt_tokens_computed(alone) == sum(len(generation.encode_chat(lively, c)) for c in alone)
 
 
 def test_the_transformers_forward_path_gives_the_same_answers(lively, monkeypatch):
@@ -370,15 +383,15 @@ def test_the_transformers_forward_path_gives_the_same_answers(lively, monkeypatc
     assert plain == lean
 
 
-def test_progress_is_reported_after_each_batch(tiny_loaded):
+def test_progress_is_reported_after_each_answer(tiny_loaded):
     seen = []
     evaluate.generate_batch(tiny_loaded, tiny_chats(), NO_PENALTY, 4, lambda done, total: seen.append((done, total)))
-    assert seen == [(4, 6), (6, 6)]
+    assert seen == [(n, 6) for n in range(1, 7)]
 
 
 def test_an_over_long_prompt_is_refused_before_generating(tiny_loaded, monkeypatch):
     calls = []
-    monkeypatch.setattr(evaluate, "_decode_batch", lambda *a: calls.append(a))
+    monkeypatch.setattr(engine.Engine, "submit", lambda *a, **k: calls.append(a))
     long_chat = [{"role": "user", "content": "hello " * CONTEXT_LENGTH}]
     with pytest.raises(FtvpeError, match="Prompt 2 of 2: The prompt is .* more than the model's context"):
         evaluate.generate_batch(tiny_loaded, [tiny_chats()[0], long_chat], NO_PENALTY)

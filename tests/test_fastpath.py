@@ -11,23 +11,45 @@ from ftvpe_core.settings import GenerationSettings
 PROMPT = [{"role": "user", "content": "write a short story about a cat"}]
 
 
-def _steps_agree(model, prompt_ids, tokens):
+def _batched_steps_agree(model, prompts, tokens):
+    """Rows of different lengths decode together in one slot cache; each row's logits must equal its own
+    full forward pass with a DynamicCache."""
     with torch.inference_mode():
-        ref_cache, fast_cache = DynamicCache(config=model.config), DynamicCache(config=model.config)
-        model(input_ids=torch.tensor([prompt_ids]), past_key_values=ref_cache, use_cache=True)
-        model(input_ids=torch.tensor([prompt_ids]), past_key_values=fast_cache, use_cache=True)
-        for token in tokens:
-            want = model(input_ids=torch.tensor([[token]]), past_key_values=ref_cache, use_cache=True).logits[0, -1]
-            got = fastpath.step(model, token, fast_cache)
-            assert got.shape == want.shape
-            assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
-        assert fast_cache.get_seq_length() == ref_cache.get_seq_length() == len(prompt_ids) + len(tokens)
+        refs, lens = [], []
+        heads, dim = model.config.num_key_value_heads, model.config.hidden_size // model.config.num_attention_heads
+        layers = model.config.num_hidden_layers
+        keys = [torch.zeros((len(prompts) + 1, heads, 64, dim)) for _ in range(layers)]  # one spare row
+        values = [torch.zeros_like(k) for k in keys]
+        for row, ids in enumerate(prompts):
+            cache = DynamicCache(config=model.config)
+            model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True)
+            for index, layer in enumerate(cache.layers):
+                keys[index][row, :, : len(ids)] = layer.keys[0]
+                values[index][row, :, : len(ids)] = layer.values[0]
+            refs.append(cache)
+            lens.append(len(ids))
+        for step in tokens:
+            row_tokens = [step + row for row in range(len(prompts))]
+            got = fastpath.decode_step(model, row_tokens, list(lens), keys, values)
+            assert got.shape == (len(prompts), model.config.vocab_size)
+            for row, cache in enumerate(refs):
+                out = model(input_ids=torch.tensor([[row_tokens[row]]]), past_key_values=cache, use_cache=True)
+                assert torch.allclose(got[row], out.logits[0, -1], atol=1e-5, rtol=1e-5)
+            lens = [n + 1 for n in lens]
+        for index, layer in enumerate(refs[0].layers):  # the written keys are the model's own
+            assert torch.allclose(keys[index][0, :, : lens[0]], layer.keys[0], atol=1e-6)
 
 
-def test_fast_step_matches_the_full_forward_on_a_tiny_llama(tiny_loaded):
+def test_batched_step_matches_the_full_forward_for_rows_of_different_lengths(tiny_loaded):
     assert fastpath.supports(tiny_loaded.model)
+    short = generation.encode_chat(tiny_loaded, PROMPT)
+    long = generation.encode_chat(tiny_loaded, [{"role": "user", "content": "write a long story about a cat " * 3}])
+    models.compute(_batched_steps_agree, tiny_loaded.model, [short, long, short[:-2]], [5, 9, 13, 21, 8])
+
+
+def test_one_row_alone_matches_the_full_forward(tiny_loaded):
     ids = generation.encode_chat(tiny_loaded, PROMPT)
-    models.compute(_steps_agree, tiny_loaded.model, ids, [5, 9, 13, 21, 8])
+    models.compute(_batched_steps_agree, tiny_loaded.model, [ids], [5, 9, 13])
 
 
 def test_generation_with_and_without_the_fast_step_gives_the_same_answer(tiny_loaded, monkeypatch):

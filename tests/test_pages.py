@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -235,14 +236,17 @@ def test_task_html_is_escaped_in_the_assembled_prompt(tiny_env):
 class _HtmlAnswerStream:
     """Stands in for generation.GenerationStream: answers with HTML, in one piece."""
 
-    def __init__(self, loaded, messages, settings=None):
+    queue_position = None
+
+    def __init__(self, loaded, messages, settings=None, owner=None, first_top=0):
         self.result = None
         self._done = False
+        self.request = SimpleNamespace(watch=lambda event: event.set(), first_top=[(0.5, 4)])
 
-    def __iter__(self):
-        return self
+    def close(self) -> None:
+        pass
 
-    def __next__(self) -> str:
+    def pending(self) -> list[str]:
         if self._done:
             raise StopIteration
         self._done = True
@@ -255,7 +259,7 @@ class _HtmlAnswerStream:
             total_s=0.02,
             stop_reason="end",
         )
-        return self.result.text
+        return [self.result.text]
 
 
 def test_model_output_is_shown_as_plain_text_not_html(tiny_env, monkeypatch):

@@ -32,6 +32,14 @@ def choice() -> dict:
     )
 
 
+def session_owner() -> str | None:
+    """This browser session's id: the engine's queue gives each session a turn."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else None
+
+
 def handle() -> models.BackgroundLoad:
     c = choice()
     h = _background_load(c["name"], c["device"], c["weight_format"])

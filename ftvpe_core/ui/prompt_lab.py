@@ -182,6 +182,14 @@ def legend_html(techniques: list[str]) -> str:
     )
 
 
+def queue_message(position: int) -> str:
+    """What a placeholder says while its request waits for a place in the engine's batch."""
+    ahead = position - 1
+    if ahead <= 0:
+        return "⏳ Next in line: the model is busy with other answers; yours starts in a moment."
+    return f"⏳ Waiting for the model: {ahead} request{'s' if ahead != 1 else ''} ahead of yours."
+
+
 def check_lines(checks: list) -> str:
     icon = {True: "✅", False: "❌", None: "➖"}
     return (
@@ -191,31 +199,50 @@ def check_lines(checks: list) -> str:
 
 
 def run_side_by_side(loaded, spec: PromptSpec, gen_settings, placeholders: dict) -> dict:
-    """Stream the plain and the engineered answers into their placeholders, token by token in turn,
-    then read both next-token distributions and run the checks. Returns what the page shows."""
+    """Stream the plain and the engineered answers into their placeholders as the engine makes them (both run
+    in one batch, with every other session's requests), then show both next-token distributions (from the
+    prompts' own forward passes) and run the checks. Returns what the page shows."""
     from ftvpe_core import checks, generation
+    from ftvpe_core.ui import loaders
 
     builts = {
         "Plain": prompts.build(spec.plain(), loaded.count_tokens),
         "Engineered": prompts.build(spec, loaded.count_tokens),
     }
-    streams = {label: generation.GenerationStream(loaded, b.messages, gen_settings) for label, b in builts.items()}
+    owner = loaders.session_owner()
+    streams = {
+        label: generation.GenerationStream(loaded, b.messages, gen_settings, owner=owner, first_top=10)
+        for label, b in builts.items()
+    }
     labels = list(streams)
     texts = dict.fromkeys(labels, "")
     shown = dict.fromkeys(labels, 0.0)
-    for i, piece in generation.interleave([streams[label] for label in labels]):
-        label = labels[i]
-        texts[label] += piece
-        # Redraw at most ten times a second: every redraw costs the browser and the server CPU time
-        # that the model, on the same laptop, would rather have.
-        if time.perf_counter() - shown[label] > 0.1:
-            placeholders[label].text(texts[label] + " ▌")
-            shown[label] = time.perf_counter()
+
+    def show_queue() -> None:
+        for label in labels:
+            position = streams[label].queue_position
+            if position is not None and not texts[label]:
+                placeholders[label].text(queue_message(position))
+
+    try:
+        for i, piece in generation.interleave([streams[label] for label in labels], on_wait=show_queue):
+            label = labels[i]
+            texts[label] += piece
+            # Redraw at most ten times a second: every redraw costs the browser and the server CPU time
+            # that the model, on the same laptop, would rather have.
+            if time.perf_counter() - shown[label] > 0.1:
+                placeholders[label].text(texts[label] + " ▌")
+                shown[label] = time.perf_counter()
+    finally:
+        for stream in streams.values():
+            stream.close()  # a rerun or a closed tab that leaves the loop frees both places at once
     outputs = {}
     for label in labels:
         result = streams[label].result
         placeholders[label].text(result.text)
-        top = generation.next_token_top(loaded, builts[label].messages, 10)
+        top = [
+            generation.TokenProb(i, loaded.tokenizer.decode([i]), p) for p, i in streams[label].request.first_top
+        ]
         outputs[label] = {
             "result": result.to_dict(),
             "top": [{"token": t.token, "prob": t.prob} for t in top],
