@@ -19,7 +19,6 @@ This script measures and prints; it changes nothing in ``ftvpe_core``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
@@ -213,18 +212,6 @@ class Baseline:
         return {"wall_s": time.perf_counter() - started}
 
 
-@contextlib.contextmanager
-def eos_ignored(generation, enabled: bool = True):
-    """Make the app's decoding loop see no stop tokens, so it always decodes ``max_new_tokens``."""
-    original = generation._stop_ids
-    if enabled:
-        generation._stop_ids = lambda loaded: set()
-    try:
-        yield
-    finally:
-        generation._stop_ids = original
-
-
 class App:
     """The app's path: ``generation.generate`` with the default settings, only max_new_tokens changed."""
 
@@ -232,20 +219,22 @@ class App:
         from ftvpe_core.settings import GenerationSettings
 
         self.loaded, self.ttft_msgs, self.ignore_eos = loaded, ttft_msgs, ignore_eos
-        self.decode_settings = GenerationSettings(max_new_tokens=n)
+        self.decode_settings = GenerationSettings(max_new_tokens=n, stop_at_end=not ignore_eos)
         self.first_settings = GenerationSettings(max_new_tokens=1)
 
     def decode_once(self) -> dict:
         from ftvpe_core import generation
 
-        with eos_ignored(generation, self.ignore_eos):
-            r = generation.generate(self.loaded, DECODE_MESSAGES, self.decode_settings)
+        r = generation.generate(self.loaded, DECODE_MESSAGES, self.decode_settings)
         return {"tok_s": r.tokens_per_s, "ttft_s": r.ttft_s, "new_tokens": r.new_tokens, "stop": r.stop_reason}
 
     def ttft_once(self) -> dict:
-        from ftvpe_core import generation
+        from ftvpe_core import engine, generation
 
-        # Wall clock around a one-token answer, as for the baseline; the app's own figure is kept too.
+        # Wall clock around a one-token answer, as for the baseline; the app's own figure is kept too. The
+        # engine would reuse the same prompt's keys and values from the last round: forget them, so the
+        # prompt is prefilled in full as a new prompt is.
+        engine.get(self.loaded).forget_prompts()
         started = time.perf_counter()
         r = generation.generate(self.loaded, self.ttft_msgs, self.first_settings)
         _sync(self.loaded.device)

@@ -45,6 +45,8 @@ PREFIX_CACHE_ENTRIES = 8
 """Recent prompts whose keys and values are kept for reuse."""
 PREFIX_MAX_TOKENS = 1024
 """Longer prompts are not kept (memory)."""
+TURNS_S = 0.05
+"""Longest run of turns before other work on the compute thread gets its go."""
 _LENGTH_STEP = 256
 """The slot cache grows in steps of this many positions."""
 
@@ -322,6 +324,8 @@ class Engine:
         self._prefixes: OrderedDict[tuple[int, ...], tuple[list, Any]] = OrderedDict()
         """Recent prompts -> (their keys and values per layer, the logits of their next token). DynamicCache appends
         by concatenation, so these tensors are never written again and need no copy."""
+        self._served: dict[str | None, float] = {}
+        """When each owner's last request started."""
         self._thread: threading.Thread | None = None
         self._sequence = itertools.count()
         dtype_bytes = 2 if loaded.weight_format in ("bfloat16", "float16") else 4
@@ -372,7 +376,13 @@ class Engine:
                 f"{self.settings.kv_cache_mb:,} MB: shorten the prompt or ask for fewer new tokens."
             )
         request = Request(
-            prompt_ids, settings, owner, first_top, share_prefix, stop_ids(self._stop_view), next(self._sequence)
+            prompt_ids,
+            settings,
+            owner,
+            first_top,
+            share_prefix,
+            stop_ids(self._stop_view) if settings.stop_at_end else set(),
+            next(self._sequence),
         )
         _engine_of[id(request)] = self
         with self._lock:
@@ -402,6 +412,11 @@ class Engine:
                 "max_batch": self.settings.max_batch,
             }
 
+    def forget_prompts(self) -> None:
+        """Drop the remembered prompts, so the next prompts are prefilled in full (benchmarks time prefill so)."""
+        with self._lock:
+            self._prefixes.clear()
+
     def _wake(self) -> None:
         with self._lock:
             self._lock.notify_all()
@@ -413,17 +428,32 @@ class Engine:
     # Scheduling (scheduler thread)
 
     def _number_queue(self) -> None:
-        """Queue order and positions. Call with ``_lock`` held."""
+        """Queue order and positions: owners take turns. First the owners with fewer requests running, then each
+        owner's earlier requests before its later ones, then the owner served longest ago, then the oldest.
+        Call with ``_lock`` held."""
         running: dict[str | None, int] = {}
         for r in self._prefilling + self._rows:
             running[r.owner] = running.get(r.owner, 0) + 1
-        self._waiting.sort(key=lambda r: (running.get(r.owner, 0) if r.owner is not None else 0, r.sequence))
+        rank: dict[int, int] = {}
+        seen: dict[str | None, int] = {}
+        for r in sorted(self._waiting, key=lambda r: r.sequence):
+            rank[id(r)] = seen.get(r.owner, 0)
+            seen[r.owner] = rank[id(r)] + 1
+        self._waiting.sort(
+            key=lambda r: (
+                running.get(r.owner, 0) + rank[id(r)],
+                self._served.get(r.owner, -1.0),
+                r.sequence,
+            )
+        )
         for position, r in enumerate(self._waiting, start=1):
             if r.queue_position != position:
                 r._set_state("queued", position)
 
     def _admit(self) -> None:
         """Move waiting requests into prefill while there is room. Call with ``_lock`` held."""
+        if not self._waiting:
+            return
         self._number_queue()
         budget = self.settings.kv_cache_mb * 2**20
         while self._waiting:
@@ -435,6 +465,7 @@ class Engine:
             if active and self._kv_bytes(len(active) + 1, longest) > budget:
                 break
             self._waiting.pop(0)
+            self._served[candidate.owner] = time.monotonic()
             candidate._set_state("prefill")
             self._prefilling.append(candidate)
             self._number_queue()
@@ -473,15 +504,28 @@ class Engine:
                         self._thread = None
                         self._slots = _Slots()
                         return
-                self._admit()
             try:
-                models.compute(self._turn)
+                models.compute(self._turns)
             except Exception as e:  # noqa: BLE001 - every request of the turn learns why, the engine goes on
                 error = e if isinstance(e, FtvpeError) else FtvpeError(f"Generation failed: {type(e).__name__}: {e}")
                 with self._lock:
                     for r in self._prefilling + self._rows:
                         r._finish("failed", error)
                     self._prefilling, self._rows, self._slots = [], [], _Slots()
+
+    def _turns(self) -> None:
+        """Turns on the compute thread for up to TURNS_S seconds, then back to the queue of compute work, so a
+        model load or a lens pass waits at most that long; the hand-over between threads at every token would
+        cost a tenth of a single stream's speed."""
+        until = time.perf_counter() + TURNS_S
+        while True:
+            with self._lock:
+                self._admit()
+                if not (self._prefilling or self._rows or self._waiting):
+                    return
+            self._turn()
+            if time.perf_counter() > until:
+                return
 
     def _turn(self) -> None:
         """One turn on the compute thread: free cancelled places, prefill chunks of newcomers, then one step of
@@ -639,6 +683,8 @@ class Engine:
     def _pick_rows(self, rows: list[Request], logits: Any) -> list[int]:
         """The next token of every row; greedy rows without a penalty in one argmax."""
         plain = [i for i, r in enumerate(rows) if r.settings.greedy and r.settings.repetition_penalty == 1.0]
+        if len(plain) == len(rows):
+            return logits.argmax(-1).tolist()
         picked: list[int] = [0] * len(rows)
         if plain:
             for i, token in zip(plain, logits[plain].argmax(-1).tolist()):

@@ -105,6 +105,8 @@ class GenerationSettings:
     """Seed for sampling, so a sampled answer can be repeated."""
     repetition_penalty: float = 1.15
     """Above 1, makes tokens already used less likely (small models loop without it); 1 turns it off."""
+    stop_at_end: bool = True
+    """False decodes all max_new_tokens, past the model's end token (benchmarks measure equal lengths so)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or isinstance(self.max_new_tokens, bool):
@@ -123,6 +125,8 @@ class GenerationSettings:
             raise FtvpeError(f"Top-p must be above 0 and at most 1, got {self.top_p}.")
         if not 1.0 <= self.repetition_penalty <= 2.0:
             raise FtvpeError(f"Repetition penalty must be between 1 and 2, got {self.repetition_penalty}.")
+        if not isinstance(self.stop_at_end, bool):
+            raise FtvpeError(f"stop_at_end must be true or false, got {self.stop_at_end!r}.")
         if self.seed < 0:
             raise FtvpeError(f"The seed must be 0 or more, got {self.seed}.")
 

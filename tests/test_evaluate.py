@@ -300,24 +300,6 @@ def test_max_new_tokens_by_task_kind():
 # Batched generation (tiny random model)
 
 
-@pytest.fixture(scope="module")
-def lively(tmp_path_factory):
-    """The tiny model with larger random weights (norms kept), so greedy answers vary from prompt to prompt and
-    some end early; with the default initialisation every answer is 'assistant assistant ...'."""
-    import torch
-
-    from ftvpe_core import models
-    from tests.tiny import make_tiny_model_dir
-
-    loaded = models.load(str(make_tiny_model_dir(tmp_path_factory.mktemp("lively"))), "cpu", "float32")
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in loaded.model.named_parameters():
-            if "norm" not in name:
-                p.copy_(torch.randn(p.shape, generator=generator) * 5 / p.shape[-1] ** 0.5)
-    return loaded
-
-
 def tiny_chats(with_system: bool = True) -> list[list[dict]]:
     return [([SYSTEM] if with_system else []) + [{"role": "user", "content": p}] for p in TINY_PROMPTS]
 
