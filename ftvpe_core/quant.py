@@ -21,10 +21,11 @@ from typing import Any
 GROUP = 32
 PREFILL_ROWS = 4
 """From this many tokens per sequence (a prompt) on, a q4 layer multiplies with its bfloat16 copy."""
-DECODE_ROWS = 16
-"""Above this many rows of one token each (batched decoding), the bfloat16 copy is faster than the 4-bit
-kernel, whose time grows with every row (SmolLM2-135M on 2 CPU cores, one decoding step of a batch: 8 rows
-31 ms with 4-bit codes against 41 ms with the bfloat16 copy; about even at 16; bfloat16 ahead at 32)."""
+DECODE_ROWS = 24
+"""Up to this many rows of one token each (the engine's batched decoding), the 4-bit kernel; above, the bfloat16
+copy. SmolLM2-135M on 2 CPU cores, one decoding step of the engine: 16 rows 60 ms, 20 rows 76 ms and 24 rows
+78 ms with 4-bit codes, against 159 ms for 20 rows with the bfloat16 copy; the 4-bit kernel falls off at 32
+rows (over 400 ms), which the engine's default batch of 24 stays below."""
 
 
 def q4_supported() -> bool:

@@ -464,3 +464,48 @@ def test_classroom_walk_through_the_guided_steps_from_a_shared_link(page, app_ur
         _screenshot(student, shots / "shared_link_prompt_lab.png")
     finally:
         context.close()
+
+
+LOAD_PAGES = 10
+LOAD_NEW_TOKENS = 48
+
+
+def test_ten_pages_press_run_both_at_once_and_all_get_both_answers(browser, app_url):
+    """A class at once: ten browser sessions on one server press Run both together. The engine batches their
+    twenty answers; every page must show both answers and no error. The slowest page's time is printed (a
+    figure, not an assertion: a browser on the same two cores slows the model down)."""
+    from playwright.sync_api import expect
+
+    contexts = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in range(LOAD_PAGES)]
+    try:
+        pages = [c.new_page() for c in contexts]
+        for page in pages:
+            page.set_default_timeout(60_000)
+            page.goto(f"{app_url}/Prompt_Lab?preset=travel&techniques=role,context")
+            expect(page.get_by_role("button", name="Run both")).to_be_enabled(timeout=MODEL_READY_MS)
+            page.get_by_text("Generation settings").click()
+            box = page.get_by_role("spinbutton", name="Max new tokens")
+            box.fill(str(LOAD_NEW_TOKENS))
+            box.press("Enter")
+            expect(box).to_have_value(str(LOAD_NEW_TOKENS))
+        pages[-1].wait_for_timeout(1500)  # the reruns that store the new values
+        started = time.monotonic()
+        for page in pages:
+            page.get_by_role("button", name="Run both").click()
+        done_after = []
+        for page in pages:
+            expect(page.get_by_role("heading", name="Answers")).to_be_visible(timeout=6 * 60_000)
+            done_after.append(time.monotonic() - started)
+            answers = page.locator('[data-testid="stMain"] [data-testid="stText"]')
+            expect(answers).to_have_count(2)
+            assert all(t.strip() for t in answers.all_inner_texts())
+            _no_exception_shown(page)
+            assert page.locator('[data-testid="stAlert"]').filter(has_text="rror").count() == 0
+        print(
+            f"\n[load] {LOAD_PAGES} pages x 2 answers of up to {LOAD_NEW_TOKENS} tokens: slowest page "
+            f"{max(done_after):.1f} s, fastest {min(done_after):.1f} s after the clicks"
+        )
+        _screenshot(pages[-1], ARTIFACTS / "load_prompt_lab_page10.png")
+    finally:
+        for c in contexts:
+            c.close()
