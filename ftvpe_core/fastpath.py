@@ -38,8 +38,9 @@ def decode_step(model: Any, tokens: list[int], lens: list[int], keys: list, valu
         keys, values: per layer a (rows, kv_heads, length, head_dim) tensor; rows [0, B) are the batch's, row i
             holding its tokens at positions [0, lens[i]).
 
-    Must run under ``torch.inference_mode()``. Rows of different lengths attend through a mask; when all rows
-    have the same length (one request alone, say) no mask is built.
+    Must run under ``torch.inference_mode()``. Each run of neighbouring rows of the same length attends in one
+    unmasked call over exactly its positions: a masked call over the longest row's span would give the same
+    answers only up to the last bits (a near tie could then go the other way than for the request alone).
     """
     import torch
     from torch.nn.functional import scaled_dot_product_attention, silu
@@ -51,11 +52,12 @@ def decode_step(model: Any, tokens: list[int], lens: list[int], keys: list, valu
     where = torch.tensor(lens, device=device)  # (B,)
     cos, sin = inner.rotary_emb(hidden, where[:, None])  # (B, 1, D) each
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, 1, D): broadcast over heads
-    span = max(lens) + 1
-    mask = None
-    if min(lens) != max(lens):
-        # (B, 1, 1, T): row i sees its own positions 0..lens[i] and none of the longer rows' tail.
-        mask = (torch.arange(span, device=device)[None, :] <= where[:, None])[:, None, None, :]
+    runs = []  # (first row, end row, positions seen): neighbouring rows of one length
+    for i, n in enumerate(lens):
+        if runs and runs[-1][2] == n + 1:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1, n + 1])
     rows = torch.arange(b, device=device)
     for index, layer in enumerate(inner.layers):
         attn = layer.self_attn
@@ -70,8 +72,17 @@ def decode_step(model: Any, tokens: list[int], lens: list[int], keys: list, valu
         layer_keys, layer_values = keys[index], values[index]
         layer_keys[rows, :, where] = k[:, :, 0]
         layer_values[rows, :, where] = v[:, :, 0]
-        seen_k, seen_v = layer_keys[:b, :, :span], layer_values[:b, :, :span]  # (B, kv_heads, T, D)
-        out = scaled_dot_product_attention(q, seen_k, seen_v, attn_mask=mask, scale=attn.scaling, enable_gqa=True)
+        parts = [
+            scaled_dot_product_attention(
+                q[first:end],
+                layer_keys[first:end, :, :seen],  # (rows, kv_heads, T, D)
+                layer_values[first:end, :, :seen],
+                scale=attn.scaling,
+                enable_gqa=True,
+            )
+            for first, end, seen in runs
+        ]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)
         hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(b, 1, -1))
         mlp = layer.mlp
         x = layer.post_attention_layernorm(hidden)

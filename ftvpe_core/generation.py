@@ -1,10 +1,9 @@
-"""Generating text and reading next-token probabilities from a loaded model.
+"""Chat messages in, streamed answers and next-token probabilities out, through the model's engine.
 
-Generation is a plain decoding loop over the model's KV cache, so it can stream token by token, stop
-on the chat template's end token, and time the first token exactly. Each step (forward pass and token
-choice) runs on the one compute thread (``models.compute``), one step at a time: several browser sessions
-sharing one model progress together, each with its own cache. This module knows nothing about prompt
-techniques or pages.
+This module turns messages into token ids (the chat template), checks they fit the model's context, and turns
+the engine's tokens back into text pieces as they come (holding back half a character). The tokens themselves
+come from ``engine``, the one place that decodes: every stream of every session runs there together, batched.
+This module knows nothing about prompt techniques or pages.
 """
 
 from __future__ import annotations
