@@ -43,6 +43,8 @@ lint: setup-dev
 
 bench: setup
 	$(BIN)/python bench/generation.py
+	$(BIN)/python bench/load.py
+	$(BIN)/python bench/evaluation.py
 	$(BIN)/python bench/finetune.py
 
 clean:

@@ -395,9 +395,13 @@ class Engine:
         return request
 
     def generate(self, prompt_ids: list[int], settings: GenerationSettings | None = None, **kwargs) -> Request:
-        """Submit and wait for the whole answer."""
+        """Submit and wait for the whole answer. Called from the compute thread itself (inside other torch
+        work), it runs the turns there, since waiting for them would wait forever."""
         request = self.submit(prompt_ids, settings, **kwargs)
         try:
+            if threading.current_thread().name.startswith(models.COMPUTE_THREAD):
+                while not request.finished:
+                    self._turns()
             return request.wait()
         finally:
             request.cancel()

@@ -276,3 +276,9 @@ def test_requests_from_many_threads_all_finish_with_their_own_answers(lively, fr
         t.join(60)
     assert time.monotonic() - began < 60
     assert all(got[i] == expected[PROMPTS[i % 5]] for i in range(10))
+
+
+def test_generate_called_on_the_compute_thread_runs_inline_instead_of_waiting_forever(lively, fresh):
+    ids = ids_of(lively, PROMPTS[1])
+    request = models.compute(engine.get(lively).generate, ids, GREEDY)
+    assert request.tokens == reference_greedy(lively, ids, GREEDY.max_new_tokens)
