@@ -464,3 +464,38 @@ def test_classroom_walk_through_the_guided_steps_from_a_shared_link(page, app_ur
         _screenshot(student, shots / "shared_link_prompt_lab.png")
     finally:
         context.close()
+
+
+CRAFTED_QUERY = (
+    "preset=[Sign in again](http://example.invalid/login)"
+    "&techniques=![x](http://example.invalid/pixel.png),www.example.invalid,mail@example.invalid"
+    "&dataset=<a href='http://example.invalid/a'>here</a>"
+)
+"""A phishing link: a Markdown link, a remote image, bare URLs and an e-mail address, and HTML."""
+
+
+@pytest.mark.parametrize(
+    "path, heading",
+    [
+        ("Prompt_Lab", "Prompt Lab"),
+        ("Fine_Tune_Lab", "Fine-Tune Lab"),
+        ("Compare", "Compare"),
+        ("Token_Lens", "Token Lens"),
+    ],
+)
+def test_a_crafted_link_shows_its_values_as_text_with_no_link_or_image(page, app_url, path, heading):
+    from playwright.sync_api import expect
+
+    page.goto(f"{app_url}/{path}?{CRAFTED_QUERY}")
+    expect(page.get_by_role("heading", name=heading).first).to_be_visible()
+    alerts = page.locator('[data-testid="stAlert"]')
+    expect(alerts.filter(has_text="[Sign in again](").first).to_be_visible()
+    expect(alerts.filter(has_text="![x](").first).to_contain_text("example.invalid/pixel.png")
+    expect(alerts.filter(has_text="<a href=").first).to_be_visible()
+    page.wait_for_timeout(1000)  # let the rest of the page draw
+    hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+    srcs = page.eval_on_selector_all("img[src], source[srcset]", "els => els.map(e => e.src || e.srcset)")
+    assert not [h for h in hrefs if "example.invalid" in h], hrefs
+    assert not [s for s in srcs if "example.invalid" in s], srcs
+    _no_exception_shown(page)
+    _screenshot(page, ARTIFACTS / f"crafted_link_{path}.png")

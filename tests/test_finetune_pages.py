@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from ftvpe_core import datasets, finetune, jobs
 from ftvpe_core.runs import RunStore
 from ftvpe_core.ui import finetune_lab as lab
+from ftvpe_core.ui import markdown
 from tests import tiny
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,7 +69,7 @@ def test_lab_previews_a_builtin_dataset_with_its_lengths_and_lora_share(home):
     at.selectbox(key="ft_dataset").set_value("brand_voice")
     at.run()
     _ok(at)
-    assert at.markdown[0].value.startswith(f"**{datasets.load_builtin('brand_voice').title}**")
+    assert at.markdown[0].value.startswith(f"**{markdown.literal(datasets.load_builtin('brand_voice').title)}**")
 
 
 def test_presets_set_every_knob_and_bad_settings_disable_launch(home):
@@ -101,10 +102,28 @@ def test_an_upload_error_lists_its_problems_and_keeps_the_previous_upload(home):
     at.session_state["ft_source"] = lab.SOURCES[1]
     at.run()
     _ok(at)
-    assert [e.value for e in at.error] == ["bad.jsonl was not loaded: line 3: not JSON."]
+    assert [e.value for e in at.error] == [markdown.literal("bad.jsonl was not loaded: line 3: not JSON.")]
     assert "Still using your previous upload, My tickets." in [c.value for c in at.caption]
-    assert "- line 3: not JSON" in [m.value for m in at.markdown]
+    assert f"- {markdown.literal('line 3: not JSON')}" in [m.value for m in at.markdown]
     assert "My tickets" in at.markdown[1].value  # the preview is still the previous upload
+
+
+def test_an_upload_whose_name_is_markdown_is_named_literally(home):
+    name = "[Sign in again](http://example.invalid) ![x](http://example.invalid/p.png) <b>x</b>"
+    rows = "".join(f'{{"prompt": "Question {i}?", "response": "answer {i}"}}\n' for i in range(12))
+    with pytest.raises(datasets.UploadError) as bad:
+        datasets.parse_upload(b'{"prompt": "broken"\n', f"{name}.jsonl")
+    at = AppTest.from_file(str(LAB), default_timeout=TIMEOUT)
+    at.session_state[lab.UPLOADED] = datasets.parse_upload(rows.encode(), f"{name}.csv.jsonl")
+    at.session_state[lab.UPLOAD_ERROR] = {"summary": str(bad.value), "problems": bad.value.shown()}
+    at.session_state["ft_source"] = lab.SOURCES[1]
+    at.run()
+    _ok(at)
+    shown = [e.value for e in at.error] + [c.value for c in at.caption] + [m.value for m in at.markdown]
+    assert markdown.literal(f"{name}.jsonl was not loaded") in shown[0]
+    assert any(markdown.literal(f"{name}.csv") in s for s in shown[1:])  # the previous upload's title
+    for s in shown:
+        assert "](" not in s and "<b>" not in s, s
 
 
 def test_launch_trains_in_a_job_process_then_the_chat_answers_with_both_models(home):

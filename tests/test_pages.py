@@ -18,6 +18,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ftvpe_core import generation, presets
+from ftvpe_core.ui import markdown
 from ftvpe_core.ui import prompt_lab as lab
 from tests import tiny
 
@@ -104,7 +105,11 @@ def test_home_shows_comparison_table_link_and_model_status(tiny_env):
         at.run()
         _no_exception(at)
     status = at.success[0].value
-    assert "Ready" in status and tiny_env.name in status and f"context {tiny.CONTEXT_LENGTH} tokens" in status
+    assert (
+        "Ready" in status
+        and markdown.literal(tiny_env.name) in status
+        and f"context {tiny.CONTEXT_LENGTH} tokens" in status
+    )
 
 
 # --- Prompt Lab: running ----------------------------------------------------------------------------------
@@ -176,7 +181,7 @@ def test_few_shot_line_without_arrow_shows_error(tiny_env):
     at.toggle(key="pe_fewshot_on").set_value(True).run()
     at.text_area(key="pe_examples").input("hello world => good day\nno arrow here").run()
     _no_exception(at)
-    assert any("line 2" in e and "=>" in e for e in errors(at)), errors(at)
+    assert any("line 2" in e and markdown.literal("=>") in e for e in errors(at)), errors(at)
 
 
 def test_role_on_with_empty_role_shows_error(tiny_env):
