@@ -489,13 +489,15 @@ def test_a_crafted_link_shows_its_values_as_text_with_no_link_or_image(page, app
     page.goto(f"{app_url}/{path}?{CRAFTED_QUERY}")
     expect(page.get_by_role("heading", name=heading).first).to_be_visible()
     alerts = page.locator('[data-testid="stAlert"]')
-    expect(alerts.filter(has_text="[Sign in again](").first).to_be_visible()
-    expect(alerts.filter(has_text="![x](").first).to_contain_text("example.invalid/pixel.png")
-    expect(alerts.filter(has_text="<a href=").first).to_be_visible()
+    expect(alerts.first).to_be_visible()
     page.wait_for_timeout(1000)  # let the rest of the page draw
     hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
     srcs = page.eval_on_selector_all("img[src], source[srcset]", "els => els.map(e => e.src || e.srcset)")
     assert not [h for h in hrefs if "example.invalid" in h], hrefs
     assert not [s for s in srcs if "example.invalid" in s], srcs
+    # The values are still named, as the text they are.
+    expect(alerts.filter(has_text="[Sign in again](").first).to_be_visible()
+    expect(alerts.filter(has_text="![x](").first).to_contain_text("example.invalid/pixel.png")
+    expect(alerts.filter(has_text="<a href=").first).to_be_visible()
     _no_exception_shown(page)
     _screenshot(page, ARTIFACTS / f"crafted_link_{path}.png")
