@@ -219,6 +219,30 @@ def test_unknown_model_in_sidebar_shows_error_and_keeps_previous_model(tiny_env)
     assert len(at.session_state["pe_attempts"]) == 1
 
 
+def test_a_file_that_is_not_gguf_is_named_in_one_line_in_the_sidebar(tiny_env, tmp_path, monkeypatch):
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"\x00garbage, not a model")
+    expected = (
+        "Could not load fake.gguf: it is not a GGUF model file (it does not start with the GGUF signature, GGUF)."
+    )
+    at = open_lab()
+    at.sidebar.text_input(key="sb_model_name").input(str(fake))  # picked in the sidebar: refused at once
+    next(b for b in at.sidebar.button if b.label == "Use this model").click().run()
+    _no_exception(at)
+    assert [e.value for e in at.sidebar.error] == [markdown.literal(expected)]
+    assert at.session_state["model_choice"]["name"] == str(tiny_env)
+
+    monkeypatch.setenv("FTVPE_MODEL", str(fake))  # or the app's default: the background load fails
+    at = AppTest.from_file(str(PROMPT_LAB), default_timeout=TIMEOUT).run()
+    deadline = time.monotonic() + READY_WITHIN_S
+    while not at.sidebar.error:
+        assert time.monotonic() < deadline, "the load never reported its error"
+        time.sleep(0.3)
+        at.run()
+    _no_exception(at)
+    assert [e.value for e in at.sidebar.error] == [markdown.literal(expected)]
+
+
 # --- Prompt Lab: escaping ---------------------------------------------------------------------------------
 
 EVIL = "<script>alert(1)</script>"
