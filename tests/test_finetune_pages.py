@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ftvpe_core import datasets, finetune, jobs
+from ftvpe_core import FtvpeError, datasets, finetune, jobs
 from ftvpe_core.runs import RunStore
 from ftvpe_core.ui import finetune_lab as lab
 from ftvpe_core.ui import markdown
@@ -90,6 +90,61 @@ def test_presets_set_every_knob_and_bad_settings_disable_launch(home):
     at.number_input(key="ft_max_len").set_value(128)
     at.run()
     assert any("Pick at least one layer" in e.value for e in at.error)
+
+
+@pytest.mark.parametrize(
+    "key, value, limit",
+    [
+        ("ft_lr", 1e9, "The learning rate must be between 0.000001 and 0.1, got 1000000000.0"),
+        ("ft_lr", -0.001, "The learning rate must be between 0.000001 and 0.1, got -0.001"),
+        ("ft_rank", 4096, "The LoRA rank must be between 1 and 256, got 4096"),
+        ("ft_batch", 0, "The batch size must be between 1 and 256, got 0"),
+        ("ft_dropout", 1.5, "LoRA dropout must be between 0 and 0.9, got 1.5"),
+        ("ft_steps", 50_000, "Steps must be between 1 and 20,000, got 50000"),
+    ],
+)
+def test_a_knob_beyond_its_limit_is_kept_as_typed_and_named_with_the_limit(home, key, value, limit):
+    """No box clamps a value back silently: the page says which limit it breaks, and Launch waits."""
+    at = open_lab()
+    at.number_input(key=key).set_value(value)
+    at.run()
+    _ok(at)
+    assert at.session_state[key] == value
+    assert [e.value for e in at.error] == [f"Fix this setting before launching: {markdown.literal(limit + '.')}"]
+    assert at.button(key="ft_launch").disabled
+
+
+def test_every_knob_states_its_limits_and_they_are_train_settings_own():
+    for name in lab.LIMITS:
+        low, high = lab.LIMITS[name]
+        text = lab.limit_text(name)
+        assert _number_words(low) in text and (high is None or _number_words(high) in text), text
+        base = {"epochs": 0.0} if name == "max_steps" else {}
+        step = 1 if isinstance(low, int) else 1e-9
+        if name not in lab.ABOVE_LOWEST:
+            finetune.TrainSettings(**base, **{name: low})
+        with pytest.raises(FtvpeError):
+            finetune.TrainSettings(**base, **{name: low if name in lab.ABOVE_LOWEST else low - step})
+        if high is not None:
+            finetune.TrainSettings(**base, **{name: high})
+            with pytest.raises(FtvpeError):
+                finetune.TrainSettings(**base, **{name: high + step})
+        else:
+            finetune.TrainSettings(**base, **{name: 10**9})
+
+
+def _number_words(x: float) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:.10f}".rstrip("0").rstrip(".")
+
+
+def test_the_advanced_boxes_show_their_limits_beside_them(home):
+    at = open_lab()
+    helps = {n.key: n.help for n in at.number_input}
+    for key, name in lab.KEYS.items():
+        if name in lab.LIMITS:
+            assert helps[key].endswith(lab.limit_text(name)), (key, helps[key])
+    assert helps["ft_lr"].endswith("Between 0.000001 and 0.1.") and helps["ft_rank"].endswith("Between 1 and 256.")
+    assert helps["ft_alpha"].endswith("Above 0, at most 4096.") and helps["ft_seed"].endswith("0 or more.")
 
 
 def test_an_upload_error_lists_its_problems_and_keeps_the_previous_upload(home):
