@@ -501,3 +501,24 @@ def test_a_crafted_link_shows_its_values_as_text_with_no_link_or_image(page, app
     expect(alerts.filter(has_text="<a href=").first).to_be_visible()
     _no_exception_shown(page)
     _screenshot(page, ARTIFACTS / f"crafted_link_{path}.png")
+
+
+def test_an_upload_named_in_markdown_is_named_as_text_with_no_link_or_image(page, app_url, tmp_path):
+    from playwright.sync_api import expect
+
+    # A file name cannot hold '/', but 'https:host' is still a link to a browser.
+    bad = tmp_path / "[Sign in again](https:example.invalid) ![x](https:example.invalid).jsonl"
+    bad.write_text('{"prompt": "Where is my parcel?", "response": "shipping"}\n{"prompt": "broken"\n')
+    page.goto(f"{app_url}/Fine_Tune_Lab")
+    page.get_by_text("Upload your own").click()
+    page.locator('[data-testid="stFileUploaderDropzone"] input[type="file"]').set_input_files(str(bad))
+    alert = page.locator('[data-testid="stAlert"]').filter(has_text="was not loaded")
+    expect(alert).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(1000)
+    hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+    srcs = page.eval_on_selector_all("img[src]", "els => els.map(e => e.src)")
+    assert not [h for h in hrefs if "example.invalid" in h], hrefs
+    assert not [s for s in srcs if "example.invalid" in s], srcs
+    shown = alert.inner_text().replace("\u2060", "")  # the word joiner that keeps bare URLs from linking
+    assert "[Sign in again](https:example.invalid) ![x](https:example.invalid).jsonl was not loaded" in shown
+    _no_exception_shown(page)

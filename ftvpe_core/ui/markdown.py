@@ -11,12 +11,12 @@ from __future__ import annotations
 import re
 
 WORD_JOINER = "\u2060"
-"""Invisible and unbreakable: placed before ``http``/``www`` and after ``@``, it stops GFM's bare-URL and
-e-mail links, which Streamlit's renderer finds in text after escapes are undone."""
+"""Invisible and unbreakable: placed before ``http://``, ``https://`` and ``www.`` and after ``@``, it stops
+GFM's bare-URL and e-mail links, which Streamlit's renderer finds in the text after escapes are undone."""
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~$:/&@=])")
 """Characters that start Markdown, GFM, KaTeX, HTML, entity or Streamlit directive syntax."""
-_BARE_LINK = re.compile(r"(?i)(?=https?\\:|www\\\.)|(?<=\\@)")
+_BARE_LINK = re.compile(r"(?i)(?=https?\\:\\/\\/|www\\\.)|(?<=\\@)")
 
 
 def literal(text: object) -> str:
