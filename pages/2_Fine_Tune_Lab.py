@@ -3,7 +3,7 @@
 import streamlit as st
 
 from ftvpe_core import FtvpeError, content, datasets, figures, finetune, jobs, recordings, settings, worker
-from ftvpe_core.ui import classroom, loaders, replay
+from ftvpe_core.ui import classroom, loaders, markdown, replay
 from ftvpe_core.ui import finetune_lab as lab
 from ftvpe_core.ui import run_views as views
 
@@ -28,17 +28,17 @@ else:
     st.file_uploader("JSONL or CSV with prompt/response columns, or chat messages (up to 5 MB, 5,000 rows)",
                      type=["jsonl", "ndjson", "json", "csv", "tsv"], key="ft_upload", on_change=lab.on_upload)  # fmt: skip
     if ss[lab.UPLOAD_ERROR]:
-        st.error(ss[lab.UPLOAD_ERROR]["summary"])
-        st.markdown("\n".join(f"- {p}" for p in ss[lab.UPLOAD_ERROR]["problems"]))
+        st.error(markdown.literal(ss[lab.UPLOAD_ERROR]["summary"]))  # it quotes the file
+        st.markdown("\n".join(f"- {markdown.literal(p)}" for p in ss[lab.UPLOAD_ERROR]["problems"]))
         if ss[lab.UPLOADED]:
-            st.caption(f"Still using your previous upload, {ss[lab.UPLOADED].title}.")
+            st.caption(f"Still using your previous upload, {markdown.literal(ss[lab.UPLOADED].title)}.")
 data = lab.chosen_dataset()
 classroom.publish(lab.PAGE, lab.url_state())
 if data is None:
     st.info("Upload a file to train on your own examples, or pick a built-in dataset.")
     st.stop()
-st.markdown(f"**{data.title}** · " + " · ".join(f"{n} {split}" for split, n in data.sizes().items()))
-st.caption(data.description)
+st.markdown(f"**{markdown.literal(data.title)}** · " + " · ".join(f"{n} {split}" for split, n in data.sizes().items()))
+st.caption(markdown.literal(data.description))
 c1, c2 = st.columns([3, 2])
 c1.dataframe(lab.preview_rows(data), hide_index=True, height=260, key="ft_preview")
 if handle.tokenizer is not None:
@@ -56,7 +56,7 @@ if not teaching:  # classroom mode keeps the preset's values
 try:
     train_settings = lab.settings_from_widgets()
 except FtvpeError as e:
-    st.error(f"Fix this setting before launching: {e}")
+    st.error(f"Fix this setting before launching: {markdown.literal(e)}")
     train_settings = None
 if train_settings is not None:
     n_train = min(len(data.splits["train"]), train_settings.max_train_examples or 10**9)
@@ -81,7 +81,7 @@ if st.button("🚀 Launch", type="primary", disabled=train_settings is None, key
         ss.ft_run = jobs.submit(lab.launch_target(), train_settings, choice["name"], device, store, preset=ss.ft_preset)
         worker.ensure_worker(store, device)
     except FtvpeError as e:
-        st.error(str(e))
+        st.error(markdown.literal(e))
 all_runs = store.list("finetune")
 active = [r for r in all_runs if r.active]
 by_id = {r.id: r for r in all_runs}
@@ -98,14 +98,14 @@ def live(run_id):
     now_active = [r for r in reversed(store.list("finetune")) if r.active]  # running first, then the queue
     for r in now_active:
         a, b = st.columns([6, 1])
-        a.markdown(f"{views.label(r)} · {r.status}" + (" · stopping…" if r.cancel_requested else ""))
+        a.markdown(f"{markdown.literal(views.label(r))} · {r.status}" + (" · stopping…" if r.cancel_requested else ""))
         b.button("Cancel", key=f"ft_cancel_{r.id}", on_click=store.request_cancel, args=(r.id,),
                  disabled=r.cancel_requested)  # fmt: skip
     if run_id is None:
         st.info("Launch a run to see its progress here. Other sessions' jobs appear here too.")
         return
     run = store.get(run_id)
-    st.subheader(f"Run {run.id}: {run.settings.get('dataset_title', run.dataset)}")
+    st.subheader(f"Run {run.id}: {markdown.literal(run.settings.get('dataset_title', run.dataset))}")
     metrics = store.metrics(run.id)
     views.progress(store, run, metrics)
     views.curves(run, metrics, key=f"ft_curves_{run.id}")
@@ -119,7 +119,7 @@ def live(run_id):
 try:
     live(run_id)
 except FtvpeError as e:
-    st.error(str(e))
+    st.error(markdown.literal(e))
     st.stop()
 
 if run_id is None or store.get(run_id).status != "complete":
@@ -132,8 +132,8 @@ if handle.state != "ready":
     st.info("The chat waits for the base model to load.")
     st.stop()
 if run.settings.get("model") != choice["name"]:
-    st.warning(f"This run tuned {run.settings.get('model')}; the base answers come from the sidebar's model, "
-               f"{choice['name']}. Pick the same model in the sidebar for a fair comparison.")  # fmt: skip
+    st.warning(f"This run tuned {markdown.literal(run.settings.get('model'))}; the base answers come from the sidebar's "
+               f"model, {markdown.literal(choice['name'])}. Pick the same model in the sidebar for a fair comparison.")  # fmt: skip
 test = jobs.run_dataset(store, run).splits.get("test") or [datasets.Example("Hello! What can you do?", "")]
 st.text_area("Your message (sent to both models)", value=test[0].prompt, key="ft_chat_prompt", max_chars=4000)
 if st.button("Ask both", key="ft_ask", type="primary"):
@@ -142,7 +142,7 @@ if st.button("Ask both", key="ft_ask", type="primary"):
             tuned = lab.tuned_model(run.settings["model"], run.device, str(store.home), run.id)
             lab.ask_both(handle.result, tuned, run.id, ss.ft_chat_prompt)
     except FtvpeError as e:
-        st.error(str(e))
+        st.error(markdown.literal(e))
 for turn in reversed(ss[lab.CHATS].get(run.id, [])):
     with st.container(border=True):
         st.markdown(f"**You** ({turn['time']})")

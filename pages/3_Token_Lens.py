@@ -3,7 +3,7 @@
 import streamlit as st
 
 from ftvpe_core import FtvpeError, datasets, evaluate, figures, lens, prompts
-from ftvpe_core.ui import classroom, loaders
+from ftvpe_core.ui import classroom, loaders, markdown
 from ftvpe_core.ui import lens_view as view
 
 st.set_page_config(page_title="Token Lens · FT vs PE Studio", page_icon="🔍", layout="wide")
@@ -50,7 +50,7 @@ if st.button("🔍 Look", type="primary", key="tl_look"):
     try:
         view.look()
     except FtvpeError as e:
-        st.error(str(e))
+        st.error(markdown.literal(e))
 
 data = ss.tl_lens
 if not data:
@@ -59,7 +59,9 @@ if not data:
 
 n = len(data["answer_ids"])
 ss.tl_pos = min(max(int(ss.tl_pos), 1), n)
-st.caption(f"{data['model']} · float32 · following: {data['follow']} · {n} tokens · top {data['k']} shown")
+st.caption(
+    f"{markdown.literal(data['model'])} · float32 · following: {data['follow']} · {n} tokens · top {data['k']} shown"
+)
 b1, b2, b3, b4 = st.columns([1, 1, 8, 3], vertical_alignment="bottom")
 b1.button("◀", key="tl_prev", on_click=view.step, args=(-1,), disabled=ss.tl_pos <= 1)
 b2.button("▶", key="tl_next", on_click=view.step, args=(1,), disabled=ss.tl_pos >= n)

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from ftvpe_core import FtvpeError, compare, content, datasets, evaluate, settings, worker
-from ftvpe_core.ui import classroom, loaders
+from ftvpe_core.ui import classroom, loaders, markdown
 from ftvpe_core.ui import compare_view as view
 from ftvpe_core.ui import run_views as views
 
@@ -54,7 +54,7 @@ if st.button("⚖️ Run the comparison", type="primary", key="cp_launch"):
         ss.cp_show = compare.submit(cs, store, device)
         worker.ensure_worker(store, device)
     except FtvpeError as e:
-        st.error(str(e))
+        st.error(markdown.literal(e))
 
 runs = store.list("compare")
 if not runs:
@@ -82,7 +82,7 @@ def progress(run_id):
     if not run.active and was == (run.id, "active"):
         st.rerun(scope="app")  # it just ended: draw the results
     if run.status in ("failed", "cancelled", "interrupted"):
-        st.warning(f"This comparison {run.status}" + (f": {run.error}" if run.error else "."))
+        st.warning(f"This comparison {run.status}" + (f": {markdown.literal(run.error)}" if run.error else "."))
 
 
 progress(ss.cp_show)
@@ -91,4 +91,4 @@ if run.status == "complete":
     try:
         view.show(compare.load_result(store, run.id), key=run.id)
     except FtvpeError as e:
-        st.error(str(e))
+        st.error(markdown.literal(e))

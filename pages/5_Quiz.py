@@ -3,7 +3,7 @@
 import streamlit as st
 
 from ftvpe_core import FtvpeError, quiz
-from ftvpe_core.ui import classroom
+from ftvpe_core.ui import classroom, markdown
 
 PAGE = "pages/5_Quiz.py"
 
@@ -39,7 +39,7 @@ else:
     try:
         graded = quiz.grade({q.key: ss.get(f"qz_{q.key}") for q in quiz.QUESTIONS})
     except FtvpeError as e:
-        st.error(str(e))
+        st.error(markdown.literal(e))
         st.stop()
     st.metric("Score", f"{graded.score} / {graded.total}", f"{graded.percent:.0f} %", delta_color="off")
     st.success(graded.summary())

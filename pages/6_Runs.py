@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ftvpe_core.ui import classroom, loaders
+from ftvpe_core.ui import classroom, loaders, markdown
 from ftvpe_core.ui import run_views as views
 
 st.set_page_config(page_title="Runs · FT vs PE Studio", page_icon="📈", layout="wide")
@@ -12,7 +12,7 @@ views.tick(store)
 
 st.title("📈 Runs")
 if st.session_state.get("rn_message"):
-    st.toast(st.session_state.pop("rn_message"))
+    st.toast(markdown.literal(st.session_state.pop("rn_message")))
 st.caption("Every fine-tuning run on this machine, from any browser session or the command line.")
 classroom.page("pages/6_Runs.py")
 classroom.publish("pages/6_Runs.py", {})

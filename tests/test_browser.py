@@ -509,3 +509,61 @@ def test_ten_pages_press_run_both_at_once_and_all_get_both_answers(browser, app_
     finally:
         for c in contexts:
             c.close()
+
+
+CRAFTED_QUERY = (
+    "preset=[Sign in again](http://example.invalid/login)"
+    "&techniques=![x](http://example.invalid/pixel.png),www.example.invalid,mail@example.invalid"
+    "&dataset=<a href='http://example.invalid/a'>here</a>"
+)
+"""A phishing link: a Markdown link, a remote image, bare URLs and an e-mail address, and HTML."""
+
+
+@pytest.mark.parametrize(
+    "path, heading",
+    [
+        ("Prompt_Lab", "Prompt Lab"),
+        ("Fine_Tune_Lab", "Fine-Tune Lab"),
+        ("Compare", "Compare"),
+        ("Token_Lens", "Token Lens"),
+    ],
+)
+def test_a_crafted_link_shows_its_values_as_text_with_no_link_or_image(page, app_url, path, heading):
+    from playwright.sync_api import expect
+
+    page.goto(f"{app_url}/{path}?{CRAFTED_QUERY}")
+    expect(page.get_by_role("heading", name=heading).first).to_be_visible()
+    alerts = page.locator('[data-testid="stAlert"]')
+    expect(alerts.first).to_be_visible()
+    page.wait_for_timeout(1000)  # let the rest of the page draw
+    hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+    srcs = page.eval_on_selector_all("img[src], source[srcset]", "els => els.map(e => e.src || e.srcset)")
+    assert not [h for h in hrefs if "example.invalid" in h], hrefs
+    assert not [s for s in srcs if "example.invalid" in s], srcs
+    # The values are still named, as the text they are.
+    expect(alerts.filter(has_text="[Sign in again](").first).to_be_visible()
+    expect(alerts.filter(has_text="![x](").first).to_contain_text("example.invalid/pixel.png")
+    expect(alerts.filter(has_text="<a href=").first).to_be_visible()
+    _no_exception_shown(page)
+    _screenshot(page, ARTIFACTS / f"crafted_link_{path}.png")
+
+
+def test_an_upload_named_in_markdown_is_named_as_text_with_no_link_or_image(page, app_url, tmp_path):
+    from playwright.sync_api import expect
+
+    # A file name cannot hold '/', but 'https:host' is still a link to a browser.
+    bad = tmp_path / "[Sign in again](https:example.invalid) ![x](https:example.invalid).jsonl"
+    bad.write_text('{"prompt": "Where is my parcel?", "response": "shipping"}\n{"prompt": "broken"\n')
+    page.goto(f"{app_url}/Fine_Tune_Lab")
+    page.get_by_text("Upload your own").click()
+    page.locator('[data-testid="stFileUploaderDropzone"] input[type="file"]').set_input_files(str(bad))
+    alert = page.locator('[data-testid="stAlert"]').filter(has_text="was not loaded")
+    expect(alert).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(1000)
+    hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+    srcs = page.eval_on_selector_all("img[src]", "els => els.map(e => e.src)")
+    assert not [h for h in hrefs if "example.invalid" in h], hrefs
+    assert not [s for s in srcs if "example.invalid" in s], srcs
+    shown = alert.inner_text().replace("\u2060", "")  # the word joiner that keeps bare URLs from linking
+    assert "[Sign in again](https:example.invalid) ![x](https:example.invalid).jsonl was not loaded" in shown
+    _no_exception_shown(page)

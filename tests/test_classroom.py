@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from ftvpe_core import classroom, datasets, finetune, presets, prompts
+from ftvpe_core.ui import markdown
 from tests import tiny
 
 REPO = Path(__file__).resolve().parent.parent
@@ -142,6 +144,25 @@ def test_a_bad_link_warns_and_still_opens_the_page(tiny_env):
     assert "'nope'" in warnings and "magic" in warnings
     assert at.session_state.pe_preset == "travel" and at.session_state.pe_role_on
     assert [e for e in at.expander if "Generation settings" in e.label]  # not classroom: knobs shown
+
+
+CRAFTED_LINK = {"preset": "[Sign in again](http://example.invalid/login)",
+                "techniques": "![x](http://example.invalid/pixel.png)",
+                "dataset": "<a href='http://example.invalid'>x</a>", "train": "**bold** `code` # heading"}  # fmt: skip
+"""A link made to phish: every value Markdown that would render as a link, an image, HTML or markup."""
+
+
+@pytest.mark.parametrize("page", ["pages/1_Prompt_Lab.py", "pages/2_Fine_Tune_Lab.py", "pages/3_Token_Lens.py",
+                                  "pages/4_Compare.py"])  # fmt: skip
+def test_a_crafted_link_is_quoted_literally_in_the_warnings(tiny_env, page):
+    at = _open(page, CRAFTED_LINK)
+    warnings = [w.value for w in at.warning]
+    shown = "\n".join(warnings)
+    assert r"\[Sign in again\]\(" in shown and r"\!\[x\]\(" in shown, "the bad values are still named"
+    for value in CRAFTED_LINK.values():  # every page checks the whole link
+        assert markdown.literal(value) in shown
+    # Nothing left that Markdown would read as a link, an image, a tag, code, emphasis or a heading.
+    assert not [w for w in warnings if re.search(r"(?<!\\)[\[\]()<>!*`#]", w)], warnings
 
 
 def test_fine_tune_lab_link_restores_dataset_and_training_preset(tiny_env):

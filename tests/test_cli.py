@@ -183,3 +183,44 @@ def test_module_entry_point_exits_2_without_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr == "error: The task is empty: type what you want the model to do.\n"
     assert proc.stdout == ""
+
+
+def _gguf_cut_short(path) -> None:
+    from ftvpe_core import models
+
+    try:
+        real = models.embedded_gguf_path()
+    except Exception:  # noqa: BLE001 - no embedded package: a made-up header cut short does as well
+        path.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(16) + b"\x05")
+        return
+    with open(real, "rb") as f:
+        path.write_bytes(f.read(2_000))
+
+
+@pytest.mark.parametrize(
+    "make, why",
+    [
+        (lambda p: p.write_bytes(os.urandom(4096)), "it is not a GGUF model file (it does not start with the GGUF"),
+        (lambda p: p.write_bytes(b""), "it is not a GGUF model file (the file is empty)"),
+        (_gguf_cut_short, ""),
+    ],
+    ids=["garbage", "empty", "cut-short"],
+)
+@pytest.mark.parametrize("via", ["--model", "FTVPE_MODEL"])
+def test_a_file_that_is_not_a_gguf_model_exits_2_with_one_line(tmp_path, make, why, via):
+    fake = tmp_path / "fake.gguf"
+    make(fake)
+    env = {**os.environ, "FTVPE_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "ftvpe_core", "generate", "hi", "--max-new-tokens", "2", "--device", "cpu"]
+    if via == "--model":
+        argv += ["--model", str(fake)]
+    else:
+        env["FTVPE_MODEL"] = str(fake)
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [proc.stderr.strip().splitlines()[-1]] and errors[0].startswith(
+        "error: Could not load fake.gguf: "
+    )
+    assert why in errors[0]

@@ -1,8 +1,13 @@
 """`python -m ftvpe_core datasets list | check FILE`."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from ftvpe_core import cli, datasets
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(capsys, *argv):
@@ -41,3 +46,39 @@ def test_datasets_check_missing_file_is_one_line_error(capsys, tmp_path):
     code, out, err = _run(capsys, "datasets", "check", str(tmp_path / "nope.csv"))
     assert (code, out) == (2, "")
     assert err.startswith("error: No such file") and len(err.strip().splitlines()) == 1
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess:
+    """The real command line, in its own process: what a user sees, tracebacks included."""
+    return subprocess.run(
+        [sys.executable, "-m", "ftvpe_core", *argv], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_datasets_check_and_finetune_refuse_hostile_files_in_one_line_with_exit_2(tmp_path):
+    good = "".join(json.dumps({"prompt": f"Question {i}?", "response": f"Answer {i}."}) + "\n" for i in range(12))
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text(good + "[" * 5000 + "]" * 5000 + "\n")
+    huge = tmp_path / "huge.csv"
+    huge.write_text("messages\n" + '"[' + "9" * 5000 + ']"\n')
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(f"c{i}" for i in range(10_000)) + "\n" + ",".join("v" * 10_000) + "\n")
+    for argv, problem in [
+        (("datasets", "check", str(deep)), "line 13: not valid JSON (its lists or objects are nested too deeply)"),
+        (("datasets", "check", str(huge)), "line 2: 'messages' is not valid JSON (a number in it has more than"),
+        (("datasets", "check", str(wide)), "c11 and 9,988 more"),
+        (("finetune", "--dataset", str(deep)), "deep.jsonl was not loaded: line 13: not valid JSON"),
+    ]:
+        done = _cli(*argv)
+        assert done.returncode == 2, (argv, done.stderr)
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert problem in done.stdout + done.stderr, (argv, done.stdout, done.stderr)
+
+
+def test_datasets_check_reads_mixed_line_endings_and_a_bom(tmp_path):
+    rows = [json.dumps({"prompt": f"Question {i}?", "response": f"Answer {i}."}) for i in range(12)]
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes(b"\xef\xbb\xbf" + "".join(r + ("\r\n", "\r", "\n")[i % 3] for i, r in enumerate(rows)).encode())
+    done = _cli("datasets", "check", str(mixed), "--json")
+    report = json.loads(done.stdout)
+    assert (done.returncode, report["ok"], report["examples"]) == (0, True, 12), done.stderr

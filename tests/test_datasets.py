@@ -254,6 +254,78 @@ def test_malformed_upload_is_refused_with_a_specific_message(data, filename, exp
     assert any(expected in p for p in info.value.problems), info.value.problems
 
 
+DEEP = "[" * 5000 + "]" * 5000
+"""Nested past Python's recursion limit: json.loads raises RecursionError, not JSONDecodeError."""
+HUGE_INT = "9" * 5000
+"""More digits than Python converts to an int (sys.get_int_max_str_digits): json.loads raises ValueError."""
+HOSTILE = [
+    (good_rows_with(5, DEEP), "deep.jsonl", "line 5: not valid JSON (its lists or objects are nested too deeply)"),
+    (good_rows_with(5, '{"prompt": ' + DEEP + ', "response": "b"}'), "deep-value.jsonl", "line 5: not valid JSON"),
+    (DEEP.encode(), "deep.json", "line 1: not valid JSON (its lists or objects are nested too deeply)"),
+    (
+        csv_bytes("messages", [f'"{DEEP}"'] * 12),
+        "deep.csv",
+        "line 2: 'messages' is not valid JSON (its lists or objects are nested too deeply)",
+    ),
+    (
+        good_rows_with(3, '{"prompt": ' + HUGE_INT + ', "response": "b"}'),
+        "huge-int.jsonl",
+        "line 3: not valid JSON (a number in it has more than 4,300 digits)",
+    ),
+    (f"[{HUGE_INT}]".encode(), "huge-int.json", "line 1: not valid JSON (a number in it has more than"),
+    (
+        good_rows_with(4, '{"prompt": 1e999, "response": "b"}'),
+        "inf.jsonl",
+        "line 4: 'prompt' must be text, got a number",
+    ),
+    (good_rows_with(4, '{"prompt": NaN, "response": "b"}'), "nan.jsonl", "line 4: 'prompt' must be text, got a number"),
+    (
+        good_rows_with(4, '{"prompt": "a", "response": -Infinity}'),
+        "inf.jsonl",
+        "line 4: 'response' must be text, got a number",
+    ),
+    (
+        csv_bytes(",".join(f"c{i}" for i in range(10_000)), [",".join("v" * 10_000)] * 12),
+        "wide.csv",
+        "found: c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11 and 9,988 more",
+    ),
+    (
+        csv_bytes("prompt,response", [f"q{i},a{i}" for i in range(12)] + ["q," + "a" * 200_000]),
+        "long-field.csv",
+        "line 14: a field is longer than 131,072 characters (the limit is 20,000)",
+    ),
+    (
+        csv_bytes("prompt,response", [f"q{i},a{i}" for i in range(12)] + ['q,"' + "a" * 200_000 + '"']),
+        "long-quoted-field.csv",
+        "line 14: a field is longer than 131,072 characters",
+    ),
+    (
+        jsonl(pairs(12)).replace(b"Question number 3", b"\xff\xfeQuestion"),
+        "bad-utf8.jsonl",
+        "line 4); save it as UTF-8",
+    ),
+    (jsonl(pairs(12), sep="\r").replace(b"Question number 3", b"\xc3("), "bad-utf8-cr.jsonl", "line 4); save it"),
+    (jsonl(pairs(12)) + b"\x00", "nul.jsonl", "the file contains a NUL character"),
+]
+
+
+@pytest.mark.parametrize(("data", "filename", "expected"), HOSTILE, ids=[h[1] for h in HOSTILE])
+def test_hostile_upload_is_refused_with_a_line_numbered_problem_not_a_crash(data, filename, expected):
+    """Only UploadError comes out, however the file was made; check_file reports the same problems."""
+    with pytest.raises(UploadError) as info:
+        datasets.parse_upload(data, filename)
+    assert any(expected in p for p in info.value.problems), info.value.problems
+    assert len(str(info.value)) < 400, "one readable line"
+
+
+def test_hostile_upload_is_refused_by_check_file_too(tmp_path):
+    for data, filename, expected in HOSTILE:
+        path = tmp_path / filename
+        path.write_bytes(data)
+        report = datasets.check_file(path)
+        assert not report["ok"] and any(expected in p for p in report["problems"]), (filename, report["problems"])
+
+
 def test_upload_error_is_one_readable_line_and_keeps_every_problem():
     rows: list = pairs(40)
     for i in range(0, 40, 2):
@@ -309,6 +381,26 @@ def test_jsonl_upload_parses_to_its_rows():
     [
         (b"\xef\xbb\xbf" + jsonl(pairs(12)), "bom.jsonl"),
         (jsonl(pairs(12), sep="\r\n"), "crlf.jsonl"),
+        (jsonl(pairs(12), sep="\r"), "cr.jsonl"),
+        (b"".join(jsonl([row], sep=("\r\n", "\r", "\n")[i % 3]) for i, row in enumerate(pairs(12))), "mixed.jsonl"),
+        (
+            b"\xef\xbb\xbf"
+            + b"".join(jsonl([row], sep=("\n", "\r", "\r\n")[i % 3]) for i, row in enumerate(pairs(12))),
+            "bom-mixed.jsonl",
+        ),
+        (
+            b"prompt,response\r"
+            + b"".join((f"Question number {i}?,Answer {i}." + ("\r\n", "\r", "\n")[i % 3]).encode() for i in range(12)),
+            "mixed.csv",
+        ),
+        (
+            csv_bytes(
+                "prompt,response," + ",".join(f"extra{i}" for i in range(9_998)),
+                [f"Question number {i}?,Answer {i}." + ",x" * 9_998 for i in range(12)],
+            ),
+            "10000-columns.csv",
+        ),
+        (jsonl([{**row, "score": float("nan"), "big": 1e308} for row in pairs(12)]), "nan-in-other-column.jsonl"),
         (b"\n\n" + jsonl(pairs(6)) + b"\n   \n" + jsonl(pairs(6, 6)) + b"\n\n", "blank-lines.jsonl"),
         (json.dumps(pairs(12), indent=2).encode(), "array.json"),
         (jsonl(pairs(12)), "no-extension"),

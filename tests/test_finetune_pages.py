@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ftvpe_core import datasets, finetune, jobs
+from ftvpe_core import FtvpeError, datasets, finetune, jobs
 from ftvpe_core.runs import RunStore
 from ftvpe_core.ui import finetune_lab as lab
+from ftvpe_core.ui import markdown
 from tests import tiny
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,7 +69,7 @@ def test_lab_previews_a_builtin_dataset_with_its_lengths_and_lora_share(home):
     at.selectbox(key="ft_dataset").set_value("brand_voice")
     at.run()
     _ok(at)
-    assert at.markdown[0].value.startswith(f"**{datasets.load_builtin('brand_voice').title}**")
+    assert at.markdown[0].value.startswith(f"**{markdown.literal(datasets.load_builtin('brand_voice').title)}**")
 
 
 def test_presets_set_every_knob_and_bad_settings_disable_launch(home):
@@ -91,6 +92,61 @@ def test_presets_set_every_knob_and_bad_settings_disable_launch(home):
     assert any("Pick at least one layer" in e.value for e in at.error)
 
 
+@pytest.mark.parametrize(
+    "key, value, limit",
+    [
+        ("ft_lr", 1e9, "The learning rate must be between 0.000001 and 0.1, got 1000000000.0"),
+        ("ft_lr", -0.001, "The learning rate must be between 0.000001 and 0.1, got -0.001"),
+        ("ft_rank", 4096, "The LoRA rank must be between 1 and 256, got 4096"),
+        ("ft_batch", 0, "The batch size must be between 1 and 256, got 0"),
+        ("ft_dropout", 1.5, "LoRA dropout must be between 0 and 0.9, got 1.5"),
+        ("ft_steps", 50_000, "Steps must be between 1 and 20,000, got 50000"),
+    ],
+)
+def test_a_knob_beyond_its_limit_is_kept_as_typed_and_named_with_the_limit(home, key, value, limit):
+    """No box clamps a value back silently: the page says which limit it breaks, and Launch waits."""
+    at = open_lab()
+    at.number_input(key=key).set_value(value)
+    at.run()
+    _ok(at)
+    assert at.session_state[key] == value
+    assert [e.value for e in at.error] == [f"Fix this setting before launching: {markdown.literal(limit + '.')}"]
+    assert at.button(key="ft_launch").disabled
+
+
+def test_every_knob_states_its_limits_and_they_are_train_settings_own():
+    for name in lab.LIMITS:
+        low, high = lab.LIMITS[name]
+        text = lab.limit_text(name)
+        assert _number_words(low) in text and (high is None or _number_words(high) in text), text
+        base = {"epochs": 0.0} if name == "max_steps" else {}
+        step = 1 if isinstance(low, int) else 1e-9
+        if name not in lab.ABOVE_LOWEST:
+            finetune.TrainSettings(**base, **{name: low})
+        with pytest.raises(FtvpeError):
+            finetune.TrainSettings(**base, **{name: low if name in lab.ABOVE_LOWEST else low - step})
+        if high is not None:
+            finetune.TrainSettings(**base, **{name: high})
+            with pytest.raises(FtvpeError):
+                finetune.TrainSettings(**base, **{name: high + step})
+        else:
+            finetune.TrainSettings(**base, **{name: 10**9})
+
+
+def _number_words(x: float) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:.10f}".rstrip("0").rstrip(".")
+
+
+def test_the_advanced_boxes_show_their_limits_beside_them(home):
+    at = open_lab()
+    helps = {n.key: n.help for n in at.number_input}
+    for key, name in lab.KEYS.items():
+        if name in lab.LIMITS:
+            assert helps[key].endswith(lab.limit_text(name)), (key, helps[key])
+    assert helps["ft_lr"].endswith("Between 0.000001 and 0.1.") and helps["ft_rank"].endswith("Between 1 and 256.")
+    assert helps["ft_alpha"].endswith("Above 0, at most 4096.") and helps["ft_seed"].endswith("0 or more.")
+
+
 def test_an_upload_error_lists_its_problems_and_keeps_the_previous_upload(home):
     at = AppTest.from_file(str(LAB), default_timeout=TIMEOUT)
     good = datasets.load_builtin("support_triage")
@@ -101,10 +157,28 @@ def test_an_upload_error_lists_its_problems_and_keeps_the_previous_upload(home):
     at.session_state["ft_source"] = lab.SOURCES[1]
     at.run()
     _ok(at)
-    assert [e.value for e in at.error] == ["bad.jsonl was not loaded: line 3: not JSON."]
+    assert [e.value for e in at.error] == [markdown.literal("bad.jsonl was not loaded: line 3: not JSON.")]
     assert "Still using your previous upload, My tickets." in [c.value for c in at.caption]
-    assert "- line 3: not JSON" in [m.value for m in at.markdown]
+    assert f"- {markdown.literal('line 3: not JSON')}" in [m.value for m in at.markdown]
     assert "My tickets" in at.markdown[1].value  # the preview is still the previous upload
+
+
+def test_an_upload_whose_name_is_markdown_is_named_literally(home):
+    name = "[Sign in again](http://example.invalid) ![x](http://example.invalid/p.png) <b>x</b>"
+    rows = "".join(f'{{"prompt": "Question {i}?", "response": "answer {i}"}}\n' for i in range(12))
+    with pytest.raises(datasets.UploadError) as bad:
+        datasets.parse_upload(b'{"prompt": "broken"\n', f"{name}.jsonl")
+    at = AppTest.from_file(str(LAB), default_timeout=TIMEOUT)
+    at.session_state[lab.UPLOADED] = datasets.parse_upload(rows.encode(), f"{name}.csv.jsonl")
+    at.session_state[lab.UPLOAD_ERROR] = {"summary": str(bad.value), "problems": bad.value.shown()}
+    at.session_state["ft_source"] = lab.SOURCES[1]
+    at.run()
+    _ok(at)
+    shown = [e.value for e in at.error] + [c.value for c in at.caption] + [m.value for m in at.markdown]
+    assert markdown.literal(f"{name}.jsonl was not loaded") in shown[0]
+    assert any(markdown.literal(f"{name}.csv") in s for s in shown[1:])  # the previous upload's title
+    for s in shown:
+        assert "](" not in s and "<b>" not in s, s
 
 
 def test_launch_trains_in_a_job_process_then_the_chat_answers_with_both_models(home):

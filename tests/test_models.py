@@ -89,9 +89,64 @@ def test_a_missing_gguf_file_is_refused(tmp_path):
 
 def test_an_existing_gguf_file_resolves_to_a_gguf_source(tmp_path):
     f = tmp_path / "m.gguf"
-    f.write_bytes(b"GGUF")
+    f.write_bytes(GGUF_HEADER)
     source = models.resolve(str(f))
     assert (source.kind, source.label) == ("gguf", "m.gguf")
+
+
+GGUF_HEADER = b"GGUF" + (3).to_bytes(4, "little") + bytes(16)
+"""A GGUF header: magic, version 3, no tensors, no metadata (the 24 bytes check_gguf reads)."""
+
+
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        (bytes(range(256)) * 4, "it does not start with the GGUF signature, GGUF"),
+        (b"", "the file is empty"),
+        (b"PK\x03\x04 a zip file named .gguf", "it does not start with the GGUF signature, GGUF"),
+        (GGUF_HEADER[:10], "it ends after 10 bytes, inside the GGUF header"),
+    ],
+    ids=["garbage", "empty", "zip", "cut-in-header"],
+)
+def test_a_file_that_is_not_gguf_is_refused_in_one_line_before_any_parser(tmp_path, content, why):
+    f = tmp_path / "fake.gguf"
+    f.write_bytes(content)
+    with pytest.raises(FtvpeError) as info:
+        models.resolve(str(f))
+    assert str(info.value) == f"Could not load fake.gguf: it is not a GGUF model file ({why})."
+    with pytest.raises(FtvpeError, match="it is not a GGUF model file"):
+        models.cache_gguf(f)  # the embedded file is checked there too
+    assert not models.gguf_cache_dir(f).exists()
+
+
+@pytest.mark.parametrize("size", [2_000, 1_500_000])
+def test_a_cut_short_real_gguf_gives_one_line_error_from_the_real_readers(tmp_path, size):
+    try:
+        real = models.embedded_gguf_path()
+    except FtvpeError:
+        pytest.skip("the embedded model package is not installed")
+    f = tmp_path / "cut.gguf"
+    with open(real, "rb") as src:
+        f.write_bytes(src.read(size))
+    with pytest.raises(FtvpeError) as info:
+        models.load(str(f), device="cpu", weight_format="float32")
+    message = str(info.value)
+    assert message.startswith("Could not load cut.gguf: reading it as a GGUF model failed"), message
+    assert "\n" not in message and len(message) < 400
+    assert not models.is_cached(models.gguf_cache_dir(f))
+
+
+def test_background_load_of_a_fake_gguf_shows_the_one_line_error(tmp_path, thread_errors):
+    f = tmp_path / "fake.gguf"
+    f.write_bytes(b"not a model at all")
+    handle = models.BackgroundLoad(str(f), device="cpu")
+    with pytest.raises(FtvpeError):
+        handle.wait(timeout=60)
+    assert handle.state == "error"
+    assert handle.error == (
+        "Could not load fake.gguf: it is not a GGUF model file (it does not start with the GGUF signature, GGUF)."
+    )
+    assert thread_errors == []
 
 
 def test_a_hub_id_resolves_without_touching_the_network(no_network):
@@ -332,7 +387,7 @@ class FakeGgufLoaders:
 def fake_gguf(tmp_path) -> Path:
     f = tmp_path / "files" / "Tiny.Q4.gguf"
     f.parent.mkdir()
-    f.write_bytes(b"GGUF" + bytes(60))
+    f.write_bytes(GGUF_HEADER + bytes(40))
     return f
 
 

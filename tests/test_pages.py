@@ -19,6 +19,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ftvpe_core import generation, presets
+from ftvpe_core.ui import markdown
 from ftvpe_core.ui import prompt_lab as lab
 from tests import tiny
 
@@ -105,7 +106,11 @@ def test_home_shows_comparison_table_link_and_model_status(tiny_env):
         at.run()
         _no_exception(at)
     status = at.success[0].value
-    assert "Ready" in status and tiny_env.name in status and f"context {tiny.CONTEXT_LENGTH} tokens" in status
+    assert (
+        "Ready" in status
+        and markdown.literal(tiny_env.name) in status
+        and f"context {tiny.CONTEXT_LENGTH} tokens" in status
+    )
 
 
 # --- Prompt Lab: running ----------------------------------------------------------------------------------
@@ -177,7 +182,7 @@ def test_few_shot_line_without_arrow_shows_error(tiny_env):
     at.toggle(key="pe_fewshot_on").set_value(True).run()
     at.text_area(key="pe_examples").input("hello world => good day\nno arrow here").run()
     _no_exception(at)
-    assert any("line 2" in e and "=>" in e for e in errors(at)), errors(at)
+    assert any("line 2" in e and markdown.literal("=>") in e for e in errors(at)), errors(at)
 
 
 def test_role_on_with_empty_role_shows_error(tiny_env):
@@ -213,6 +218,30 @@ def test_unknown_model_in_sidebar_shows_error_and_keeps_previous_model(tiny_env)
     button.click().run()
     _no_exception(at)
     assert len(at.session_state["pe_attempts"]) == 1
+
+
+def test_a_file_that_is_not_gguf_is_named_in_one_line_in_the_sidebar(tiny_env, tmp_path, monkeypatch):
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"\x00garbage, not a model")
+    expected = (
+        "Could not load fake.gguf: it is not a GGUF model file (it does not start with the GGUF signature, GGUF)."
+    )
+    at = open_lab()
+    at.sidebar.text_input(key="sb_model_name").input(str(fake))  # picked in the sidebar: refused at once
+    next(b for b in at.sidebar.button if b.label == "Use this model").click().run()
+    _no_exception(at)
+    assert [e.value for e in at.sidebar.error] == [markdown.literal(expected)]
+    assert at.session_state["model_choice"]["name"] == str(tiny_env)
+
+    monkeypatch.setenv("FTVPE_MODEL", str(fake))  # or the app's default: the background load fails
+    at = AppTest.from_file(str(PROMPT_LAB), default_timeout=TIMEOUT).run()
+    deadline = time.monotonic() + READY_WITHIN_S
+    while not at.sidebar.error:
+        assert time.monotonic() < deadline, "the load never reported its error"
+        time.sleep(0.3)
+        at.run()
+    _no_exception(at)
+    assert [e.value for e in at.sidebar.error] == [markdown.literal(expected)]
 
 
 # --- Prompt Lab: escaping ---------------------------------------------------------------------------------

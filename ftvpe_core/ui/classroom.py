@@ -13,6 +13,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from ftvpe_core import classroom
+from ftvpe_core.ui import markdown
 
 ON = "cl_on"
 TOGGLE = "cl_toggle"
@@ -78,7 +79,7 @@ def page(path: str, apply: Callable[[dict], None] | None = None) -> bool:
             apply(state)
         ss[PROBLEMS] = problems
     for problem in ss.pop(PROBLEMS, []):
-        st.warning(problem)
+        st.warning(markdown.literal(problem))  # it quotes the link's values
     if ss[ON]:
         st.markdown(CSS, unsafe_allow_html=True)  # our own style sheet; no user or model text in it
         guide(path)

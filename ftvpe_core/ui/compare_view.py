@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ftvpe_core import compare, datasets, figures, report
+from ftvpe_core.ui import markdown
 
 PAGE = "pages/4_Compare.py"
 
@@ -52,8 +53,8 @@ def example_rows(result: dict) -> list[dict]:
 def show(result: dict, key: str) -> None:
     """Everything a comparison measured, top to bottom: scores, recommendation, table, costs, examples."""
     task, arms = result["task"], result["arms"]
-    st.caption(f"{task['title']} · {task['n']} held-out examples · metric: {task['metric']} · {result['model']} on "
-               f"{result['device']}" + (f" · run {result['run_id']}" if result.get("run_id") else ""))  # fmt: skip
+    st.caption(f"{markdown.literal(task['title'])} · {task['n']} held-out examples · metric: {task['metric']} · "
+               f"{markdown.literal(result['model'])} on {result['device']}" + (f" · run {result['run_id']}" if result.get("run_id") else ""))  # fmt: skip
     st.plotly_chart(figures.arm_scores(arms, task["metric"]), key=f"{key}_scores")
     cols = st.columns(len(arms))
     for col, arm in zip(cols, arms):

@@ -28,6 +28,18 @@ UPLOAD_ERROR = "ft_upload_error"
 CHATS = "ft_chats"
 LENGTHS = "ft_lengths"
 CHAT_SETTINGS = GenerationSettings(max_new_tokens=80)
+LIMITS: dict[str, tuple[float, float | None]] = {
+    "rank": (1, 256), "alpha": (0.0, 4096.0), "dropout": (0.0, 0.9), "learning_rate": (1e-6, 0.1),
+    "max_steps": (1, finetune.MAX_STEPS), "epochs": (0.0, float(finetune.MAX_EPOCHS)), "batch_size": (1, 256),
+    "max_length": (16, 4096), "warmup_fraction": (0.0, 0.5), "weight_decay": (0.0, 1.0), "eval_every": (1, None),
+    "early_stopping_patience": (0, None), "max_train_examples": (0, None), "max_val_examples": (0, None),
+    "seed": (0, None),
+}  # fmt: skip
+"""TrainSettings' limits per field, (lowest, highest or None), stated beside each box. The boxes themselves
+have no min/max: a widget would silently put back its default, while TrainSettings names the limit and
+Launch waits (tests/test_finetune_pages.py holds these to TrainSettings' checks)."""
+ABOVE_LOWEST = ("alpha",)
+"""Fields whose lowest value is itself refused (alpha must be above 0)."""
 
 
 def init() -> None:
@@ -146,26 +158,47 @@ def ask_both(base: models.LoadedModel, tuned: models.LoadedModel, run_id: str, p
     st.session_state[CHATS].setdefault(run_id, []).append(turn)
 
 
+def _number(value: float) -> str:
+    """1e-06 -> '0.000001', 20000 -> '20,000', 0.5 -> '0.5'."""
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.10f}".rstrip("0").rstrip(".")
+
+
+def limit_text(name: str) -> str:
+    """The allowed values of a TrainSettings field, as a sentence: 'Between 1 and 256.'"""
+    low, high = LIMITS[name]
+    if name in ABOVE_LOWEST:
+        return f"Above {_number(low)}, at most {_number(high)}."
+    return f"Between {_number(low)} and {_number(high)}." if high is not None else f"{_number(low)} or more."
+
+
+def _help(name: str) -> str:
+    """A knob's explanation and its limits: the tooltip beside its box."""
+    return f"{content.TRAIN_KNOBS[name]} {limit_text(name)}"
+
+
 def advanced_settings() -> None:
-    """Every TrainSettings knob with its explanation, in an expander."""
+    """Every TrainSettings knob with its explanation and limits, in an expander. No box clamps: a value out
+    of range reaches TrainSettings, whose message the page shows (and Launch waits)."""
     h = content.TRAIN_KNOBS
     with st.expander("Advanced settings: every knob, explained"):
         a, b, c, d = st.columns(4)
-        a.number_input("LoRA rank r", 1, 1024, key="ft_rank", help=h["rank"])
-        b.number_input("LoRA alpha", 0.0, 100000.0, key="ft_alpha", help=h["alpha"])
-        c.number_input("Dropout", 0.0, 1.0, key="ft_dropout", step=0.05, help=h["dropout"])
-        d.number_input("Learning rate", 0.0, 10.0, key="ft_lr", step=1e-4, format="%g", help=h["learning_rate"])
-        a.number_input("Steps", 0, 1_000_000, key="ft_steps", help=h["max_steps"])
-        b.number_input("Epochs (0 = use steps)", 0.0, 1000.0, key="ft_epochs", step=0.5, help=h["epochs"])
-        c.number_input("Batch size", 1, 4096, key="ft_batch", help=h["batch_size"])
-        d.number_input("Max length (tokens)", 1, 100_000, key="ft_max_len", help=h["max_length"])
-        a.number_input("Warmup share", 0.0, 1.0, key="ft_warmup", step=0.05, help=h["warmup_fraction"])
-        b.number_input("Weight decay", 0.0, 10.0, key="ft_wd", step=0.01, help=h["weight_decay"])
-        c.number_input("Evaluate every (steps)", 1, 1_000_000, key="ft_eval_every", help=h["eval_every"])
-        d.number_input("Early stopping patience", 0, 1000, key="ft_patience", help=h["early_stopping_patience"])
-        a.number_input("Train examples (0 = all)", 0, 1_000_000, key="ft_max_train", help=h["max_train_examples"])
-        b.number_input("Validation examples (0 = all)", 0, 1_000_000, key="ft_max_val", help=h["max_val_examples"])
-        c.number_input("Seed", 0, 2**31 - 1, key="ft_seed", help=h["seed"])
+        a.number_input("LoRA rank r", key="ft_rank", step=1, help=_help("rank"))
+        b.number_input("LoRA alpha", key="ft_alpha", step=1.0, help=_help("alpha"))
+        c.number_input("Dropout", key="ft_dropout", step=0.05, help=_help("dropout"))
+        d.number_input("Learning rate", key="ft_lr", step=1e-4, format="%g", help=_help("learning_rate"))
+        a.number_input("Steps", key="ft_steps", step=1, help=_help("max_steps"))
+        b.number_input("Epochs (0 = use steps)", key="ft_epochs", step=0.5, help=_help("epochs"))
+        c.number_input("Batch size", key="ft_batch", step=1, help=_help("batch_size"))
+        d.number_input("Max length (tokens)", key="ft_max_len", step=1, help=_help("max_length"))
+        a.number_input("Warmup share", key="ft_warmup", step=0.05, help=_help("warmup_fraction"))
+        b.number_input("Weight decay", key="ft_wd", step=0.01, help=_help("weight_decay"))
+        c.number_input("Evaluate every (steps)", key="ft_eval_every", step=1, help=_help("eval_every"))
+        d.number_input("Early stopping patience", key="ft_patience", step=1, help=_help("early_stopping_patience"))
+        a.number_input("Train examples (0 = all)", key="ft_max_train", step=1, help=_help("max_train_examples"))
+        b.number_input("Validation examples (0 = all)", key="ft_max_val", step=1, help=_help("max_val_examples"))
+        c.number_input("Seed", key="ft_seed", step=1, help=_help("seed"))
         d.toggle("Keep the best adapter", key="ft_restore_best", help=h["restore_best"])
         d.toggle("bfloat16 compute", key="ft_bf16", help=h["bf16"])
         st.multiselect("Layers to adapt", finetune.TARGET_MODULES, key="ft_targets", help=h["target_modules"])

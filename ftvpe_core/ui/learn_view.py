@@ -13,7 +13,7 @@ from ftvpe_core import recordings as recorded
 from ftvpe_core.prompts import BuiltPrompt, PromptSpec
 from ftvpe_core.runs import RunStore
 from ftvpe_core.settings import GenerationSettings
-from ftvpe_core.ui import prompt_lab
+from ftvpe_core.ui import markdown, prompt_lab
 
 PAGE = "pages/0_Learn.py"
 ASK_SETTINGS = GenerationSettings(max_new_tokens=80)
@@ -81,7 +81,7 @@ def _ask(prefix: str, handle, built: dict) -> None:
                     for label, b in built.items()
                 }
         except FtvpeError as e:
-            st.error(str(e))
+            st.error(markdown.literal(e))
     elif not ready:
         st.caption("The button waits for the model to load (see the sidebar).")
     answers = ss.get(f"{prefix}_answers")
@@ -130,7 +130,7 @@ def words_vs_weights(store: RunStore, prompt_tokens_added: int | None) -> None:
         changes = _changes(str(folder), None if base is None else str(base),
                            (folder / "adapter_model.safetensors").stat().st_mtime)  # fmt: skip
     except FtvpeError as e:
-        st.error(str(e))
+        st.error(markdown.literal(e))
         return
     st.plotly_chart(figures.words_vs_weights(changes, prompt_tokens_added), key="ln_weights")
     st.caption(weights.describe(changes))
@@ -147,9 +147,9 @@ def measured_table(store: RunStore) -> None:
     try:
         result = compare.load_result(store, done[0].id)
     except FtvpeError as e:
-        st.caption(f"The newest comparison cannot be read: {e}")
+        st.caption(f"The newest comparison cannot be read: {markdown.literal(e)}")
         return
-    st.markdown(f"**Measured on this machine**: {result['task']['title']}, {result['task']['n']} held-out examples "
+    st.markdown(f"**Measured on this machine**: {markdown.literal(result['task']['title'])}, {result['task']['n']} held-out examples "
                 f"(comparison {done[0].id}).")  # fmt: skip
     st.table(result["table"], hide_index=True)
 

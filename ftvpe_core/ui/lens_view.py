@@ -8,13 +8,12 @@ and their weights. Every model text that goes into HTML is escaped here.
 from __future__ import annotations
 
 import html
-import re
 
 import streamlit as st
 
 from ftvpe_core import FtvpeError, compare, evaluate, lens, models, recordings, settings
 from ftvpe_core.datasets import Example
-from ftvpe_core.ui import finetune_lab, loaders
+from ftvpe_core.ui import finetune_lab, loaders, markdown
 from ftvpe_core.ui import run_views as views
 
 SOURCES = ("A test example", "Your own text")
@@ -164,8 +163,8 @@ def jump(position: int) -> None:
 
 
 def _md(text: str) -> str:
-    """Model text made literal for st.markdown."""
-    return re.sub(r"([\\`*_{}\[\]<>()#+\-.!|~$])", r"\\\1", text.replace("\n", "⏎"))
+    """Model text made literal for st.markdown, on one line."""
+    return markdown.literal(text.replace("\n", "⏎"))
 
 
 def readings(data: dict, position: int) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ftvpe_core import FtvpeError, datasets, models, settings
-from ftvpe_core.ui import classroom
+from ftvpe_core.ui import classroom, markdown
 
 CHOICE_KEY = "model_choice"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -95,7 +95,7 @@ def sidebar() -> models.BackgroundLoad:
             )
             st.form_submit_button("Use this model", on_click=_apply)
         if st.session_state.get("sb_model_error"):
-            st.error(st.session_state.sb_model_error)
+            st.error(markdown.literal(st.session_state.sb_model_error))
         h = handle()
         status(h, compact=True)
     return h
@@ -115,14 +115,14 @@ def status(h: models.BackgroundLoad, compact: bool = False) -> None:
     if h.state == "loading":
         _loading_fragment(h, compact)
     elif h.state == "error":
-        st.error(h.error or "The model failed to load.")
+        st.error(markdown.literal(h.error or "The model failed to load."))
     else:
         d = h.result.describe()
         if compact:
-            st.caption(f"Ready: {d['model']} · {d['device']} · {d['dtype']}")
+            st.caption(f"Ready: {markdown.literal(d['model'])} · {d['device']} · {d['dtype']}")
         else:
             st.success(
-                f"Ready: **{d['model']}** on **{d['device']}** ({d['dtype']}), "
+                f"Ready: **{markdown.literal(d['model'])}** on **{d['device']}** ({d['dtype']}), "
                 f"{d['parameters'] / 1e6:.0f}M parameters, context {d['context_length']:,} tokens, "
                 f"loaded in {d['load_seconds']:.1f} s."
             )

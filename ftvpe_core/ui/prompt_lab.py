@@ -11,6 +11,7 @@ from ftvpe_core import FtvpeError, presets, prompts
 from ftvpe_core.figures import TECHNIQUE_COLORS
 from ftvpe_core.prompts import TECHNIQUE_LABELS, BuiltPrompt, PromptSpec
 from ftvpe_core.settings import GenerationSettings
+from ftvpe_core.ui import markdown
 
 ATTEMPTS = "pe_attempts"
 LAST = "pe_last"
@@ -193,7 +194,7 @@ def queue_message(position: int) -> str:
 def check_lines(checks: list) -> str:
     icon = {True: "✅", False: "❌", None: "➖"}
     return (
-        "\n".join(f"- {icon[c.passed]} **{c.name}**: {c.detail}" for c in checks)
+        "\n".join(f"- {icon[c.passed]} **{c.name}**: {markdown.literal(c.detail)}" for c in checks)
         or "_No checks: switch on context or chain-of-thought to get some._"
     )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ftvpe_core import FtvpeError, figures, finetune, recordings
-from ftvpe_core.ui import run_views
+from ftvpe_core.ui import markdown, run_views
 
 TICK_SECONDS = 0.5
 STEPS_PER_TICK = 2
@@ -43,7 +43,7 @@ def show(dataset: str, key: str) -> None:
     try:
         recording = recordings.load(dataset)
     except FtvpeError as e:
-        st.error(str(e))
+        st.error(markdown.literal(e))
         return
     total = recordings.total_steps(recording)
     step_key, playing_key = f"{key}_step", f"{key}_playing"

@@ -12,6 +12,7 @@ import streamlit as st
 
 from ftvpe_core import FtvpeError, figures, finetune, jobs, worker
 from ftvpe_core.runs import Run, RunStore
+from ftvpe_core.ui import markdown
 
 STATUS_ICONS = {"queued": "⏳", "running": "🏃", "complete": "✅", "failed": "❌", "cancelled": "⏹️",
                 "interrupted": "⚠️"}  # fmt: skip
@@ -40,7 +41,7 @@ def tick(store: RunStore) -> None:
         try:
             worker.ensure_worker(store, device)
         except FtvpeError as e:
-            st.error(str(e))
+            st.error(markdown.literal(e))
 
 
 def label(run: Run, status: bool = True) -> str:
@@ -77,11 +78,11 @@ def progress(store: RunStore, run: Run, metrics: dict) -> None:
         st.success(f"✅ Complete: {run.summary.get('steps', step)} steps in {run.summary.get('train_seconds', 0):.0f} s"
                    f" ({run.summary.get('status', 'completed').replace('_', ' ')}).")  # fmt: skip
     elif run.status == "failed":
-        st.error(f"❌ Failed: {run.error}")
+        st.error(f"❌ Failed: {markdown.literal(run.error)}")
     elif run.status == "cancelled":
         st.warning(f"⏹️ Cancelled at step {step}.")
     else:
-        st.warning(f"⚠️ Interrupted at step {step}: {run.error}. Launch it again to retrain.")
+        st.warning(f"⚠️ Interrupted at step {step}: {markdown.literal(run.error)}. Launch it again to retrain.")
 
 
 def curves(run: Run, metrics: dict, key: str) -> None:
