@@ -5,7 +5,8 @@ with the plain prompt (``evaluate.task_spec(task, example, [])``), greedy, no re
 ``max_new_tokens = evaluate.max_new_tokens(task, [])`` (12), as ``evaluate.run_arm`` answers them, on the app's
 default weights for the device (q4 on a CPU for the embedded model). One at a time: ``generation.generate``
 per prompt (the app's chat path). Batched:
-``evaluate.generate_batch(..., batch_size=16)`` (the app's ``evaluate.BATCH_SIZE``). Each side may stop at the end token, so both produce the same
+``evaluate.generate_batch(..., batch_size=16)`` (the app's ``evaluate.BATCH_SIZE``: 16 prompts in flight in the engine).
+Each side may stop at the end token, so both produce the same
 answers (or nearly: see "identical"), and answers per second is the figure that matters for scoring a task.
 Informative rows (no target): batch 16 without the shared-prefix reuse, and batch 8.
 
@@ -39,21 +40,21 @@ DATASET = "support_triage"
 
 
 @contextlib.contextmanager
-def no_shared_prefix(evaluate):
+def no_shared_prefix(engine):
     """Turn off the reuse of the prompts' shared first tokens (every prompt is computed whole)."""
-    original = evaluate.MIN_SHARED_PREFIX
-    evaluate.MIN_SHARED_PREFIX = 10**9
+    original = engine.MIN_SHARED_PREFIX
+    engine.MIN_SHARED_PREFIX = 10**9
     try:
         yield
     finally:
-        evaluate.MIN_SHARED_PREFIX = original
+        engine.MIN_SHARED_PREFIX = original
 
 
 def run(args) -> dict:
     import torch
     import transformers
 
-    from ftvpe_core import evaluate, generation, models, prompts
+    from ftvpe_core import engine, evaluate, generation, models, prompts
     from ftvpe_core.settings import GenerationSettings
 
     threads = os.cpu_count() or 1
@@ -85,12 +86,16 @@ def run(args) -> dict:
         rounds=args.rounds,
     )
 
+    # Every round answers the same prompts: the engine would skip the prefill of a prompt it has just seen, so
+    # each side starts with an engine that has forgotten them.
     def sequential() -> list[str]:
+        engine.get(loaded).forget_prompts()
         return [generation.generate(loaded, m, settings).text for m in messages]
 
     def batched(size: int, prefix: bool = True):
         def side() -> list[str]:
-            with contextlib.nullcontext() if prefix else no_shared_prefix(evaluate):
+            engine.get(loaded).forget_prompts()
+            with contextlib.nullcontext() if prefix else no_shared_prefix(engine):
                 return [a.text for a in evaluate.generate_batch(loaded, messages, settings, size)]
 
         return side
