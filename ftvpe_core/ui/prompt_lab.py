@@ -241,9 +241,7 @@ def run_side_by_side(loaded, spec: PromptSpec, gen_settings, placeholders: dict)
     for label in labels:
         result = streams[label].result
         placeholders[label].text(result.text)
-        top = [
-            generation.TokenProb(i, loaded.tokenizer.decode([i]), p) for p, i in streams[label].request.first_top
-        ]
+        top = [generation.TokenProb(i, loaded.tokenizer.decode([i]), p) for p, i in streams[label].request.first_top]
         outputs[label] = {
             "result": result.to_dict(),
             "top": [{"token": t.token, "prob": t.prob} for t in top],
