@@ -128,6 +128,8 @@ class Request:
         self.queue_position: int | None = 1
         """1 for the next request to start, 2 behind it, ...; None once started."""
         self._cancelled = False
+        self._engine: Any = None
+        """A weak reference to the engine that runs it (set by ``Engine.submit``), woken by ``cancel``."""
         self._cv = threading.Condition()
         self._watchers: list[threading.Event] = []
         # Scheduler-side state (only the scheduler thread touches these).
@@ -167,7 +169,7 @@ class Request:
         """Stop generating; the scheduler frees the place before its next step."""
         if not self.finished:
             self._cancelled = True
-            engine = _engine_of.get(id(self))
+            engine = self._engine() if self._engine is not None else None
             if engine is not None:
                 engine._wake()
 
@@ -228,10 +230,6 @@ class Request:
         with self._cv:
             self.state, self.queue_position = state, position
             self._notify()
-
-
-_engine_of: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
-"""id(request) -> its engine, for ``Request.cancel``."""
 
 
 class _Slots:
@@ -384,7 +382,7 @@ class Engine:
             stop_ids(self._stop_view) if settings.stop_at_end else set(),
             next(self._sequence),
         )
-        _engine_of[id(request)] = self
+        request._engine = weakref.ref(self)
         with self._lock:
             self._waiting.append(request)
             self._number_queue()

@@ -67,3 +67,26 @@ def lively(tmp_path_factory):
             if "norm" not in name:
                 p.copy_(torch.randn(p.shape, generator=generator) * 5 / p.shape[-1] ** 0.5)
     return loaded
+
+
+def reference_greedy(loaded, prompt_ids: list[int], n: int) -> list[int]:
+    """Greedy tokens from the model's own forward pass with a DynamicCache, one at a time, without the engine:
+    what the engine's answers are checked against."""
+    import torch
+    from transformers import DynamicCache
+
+    from ftvpe_core import engine, models
+
+    def run() -> list[int]:
+        stop, out = engine.stop_ids(loaded), []
+        with torch.inference_mode():
+            cache, ids = DynamicCache(config=loaded.model.config), torch.tensor([prompt_ids])
+            for _ in range(n):
+                token = int(loaded.model(input_ids=ids, past_key_values=cache, use_cache=True).logits[0, -1].argmax())
+                if token in stop:
+                    break
+                out.append(token)
+                ids = torch.tensor([[token]])
+        return out
+
+    return models.compute(run)

@@ -13,7 +13,7 @@ import torch
 
 from ftvpe_core import cli, generation, models, presets, prompts, settings
 from ftvpe_core.settings import GenerationSettings
-from tests.conftest import embedded_home
+from tests.conftest import embedded_home, reference_greedy
 
 pytestmark = pytest.mark.embedded
 
@@ -112,27 +112,6 @@ def embedded_q4():
         yield models.load(settings.EMBEDDED_MODEL, device="cpu")  # q4, the default on a CPU
 
 
-def _plain_loop(loaded, prompt_ids: list[int], n: int) -> list[int]:
-    """Greedy tokens from the model's own forward pass with a DynamicCache, one at a time (no engine)."""
-    from transformers import DynamicCache
-
-    from ftvpe_core import engine
-
-    def run() -> list[int]:
-        stop, out = engine.stop_ids(loaded), []
-        with torch.inference_mode():
-            cache, ids = DynamicCache(config=loaded.model.config), torch.tensor([prompt_ids])
-            for _ in range(n):
-                token = int(loaded.model(input_ids=ids, past_key_values=cache, use_cache=True).logits[0, -1].argmax())
-                if token in stop:
-                    break
-                out.append(token)
-                ids = torch.tensor([[token]])
-        return out
-
-    return models.compute(run)
-
-
 @pytest.mark.parametrize("weights", ["q4", "float32"])
 def test_engine_greedy_answers_equal_the_plain_loop_alone_and_batched(weights, embedded, embedded_q4):
     from ftvpe_core import engine
@@ -142,7 +121,7 @@ def test_engine_greedy_answers_equal_the_plain_loop_alone_and_batched(weights, e
     settings = GenerationSettings(max_new_tokens=40, repetition_penalty=1.0)
     chats = [prompts.build(p.spec, loaded.count_tokens).messages for p in presets.PRESETS[:4]]
     ids = [generation.encode_chat(loaded, c) for c in chats]
-    expected = [_plain_loop(loaded, i, settings.max_new_tokens) for i in ids]
+    expected = [reference_greedy(loaded, i, settings.max_new_tokens) for i in ids]
     scheduler = engine.configure(loaded, engine.EngineSettings())
     alone = [scheduler.generate(i, settings).tokens for i in ids]
     scheduler.forget_prompts()

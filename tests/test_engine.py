@@ -9,10 +9,10 @@ import time
 
 import pytest
 import torch
-from transformers import DynamicCache
 
 from ftvpe_core import FtvpeError, engine, fastpath, generation, models
 from ftvpe_core.settings import GenerationSettings
+from tests.conftest import reference_greedy
 
 PROMPTS = [
     "write something about travel .",
@@ -26,27 +26,6 @@ GREEDY = GenerationSettings(max_new_tokens=20, repetition_penalty=1.0)
 
 def ids_of(loaded, text: str) -> list[int]:
     return generation.encode_chat(loaded, [{"role": "user", "content": text}])
-
-
-def reference_greedy(loaded, prompt_ids: list[int], n: int) -> list[int]:
-    """The plain loop: the model's own forward pass with a DynamicCache, one token at a time (no engine)."""
-
-    def run() -> list[int]:
-        stop = engine.stop_ids(loaded)
-        out: list[int] = []
-        with torch.inference_mode():
-            cache = DynamicCache(config=loaded.model.config)
-            ids = torch.tensor([prompt_ids])
-            for _ in range(n):
-                logits = loaded.model(input_ids=ids, past_key_values=cache, use_cache=True).logits[0, -1]
-                token = int(logits.argmax())
-                if token in stop:
-                    break
-                out.append(token)
-                ids = torch.tensor([[token]])
-        return out
-
-    return models.compute(run)
 
 
 @pytest.fixture
