@@ -26,6 +26,9 @@ from pathlib import Path
 from ftvpe_core import FtvpeError
 from ftvpe_core.runs import RunStore
 
+STOP_GRACE_S = 5.0
+"""How long a job process whose app is gone waits for its run to stop at a step before it leaves anyway."""
+
 _started: dict[tuple[str, str], subprocess.Popen] = {}
 _started_lock = threading.Lock()
 
@@ -69,6 +72,8 @@ def serve(store: RunStore, device: str, parent_pid: int | None = None, log=print
             marked interrupted, and no further run starts.
     """
     stop = threading.Event()
+    finished = threading.Event()
+    current: dict = {}
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -79,14 +84,40 @@ def serve(store: RunStore, device: str, parent_pid: int | None = None, log=print
             stop.set()
         return stop.is_set()
 
+    if parent_pid is not None:
+        threading.Thread(
+            target=_watch_parent, args=(parent_pid, stop, finished, current, store, log), daemon=True
+        ).start()
     try:
-        return _serve(store, device, interrupted, log)
+        return _serve(store, device, interrupted, log, current)
     finally:
+        finished.set()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _serve(store: RunStore, device: str, interrupted, log) -> int:
+def _watch_parent(parent_pid: int, stop, finished, current: dict, store: RunStore, log) -> None:
+    """Notice the app going away within half a second, however it goes, even while the run is in a phase
+    that does not ask ``interrupted`` (loading, evaluating, saving); if the run has not stopped
+    STOP_GRACE_S later, mark it interrupted and leave, so no job process outlives its app for long."""
+    while not finished.wait(0.5):
+        if os.getppid() != parent_pid:
+            stop.set()
+        if stop.is_set():
+            break
+    if finished.wait(STOP_GRACE_S):
+        return
+    run_id = current.get("run")
+    if run_id is not None:
+        try:
+            store.interrupt(run_id)
+        except Exception:  # noqa: BLE001 - leaving matters more than the mark; the next start finds the run
+            pass
+    log(f"The app is gone and run {run_id} did not stop within {STOP_GRACE_S:.0f} s; leaving.")
+    os._exit(3)
+
+
+def _serve(store: RunStore, device: str, interrupted, log, current: dict | None = None) -> int:
     from ftvpe_core import compare, jobs
 
     taken = 0
@@ -99,6 +130,8 @@ def _serve(store: RunStore, device: str, interrupted, log) -> int:
             if run_id is None:
                 break
             taken += 1
+            if current is not None:
+                current["run"] = run_id
             log(f"Run {run_id}: started on {device}.")
             try:
                 if store.get(run_id).kind == "compare":

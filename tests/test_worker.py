@@ -8,10 +8,11 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 
-from ftvpe_core import finetune, jobs, worker
+from ftvpe_core import finetune, jobs, runs, worker
 from ftvpe_core.runs import RunStore
 
 pytestmark = pytest.mark.timeout(180)
@@ -150,3 +151,36 @@ def test_a_job_process_whose_app_stops_marks_its_run_interrupted(tiny_model_dir)
     run = store.get(run_id)
     assert run.status == "interrupted" and "app stopped" in run.error
     assert not worker.busy(store, "cpu")
+
+
+STUCK_WORKER = """
+import sys, time
+from ftvpe_core import jobs, worker
+from ftvpe_core.runs import RunStore
+
+jobs.execute = lambda store, run_id, interrupted: time.sleep(120)  # a phase that never asks 'interrupted'
+worker.serve(RunStore(), "cpu", parent_pid=int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_job_process_leaves_within_seconds_of_its_app_even_mid_phase(tiny_model_dir, tmp_path, how):
+    store = RunStore()
+    run_id = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
+    script = tmp_path / "stuck_worker.py"
+    script.write_text(STUCK_WORKER)
+    app = subprocess.Popen(
+        ["bash", "-c", f'"{sys.executable}" "{script}" $$ & wait'],
+        env={**os.environ, "FTVPE_HOME": str(store.home), "PYTHONPATH": str(Path(worker.__file__).parents[1])},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    _wait(lambda: store.get(run_id).status == "running", what="the run to start")
+    pid = store.get(run_id).pid
+    app.send_signal(how)
+    app.wait()
+    gone_at = time.monotonic()
+    _wait(lambda: not runs.pid_alive(pid), timeout=worker.STOP_GRACE_S + 10, what="the job process to leave")
+    assert time.monotonic() - gone_at < worker.STOP_GRACE_S + 5
+    run = store.get(run_id)
+    assert run.status == "interrupted" and "app stopped" in run.error
+    assert store.recover_interrupted() == []  # nothing left running for a restarted app to mark
