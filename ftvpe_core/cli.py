@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_check.add_argument("--json", action="store_true", help="print one JSON object")
 
     ft = sub.add_parser("finetune", help="train a LoRA adapter in the foreground (progress on stderr)")
-    ft.add_argument("--dataset", required=True, help="a built-in dataset name or a JSONL/CSV file")
+    ft.add_argument("--dataset", help="a built-in dataset name or a JSONL/CSV file")
+    ft.add_argument("--resume", metavar="RUN_ID",
+                    help="continue an interrupted, failed or cancelled run from its last checkpoint")  # fmt: skip
     ft.add_argument("--preset", default="quick", help="quick (default), thorough or overfit")
     ft.add_argument("--steps", type=int, help="training steps (overrides the preset)")
     ft.add_argument("--lr", type=float, help="learning rate (overrides the preset)")
@@ -285,9 +287,17 @@ def cmd_datasets(args) -> int:
 def cmd_finetune(args) -> int:
     overrides = {k: v for k, v in {"max_steps": args.steps, "learning_rate": args.lr, "rank": args.rank}.items()
                  if v is not None}  # fmt: skip
+    if args.resume:
+        given = [flag for flag, v in (("--dataset", args.dataset), ("--model", args.model)) if v] + [
+            f"--{k}" for k in ("steps", "lr", "rank") if getattr(args, k) is not None
+        ]
+        if given:
+            raise FtvpeError(f"--resume continues a run with its own data and settings; drop {', '.join(given)}.")
+    elif not args.dataset:
+        raise FtvpeError("finetune needs --dataset (a built-in dataset name or a JSONL/CSV file), or --resume RUN_ID.")
     if args.steps is not None:
         overrides["epochs"] = 0
-    train_settings = finetune.from_preset(args.preset, **overrides)
+    train_settings = None if args.resume else finetune.from_preset(args.preset, **overrides)
 
     def show(event: dict) -> None:
         if event.get("phase") == "accuracy":
@@ -300,7 +310,10 @@ def cmd_finetune(args) -> int:
             file=sys.stderr,
         )
 
-    summary = jobs.run_finetune(args.dataset, train_settings, args.model, on_event=show, preset=args.preset)
+    if args.resume:
+        summary = jobs.resume_finetune(args.resume, on_event=show)
+    else:
+        summary = jobs.run_finetune(args.dataset, train_settings, args.model, on_event=show, preset=args.preset)
     if args.json:
         print(json.dumps(summary))
     else:

@@ -12,11 +12,18 @@ model loaded straight from a GGUF file, and the loop keeps every step visible to
 
 ``peft.get_peft_model`` and ``PeftModel.from_pretrained`` change the model they are given, in place:
 callers pass a model they own (a fresh load or a ``copy.deepcopy``), never one shared with other sessions.
+
+A run can continue where it stopped: with ``checkpoint`` set, ``train`` writes one safetensors file at each
+evaluation and when it is stopped (the adapter, AdamW's moments, the best weights so far, the random states;
+the loop's counters in the file's metadata), and ``train(resume_from=...)`` carries on from it as if it had
+never stopped. Nothing in a checkpoint is pickled.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -431,6 +438,58 @@ def _answer_probes(model: Any, tokenizer: Any, probes: Sequence[str | Example], 
     return samples
 
 
+CHECKPOINT_FILE = "checkpoint.safetensors"
+"""A run's checkpoint, in its folder: written at each evaluation, read by ``train(resume_from=...)``."""
+_CHECKPOINT_KEY = "ftvpe_checkpoint"
+_CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, Any], state: dict) -> None:
+    """Write ``tensors`` and the JSON-able ``state`` into one safetensors file, atomically: a crash while
+    writing leaves the previous checkpoint whole."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    save_file(flat, str(tmp), metadata={_CHECKPOINT_KEY: json.dumps({"version": _CHECKPOINT_VERSION, **state})})
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict]:
+    """(tensors, state) of a checkpoint written by ``save_checkpoint``; FtvpeError when it is not one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = json.loads(meta[_CHECKPOINT_KEY])
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError, KeyError, ValueError) as e:
+        raise FtvpeError(f"{path} is not a readable training checkpoint ({type(e).__name__}: {e}).") from e
+    if state.get("version") != _CHECKPOINT_VERSION:
+        raise FtvpeError(f"{path} is a checkpoint of another version ({state.get('version')}); train the run again.")
+    return tensors, state
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step a checkpoint file was written at, or None when there is none (or it is unreadable)."""
+    from safetensors.torch import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return int(json.loads((f.metadata() or {})[_CHECKPOINT_KEY])["step"])
+    except Exception:  # noqa: BLE001 - no usable checkpoint is an answer, not an error
+        return None
+
+
+def _python_rng_state(state: list) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
 def train(
     model: Any,
     tokenizer: Any,
@@ -441,6 +500,8 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     probes: Sequence[str | Example] | None = None,
     device: str = "cpu",
+    checkpoint: str | Path | None = None,
+    resume_from: str | Path | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` with a LoRA adapter and return the adapted model with the run's history.
 
@@ -458,6 +519,10 @@ def train(
         should_stop: polled before every step; returning True cancels (status 'cancelled').
         probes: up to 3 prompts (strings or Examples) answered greedily at each evaluation.
         device: where the model is ('cpu', 'cuda', ...).
+        checkpoint: a file to write a checkpoint to at each evaluation and when stopped (None: none).
+        resume_from: a checkpoint of this same run (same settings and data) to continue from: the
+            adapter, optimizer, schedule, batch order and random states are restored, so the result matches
+            a run that never stopped; the history then holds the steps after it only.
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -524,9 +589,61 @@ def train(
     pending: list[list[int]] = []
     started = time.perf_counter()
     step = 0
+    adapter = {k: v for k, v in peft_model.named_parameters() if v.requires_grad}
+    fingerprint = {"settings": settings.to_dict(), "n_train": len(train_rows), "total_steps": total}
+
+    def save(path: str | Path) -> None:
+        tensors = {f"adapter.{k}": v for k, v in adapter.items()}
+        tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})
+        optim = optimizer.state_dict()
+        for i, values in optim["state"].items():
+            tensors.update({f"optim.{i}.{k}": v for k, v in values.items()})
+        tensors["rng.torch"] = torch.get_rng_state()
+        if device.startswith("cuda"):
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+        loop = {"step": step, "tokens_seen": tokens_seen, "train_loss": train_loss, "val_loss": val_loss,
+                "best_val": best_val, "best_step": best_step, "bad_evals": bad_evals, "pending": pending,
+                "elapsed_s": time.perf_counter() - started}  # fmt: skip
+        save_checkpoint(path, tensors, {**fingerprint, **loop, "python_rng": rng.getstate(),
+                                        "optimizer_groups": optim["param_groups"],
+                                        "scheduler": scheduler.state_dict()})  # fmt: skip
+
+    if resume_from is not None:
+        tensors, state = read_checkpoint(resume_from)
+        if {k: state.get(k) for k in fingerprint} != json.loads(json.dumps(fingerprint)):
+            raise FtvpeError(f"The checkpoint {resume_from} was written by a run with other settings or data.")
+        missing = [k for k in adapter if f"adapter.{k}" not in tensors]
+        if missing:
+            raise FtvpeError(f"The checkpoint {resume_from} lacks adapter weights such as {missing[0]}.")
+        with torch.no_grad():
+            for k, p in adapter.items():
+                p.copy_(tensors[f"adapter.{k}"])
+        optim_state: dict = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, i, name = key.split(".", 2)
+                optim_state.setdefault(int(i), {})[name] = value
+        groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in state["optimizer_groups"]]
+        optimizer.load_state_dict({"state": optim_state, "param_groups": groups})
+        scheduler.load_state_dict(state["scheduler"])
+        rng.setstate(_python_rng_state(state["python_rng"]))
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and device.startswith("cuda"):
+            torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+        best = {k[len("best.") :]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
+        best_state = best or None
+        step, tokens_seen, bad_evals = state["step"], state["tokens_seen"], state["bad_evals"]
+        train_loss, val_loss, best_val, best_step = (
+            state[k] for k in ("train_loss", "val_loss", "best_val", "best_step")
+        )
+        pending = [list(b) for b in state["pending"]]
+        started -= state["elapsed_s"]
+
     while step < total:
         if should_stop is not None and should_stop():
             status = "cancelled"
+            if checkpoint is not None and step:
+                save(checkpoint)
             break
         if not pending:
             pending = length_grouped_batches(lengths, settings.batch_size, rng)
@@ -570,6 +687,8 @@ def train(
         history.append(event)
         if on_progress is not None:
             on_progress(event)
+        if checkpoint is not None and (step % settings.eval_every == 0 or step == total):
+            save(checkpoint)  # after on_progress, so the store already holds this step
         if stop_early:
             status = "early_stopped"
             break

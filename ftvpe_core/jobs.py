@@ -2,7 +2,9 @@
 
 ``submit`` queues a run in the store; ``execute`` trains a run that a process has claimed (a job process
 from ``worker``, or the CLI's foreground ``run_finetune``). Both write settings, progress, samples and
-the adapter to the store and mark the run complete last. Nothing here knows about pages or processes.
+the adapter to the store and mark the run complete last. A run keeps a checkpoint in its folder while it
+trains; ``resume`` queues an interrupted, failed or cancelled run again and ``execute`` continues it from
+there. Nothing here knows about pages or processes.
 """
 
 from __future__ import annotations
@@ -150,6 +152,14 @@ def execute(
         def should_stop() -> bool:
             return store.cancel_requested(run_id) or (interrupted is not None and interrupted())
 
+        checkpoint = store.artifact_dir(run_id) / finetune.CHECKPOINT_FILE
+        resume_from = checkpoint if checkpoint.is_file() else None
+        if resume_from is not None:
+            step = finetune.checkpoint_step(resume_from)
+            if step is None:
+                raise FtvpeError(f"Run '{run_id}' cannot resume: its checkpoint {checkpoint} is unreadable.")
+            store.trim(run_id, step)  # the curves go on from the checkpoint; later points come again
+            store.set_progress(run_id, 0.0, f"Resuming from step {step}")
         probes = [e.prompt for e in data.splits["validation"][:PROBES]]
         result = models.compute(
             finetune.train,
@@ -162,6 +172,8 @@ def execute(
             should_stop,
             probes,
             loaded.device,
+            checkpoint,
+            resume_from,
         )
         if result.status == "cancelled":
             if interrupted is not None and interrupted():
@@ -191,6 +203,7 @@ def execute(
         (store.artifact_dir(run_id) / METRICS_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
         store.set_progress(run_id, 1.0, "Complete")
         store.finish(run_id, summary)
+        checkpoint.unlink(missing_ok=True)  # the adapter is stored; the optimizer's state is no longer needed
         return {**summary, "status": "complete"}
     except BaseException as e:
         if store.get(run_id).status in ("queued", "running"):
@@ -210,6 +223,47 @@ def run_finetune(
     """Queue a run and train it here, in the foreground (the CLI's ``finetune``); returns its summary."""
     store = store or RunStore()
     run_id = submit(dataset, settings, model_name, store=store, preset=preset)
+    store.start(run_id, os.getpid(), store.get(run_id).device or settings_module.pick_device())
+    return execute(store, run_id, on_event, measure_accuracy)
+
+
+def resume_step(store: RunStore, run: Run) -> int | None:
+    """The step an ended fine-tuning run can resume from, or None when it cannot (no checkpoint, active,
+    complete)."""
+    if run.kind != "finetune" or run.status not in ("interrupted", "failed", "cancelled"):
+        return None
+    return finetune.checkpoint_step(store.artifact_dir(run.id) / finetune.CHECKPOINT_FILE)
+
+
+def resume(store: RunStore, run_id: str) -> int:
+    """Queue an interrupted, failed or cancelled run to continue from its checkpoint; returns its step.
+
+    A job process (``worker``) picks it up like any queued run; its curves continue where they stopped."""
+    run = store.get(run_id)
+    if run.kind != "finetune":
+        raise FtvpeError(f"Run '{run_id}' is a {run.kind} run; only fine-tuning runs resume.")
+    if run.status not in ("interrupted", "failed", "cancelled"):
+        raise FtvpeError(f"Run '{run_id}' is {run.status}; only an interrupted, failed or cancelled run resumes.")
+    step = resume_step(store, run)
+    if step is None:
+        every = run.settings.get("eval_every", "?")
+        raise FtvpeError(
+            f"Run '{run_id}' has no checkpoint to resume from: it stopped before its first evaluation "
+            f"(step {every}). Launch it again instead."
+        )
+    store.requeue(run_id, f"Queued to resume from step {step}")
+    return step
+
+
+def resume_finetune(
+    run_id: str,
+    store: RunStore | None = None,
+    on_event: Callable[[dict], None] | None = None,
+    measure_accuracy: bool = True,
+) -> dict:
+    """Resume a run here, in the foreground (the CLI's ``finetune --resume``); returns its summary."""
+    store = store or RunStore()
+    resume(store, run_id)
     store.start(run_id, os.getpid(), store.get(run_id).device or settings_module.pick_device())
     return execute(store, run_id, on_event, measure_accuracy)
 

@@ -397,6 +397,23 @@ class RunStore:
             (time.time(),),
         )
 
+    def requeue(self, run_id: str, message: str = "Queued to resume") -> None:
+        """Queue an interrupted, failed or cancelled run again, to continue from its checkpoint."""
+        self._transition(
+            run_id,
+            ("interrupted", "failed", "cancelled"),
+            "resumed",
+            "status = 'queued', error = NULL, finished = NULL, pid = NULL, cancel_requested = 0, progress_json = ?",
+            (json.dumps({"fraction": 0.0, "message": message}),),
+        )
+
+    def trim(self, run_id: str, after_step: int) -> None:
+        """Forget the metrics and samples logged after ``after_step`` (a resumed run logs them again)."""
+        with self._write() as conn:
+            self._status(conn, run_id)
+            for table in ("metrics", "samples"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id = ? AND step > ?", (run_id, int(after_step)))
+
     def delete(self, run_id: str) -> None:
         """Remove a run's row, metrics, samples and artifact folder. Refuses a running run."""
         with self._write() as conn:

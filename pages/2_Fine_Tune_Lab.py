@@ -108,6 +108,7 @@ def live(run_id):
     st.subheader(f"Run {run.id}: {markdown.literal(run.settings.get('dataset_title', run.dataset))}")
     metrics = store.metrics(run.id)
     views.progress(store, run, metrics)
+    views.resume(store, run, key=f"ft_resume_{run.id}")
     views.curves(run, metrics, key=f"ft_curves_{run.id}")
     views.samples(store, run)
     if ss.get("ft_shown_status") not in (None, run.status) and not run.active:

@@ -42,6 +42,7 @@ def details(run_id):
         st.button(
             "Cancel", key="rn_cancel", on_click=store.request_cancel, args=(run.id,), disabled=run.cancel_requested
         )
+    views.resume(store, run, key="rn_resume")
     if run.status == "complete":
         views.summary(run)
     views.curves(run, metrics, key="rn_curves")

@@ -303,3 +303,80 @@ def test_load_adapter_refuses_a_folder_without_safetensors(tiny_loaded, tmp_path
     (tmp_path / "adapter_model.bin").write_bytes(b"not loaded")
     with pytest.raises(FtvpeError, match="adapter_model.safetensors"):
         finetune.load_adapter(copy.deepcopy(tiny_loaded.model), tmp_path)
+
+
+# Checkpoints and resume
+
+
+def _lora(result) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in result.peft_model.named_parameters() if "lora_" in k}
+
+
+@pytest.mark.parametrize("how", ["stopped", "crashed"])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_a_resumed_run_ends_with_the_adapter_of_a_run_that_never_stopped(tiny_loaded, tmp_path, how, bf16):
+    # dropout on, several epochs (the batch order's random state matters); the best weights so far travel in
+    # the checkpoint of a stopped run (step 12 is no evaluation, so they differ from the checkpoint's own)
+    settings = fast(max_steps=23, eval_every=5, dropout=0.1, batch_size=3, restore_best=how == "stopped", bf16=bf16)
+    train, val = toy_examples(8), toy_examples(4, 5)
+    tok = tiny_loaded.tokenizer
+    whole = finetune.train(copy.deepcopy(tiny_loaded.model), tok, train, val, settings)
+
+    checkpoint = tmp_path / finetune.CHECKPOINT_FILE
+    events = []
+    if how == "stopped":  # a cancel or the app stopping: the checkpoint is written at the step it stops
+        first = finetune.train(copy.deepcopy(tiny_loaded.model), tok, train, val, settings, events.append,
+                               should_stop=lambda: len(events) >= 12, checkpoint=checkpoint)  # fmt: skip
+        assert first.status == "cancelled" and finetune.checkpoint_step(checkpoint) == 12
+    else:  # killed at step 13: the last evaluation's checkpoint (step 10) is what is left
+
+        def crash(event):
+            if event["step"] == 13:
+                raise MemoryError("killed")
+
+        with pytest.raises(MemoryError):
+            finetune.train(copy.deepcopy(tiny_loaded.model), tok, train, val, settings, crash, checkpoint=checkpoint)
+        assert finetune.checkpoint_step(checkpoint) == 10
+    start = finetune.checkpoint_step(checkpoint)
+    resumed = finetune.train(copy.deepcopy(tiny_loaded.model), tok, train, val, settings, resume_from=checkpoint)
+
+    assert resumed.status == whole.status == "completed" and resumed.steps == whole.steps == 23
+    assert [e["step"] for e in resumed.history] == list(range(start + 1, 24))  # the curves go on from there
+    assert [e["train_loss"] for e in resumed.history] == pytest.approx(
+        [e["train_loss"] for e in whole.history[start:]], rel=1e-4
+    )
+    assert resumed.best_step == whole.best_step and resumed.best_val_loss == pytest.approx(whole.best_val_loss)
+    assert resumed.tokens_seen == whole.tokens_seen
+    assert resumed.train_seconds >= whole.train_seconds * 0.2  # the time before the stop counts too
+    expected, got = _lora(whole), _lora(resumed)
+    assert expected.keys() == got.keys()
+    for k in expected:
+        assert torch.allclose(got[k], expected[k], atol=1e-5), k
+    # and resuming is not a no-op: the checkpoint's adapter is not the final one
+    tensors, _ = finetune.read_checkpoint(checkpoint)
+    assert any(not torch.allclose(tensors[f"adapter.{k}"], expected[k]) for k in expected)
+
+
+def test_a_checkpoint_holds_no_pickle_and_loads_with_safetensors_alone(fresh, tiny_loaded, tmp_path):
+    from safetensors.torch import load_file
+
+    checkpoint = tmp_path / "c.safetensors"
+    finetune.train(fresh, tiny_loaded.tokenizer, toy_examples(8), [], fast(max_steps=5), checkpoint=checkpoint)
+    tensors = load_file(str(checkpoint))
+    assert {k.split(".")[0] for k in tensors} == {"adapter", "optim", "rng"}
+    assert any(k.endswith(".exp_avg_sq") for k in tensors)
+    assert b"pickle" not in checkpoint.read_bytes()[:8] and not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings_and_a_file_that_is_not_one(tiny_loaded, tmp_path):
+    checkpoint = tmp_path / "c.safetensors"
+    tok = tiny_loaded.tokenizer
+    finetune.train(copy.deepcopy(tiny_loaded.model), tok, toy_examples(8), [], fast(max_steps=5), checkpoint=checkpoint)
+    with pytest.raises(FtvpeError, match="other settings or data"):
+        finetune.train(copy.deepcopy(tiny_loaded.model), tok, toy_examples(8), [], fast(max_steps=5, rank=2),
+                       resume_from=checkpoint)  # fmt: skip
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(FtvpeError, match="not a readable training checkpoint"):
+        finetune.train(copy.deepcopy(tiny_loaded.model), tok, toy_examples(8), [], fast(max_steps=5), resume_from=bad)
+    assert finetune.checkpoint_step(bad) is None and finetune.checkpoint_step(tmp_path / "none") is None

@@ -279,3 +279,41 @@ def test_after_a_server_restart_a_run_left_running_shows_as_interrupted(home, mo
     assert store.get(cut).status == "interrupted" and "app stopped" in store.get(cut).error
     assert store.get(kept).status == "complete" and store.get(queued).status == "queued"
     assert "⚠️ interrupted" in list(at.dataframe[0].value["status"])
+
+
+def _interrupted_run(home: Path, model_dir: Path, stop_after: int) -> str:
+    store = RunStore(home)
+    settings = finetune.TrainSettings(max_steps=9, eval_every=3, batch_size=4, max_length=48, max_val_examples=4)
+    run_id = jobs.submit("support_triage", settings, str(model_dir), "cpu", store)
+    store.start(run_id, 1, "cpu")
+    events = []
+    stopped = jobs.execute(store, run_id, events.append, False, lambda: len(events) >= stop_after)
+    assert stopped["status"] == "interrupted"
+    return run_id
+
+
+@pytest.mark.parametrize("page", ["lab", "runs"])
+def test_an_interrupted_run_offers_resume_and_finishes_from_where_it_stopped(home, model_dir, page):
+    run_id = _interrupted_run(home, model_dir, stop_after=4)
+    store = RunStore(home)
+    key = "ft_resume_" + run_id if page == "lab" else "rn_resume"
+    at = open_lab() if page == "lab" else AppTest.from_file(str(RUNS), default_timeout=TIMEOUT).run()
+    _ok(at)
+    assert any("Interrupted at step 4" in w.value for w in at.warning)
+    button = at.button(key=key)
+    assert button.label == "▶️ Resume from step 4"
+    button.click()
+    at.run()
+    _ok(at)
+    _until(at, lambda a: store.get(run_id).status == "complete", "the resumed run to finish")
+    assert [s for s, _ in store.metrics(run_id)["train_loss"]] == list(range(1, 10))
+    assert not any(b.key == key for b in at.button)  # a complete run has nothing to resume
+
+
+def test_a_run_stopped_before_its_first_checkpoint_says_to_launch_it_again(home, model_dir):
+    run_id = _interrupted_run(home, model_dir, stop_after=0)
+    at = AppTest.from_file(str(RUNS), default_timeout=TIMEOUT).run()
+    _ok(at)
+    assert not any(b.key == "rn_resume" for b in at.button)
+    assert any("before its first checkpoint" in c.value for c in at.caption)
+    assert RunStore(home).get(run_id).status == "interrupted"

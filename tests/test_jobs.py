@@ -60,3 +60,33 @@ def test_finetune_bad_input_exits_2_with_one_line(capsys, tiny_model_dir):
     assert code == 2 and "No run 'missing'" in err
     code, _, err = _run(capsys, "generate", "hi", "--adapter", "missing", "--model", str(tiny_model_dir))
     assert code == 2 and "No run 'missing'" in err
+
+
+def test_finetune_resume_continues_an_interrupted_run_in_the_foreground(capsys, tiny_model_dir):
+    from ftvpe_core import finetune, jobs
+
+    store = runs.RunStore()
+    settings = finetune.TrainSettings(max_steps=12, batch_size=4, max_length=48, eval_every=4, max_val_examples=4)
+    run_id = jobs.submit("support_triage", settings, str(tiny_model_dir), device="cpu", store=store)
+    store.start(run_id, 1, "cpu")
+    events = []
+    stopped = jobs.execute(store, run_id, events.append, interrupted=lambda: len(events) >= 7)
+    assert stopped["status"] == "interrupted" and store.get(run_id).status == "interrupted"
+    assert jobs.resume_step(store, store.get(run_id)) == 7
+
+    code, out, err = _run(capsys, "finetune", "--resume", run_id, "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["run_id"] == run_id and summary["status"] == "complete" and summary["steps"] == 12
+    assert "[step 8/12]" in err and "[step 7/12]" not in err  # it went on from step 7
+    assert [s for s, _ in store.metrics(run_id)["train_loss"]] == list(range(1, 13))
+
+    for argv, words in [
+        (["--resume", run_id], f"Run '{run_id}' is complete; only an interrupted, failed or cancelled run resumes"),
+        (["--resume", run_id, "--dataset", "support_triage", "--steps", "3"], "drop --dataset, --steps"),
+        (["--resume", "missing"], "No run 'missing'"),
+        ([], "finetune needs --dataset"),
+    ]:
+        code, out, err = _run(capsys, "finetune", *argv)
+        lines = err.strip().splitlines()
+        assert (code, out) == (2, "") and len(lines) == 1 and words in lines[0], err

@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from ftvpe_core import finetune, jobs, runs, worker
 from ftvpe_core.runs import RunStore
@@ -184,3 +185,45 @@ def test_a_job_process_leaves_within_seconds_of_its_app_even_mid_phase(tiny_mode
     run = store.get(run_id)
     assert run.status == "interrupted" and "app stopped" in run.error
     assert store.recover_interrupted() == []  # nothing left running for a restarted app to mark
+
+
+def _adapter(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / finetune.ADAPTER_WEIGHTS))
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_and_ends_as_if_never_stopped(tiny_model_dir):
+    store = RunStore()
+    settings = _settings(max_steps=60, eval_every=5, dropout=0.1)
+    run_id = jobs.submit("support_triage", settings, str(tiny_model_dir), device="cpu", store=store)
+    with pytest.raises(Exception, match="no checkpoint|queued"):
+        jobs.resume(store, run_id)
+    worker.ensure_worker(store, "cpu")
+    checkpoint = store.artifact_dir(run_id) / finetune.CHECKPOINT_FILE
+    _wait(checkpoint.is_file, what="the first checkpoint")
+    os.kill(store.get(run_id).pid, signal.SIGKILL)
+    _wait(lambda: worker.reap(store) or store.get(run_id).status != "running", what="the kill to be noticed")
+    assert store.get(run_id).status == "failed"
+    step = jobs.resume_step(store, store.get(run_id))
+    assert step is not None and 5 <= step < 60 and step % 5 == 0, step
+    logged = [s for s, _ in store.metrics(run_id)["train_loss"]]
+    assert logged[-1] >= step  # steps after the checkpoint were logged, and will come again
+
+    assert jobs.resume(store, run_id) == step
+    assert store.get(run_id).status == "queued" and store.get(run_id).error is None
+    worker.ensure_worker(store, "cpu")
+    _wait(lambda: store.get(run_id).status == "complete", what="the resumed run")
+    metrics = store.metrics(run_id)
+    assert [s for s, _ in metrics["train_loss"]] == list(range(1, 61))  # one curve, no step twice
+    assert [s for s, _ in metrics["val_loss"]] == list(range(5, 61, 5))
+    assert sorted({s.step for s in store.samples(run_id)}) == list(range(5, 61, 5))
+    assert not checkpoint.exists() and store.get(run_id).summary["steps"] == 60
+
+    whole = jobs.run_finetune("support_triage", settings, str(tiny_model_dir), store=store, measure_accuracy=False)
+    expected, got = _adapter(store.artifact_dir(whole["run_id"])), _adapter(store.artifact_dir(run_id))
+    assert expected.keys() == got.keys()
+    for k in expected:
+        assert torch.allclose(got[k], expected[k], atol=1e-5), k
+    with pytest.raises(Exception, match="complete; only an interrupted"):
+        jobs.resume(store, run_id)

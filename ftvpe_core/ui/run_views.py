@@ -82,7 +82,27 @@ def progress(store: RunStore, run: Run, metrics: dict) -> None:
     elif run.status == "cancelled":
         st.warning(f"⏹️ Cancelled at step {step}.")
     else:
-        st.warning(f"⚠️ Interrupted at step {step}: {markdown.literal(run.error)}. Launch it again to retrain.")
+        st.warning(f"⚠️ Interrupted at step {step}: {markdown.literal(run.error)}.")
+
+
+def resume(store: RunStore, run: Run, key: str) -> None:
+    """A Resume button under an interrupted, failed or cancelled run that has a checkpoint; pressed, the
+    run queues again and goes on from the checkpoint's step (the page reruns to follow it)."""
+    step = jobs.resume_step(store, run)
+    if step is None:
+        if run.status in ("interrupted", "failed") and run.kind == "finetune":
+            st.caption("It stopped before its first checkpoint (written at each evaluation): launch it again.")
+        return
+    help_text = ("Continue from the checkpoint written at the last evaluation (or where it was stopped): the "
+                 "adapter, the optimizer and the batch order carry on, so it ends as if it had never stopped.")  # fmt: skip
+    if st.button(f"▶️ Resume from step {step}", key=key, type="primary", help=help_text):
+        try:
+            jobs.resume(store, run.id)
+            worker.ensure_worker(store, store.get(run.id).device or "cpu")
+        except FtvpeError as e:
+            st.error(markdown.literal(e))
+            return
+        st.rerun(scope="app")
 
 
 def curves(run: Run, metrics: dict, key: str) -> None:
