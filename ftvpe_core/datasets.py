@@ -674,6 +674,40 @@ def _shares(groups: dict[str, list[int]], total: int, n: int) -> dict[str, int]:
     return counts
 
 
+def read_file(path: str | Path) -> bytes:
+    """A dataset file's bytes; FtvpeError when it is missing, a folder, unreadable, or over the upload
+    limit (said before reading it, so a huge file is not read whole)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FtvpeError(f"No such file: {path}")
+    try:
+        size = path.stat().st_size
+        if size > MAX_UPLOAD_BYTES:
+            raise FtvpeError(f"{path} is {_size(size)}; the limit for a dataset file is {_size(MAX_UPLOAD_BYTES)}.")
+        return path.read_bytes()
+    except OSError as e:
+        raise FtvpeError(f"Could not read {path}: {e.strerror or e}.") from e
+
+
+def is_builtin(name_or_file: str) -> bool:
+    """Whether ``name_or_file`` names a built-in dataset (hyphens for underscores allowed) and no file."""
+    return name_or_file.replace("-", "_") in builtin_names() and not Path(name_or_file).is_file()
+
+
+def load(name_or_file: str, what: str = "dataset") -> Dataset:
+    """A built-in dataset by name, or a JSONL/CSV file parsed and split as an upload is.
+
+    Args:
+        what: the word for it in the error when it is neither ('dataset', 'task').
+    """
+    if is_builtin(name_or_file):
+        return load_builtin(name_or_file.replace("-", "_"))
+    path = Path(name_or_file)
+    if not path.is_file():
+        raise FtvpeError(f"No {what} '{name_or_file}': use one of {', '.join(builtin_names())} or a JSONL/CSV file.")
+    return parse_upload(read_file(path), path.name)
+
+
 def check_file(path: str | Path) -> dict:
     """What an upload of this file would find, without raising for its content (for ``datasets check``).
 
@@ -682,9 +716,7 @@ def check_file(path: str | Path) -> dict:
         rows seen (malformed ones too), examples the rows that parsed, problems every problem found.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FtvpeError(f"No such file: {path}")
-    parsed = _parse(path.read_bytes(), path.name)
+    parsed = _parse(read_file(path), path.name)
     return {
         "file": str(path),
         "format": parsed.format,

@@ -19,7 +19,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from ftvpe_core import FtvpeError, datasets, engine, generation, prompts
 from ftvpe_core.datasets import Example
@@ -104,19 +103,12 @@ def load_task(name_or_file: str, metric: str | None = None, limit: int | None = 
         raise FtvpeError(f"Unknown metric '{metric}': choose from {', '.join(METRICS)}.")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise FtvpeError(f"The example limit must be a whole number of at least 1, got {limit!r}.")
-    name = name_or_file.replace("-", "_")
-    path = Path(name_or_file)
-    if name in datasets.builtin_names() and not path.is_file():
-        data = datasets.load_builtin(name)
+    data = datasets.load(name_or_file, what="task")
+    if datasets.is_builtin(name_or_file):
         examples, shots = data.splits["test"], data.splits["train"]
-    elif path.is_file():
-        data = datasets.parse_upload(path.read_bytes(), path.name)
+    else:
         examples = data.all_examples()
         shots = list(examples)
-    else:
-        raise FtvpeError(
-            f"No task '{name_or_file}': use one of {', '.join(datasets.builtin_names())} or a JSONL/CSV file."
-        )
     own = _DATASET_METRIC.get(data.metric, "token_f1")
     chosen = metric or own
     labels = list(data.labels)

@@ -15,7 +15,6 @@ import json
 import os
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
 
 from ftvpe_core import FtvpeError, datasets, evaluate, finetune, models
 from ftvpe_core import settings as settings_module
@@ -23,19 +22,6 @@ from ftvpe_core.runs import Run, RunStore
 
 PROBES = 3
 """How many validation prompts are answered at each evaluation ("watch it learn")."""
-
-
-def load_dataset(name_or_file: str) -> datasets.Dataset:
-    """A built-in dataset by name, or a JSONL/CSV file split automatically."""
-    name = name_or_file.replace("-", "_")  # 'support-triage' names 'support_triage' too
-    if name in datasets.builtin_names() and not Path(name_or_file).is_file():
-        return datasets.load_builtin(name)
-    path = Path(name_or_file)
-    if not path.is_file():
-        raise FtvpeError(
-            f"No dataset '{name_or_file}': use one of {', '.join(datasets.builtin_names())} or a JSONL/CSV file."
-        )
-    return datasets.parse_upload(path.read_bytes(), path.name)
 
 
 def label_accuracy(loaded: models.LoadedModel, data: datasets.Dataset) -> float:
@@ -69,10 +55,10 @@ def submit(
         preset: the preset the settings came from, for display ('' when none).
     """
     store = store or RunStore()
-    dataset = load_dataset(data) if isinstance(data, str) else data
+    dataset = datasets.load(data) if isinstance(data, str) else data
     if not dataset.splits.get("train"):
         raise FtvpeError(f"The dataset '{dataset.name}' has no training examples.")
-    builtin = isinstance(data, str) and dataset.name in datasets.builtin_names() and not Path(data).is_file()
+    builtin = isinstance(data, str) and datasets.is_builtin(data)
     record = {
         **settings.to_dict(),
         "model": model_name or settings_module.default_model(),

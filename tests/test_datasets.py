@@ -588,3 +588,35 @@ def test_token_lengths_counts_prompt_with_system_and_response():
 def test_example_to_dict_omits_empty_optional_fields():
     assert Example("p", "r").to_dict() == {"prompt": "p", "response": "r"}
     assert Example("p", "r", ["f"], "s").to_dict() == {"prompt": "p", "response": "r", "facts": ["f"], "system": "s"}
+
+
+@pytest.mark.parametrize("argv", [["datasets", "check", "{f}"], ["finetune", "--dataset", "{f}"],
+                                  ["compare", "--task", "{f}"], ["ablate", "--task", "{f}"]])  # fmt: skip
+@pytest.mark.parametrize("trouble", ["unreadable", "huge", "folder"])
+def test_a_dataset_file_that_cannot_be_read_is_one_line_in_every_command(tmp_path, monkeypatch, capsys, argv, trouble):
+    from ftvpe_core import cli
+
+    path = tmp_path / "data.jsonl"
+    if trouble == "folder":
+        path = tmp_path / "folder.jsonl"
+        path.mkdir()
+        words = "No dataset" if argv[0] == "finetune" else "No such file" if argv[0] == "datasets" else "No task"
+    elif trouble == "huge":
+        with open(path, "wb") as f:
+            f.truncate(2 * 1024**3)  # sparse: 2 GB that must not be read to be refused
+        words = "is 2048.0 MB; the limit for a dataset file is 5 MB"
+    else:
+        path.write_bytes(jsonl(pairs(12)))
+        real = Path.read_bytes
+
+        def denied(self):
+            if self == path:
+                raise PermissionError(13, "Permission denied")
+            return real(self)
+
+        monkeypatch.setattr(Path, "read_bytes", denied)  # root reads any file, so chmod cannot show it
+        words = f"Could not read {path}: Permission denied."
+    code = cli.main([a.format(f=path) for a in argv])
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert (code, out) == (2, "") and len(lines) == 1 and words in lines[0], err
