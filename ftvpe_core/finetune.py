@@ -480,7 +480,7 @@ def checkpoint_step(path: str | Path) -> int | None:
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return int(json.loads((f.metadata() or {})[_CHECKPOINT_KEY])["step"])
+            return int(json.loads((f.metadata() or {})[_CHECKPOINT_KEY])["counters"]["step"])
     except Exception:  # noqa: BLE001 - no usable checkpoint is an answer, not an error
         return None
 
@@ -524,9 +524,62 @@ def train(
             adapter, optimizer, schedule, batch order and random states are restored, so the result matches
             a run that never stopped; the history then holds the steps after it only.
     """
-    import torch
-    from peft import LoraConfig, get_peft_model
+    data = _encode(tokenizer, train_examples, val_examples, settings)
+    _check_trainable(model, settings.target_modules)
+    started = time.perf_counter()
+    run = _Run(model, data, settings, device)
+    if resume_from is not None:
+        run.restore(resume_from)
+    history: list[dict] = []
+    status = "completed"
+    while run.counters.step < run.total:
+        if should_stop is not None and should_stop():
+            status = "cancelled"
+            if checkpoint is not None and run.counters.step:
+                run.save(checkpoint, started)
+            break
+        event = run.train_step(started)
+        stop_early = False
+        if run.evaluates_now() and data.val_batches:
+            stop_early = run.evaluate(event)
+            if probes:
+                event["samples"] = _answer_probes(run.peft_model, tokenizer, probes, device)
+            event["elapsed_s"] = run.elapsed(started)
+        history.append(event)
+        if on_progress is not None:
+            on_progress(event)
+        if checkpoint is not None and run.evaluates_now():
+            run.save(checkpoint, started)  # after on_progress, so the store already holds this step
+        if stop_early:
+            status = "early_stopped"
+            break
+    run.finish()
+    c = run.counters
+    return TrainResult(
+        status=status,
+        steps=c.step,
+        train_seconds=run.elapsed(started),
+        final_train_loss=c.train_loss,
+        final_val_loss=c.val_loss,
+        best_val_loss=c.best_val,
+        best_step=c.best_step,
+        tokens_seen=c.tokens_seen,
+        history=history,
+        peft_model=run.peft_model,
+    )
 
+
+@dataclass
+class _Encoded:
+    """A run's examples as token rows: training rows with their lengths, validation rows in padded batches."""
+
+    train_rows: list[dict[str, list[int]]]
+    lengths: list[int]
+    val_batches: list[dict]
+    pad_id: int
+
+
+def _encode(tokenizer: Any, train_examples, val_examples, settings: TrainSettings) -> _Encoded:
     train_examples = list(train_examples)
     if settings.max_train_examples:
         train_examples = train_examples[: settings.max_train_examples]
@@ -535,11 +588,9 @@ def train(
         val_examples = val_examples[: settings.max_val_examples]
     if not train_examples:
         raise FtvpeError("There are no training examples to fine-tune on.")
-    _check_trainable(model, settings.target_modules)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     pad_id = tokenizer.pad_token_id
-
     train_rows = [encode_example(tokenizer, e, settings.max_length) for e in train_examples]
     val_rows = [encode_example(tokenizer, e, settings.max_length) for e in val_examples]
     val_order = sorted(range(len(val_rows)), key=lambda i: len(val_rows[i]["input_ids"]))
@@ -547,76 +598,161 @@ def train(
         collate([val_rows[i] for i in val_order[s : s + settings.batch_size]], pad_id)
         for s in range(0, len(val_order), settings.batch_size)
     ]
-    lengths = [len(r["input_ids"]) for r in train_rows]
+    return _Encoded(train_rows, [len(r["input_ids"]) for r in train_rows], val_batches, pad_id)
 
-    torch.manual_seed(settings.seed)  # the adapter's initial weights and dropout
-    rng = random.Random(settings.seed)  # the batch order
-    config = LoraConfig(
-        r=settings.rank,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=list(settings.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    bf16 = _bf16_works(device, settings.bf16)
-    # With bf16 compute, the frozen weights are stored in bf16 for the run: autocast would otherwise cast
-    # every frozen weight again at every step (it caches casts of trainable weights only). The float32
-    # originals wait on the CPU and are put back at the end. Buffers (rotary frequencies) stay float32.
-    originals = []
-    if bf16:
-        originals = [(p, p.detach().to("cpu", copy=True)) for p in model.parameters() if p.dtype == torch.float32]
-        for p, _ in originals:
-            p.data = p.data.to(torch.bfloat16)
-    peft_model = get_peft_model(model, config)
-    for p in peft_model.parameters():
-        if p.requires_grad and p.dtype != torch.float32:  # the adapter trains in float32
-            p.data = p.data.float()
-    peft_model.train()
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    total = settings.total_steps(len(train_rows))
-    warmup = int(settings.warmup_fraction * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, total, warmup))
 
-    history: list[dict] = []
-    status = "completed"
-    tokens_seen = 0
-    train_loss = val_loss = best_val = None
-    best_step = None
-    best_state: dict | None = None
-    bad_evals = 0
-    pending: list[list[int]] = []
-    started = time.perf_counter()
-    step = 0
-    adapter = {k: v for k, v in peft_model.named_parameters() if v.requires_grad}
-    fingerprint = {"settings": settings.to_dict(), "n_train": len(train_rows), "total_steps": total}
+@dataclass
+class _Counters:
+    """Where the loop stands: everything a checkpoint keeps besides tensors and random states."""
 
-    def save(path: str | Path) -> None:
-        tensors = {f"adapter.{k}": v for k, v in adapter.items()}
-        tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})
-        optim = optimizer.state_dict()
+    step: int = 0
+    tokens_seen: int = 0
+    train_loss: float | None = None
+    val_loss: float | None = None
+    best_val: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    """Evaluations in a row without a better validation loss (for early stopping)."""
+    pending: list[list[int]] = field(default_factory=list)
+    """The batches of the epoch not trained yet."""
+    elapsed_s: float = 0.0
+    """Training seconds before this process took the run over (a resumed run counts its earlier time)."""
+
+
+class _Run:
+    """One LoRA training run's moving parts: the wrapped model, optimizer, schedule, batch order, counters."""
+
+    def __init__(self, model: Any, data: _Encoded, settings: TrainSettings, device: str) -> None:
+        import torch
+        from peft import LoraConfig, get_peft_model
+
+        self.data, self.settings, self.device = data, settings, device
+        torch.manual_seed(settings.seed)  # the adapter's initial weights and dropout
+        self.rng = random.Random(settings.seed)  # the batch order
+        config = LoraConfig(
+            r=settings.rank,
+            lora_alpha=settings.alpha,
+            lora_dropout=settings.dropout,
+            target_modules=list(settings.target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        self.bf16 = _bf16_works(device, settings.bf16)
+        # With bf16 compute, the frozen weights are stored in bf16 for the run: autocast would otherwise cast
+        # every frozen weight again at every step (it caches casts of trainable weights only). The float32
+        # originals wait on the CPU and are put back at the end. Buffers (rotary frequencies) stay float32.
+        self.originals = []
+        if self.bf16:
+            self.originals = [
+                (p, p.detach().to("cpu", copy=True)) for p in model.parameters() if p.dtype == torch.float32
+            ]
+            for p, _ in self.originals:
+                p.data = p.data.to(torch.bfloat16)
+        self.peft_model = get_peft_model(model, config)
+        for p in self.peft_model.parameters():
+            if p.requires_grad and p.dtype != torch.float32:  # the adapter trains in float32
+                p.data = p.data.float()
+        self.peft_model.train()
+        self.adapter = {k: v for k, v in self.peft_model.named_parameters() if v.requires_grad}
+        self.optimizer = torch.optim.AdamW(
+            list(self.adapter.values()), lr=settings.learning_rate, weight_decay=settings.weight_decay
+        )
+        self.total = settings.total_steps(len(data.train_rows))
+        warmup = int(settings.warmup_fraction * self.total)
+        total = self.total
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: _lr_factor(s, total, warmup))
+        self.counters = _Counters()
+        self.best_state: dict | None = None
+        self.fingerprint = {"settings": settings.to_dict(), "n_train": len(data.train_rows), "total_steps": self.total}
+
+    def elapsed(self, started: float) -> float:
+        return self.counters.elapsed_s + time.perf_counter() - started
+
+    def train_step(self, started: float) -> dict:
+        """One optimizer step on the next batch; returns its progress event."""
+        import torch
+
+        c = self.counters
+        if not c.pending:
+            c.pending = length_grouped_batches(self.data.lengths, self.settings.batch_size, self.rng)
+        batch = collate([self.data.train_rows[i] for i in c.pending.pop()], self.data.pad_id)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with _autocast(self.device, self.bf16):
+            loss = _loss(self.peft_model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(self.adapter.values()), 1.0)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        c.step += 1
+        c.tokens_seen += int(batch["attention_mask"].sum())
+        c.train_loss = float(loss.detach())
+        elapsed = self.elapsed(started)
+        return {
+            "step": c.step,
+            "total_steps": self.total,
+            "train_loss": c.train_loss,
+            "lr": lr,
+            "tokens_seen": c.tokens_seen,
+            "elapsed_s": elapsed,
+            "eta_s": elapsed / c.step * (self.total - c.step),
+        }
+
+    def evaluates_now(self) -> bool:
+        step = self.counters.step
+        return step % self.settings.eval_every == 0 or step == self.total
+
+    def evaluate(self, event: dict) -> bool:
+        """Measure the validation loss into ``event`` and keep the best adapter; True when patience ran out."""
+        c = self.counters
+        c.val_loss = event["val_loss"] = _val_loss(self.peft_model, self.data.val_batches, self.device, self.bf16)
+        if c.best_val is None or c.val_loss < c.best_val:
+            c.best_val, c.best_step, c.bad_evals = c.val_loss, c.step, 0
+            if self.settings.restore_best:
+                self.best_state = {k: v.detach().clone() for k, v in self.adapter.items()}
+            return False
+        c.bad_evals += 1
+        return 0 < self.settings.early_stopping_patience <= c.bad_evals
+
+    def save(self, path: str | Path, started: float) -> None:
+        """Write a checkpoint: adapter, best adapter, AdamW state and random states as tensors; counters,
+        schedule and the batch order's state as JSON metadata."""
+        import torch
+
+        tensors = {f"adapter.{k}": v for k, v in self.adapter.items()}
+        tensors.update({f"best.{k}": v for k, v in (self.best_state or {}).items()})
+        optim = self.optimizer.state_dict()
         for i, values in optim["state"].items():
             tensors.update({f"optim.{i}.{k}": v for k, v in values.items()})
         tensors["rng.torch"] = torch.get_rng_state()
-        if device.startswith("cuda"):
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-        loop = {"step": step, "tokens_seen": tokens_seen, "train_loss": train_loss, "val_loss": val_loss,
-                "best_val": best_val, "best_step": best_step, "bad_evals": bad_evals, "pending": pending,
-                "elapsed_s": time.perf_counter() - started}  # fmt: skip
-        save_checkpoint(path, tensors, {**fingerprint, **loop, "python_rng": rng.getstate(),
-                                        "optimizer_groups": optim["param_groups"],
-                                        "scheduler": scheduler.state_dict()})  # fmt: skip
+        if self.device.startswith("cuda"):
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        counters = {**asdict(self.counters), "elapsed_s": self.elapsed(started)}
+        save_checkpoint(
+            path,
+            tensors,
+            {
+                **self.fingerprint,
+                "counters": counters,
+                "python_rng": self.rng.getstate(),
+                "optimizer_groups": optim["param_groups"],
+                "scheduler": self.scheduler.state_dict(),
+            },
+        )
 
-    if resume_from is not None:
-        tensors, state = read_checkpoint(resume_from)
-        if {k: state.get(k) for k in fingerprint} != json.loads(json.dumps(fingerprint)):
-            raise FtvpeError(f"The checkpoint {resume_from} was written by a run with other settings or data.")
-        missing = [k for k in adapter if f"adapter.{k}" not in tensors]
+    def restore(self, path: str | Path) -> None:
+        """Continue from a checkpoint of this same run (``save``)."""
+        import torch
+
+        tensors, state = read_checkpoint(path)
+        if {k: state.get(k) for k in self.fingerprint} != json.loads(json.dumps(self.fingerprint)):
+            raise FtvpeError(f"The checkpoint {path} was written by a run with other settings or data.")
+        missing = [k for k in self.adapter if f"adapter.{k}" not in tensors]
         if missing:
-            raise FtvpeError(f"The checkpoint {resume_from} lacks adapter weights such as {missing[0]}.")
+            raise FtvpeError(f"The checkpoint {path} lacks adapter weights such as {missing[0]}.")
         with torch.no_grad():
-            for k, p in adapter.items():
+            for k, p in self.adapter.items():
                 p.copy_(tensors[f"adapter.{k}"])
         optim_state: dict = {}
         for key, value in tensors.items():
@@ -624,96 +760,28 @@ def train(
                 _, i, name = key.split(".", 2)
                 optim_state.setdefault(int(i), {})[name] = value
         groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in state["optimizer_groups"]]
-        optimizer.load_state_dict({"state": optim_state, "param_groups": groups})
-        scheduler.load_state_dict(state["scheduler"])
-        rng.setstate(_python_rng_state(state["python_rng"]))
+        self.optimizer.load_state_dict({"state": optim_state, "param_groups": groups})
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.rng.setstate(_python_rng_state(state["python_rng"]))
         torch.set_rng_state(tensors["rng.torch"])
-        if "rng.cuda" in tensors and device.startswith("cuda"):
-            torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-        best = {k[len("best.") :]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
-        best_state = best or None
-        step, tokens_seen, bad_evals = state["step"], state["tokens_seen"], state["bad_evals"]
-        train_loss, val_loss, best_val, best_step = (
-            state[k] for k in ("train_loss", "val_loss", "best_val", "best_step")
-        )
-        pending = [list(b) for b in state["pending"]]
-        started -= state["elapsed_s"]
+        if "rng.cuda" in tensors and self.device.startswith("cuda"):
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        best = {k[len("best.") :]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
+        self.best_state = best or None
+        self.counters = _Counters(**state["counters"])
 
-    while step < total:
-        if should_stop is not None and should_stop():
-            status = "cancelled"
-            if checkpoint is not None and step:
-                save(checkpoint)
-            break
-        if not pending:
-            pending = length_grouped_batches(lengths, settings.batch_size, rng)
-        batch = collate([train_rows[i] for i in pending.pop()], pad_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with _autocast(device, bf16):
-            loss = _loss(peft_model, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        tokens_seen += int(batch["attention_mask"].sum())
-        train_loss = float(loss.detach())
-        elapsed = time.perf_counter() - started
-        event = {
-            "step": step,
-            "total_steps": total,
-            "train_loss": train_loss,
-            "lr": lr,
-            "tokens_seen": tokens_seen,
-            "elapsed_s": elapsed,
-            "eta_s": elapsed / step * (total - step),
-        }
-        stop_early = False
-        if val_batches and (step % settings.eval_every == 0 or step == total):
-            val_loss = _val_loss(peft_model, val_batches, device, bf16)
-            event["val_loss"] = val_loss
-            if best_val is None or val_loss < best_val:
-                best_val, best_step, bad_evals = val_loss, step, 0
-                if settings.restore_best:
-                    best_state = {k: v.detach().clone() for k, v in peft_model.named_parameters() if v.requires_grad}
-            else:
-                bad_evals += 1
-                stop_early = 0 < settings.early_stopping_patience <= bad_evals
-            if probes:
-                event["samples"] = _answer_probes(peft_model, tokenizer, probes, device)
-            event["elapsed_s"] = time.perf_counter() - started
-        history.append(event)
-        if on_progress is not None:
-            on_progress(event)
-        if checkpoint is not None and (step % settings.eval_every == 0 or step == total):
-            save(checkpoint)  # after on_progress, so the store already holds this step
-        if stop_early:
-            status = "early_stopped"
-            break
+    def finish(self) -> None:
+        """Put back the best adapter (if asked) and the float32 frozen weights; eval mode."""
+        import torch
 
-    if best_state is not None and best_step != step:
+        c = self.counters
         with torch.no_grad():
-            for name, p in peft_model.named_parameters():
-                if name in best_state:
-                    p.copy_(best_state[name])
-    with torch.no_grad():
-        for p, original in originals:
-            p.data = original.to(p.device)
-    peft_model.eval()
-    return TrainResult(
-        status=status,
-        steps=step,
-        train_seconds=time.perf_counter() - started,
-        final_train_loss=train_loss,
-        final_val_loss=val_loss,
-        best_val_loss=best_val,
-        best_step=best_step,
-        tokens_seen=tokens_seen,
-        history=history,
-        peft_model=peft_model,
-    )
+            if self.best_state is not None and c.best_step != c.step:
+                for name, p in self.adapter.items():
+                    p.copy_(self.best_state[name])
+            for p, original in self.originals:
+                p.data = original.to(p.device)
+        self.peft_model.eval()
 
 
 # Adapters on disk and their size
