@@ -180,8 +180,33 @@ def build(
         FtvpeError: no conditions, an unknown follow label, an empty answer, a prompt and answer longer than a
             model's context, conditions with different tokenizers, or k / max_new_tokens out of range.
     """
-    import torch
+    _check_request(conditions, follow, max_new_tokens, k, answer_text)
+    labels = list(conditions)
+    first = conditions[labels[0]][0]
+    prompt_ids = {label: generation.encode_chat(loaded, messages) for label, (loaded, messages) in conditions.items()}
+    answer_ids = _answer_ids(conditions, prompt_ids, follow, max_new_tokens, answer_text)
+    for label, (loaded, _) in conditions.items():
+        generation.check_fits(loaded, len(prompt_ids[label]), len(answer_ids))
+    read = {
+        label: _read_condition(loaded, prompt_ids[label], answer_ids, k) for label, (loaded, _) in conditions.items()
+    }
+    return Lens(
+        labels=labels,
+        follow=follow,
+        answer_ids=list(answer_ids),
+        answer_tokens=[first.tokenizer.decode([i]) for i in answer_ids],
+        tops={label: r["tops"] for label, r in read.items()},
+        followed_prob={label: r["prob"] for label, r in read.items()},
+        followed_rank={label: r["rank"] for label, r in read.items()},
+        distances=_largest_distances([r["probs"] for r in read.values()], len(answer_ids)),
+        messages={label: [dict(m) for m in messages] for label, (_, messages) in conditions.items()},
+        prompt_tokens={label: len(ids) for label, ids in prompt_ids.items()},
+        k=k,
+        model=first.source.label.split(" + adapter")[0],
+    )
 
+
+def _check_request(conditions: dict[str, Condition], follow: str, max_new_tokens, k, answer_text) -> None:
     if not conditions:
         raise FtvpeError("The lens needs at least one condition to read.")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
@@ -192,62 +217,55 @@ def build(
         raise FtvpeError(f"Max new tokens must be between 1 and {MAX_NEW_TOKENS}, got {max_new_tokens}.")
     if answer_text is None and follow not in conditions:
         raise FtvpeError(f"Unknown condition '{follow}' to follow: choose from {', '.join(conditions)}.")
-    labels = list(conditions)
-    first = conditions[labels[0]][0]
     sizes = {len(loaded.tokenizer) for loaded, _ in conditions.values()}
     if len(sizes) > 1:
         raise FtvpeError("The conditions use models with different tokenizers; their tokens cannot be compared.")
     if k > min(sizes):
         raise FtvpeError(f"Top-k {k} is more than the model's vocabulary of {min(sizes)} tokens.")
-    prompt_ids = {label: generation.encode_chat(loaded, messages) for label, (loaded, messages) in conditions.items()}
 
+
+def _answer_ids(conditions, prompt_ids: dict[str, list[int]], follow: str, max_new_tokens: int, answer_text):
+    """The tokens to step through: ``answer_text`` tokenized, or the followed condition's greedy answer."""
     if answer_text is not None:
-        answer_ids = list(first.tokenizer.encode(answer_text, add_special_tokens=False))
+        answer_ids = list(next(iter(conditions.values()))[0].tokenizer.encode(answer_text, add_special_tokens=False))
         if not answer_text.strip() or not answer_ids:
             raise FtvpeError("The answer to step through is empty: write a few words.")
         if len(answer_ids) > MAX_NEW_TOKENS:
             raise FtvpeError(f"The answer is {len(answer_ids):,} tokens; the lens reads at most {MAX_NEW_TOKENS}.")
-    else:
-        loaded = conditions[follow][0]
-        generation.check_fits(loaded, len(prompt_ids[follow]), max_new_tokens)
-        answer_ids = _greedy(loaded, prompt_ids[follow], max_new_tokens)
-        if not answer_ids:
-            raise FtvpeError(f"The {follow.lower()} condition gave an empty answer; there is nothing to step through.")
-    for label, (loaded, _) in conditions.items():
-        generation.check_fits(loaded, len(prompt_ids[label]), len(answer_ids))
+        return answer_ids
+    loaded = conditions[follow][0]
+    generation.check_fits(loaded, len(prompt_ids[follow]), max_new_tokens)
+    answer_ids = _greedy(loaded, prompt_ids[follow], max_new_tokens)
+    if not answer_ids:
+        raise FtvpeError(f"The {follow.lower()} condition gave an empty answer; there is nothing to step through.")
+    return answer_ids
 
-    answer = torch.tensor(answer_ids)
-    tops: dict[str, list[list[dict]]] = {}
-    followed_prob: dict[str, list[float]] = {}
-    followed_rank: dict[str, list[int]] = {}
-    all_probs = []
-    for label, (loaded, _) in conditions.items():
-        probs = models.compute(_forced_probs, loaded, prompt_ids[label], answer_ids)  # (A, V)
-        all_probs.append(probs)
-        own = probs.gather(1, answer[:, None])[:, 0]  # (A,)
-        followed_prob[label] = [float(p) for p in own]
-        followed_rank[label] = [int(r) + 1 for r in (probs > own[:, None]).sum(dim=1)]
-        values, indices = torch.topk(probs, k, dim=-1)  # (A, k)
-        tops[label] = [
-            [{"id": int(i), "token": loaded.tokenizer.decode([int(i)]), "prob": float(p)} for p, i in zip(vs, ix)]
-            for vs, ix in zip(values, indices)
-        ]
-    distances = [0.0] * len(answer_ids)
+
+def _read_condition(loaded: models.LoadedModel, prompt_ids: list[int], answer_ids: list[int], k: int) -> dict:
+    """One condition along the answer: its distributions (A, V), the followed token's probability and rank,
+    and the top ``k`` tokens at each position."""
+    import torch
+
+    probs = models.compute(_forced_probs, loaded, prompt_ids, answer_ids)  # (A, V)
+    own = probs.gather(1, torch.tensor(answer_ids)[:, None])[:, 0]  # (A,)
+    values, indices = torch.topk(probs, k, dim=-1)  # (A, k)
+    tops = [
+        [{"id": int(i), "token": loaded.tokenizer.decode([int(i)]), "prob": float(p)} for p, i in zip(vs, ix)]
+        for vs, ix in zip(values, indices)
+    ]
+    return {
+        "probs": probs,
+        "prob": [float(p) for p in own],
+        "rank": [int(r) + 1 for r in (probs > own[:, None]).sum(dim=1)],
+        "tops": tops,
+    }
+
+
+def _largest_distances(all_probs: list, positions: int) -> list[float]:
+    """At each position, the largest total-variation distance between any two conditions' distributions."""
+    distances = [0.0] * positions
     for a in range(len(all_probs)):
         for b in range(a + 1, len(all_probs)):
             tv = 0.5 * (all_probs[a] - all_probs[b]).abs().sum(dim=1)  # (A,)
             distances = [max(d, float(t)) for d, t in zip(distances, tv)]
-    return Lens(
-        labels=labels,
-        follow=follow,
-        answer_ids=list(answer_ids),
-        answer_tokens=[first.tokenizer.decode([i]) for i in answer_ids],
-        tops=tops,
-        followed_prob=followed_prob,
-        followed_rank=followed_rank,
-        distances=distances,
-        messages={label: [dict(m) for m in messages] for label, (_, messages) in conditions.items()},
-        prompt_tokens={label: len(ids) for label, ids in prompt_ids.items()},
-        k=k,
-        model=first.source.label.split(" + adapter")[0],
-    )
+    return distances

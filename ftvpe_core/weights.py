@@ -201,12 +201,9 @@ def adapter_changes(
         ``lora_parameters`` (all numbers in the adapter file), ``weights_touched`` (entries of the base
         model the merged adapter changes) and ``total_parameters`` (None when unknown).
     """
-    import torch
-
     weights_path, config_path = _adapter_files(adapter_folder)
     config = _read_config(config_path)
     pairs, n_lora = _read_lora(weights_path)
-
     reader: Callable[[str], Any] | None
     layers_in_base = None
     if base_weights is None or callable(base_weights):
@@ -215,37 +212,8 @@ def adapter_changes(
         folder_weights = _FolderWeights(base_weights)
         reader, layers_in_base = folder_weights, folder_weights.num_layers()
         total_parameters = total_parameters or folder_weights.parameters
-
-    matrices = []
-    for module, ab in pairs.items():
-        a, b = ab["A"].to(torch.float64), ab["B"].to(torch.float64)  # A (r, in), B (out, r)
-        rank, (out_f, in_f) = a.shape[0], (b.shape[0], a.shape[1])
-        # ‖B A‖_F² = trace(Aᵀ Bᵀ B A) = Σ (BᵀB) ∘ (A Aᵀ): two (r, r) products instead of the (out, in) matrix.
-        delta = _scaling(config, module, rank) * math.sqrt(max(float(((b.T @ b) * (a @ a.T)).sum()), 0.0))
-        base_norm = None
-        if reader is not None:
-            name = (module[len(_PEFT_PREFIX) :] if module.startswith(_PEFT_PREFIX) else module) + ".weight"
-            w = reader(name)
-            if w is None:
-                raise FtvpeError(f"The base weights have no {name}: was this adapter trained on another model?")
-            if tuple(w.shape) != (out_f, in_f):
-                raise FtvpeError(
-                    f"The base weight {name} has shape {tuple(w.shape)} but the adapter expects {(out_f, in_f)}: "
-                    "this adapter was trained on another model."
-                )
-            base_norm = float(torch.linalg.vector_norm(w.to(torch.float64)))
-        matrices.append({
-            "layer": ab["layer"],
-            "projection": ab["proj"],
-            "shape": [int(out_f), int(in_f)],
-            "delta_norm": delta,
-            "base_norm": base_norm,
-            "relative": delta / base_norm if base_norm else None,
-            "entries": int(out_f * in_f),
-            "lora_parameters": int(rank * (out_f + in_f)),
-        })  # fmt: skip
-    matrices.sort(key=lambda r: (r["layer"], PROJECTIONS.index(r["projection"]) if r["projection"] in PROJECTIONS
-                                 else len(PROJECTIONS), r["projection"]))  # fmt: skip
+    matrices = [_matrix_change(config, module, ab, reader) for module, ab in pairs.items()]
+    matrices.sort(key=lambda r: (r["layer"], _projection_order(r["projection"]), r["projection"]))
     targets = config.get("target_modules") or sorted({r["projection"] for r in matrices})
     if isinstance(targets, str):  # peft also allows a regular expression
         targets = sorted({r["projection"] for r in matrices})
@@ -254,7 +222,7 @@ def adapter_changes(
         "base_model": config.get("base_model_name_or_path"),
         "rank": int(config["r"]),
         "alpha": float(config["lora_alpha"]),
-        "target_modules": sorted(targets, key=lambda p: (PROJECTIONS.index(p) if p in PROJECTIONS else 99, p)),
+        "target_modules": sorted(targets, key=lambda p: (_projection_order(p), p)),
         "projections": list(PROJECTIONS),
         "layers": max(layers_in_base or 0, max(r["layer"] for r in matrices) + 1),
         "has_base": reader is not None,
@@ -262,6 +230,42 @@ def adapter_changes(
         "lora_parameters": int(n_lora),
         "weights_touched": sum(r["entries"] for r in matrices),
         "total_parameters": int(total_parameters) if total_parameters else None,
+    }
+
+
+def _projection_order(projection: str) -> int:
+    return PROJECTIONS.index(projection) if projection in PROJECTIONS else len(PROJECTIONS)
+
+
+def _matrix_change(config: dict, module: str, ab: dict, reader: Callable[[str], Any] | None) -> dict:
+    """One adapted matrix: the size of its change ‖ΔW‖_F and, with the base weights, ‖W‖_F and their ratio."""
+    import torch
+
+    a, b = ab["A"].to(torch.float64), ab["B"].to(torch.float64)  # A (r, in), B (out, r)
+    rank, (out_f, in_f) = a.shape[0], (b.shape[0], a.shape[1])
+    # ‖B A‖_F² = trace(Aᵀ Bᵀ B A) = Σ (BᵀB) ∘ (A Aᵀ): two (r, r) products instead of the (out, in) matrix.
+    delta = _scaling(config, module, rank) * math.sqrt(max(float(((b.T @ b) * (a @ a.T)).sum()), 0.0))
+    base_norm = None
+    if reader is not None:
+        name = (module[len(_PEFT_PREFIX) :] if module.startswith(_PEFT_PREFIX) else module) + ".weight"
+        w = reader(name)
+        if w is None:
+            raise FtvpeError(f"The base weights have no {name}: was this adapter trained on another model?")
+        if tuple(w.shape) != (out_f, in_f):
+            raise FtvpeError(
+                f"The base weight {name} has shape {tuple(w.shape)} but the adapter expects {(out_f, in_f)}: "
+                "this adapter was trained on another model."
+            )
+        base_norm = float(torch.linalg.vector_norm(w.to(torch.float64)))
+    return {
+        "layer": ab["layer"],
+        "projection": ab["proj"],
+        "shape": [int(out_f), int(in_f)],
+        "delta_norm": delta,
+        "base_norm": base_norm,
+        "relative": delta / base_norm if base_norm else None,
+        "entries": int(out_f * in_f),
+        "lora_parameters": int(rank * (out_f + in_f)),
     }
 
 
