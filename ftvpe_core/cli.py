@@ -14,6 +14,7 @@ from importlib import metadata
 
 from ftvpe_core import (
     FtvpeError,
+    adapters,
     compare,
     datasets,
     finetune,
@@ -373,7 +374,7 @@ def cmd_ablate(args) -> int:
     from ftvpe_core import evaluate
 
     task = evaluate.load_task(args.task, args.metric, args.limit or None)
-    loaded = models.load(args.model, weight_format=compare.WEIGHTS)
+    loaded = models.load(args.model, weight_format=adapters.WEIGHT_FORMAT)
     combos = evaluate.ablate(loaded, task, None, on_progress=lambda d, t: _progress_line(d / t, f"{d} of {t}"))
     out = {"task": task.name, "metric": task.metric, "n": len(task.examples), "combinations": combos,
            "gains": evaluate.technique_gains(combos)}  # fmt: skip

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from ftvpe_core import FtvpeError, evaluate, figures, finetune, models, prompts
+from ftvpe_core import FtvpeError, adapters, evaluate, figures, finetune, models, prompts
 from ftvpe_core.runs import RunStore
 from ftvpe_core.settings import GenerationSettings
 
@@ -37,7 +37,6 @@ LORA_SIZES = (10, 50, 0)
 RESULT_FILE = "compare.json"
 ABLATION_EXAMPLES = 20
 """The ablation scores 16 prompts on at most this many examples of the task (a sample, to stay quick)."""
-WEIGHTS = "float32"
 
 # General questions with short, checkable answers: does the tuned model still answer them?
 FORGETTING_QUESTIONS = [
@@ -185,7 +184,7 @@ def run_comparison(
         done += 1
 
     on_progress(0.0, "Loading the base model")
-    base = models.load(model_name, weight_format=WEIGHTS)
+    base = models.load(model_name, weight_format=adapters.WEIGHT_FORMAT)
     _warm_up(base, task, settings.batch_size)
     ablation = gains = None
     if with_ablation:
@@ -202,7 +201,7 @@ def run_comparison(
     forgetting = None
     if run:
         on_progress(done / steps, f"Loading the fine-tuned model of run {run.id}")
-        tuned = models.load(model_name, weight_format=WEIGHTS, adapter=store.artifact_dir(run.id))
+        tuned = models.load(model_name, weight_format=adapters.WEIGHT_FORMAT, adapter=store.artifact_dir(run.id))
         _warm_up(tuned, task, settings.batch_size)
         train_s = float((run.summary or {}).get("train_seconds", 0.0))
         step("Scoring the fine-tuned model")
@@ -280,7 +279,7 @@ def _run_facts(run) -> dict | None:
     return {
         "id": run.id,
         "dataset": run.dataset,
-        "preset": run.settings.get("preset") or "custom",
+        "preset": finetune.preset_label(run.settings),
         "steps": s.get("steps"),
         "train_seconds": s.get("train_seconds"),
         "tokens_seen": s.get("tokens_seen"),

@@ -58,25 +58,6 @@ FINETUNE_INTRO = (
     "Pick data, pick settings, launch, and watch it learn; then talk to the tuned model next to the base one."
 )
 
-TRAIN_PRESETS = {
-    "quick": (
-        "Quick demo",
-        "40 steps on the attention layers at a high learning rate: about a minute on a "
-        "2-core laptop with the embedded model. Enough to teach support triage its four labels.",
-    ),
-    "thorough": (
-        "Thorough",
-        "Three passes over the data on every layer at a gentler learning rate, with early "
-        "stopping when the validation loss stops improving. Several minutes on a CPU.",
-    ),
-    "overfit": (
-        "Overfit on purpose",
-        "Only 8 training examples, a big adapter, a very high learning rate and "
-        "no early stopping: the training loss drops to almost zero while the validation loss turns "
-        "up. The model memorises instead of learning, one of fine-tuning's classic risks.",
-    ),
-}
-
 TRAIN_KNOBS = {
     "rank": "Width of the two small matrices LoRA adds beside each chosen layer. Higher learns more and "
             "trains more weights (and overfits sooner).",

@@ -164,56 +164,91 @@ def _label(name: str) -> str:
     )
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "quick": dict(
-        rank=8,
-        alpha=16.0,
-        dropout=0.05,
-        learning_rate=2e-3,
-        max_steps=40,
-        batch_size=8,
-        max_length=128,
-        eval_every=10,
-        target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+@dataclass(frozen=True)
+class Preset:
+    """A starting point for the Fine-Tune Lab and the CLI: its name on the page, what it does, its settings."""
+
+    label: str
+    about: str
+    values: dict[str, Any]
+
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(
+        "Quick demo",
+        "40 steps on the attention layers at a high learning rate: about a minute on a "
+        "2-core laptop with the embedded model. Enough to teach support triage its four labels.",
+        dict(
+            rank=8,
+            alpha=16.0,
+            dropout=0.05,
+            learning_rate=2e-3,
+            max_steps=40,
+            batch_size=8,
+            max_length=128,
+            eval_every=10,
+            target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+        ),
     ),
-    "thorough": dict(
-        rank=16,
-        alpha=32.0,
-        dropout=0.05,
-        learning_rate=1e-3,
-        epochs=3.0,
-        batch_size=8,
-        max_length=256,
-        eval_every=20,
-        early_stopping_patience=3,
-        target_modules=TARGET_MODULES,
+    "thorough": Preset(
+        "Thorough",
+        "Three passes over the data on every layer at a gentler learning rate, with early "
+        "stopping when the validation loss stops improving. Several minutes on a CPU.",
+        dict(
+            rank=16,
+            alpha=32.0,
+            dropout=0.05,
+            learning_rate=1e-3,
+            epochs=3.0,
+            batch_size=8,
+            max_length=256,
+            eval_every=20,
+            early_stopping_patience=3,
+            target_modules=TARGET_MODULES,
+        ),
     ),
-    "overfit": dict(
-        rank=32,
-        alpha=64.0,
-        dropout=0.0,
-        learning_rate=5e-3,
-        max_steps=150,
-        batch_size=4,
-        max_length=128,
-        warmup_fraction=0.0,
-        eval_every=10,
-        early_stopping_patience=0,
-        max_train_examples=8,
-        restore_best=False,
-        target_modules=TARGET_MODULES,
+    "overfit": Preset(
+        "Overfit on purpose",
+        "Only 8 training examples, a big adapter, a very high learning rate and "
+        "no early stopping: the training loss drops to almost zero while the validation loss turns "
+        "up. The model memorises instead of learning, one of fine-tuning's classic risks.",
+        dict(
+            rank=32,
+            alpha=64.0,
+            dropout=0.0,
+            learning_rate=5e-3,
+            max_steps=150,
+            batch_size=4,
+            max_length=128,
+            warmup_fraction=0.0,
+            eval_every=10,
+            early_stopping_patience=0,
+            max_train_examples=8,
+            restore_best=False,
+            target_modules=TARGET_MODULES,
+        ),
     ),
 }
-"""Starting points: 'quick' (about a minute on a 2-core laptop CPU with the 135M model on support
-triage), 'thorough' (three epochs, every layer, early stopping), 'overfit' (8 examples, many steps at a
-high learning rate and no early stopping, so the validation loss turns up)."""
+"""Starting points, the one table of them (labels, descriptions, values)."""
+CUSTOM = "custom"
+"""The preset name of a run whose settings match no preset (chosen by hand, or a preset's knobs changed)."""
 
 
 def from_preset(name: str, **overrides: Any) -> TrainSettings:
     """TrainSettings from a preset, with any fields overridden."""
     if name not in PRESETS:
         raise FtvpeError(f"Unknown preset '{name}': choose one of {', '.join(PRESETS)}.")
-    return TrainSettings(**{**PRESETS[name], **overrides})
+    return TrainSettings(**{**PRESETS[name].values, **overrides})
+
+
+def preset_of(settings: TrainSettings, chosen: str | None) -> str:
+    """``chosen`` when ``settings`` are exactly that preset's, else CUSTOM (its knobs were edited)."""
+    return chosen if chosen in PRESETS and from_preset(chosen) == settings else CUSTOM
+
+
+def preset_label(run_settings: dict) -> str:
+    """The preset a stored run's settings came from, for display: its name, or 'custom'."""
+    return run_settings.get("preset") or CUSTOM
 
 
 # Data
@@ -785,37 +820,6 @@ class _Run:
 
 
 # Adapters on disk and their size
-
-
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-
-
-def save_adapter(peft_model: Any, folder: str | Path) -> Path:
-    """Write the adapter (adapter_model.safetensors and adapter_config.json) into ``folder``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(str(folder), safe_serialization=True)
-    if not (folder / ADAPTER_WEIGHTS).is_file():
-        raise FtvpeError(f"Saving the adapter to {folder} did not produce {ADAPTER_WEIGHTS}.")
-    return folder
-
-
-def load_adapter(base_model: Any, folder: str | Path) -> Any:
-    """The base model with the adapter in ``folder`` on it, in eval mode (safetensors only).
-
-    ``base_model`` is wrapped in place: pass a model this call may own, never one shared elsewhere.
-    """
-    from peft import PeftModel
-
-    folder = Path(folder)
-    if not (folder / ADAPTER_WEIGHTS).is_file():
-        raise FtvpeError(f"{folder} holds no {ADAPTER_WEIGHTS}; only safetensors adapters are loaded, for safety.")
-    if not (folder / ADAPTER_CONFIG).is_file():
-        raise FtvpeError(f"{folder} holds no {ADAPTER_CONFIG}, so it is not a LoRA adapter folder.")
-    model = PeftModel.from_pretrained(base_model, str(folder))
-    model.eval()
-    return model
 
 
 def trainable_parameters(peft_model: Any) -> tuple[int, int]:

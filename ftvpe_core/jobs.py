@@ -16,7 +16,7 @@ import os
 import zipfile
 from collections.abc import Callable
 
-from ftvpe_core import FtvpeError, datasets, evaluate, finetune, models
+from ftvpe_core import FtvpeError, adapters, datasets, evaluate, finetune, models
 from ftvpe_core import settings as settings_module
 from ftvpe_core.runs import Run, RunStore
 
@@ -52,7 +52,8 @@ def submit(
         settings: how to train.
         model_name: the base model (None: the default one).
         device: where to train ('cpu', 'cuda', ...; None: the best one here).
-        preset: the preset the settings came from, for display ('' when none).
+        preset: the preset the settings were chosen from; recorded only when they still equal it (a preset
+            whose knobs were changed is recorded as 'custom').
     """
     store = store or RunStore()
     dataset = datasets.load(data) if isinstance(data, str) else data
@@ -62,7 +63,7 @@ def submit(
     record = {
         **settings.to_dict(),
         "model": model_name or settings_module.default_model(),
-        "preset": preset,
+        "preset": finetune.preset_of(settings, preset),
         "dataset_title": dataset.title,
         "dataset_source": "builtin" if builtin else "upload",
     }
@@ -124,7 +125,7 @@ def execute(
         settings = train_settings(run)
         store.set_progress(run_id, 0.0, "Loading the model and the data")
         # Training needs float weights; this process owns the model it trains.
-        loaded = models.load(run.settings.get("model"), device=run.device or "auto", weight_format="float32")
+        loaded = models.load(run.settings.get("model"), device=run.device, weight_format=adapters.WEIGHT_FORMAT)
 
         def progress(event: dict) -> None:
             values = {k: event[k] for k in ("train_loss", "val_loss", "lr", "tokens_seen", "eta_s") if k in event}
@@ -167,7 +168,7 @@ def execute(
                 return {"run_id": run_id, **result.summary(), "status": "interrupted"}
             store.mark_cancelled(run_id)
             return {"run_id": run_id, **result.summary()}
-        finetune.save_adapter(result.peft_model, store.artifact_dir(run_id))
+        adapters.save(result.peft_model, store.artifact_dir(run_id))
         trainable, total = finetune.trainable_parameters(result.peft_model)
         summary = {
             "run_id": run_id,
@@ -209,7 +210,7 @@ def run_finetune(
     """Queue a run and train it here, in the foreground (the CLI's ``finetune``); returns its summary."""
     store = store or RunStore()
     run_id = submit(dataset, settings, model_name, store=store, preset=preset)
-    store.start(run_id, os.getpid(), store.get(run_id).device or settings_module.pick_device())
+    store.start(run_id, os.getpid(), store.get(run_id).device)  # submit resolved it
     return execute(store, run_id, on_event, measure_accuracy)
 
 
@@ -250,7 +251,7 @@ def resume_finetune(
     """Resume a run here, in the foreground (the CLI's ``finetune --resume``); returns its summary."""
     store = store or RunStore()
     resume(store, run_id)
-    store.start(run_id, os.getpid(), store.get(run_id).device or settings_module.pick_device())
+    store.start(run_id, os.getpid(), store.get(run_id).device)
     return execute(store, run_id, on_event, measure_accuracy)
 
 
@@ -262,7 +263,7 @@ def adapter_zip(store: RunStore, run_id: str) -> bytes:
     folder = store.artifact_dir(run_id)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
-        for name in (finetune.ADAPTER_WEIGHTS, finetune.ADAPTER_CONFIG):
+        for name in (adapters.WEIGHTS_FILE, adapters.CONFIG_FILE):
             if not (folder / name).is_file():
                 raise FtvpeError(f"Run '{run_id}' is missing {name} in {folder}.")
             z.write(folder / name, f"{run_id}/{name}")

@@ -303,12 +303,9 @@ def _load(name, device, weight_format, allow_download, progress: Progress, adapt
     source = resolve(name)
     device = settings.pick_device(device)
     if adapter is not None:
-        # A merged adapter changes every adapted weight, so 4-bit or int8 codes no longer apply.
-        if weight_format in ("q4", "int8"):
-            raise FtvpeError(f"A fine-tuned adapter runs on float weights; {weight_format} cannot hold it.")
-        weight_format = weight_format if weight_format not in (None, "auto") else None
-        if weight_format is None and device == "cpu":
-            weight_format = "float32"
+        from ftvpe_core import adapters
+
+        weight_format = adapters.weight_format(weight_format, device)
     weight_format = settings.pick_weight_format(device, weight_format, source.kind in ("embedded", "gguf"))
     _quiet_transformers()
     was_cached = source.kind not in ("embedded", "gguf") or is_cached(gguf_cache_dir(Path(source.location)))
@@ -326,10 +323,8 @@ def _load(name, device, weight_format, allow_download, progress: Progress, adapt
     model.requires_grad_(False)
     n_params = sum(p.numel() for p in model.parameters())
     if adapter is not None:
-        from ftvpe_core import finetune
-
         progress(0.85, "Merging the fine-tuned adapter")
-        model = finetune.load_adapter(model, adapter).merge_and_unload()
+        model = adapters.load(model, adapter).merge_and_unload()
         source = Source(source.name, f"{source.label} + adapter {Path(adapter).name}", source.kind, source.location)
     if weight_format == "int8":
         progress(0.9, "Converting linear layers to int8")

@@ -37,12 +37,6 @@ def load(dataset: str) -> dict:
         raise FtvpeError(f"The recording {path.name} cannot be read: {e}") from e
 
 
-def adapter_dir(dataset: str) -> Path | None:
-    """The folder of the recorded run's LoRA adapter, or None where none is shipped."""
-    folder = ADAPTERS_DIR / dataset
-    return folder if (folder / "adapter_model.safetensors").is_file() else None
-
-
 def describe(recording: dict) -> dict:
     """How a recording was made, from its ``recorded_with`` line: {'command', 'made_on', 'date'}.
 

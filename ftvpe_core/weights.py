@@ -19,13 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ftvpe_core import FtvpeError, models
+from ftvpe_core import FtvpeError, adapters, models
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """The linear layers of a Llama-style decoder layer, in the order the figure draws them."""
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 # base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight (peft drops the adapter name on save;
 # a ".default" before ".weight" is accepted too).
@@ -35,28 +32,6 @@ _LORA_KEY = re.compile(
 _PEFT_PREFIX = "base_model.model."
 
 BaseWeights = Callable[[str], Any] | str | Path | None
-
-
-def _adapter_files(adapter_folder: str | Path) -> tuple[Path, Path]:
-    folder = Path(adapter_folder).expanduser()
-    if folder.is_file() and folder.name == ADAPTER_WEIGHTS:
-        folder = folder.parent
-    pickled = [folder] if folder.is_file() and folder.suffix in PICKLE_SUFFIXES else []
-    if folder.is_dir() and not (folder / ADAPTER_WEIGHTS).is_file():
-        pickled = [p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
-    if pickled:
-        raise FtvpeError(
-            f"{pickled[0]} is a pickle file: it is refused, because loading pickle can run arbitrary code. "
-            f"Save the adapter as {ADAPTER_WEIGHTS} (peft's save_pretrained with safe_serialization=True)."
-        )
-    if not folder.is_dir():
-        raise FtvpeError(f"Adapter folder not found: {folder}.")
-    weights, config = folder / ADAPTER_WEIGHTS, folder / ADAPTER_CONFIG
-    if not weights.is_file():
-        raise FtvpeError(f"{folder} holds no {ADAPTER_WEIGHTS}; only safetensors adapters are read, for safety.")
-    if not config.is_file():
-        raise FtvpeError(f"{folder} holds no {ADAPTER_CONFIG}, so it is not a LoRA adapter folder.")
-    return weights, config
 
 
 def _read_config(path: Path) -> dict:
@@ -201,7 +176,7 @@ def adapter_changes(
         ``lora_parameters`` (all numbers in the adapter file), ``weights_touched`` (entries of the base
         model the merged adapter changes) and ``total_parameters`` (None when unknown).
     """
-    weights_path, config_path = _adapter_files(adapter_folder)
+    weights_path, config_path = adapters.files(adapter_folder)
     config = _read_config(config_path)
     pairs, n_lora = _read_lora(weights_path)
     reader: Callable[[str], Any] | None

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, content, datasets, figures, finetune, jobs, recordings, settings, worker
+from ftvpe_core import FtvpeError, adapters, content, datasets, figures, finetune, jobs, recordings, worker
 from ftvpe_core.ui import classroom, loaders, markdown, replay
 from ftvpe_core.ui import finetune_lab as lab
 from ftvpe_core.ui import run_views as views
@@ -47,10 +47,10 @@ else:
     c2.caption("The token-length histogram appears once the tokenizer has loaded.")
 
 st.header("2 · Settings")
-presets = content.TRAIN_PRESETS
-st.radio("Preset", list(presets), key="ft_preset", format_func=lambda p: presets[p][0], horizontal=True,
+presets = finetune.PRESETS
+st.radio("Preset", list(presets), key="ft_preset", format_func=lambda p: presets[p].label, horizontal=True,
          on_change=lab.apply_preset)  # fmt: skip
-st.caption(presets[ss.ft_preset][1])
+st.caption(presets[ss.ft_preset].about)
 if not teaching:  # classroom mode keeps the preset's values
     lab.advanced_settings()
 try:
@@ -77,7 +77,7 @@ if ss.ft_source == lab.SOURCES[0] and ss.ft_dataset in recordings.available():
 choice = loaders.choice()
 if st.button("🚀 Launch", type="primary", disabled=train_settings is None, key="ft_launch"):
     try:
-        device = settings.pick_device(choice["device"])
+        device = loaders.device()
         ss.ft_run = jobs.submit(lab.launch_target(), train_settings, choice["name"], device, store, preset=ss.ft_preset)
         worker.ensure_worker(store, device)
     except FtvpeError as e:
@@ -152,6 +152,6 @@ for turn in reversed(ss[lab.CHATS].get(run.id, [])):
         b.markdown(f"**Base model** · {handle.result.describe()['dtype']}")
         b.text(turn["base"] or "(empty answer)")
         b.caption(turn["base_stats"])
-        t.markdown("**Fine-tuned model** · float32 + LoRA merged")
+        t.markdown(f"**Fine-tuned model** · {adapters.WEIGHT_FORMAT} + LoRA merged")
         t.text(turn["tuned"] or "(empty answer)")
         t.caption(turn["tuned_stats"])

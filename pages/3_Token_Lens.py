@@ -34,7 +34,7 @@ else:
 c2.multiselect("Engineered prompt: techniques", evaluate.TECHNIQUES, key="tl_techniques",
                help="Built for the example exactly as the Compare page builds its engineered arm.")  # fmt: skip
 classroom.publish(view.PAGE, view.url_state())
-adapters = view.adapters(ss.tl_dataset)
+adapters = view.adapter_menu(ss.tl_dataset)
 view.keep_valid("tl_adapter", [None, *adapters], view.default_adapter(adapters))
 c2.selectbox("Fine-tuned adapter", [None, *adapters], key="tl_adapter",
              format_func=lambda a: "none: compare the two prompts only" if a is None else adapters[a])  # fmt: skip
@@ -60,7 +60,7 @@ if not data:
 n = len(data["answer_ids"])
 ss.tl_pos = min(max(int(ss.tl_pos), 1), n)
 st.caption(
-    f"{markdown.literal(data['model'])} · float32 · following: {data['follow']} · {n} tokens · top {data['k']} shown"
+    f"{markdown.literal(data['model'])} · {view.WEIGHTS} · following: {data['follow']} · {n} tokens · top {data['k']} shown"
 )
 b1, b2, b3, b4 = st.columns([1, 1, 8, 3], vertical_alignment="bottom")
 b1.button("◀", key="tl_prev", on_click=view.step, args=(-1,), disabled=ss.tl_pos <= 1)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, compare, content, datasets, evaluate, settings, worker
+from ftvpe_core import FtvpeError, compare, content, datasets, evaluate, worker
 from ftvpe_core.ui import classroom, loaders, markdown
 from ftvpe_core.ui import compare_view as view
 from ftvpe_core.ui import run_views as views
@@ -50,7 +50,7 @@ if st.button("⚖️ Run the comparison", type="primary", key="cp_launch"):
             model=loaders.choice()["name"], forgetting=ss.cp_forgetting, ablation=ss.cp_ablation,
             efficiency=ss.cp_efficiency, best_techniques=ss.cp_best,
         )  # fmt: skip
-        device = settings.pick_device(loaders.choice()["device"])
+        device = loaders.device()
         ss.cp_show = compare.submit(cs, store, device)
         worker.ensure_worker(store, device)
     except FtvpeError as e:

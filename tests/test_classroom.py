@@ -169,7 +169,7 @@ def test_fine_tune_lab_link_restores_dataset_and_training_preset(tiny_env):
     at = _open("pages/2_Fine_Tune_Lab.py", {"classroom": "1", "dataset": "brand_voice", "train": "overfit"})
     ss = at.session_state
     assert ss.ft_dataset == "brand_voice" and ss.ft_preset == "overfit"
-    assert ss.ft_steps == finetune.PRESETS["overfit"]["max_steps"]
+    assert ss.ft_steps == finetune.PRESETS["overfit"].values["max_steps"]
     assert not [e for e in at.expander if "Advanced settings" in e.label]
     assert not [r for r in at.radio if r.key == "ft_source"]  # uploads are for outside class
     assert at.query_params["dataset"] == "brand_voice" and at.query_params["train"] == "overfit"

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from ftvpe_core import FtvpeError, finetune
+from ftvpe_core import FtvpeError, adapters, finetune
 from ftvpe_core.datasets import Example
 
 WORDS = "hello world good day night train trip time travel answer".split()
@@ -69,6 +69,16 @@ def test_settings_accept_epochs_instead_of_steps_and_a_comma_list_of_layers():
     s = finetune.TrainSettings(max_steps=0, epochs=2, batch_size=4, target_modules="q_proj, v_proj")
     assert s.target_modules == ("q_proj", "v_proj")
     assert s.total_steps(10) == 6  # 3 batches per epoch
+
+
+def test_a_preset_is_recorded_only_while_its_settings_are_unchanged():
+    quick = finetune.from_preset("quick")
+    assert finetune.preset_of(quick, "quick") == "quick"
+    assert finetune.preset_of(finetune.from_preset("quick", max_steps=3), "quick") == "custom"
+    assert finetune.preset_of(quick, "thorough") == "custom" and finetune.preset_of(quick, None) == "custom"
+    assert finetune.preset_label({"preset": "overfit"}) == "overfit" and finetune.preset_label({}) == "custom"
+    for preset in finetune.PRESETS.values():  # one table: each preset has its words and its values
+        assert preset.label and len(preset.about) > 40 and preset.values
 
 
 def test_every_preset_is_valid():
@@ -286,9 +296,9 @@ def test_no_training_examples_is_refused(fresh, tiny_loaded):
 
 def test_saved_adapter_loads_back_with_identical_logits(fresh, tiny_loaded, tmp_path):
     result = finetune.train(fresh, tiny_loaded.tokenizer, toy_examples(8), [], fast(max_steps=5))
-    folder = finetune.save_adapter(result.peft_model, tmp_path / "adapter")
+    folder = adapters.save(result.peft_model, tmp_path / "adapter")
     assert (folder / "adapter_model.safetensors").is_file() and (folder / "adapter_config.json").is_file()
-    loaded = finetune.load_adapter(copy.deepcopy(tiny_loaded.model), folder)
+    loaded = adapters.load(copy.deepcopy(tiny_loaded.model), folder)
     ids = torch.tensor([[1, 5, 6, 7, 2, 1, 8]])
     with torch.no_grad():
         expected = result.peft_model(input_ids=ids).logits
@@ -302,7 +312,7 @@ def test_load_adapter_refuses_a_folder_without_safetensors(tiny_loaded, tmp_path
     (tmp_path / "adapter_config.json").write_text("{}")
     (tmp_path / "adapter_model.bin").write_bytes(b"not loaded")
     with pytest.raises(FtvpeError, match="adapter_model.safetensors"):
-        finetune.load_adapter(copy.deepcopy(tiny_loaded.model), tmp_path)
+        adapters.load(copy.deepcopy(tiny_loaded.model), tmp_path)
 
 
 # Checkpoints and resume

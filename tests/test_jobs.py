@@ -20,6 +20,7 @@ def test_finetune_json_reports_the_run_and_stores_it_complete_with_its_adapter(c
     for key in ("run_id", "status", "train_seconds", "steps", "final_train_loss", "final_val_loss"):
         assert key in summary
     assert summary["status"] == "complete" and summary["steps"] == 3
+    assert runs.RunStore().get(summary["run_id"]).settings["preset"] == "custom"  # --steps changed the preset
     assert 0.0 <= summary["test_accuracy_base"] <= 1.0 and 0.0 <= summary["test_accuracy_tuned"] <= 1.0
     assert "[step 3/3]" in err
     store = runs.RunStore()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ftvpe_core import FtvpeError, evaluate, figures, finetune, generation, lens, models, prompts
+from ftvpe_core import FtvpeError, adapters, evaluate, figures, generation, lens, models, prompts
 
 MESSAGES = [{"role": "user", "content": "write something about travel for families"}]
 ENGINEERED = [
@@ -25,7 +25,7 @@ def tuned_loaded(tiny_model_dir, tmp_path_factory):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    folder = finetune.save_adapter(get_peft_model(model, config), tmp_path_factory.mktemp("lens-adapter"))
+    folder = adapters.save(get_peft_model(model, config), tmp_path_factory.mktemp("lens-adapter"))
     return models.load(str(tiny_model_dir), device="cpu", weight_format="float32", adapter=folder)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ftvpe_core import finetune, lens
+from ftvpe_core import adapters, lens
 from ftvpe_core.runs import RunStore
 
 PAGE = Path(__file__).resolve().parent.parent / "pages" / "3_Token_Lens.py"
@@ -35,7 +35,7 @@ def _complete_run(home: Path, model_dir: Path) -> str:
     store.start(run_id, os.getpid(), "cpu")
     config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), config)
-    finetune.save_adapter(model, store.artifact_dir(run_id))
+    adapters.save(model, store.artifact_dir(run_id))
     store.finish(run_id, {})
     return run_id
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ftvpe_core import datasets, finetune
+from ftvpe_core import adapters, datasets, finetune
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "assets" / "recordings"
 
@@ -15,7 +15,7 @@ def test_each_builtin_dataset_has_a_complete_quick_recording_whose_loss_falls(na
     run = json.loads((RECORDINGS / f"{name}.json").read_text())
     assert run["dataset"] == name and run["status"] == "complete" and run["settings"]["preset"] == "quick"
     assert "ftvpe_core finetune" in run["recorded_with"]
-    steps = finetune.PRESETS["quick"]["max_steps"]
+    steps = finetune.PRESETS["quick"].values["max_steps"]
     train = run["metrics"]["train_loss"]
     assert [s for s, _ in train] == list(range(1, steps + 1))
     assert train[-1][1] < 0.8 * train[0][1]
@@ -34,7 +34,7 @@ def test_each_recording_ships_its_float16_adapter_with_the_settings_rank_and_tar
     from ftvpe_core import recordings, weights
 
     run = recordings.load(name)
-    folder = recordings.adapter_dir(name)
+    folder = adapters.recorded(name)
     assert folder is not None and folder == RECORDINGS / "adapters" / name
     settings = run["settings"]
     config = json.loads((folder / "adapter_config.json").read_text())

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from ftvpe_core import FtvpeError, figures, finetune, weights
+from ftvpe_core import FtvpeError, adapters, figures, finetune, weights
 
 TARGETS = ["q_proj", "v_proj", "down_proj"]
 RANK, ALPHA = 4, 8.0
@@ -24,7 +24,7 @@ def lora(tiny_model_dir, tmp_path_factory):
     # init_lora_weights=False draws B at random too, so B @ A is not zero.
     config = LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=TARGETS, init_lora_weights=False)
     peft_model = get_peft_model(copy.deepcopy(base), config)
-    folder = finetune.save_adapter(peft_model, tmp_path_factory.mktemp("adapter"))
+    folder = adapters.save(peft_model, tmp_path_factory.mktemp("adapter"))
     merged = copy.deepcopy(peft_model).merge_and_unload()
     return {"folder": folder, "base": base, "merged": merged, "peft": peft_model}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftvpe_core import finetune, jobs, runs, worker
+from ftvpe_core import adapters, datasets, finetune, jobs, runs, worker
 from ftvpe_core.runs import RunStore
 
 pytestmark = pytest.mark.timeout(180)
@@ -35,7 +35,7 @@ def _wait(predicate, timeout=90.0, what="the condition"):
 
 def test_submit_keeps_an_upload_with_the_run_and_trains_on_exactly_it(tiny_model_dir):
     store = RunStore()
-    upload = jobs.load_dataset("support_triage")
+    upload = datasets.load("support_triage")
     upload.name, upload.title = "my_upload", "My upload"
     upload.splits["train"] = upload.splits["train"][:12]
     run_id = jobs.submit(upload, _settings(), str(tiny_model_dir), device="cpu", store=store)
@@ -190,7 +190,7 @@ def test_a_job_process_leaves_within_seconds_of_its_app_even_mid_phase(tiny_mode
 def _adapter(path: Path) -> dict:
     from safetensors.torch import load_file
 
-    return load_file(str(path / finetune.ADAPTER_WEIGHTS))
+    return load_file(str(path / adapters.WEIGHTS_FILE))
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_and_ends_as_if_never_stopped(tiny_model_dir):

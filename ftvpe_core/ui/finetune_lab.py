@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, content, datasets, finetune, generation, models
+from ftvpe_core import FtvpeError, adapters, content, datasets, finetune, generation, models
 from ftvpe_core.settings import GenerationSettings
 from ftvpe_core.ui import loaders
 
@@ -76,7 +76,7 @@ def url_state() -> dict:
 
 def apply_preset() -> None:
     """Callback of the preset choice: every knob to the preset's value."""
-    values = {**dataclasses.asdict(finetune.TrainSettings()), **finetune.PRESETS[st.session_state.ft_preset]}
+    values = {**dataclasses.asdict(finetune.TrainSettings()), **finetune.PRESETS[st.session_state.ft_preset].values}
     for key, name in KEYS.items():
         value = values[name]
         st.session_state[key] = list(value) if isinstance(value, (tuple, list)) else value
@@ -143,7 +143,9 @@ def tuned_model(name: str, device: str, home: str, run_id: str) -> models.Loaded
     """The base model with a run's adapter merged into float weights, shared by every session."""
     from ftvpe_core.runs import RunStore
 
-    return models.load(name, device=device, weight_format="float32", adapter=RunStore(Path(home)).artifact_dir(run_id))
+    return models.load(
+        name, device=device, weight_format=adapters.WEIGHT_FORMAT, adapter=RunStore(Path(home)).artifact_dir(run_id)
+    )
 
 
 def ask_both(base: models.LoadedModel, tuned: models.LoadedModel, run_id: str, prompt: str) -> None:

@@ -8,8 +8,19 @@ from pathlib import Path
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, classroom, compare, figures, generation, lessons, presets, prompts, quiz, weights
-from ftvpe_core import recordings as recorded
+from ftvpe_core import (
+    FtvpeError,
+    adapters,
+    classroom,
+    compare,
+    figures,
+    generation,
+    lessons,
+    presets,
+    prompts,
+    quiz,
+    weights,
+)
 from ftvpe_core.prompts import BuiltPrompt, PromptSpec
 from ftvpe_core.runs import RunStore
 from ftvpe_core.settings import GenerationSettings
@@ -97,16 +108,13 @@ def adapter_sources(store: RunStore) -> dict[str, tuple[Path, str]]:
     """Adapters to draw, label -> (folder, the model it was trained on): complete fine-tuning runs in the store
     (newest first), then the recorded ones that ship with the app (trained on the embedded model)."""
     sources = {}
-    for run in store.list("finetune"):
-        folder = store.artifact_dir(run.id)
-        if run.status == "complete" and (folder / "adapter_model.safetensors").is_file():
-            title = run.settings.get("dataset_title", run.dataset)
-            label = f"Run {run.id} · {title} · {run.settings.get('preset') or 'custom'}"
-            sources[label] = (folder, run.settings.get("model") or "embedded")
-    for name in recorded.available():
-        folder = recorded.adapter_dir(name)
-        if folder is not None:
-            sources[f"Recorded quick run · {name.replace('_', ' ')} (ships with the app)"] = (folder, "embedded")
+    for a in adapters.available(store):
+        label = (
+            f"Run {a.run_id} · {a.title} · {a.preset}"
+            if a.run_id
+            else f"Recorded quick run · {a.title} (ships with the app)"
+        )
+        sources[label] = (a.folder, a.model)
     return sources
 
 
@@ -128,7 +136,7 @@ def words_vs_weights(store: RunStore, prompt_tokens_added: int | None) -> None:
     base = weights.base_weights_for(model_name)
     try:
         changes = _changes(str(folder), None if base is None else str(base),
-                           (folder / "adapter_model.safetensors").stat().st_mtime)  # fmt: skip
+                           (folder / adapters.WEIGHTS_FILE).stat().st_mtime)  # fmt: skip
     except FtvpeError as e:
         st.error(markdown.literal(e))
         return

@@ -11,7 +11,7 @@ import html
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, compare, evaluate, lens, models, recordings, settings
+from ftvpe_core import FtvpeError, adapters, compare, evaluate, lens, models, recordings, settings
 from ftvpe_core.datasets import Example
 from ftvpe_core.ui import finetune_lab, loaders, markdown
 from ftvpe_core.ui import run_views as views
@@ -19,7 +19,7 @@ from ftvpe_core.ui import run_views as views
 SOURCES = ("A test example", "Your own text")
 RECORDED = "recorded"
 REFERENCE = "Reference answer"
-WEIGHTS = "float32"
+WEIGHTS = adapters.WEIGHT_FORMAT
 MAX_NEW_TOKENS = 24
 HOW_TO_GET_ONE = (
     "No fine-tuned adapter for this dataset yet: train the quick preset in the [🛠️ Fine-Tune Lab](/Fine_Tune_Lab) "
@@ -67,16 +67,17 @@ def _recorded_model(dataset: str) -> str:
         return settings.EMBEDDED_MODEL
 
 
-def adapters(dataset: str) -> dict[str, str]:
+def adapter_menu(dataset: str) -> dict[str, str]:
     """Adapters trained on ``dataset``: run id -> label for complete store runs (newest first), plus the
     recorded adapter shipped with the app when there is one for the model in use."""
-    found = {}
-    # First in the menu, so a long list of runs never hides it; the default is still the newest run.
-    if recordings.adapter_dir(dataset) is not None and _same_model(_recorded_model(dataset), loaders.choice()["name"]):
-        found[RECORDED] = "recorded adapter (shipped with the app)"
-    found.update({r.id: views.label(r, status=False) for r in views.store().list("finetune")
-                  if r.status == "complete" and r.dataset == dataset})  # fmt: skip
-    return found
+    found, runs = {}, {}
+    for a in adapters.available(views.store(), dataset):
+        if a.run_id is not None:
+            runs[a.run_id] = views.label(views.store().get(a.run_id), status=False)
+        elif _same_model(_recorded_model(dataset), loaders.choice()["name"]):
+            # First in the menu, so a long list of runs never hides it; the default is still the newest run.
+            found[RECORDED] = "recorded adapter (shipped with the app)"
+    return {**found, **runs}
 
 
 def default_adapter(adapters: dict[str, str]) -> str | None:
@@ -114,7 +115,7 @@ def _recorded_tuned(name: str, device: str, folder: str) -> models.LoadedModel:
 def tuned_model(adapter: str, name: str, device: str) -> models.LoadedModel:
     """The base model with the adapter merged into float32 weights (a store run's, or the recorded one)."""
     if adapter == RECORDED:
-        folder = recordings.adapter_dir(st.session_state.tl_dataset)
+        folder = adapters.recorded(st.session_state.tl_dataset)
         if folder is None:
             raise FtvpeError("The recorded adapter is missing from this installation.")
         return _recorded_tuned(name, device, str(folder))
@@ -137,7 +138,7 @@ def look() -> None:
         if not ss.tl_text.strip():
             raise FtvpeError("Write the text to send to the model first.")
         example = Example(prompt=ss.tl_text.strip(), response="")
-    name, device = base_name(ss.tl_adapter), settings.pick_device(loaders.choice()["device"])
+    name, device = base_name(ss.tl_adapter), loaders.device()
     with st.spinner(f"Loading the base model ({WEIGHTS})…"):
         base = base_model(name, device)
     plain, engineered = lens.example_messages(task, example, ss.tl_techniques, base.count_tokens)

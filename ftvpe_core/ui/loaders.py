@@ -32,6 +32,11 @@ def choice() -> dict:
     )
 
 
+def device() -> str:
+    """The device this session's choice names, with 'auto' resolved: pages pass it on to jobs and loaders."""
+    return settings.pick_device(choice()["device"])
+
+
 def session_owner() -> str | None:
     """This browser session's id: the engine's queue gives each session a turn."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx

@@ -46,7 +46,7 @@ def tick(store: RunStore) -> None:
 
 def label(run: Run, status: bool = True) -> str:
     """'<icon> <id> · <dataset> · <preset>'; menus drawn once per page run leave the (changing) status out."""
-    preset = run.settings.get("preset") or "custom"
+    preset = finetune.preset_label(run.settings)
     text = f"{run.id} · {run.settings.get('dataset_title', run.dataset)} · {preset}"
     return f"{STATUS_ICONS.get(run.status, '')} {text}" if status else text
 
@@ -178,7 +178,7 @@ def table(runs: list[Run]) -> list[dict]:
             "run": r.id,
             "status": f"{STATUS_ICONS.get(r.status, '')} {r.status}",
             "dataset": s.get("dataset_title", r.dataset),
-            "preset": s.get("preset") or "custom",
+            "preset": finetune.preset_label(s),
             "settings": f"r={s.get('rank')} lr={s.get('learning_rate')} steps={s.get('max_steps') if not s.get('epochs') else str(s.get('epochs')) + ' epochs'}",
             "model": s.get("model"),
             "device": r.device,
