@@ -62,7 +62,7 @@ class CompareSettings:
     run_id: str | None = None
     """A complete fine-tuning run from the store for the tuned arms; None compares the prompt arms only."""
     techniques: tuple[str, ...] = DEFAULT_TECHNIQUES
-    """The engineered prompt's techniques (a subset of evaluate.TECHNIQUES)."""
+    """The engineered prompt's techniques (a subset of prompts.TECHNIQUES)."""
     metric: str | None = None
     """Score with this metric instead of the task's own (evaluate.METRICS)."""
     limit: int = 0
@@ -87,10 +87,10 @@ class CompareSettings:
         if isinstance(self.techniques, str):
             self.techniques = tuple(t.strip() for t in self.techniques.split(",") if t.strip())
         self.techniques = tuple(self.techniques)
-        unknown = [t for t in self.techniques if t not in evaluate.TECHNIQUES]
+        unknown = [t for t in self.techniques if t not in prompts.TECHNIQUES]
         if unknown:
             raise FtvpeError(
-                f"Unknown technique {', '.join(map(repr, unknown))}: choose from {', '.join(evaluate.TECHNIQUES)}."
+                f"Unknown technique {', '.join(map(repr, unknown))}: choose from {', '.join(prompts.TECHNIQUES)}."
             )
         if not str(self.task).strip():
             raise FtvpeError("Name a task: a built-in dataset or a JSONL/CSV file.")

@@ -24,9 +24,12 @@ from ftvpe_core import FtvpeError
 SPLITS = ("train", "validation", "test")
 TASKS = ("label", "brand", "facts", "custom")
 """What a dataset teaches: one label from a list, a brand's voice, facts, or anything else (uploads)."""
-METRICS = ("accuracy", "constraints", "fact_recall", "overlap")
-"""How answers are scored: the exact label, the brand rules kept, the listed facts found, or word overlap
-with the reference answer."""
+METRICS = ("accuracy", "constraints", "fact_recall", "token_f1")
+"""How a dataset's answers are scored (names as in ``evaluate.METRICS``): the exact label, the brand rules kept,
+the listed facts found, or word overlap with the reference answer."""
+MAX_LABELS = 20
+"""A label set has at most this many distinct answers (each of at most LABEL_WORDS words)."""
+LABEL_WORDS = 3
 BUILTINS = ("support_triage", "brand_voice", "domain_knowledge")
 """The built-in datasets, quickest demo first."""
 
@@ -99,6 +102,10 @@ class Dataset:
     """Brand rules (sign_off, max_words, banned_words, preferred_words); empty otherwise."""
     splits: dict[str, list[Example]] = field(default_factory=dict)
     """Examples by split name (SPLITS)."""
+
+    def __post_init__(self) -> None:
+        if self.metric == "overlap":  # the name token_f1 had before 2026-12-03, in uploads saved with older runs
+            self.metric = "token_f1"
 
     def sizes(self) -> dict[str, int]:
         return {name: len(self.splits.get(name, [])) for name in SPLITS}
@@ -560,11 +567,19 @@ def _infer_task(examples: list[Example]) -> tuple[str, str, list[str]]:
     if examples and all(e.facts for e in examples):
         return "facts", "fact_recall", []
     answers = [e.response.strip() for e in examples]
-    distinct = sorted(set(answers))
+    distinct = label_set(answers)
     # Few short answers, each used several times: a classification task scored by exact match.
-    if 2 <= len(distinct) <= 20 and len(distinct) * 3 <= len(answers) and all(len(a.split()) <= 3 for a in distinct):
+    if len(distinct) >= 2 and len(distinct) * 3 <= len(answers):
         return "label", "accuracy", distinct
-    return "custom", "overlap", []
+    return "custom", "token_f1", []
+
+
+def label_set(answers: Iterable[str]) -> list[str]:
+    """The distinct answers, sorted, when they can be a label set (at most MAX_LABELS, each at most LABEL_WORDS
+    words); else []. The one rule for "these answers are labels", for uploads and for scoring by accuracy."""
+    distinct = sorted({a.strip() for a in answers})
+    short = all(len(a.split()) <= LABEL_WORDS for a in distinct)
+    return distinct if len(distinct) <= MAX_LABELS and short else []
 
 
 def parse_upload(data: bytes, filename: str) -> Dataset:

@@ -28,8 +28,6 @@ from ftvpe_core.settings import GenerationSettings
 BATCH_SIZE = 16
 """Prompts generated together: on 2 CPU cores with q4 weights, 16 answer 4.1-4.3x as many prompts a second
 as one at a time (8: 3.7-3.9x; see bench/evaluation.py)."""
-TECHNIQUES = ("role", "few-shot", "cot", "context")
-"""The prompt techniques an arm can switch on (the same keys as ``prompts.TECHNIQUES``)."""
 METRICS = ("accuracy", "exact_match", "constraints", "fact_recall", "token_f1")
 """accuracy: names the right label and no other; exact_match: the whole answer is the reference;
 constraints: share of the brand rules kept; fact_recall: share of the listed facts found; token_f1: word
@@ -37,12 +35,9 @@ overlap with the reference (SQuAD F1)."""
 
 PASS_MARK = {"accuracy": 0.999, "exact_match": 0.999, "constraints": 0.999, "fact_recall": 0.5, "token_f1": 0.5}
 """The score from which an answer counts as passed."""
-MAX_LABELS = 50
-"""More distinct answers than this in a file is not a label set (accuracy needs a few labels)."""
 CONTEXT_SHOTS = 4
 """How many related training answers a facts task pastes in as background (context addition)."""
 
-_DATASET_METRIC = {"accuracy": "accuracy", "constraints": "constraints", "fact_recall": "fact_recall"}
 _ROLES = {"support_triage": "a customer-support triage assistant"}
 _STOPWORDS = set(
     "a an and are as at be but by can do does for from has have how i if in is it its my of on or our so that the "
@@ -109,18 +104,17 @@ def load_task(name_or_file: str, metric: str | None = None, limit: int | None = 
     else:
         examples = data.all_examples()
         shots = list(examples)
-    own = _DATASET_METRIC.get(data.metric, "token_f1")
-    chosen = metric or own
+    chosen = metric or data.metric
     labels = list(data.labels)
     if chosen in ("accuracy", "exact_match") and not labels:
-        distinct = sorted({e.response.strip() for e in examples})
-        if chosen == "accuracy" and len(distinct) > MAX_LABELS:
+        labels = datasets.label_set(e.response for e in examples)
+        if chosen == "accuracy" and not labels:
+            distinct = len({e.response.strip() for e in examples})
             raise FtvpeError(
-                f"Accuracy needs a few labels, but {data.title} has {len(distinct):,} different answers: "
+                f"Accuracy needs a few short labels (at most {datasets.MAX_LABELS}, of up to "
+                f"{datasets.LABEL_WORDS} words), but {data.title} has {distinct:,} different answers: "
                 "use exact_match or token_f1."
             )
-        short = len(distinct) <= MAX_LABELS and all(len(a.split()) <= 3 for a in distinct)
-        labels = distinct if chosen == "accuracy" or short else []
     if chosen == "constraints" and not data.rules:
         raise FtvpeError(
             f"The constraints metric checks a brand's rules (sign-off, word limit, banned words); "
@@ -380,9 +374,11 @@ def task_spec(task: Task, example: Example, techniques: Sequence[str], k: int = 
     Raises:
         FtvpeError: an unknown technique, or a technique with nothing to add (few-shot with an empty pool).
     """
-    unknown = [t for t in techniques if t not in TECHNIQUES]
+    unknown = [t for t in techniques if t not in prompts.TECHNIQUES]
     if unknown:
-        raise FtvpeError(f"Unknown technique {', '.join(map(repr, unknown))}: choose from {', '.join(TECHNIQUES)}.")
+        raise FtvpeError(
+            f"Unknown technique {', '.join(map(repr, unknown))}: choose from {', '.join(prompts.TECHNIQUES)}."
+        )
     kind = _kind(task)
     background: list[str] = [example.system.strip()] if example.system.strip() else []
     output_format, words = "", None
@@ -589,14 +585,14 @@ def run_arm(
         mean_prompt_tokens=sum(r.prompt_tokens for r in results) / n if n else 0.0,
         mean_latency_s=sum(r.latency_s for r in results) / n if n else 0.0,
         train_seconds=train_seconds,
-        techniques=[t for t in TECHNIQUES if t in techniques],
+        techniques=[t for t in prompts.TECHNIQUES if t in techniques],
         examples=results,
     )
 
 
 def combinations() -> list[list[str]]:
-    """All 16 subsets of TECHNIQUES, plain prompt first, then by size."""
-    return [list(c) for r in range(len(TECHNIQUES) + 1) for c in itertools.combinations(TECHNIQUES, r)]
+    """All 16 subsets of prompts.TECHNIQUES, plain prompt first, then by size."""
+    return [list(c) for r in range(len(prompts.TECHNIQUES) + 1) for c in itertools.combinations(prompts.TECHNIQUES, r)]
 
 
 def ablate(
@@ -636,7 +632,7 @@ def technique_gains(combinations: list[dict]) -> dict[str, float]:
     A technique missing from every combination, or present in all of them, is left out.
     """
     gains = {}
-    for t in TECHNIQUES:
+    for t in prompts.TECHNIQUES:
         with_t = [c["score"] for c in combinations if t in c["techniques"]]
         without = [c["score"] for c in combinations if t not in c["techniques"]]
         if with_t and without:

@@ -368,9 +368,7 @@ METRIC_WORDS = {
     "accuracy": "accuracy",
     "constraints": "rules kept",
     "fact_recall": "facts recalled",
-    "overlap": "token F1",
     "token_f1": "token F1",
-    "f1": "token F1",
     "exact_match": "exact match",
 }
 
@@ -395,7 +393,7 @@ def arm_scores(arms: list[dict], metric: str) -> go.Figure:
 
     Args:
         arms: the comparison's arms (``name``, ``label``, ``score`` in 0-1, ``n``); arms without a score are left out.
-        metric: the task's metric name ("accuracy", "constraints", "fact_recall", "overlap").
+        metric: the task's metric name ("accuracy", "constraints", "fact_recall", "token_f1").
     """
     words = metric_words(metric)
     title = f"{_capital(words)} by arm"

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, datasets, evaluate, figures, lens, prompts
+from ftvpe_core import FtvpeError, datasets, figures, lens, prompts
 from ftvpe_core.ui import classroom, loaders, markdown
 from ftvpe_core.ui import lens_view as view
 
@@ -31,7 +31,7 @@ else:
     view.keep_valid("tl_example", list(range(len(test))))
     c1.selectbox("Example from the test split", range(len(test)), key="tl_example",
                  format_func=lambda i: f"{i + 1}. {test[i].prompt[:80]}")  # fmt: skip
-c2.multiselect("Engineered prompt: techniques", evaluate.TECHNIQUES, key="tl_techniques",
+c2.multiselect("Engineered prompt: techniques", prompts.TECHNIQUES, key="tl_techniques",
                help="Built for the example exactly as the Compare page builds its engineered arm.")  # fmt: skip
 classroom.publish(view.PAGE, view.url_state())
 adapters = view.adapter_menu(ss.tl_dataset)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, compare, content, datasets, evaluate, worker
+from ftvpe_core import FtvpeError, compare, content, datasets, prompts, worker
 from ftvpe_core.ui import classroom, loaders, markdown
 from ftvpe_core.ui import compare_view as view
 from ftvpe_core.ui import run_views as views
@@ -30,7 +30,7 @@ c2.selectbox("Fine-tuned run", options, key="cp_run",
              help="A complete run trained on this task in the Fine-Tune Lab.")  # fmt: skip
 if not tuned:
     c2.caption("No complete run on this task yet: train one in the 🛠️ Fine-Tune Lab for the tuned arms.")
-c1.multiselect("Engineered prompt: techniques", evaluate.TECHNIQUES, key="cp_techniques",
+c1.multiselect("Engineered prompt: techniques", prompts.TECHNIQUES, key="cp_techniques",
                disabled=ss.cp_best)  # fmt: skip
 if not teaching:  # classroom mode: the whole test split, forgetting probe on, no long studies
     c1.checkbox("Use the ablation's best combination instead", key="cp_best",

@@ -43,7 +43,7 @@ def test_arm_scores_draws_one_bar_per_arm_in_its_colour_with_percent_text():
         ("accuracy", "accuracy"),
         ("constraints", "rules kept"),
         ("fact_recall", "facts recalled"),
-        ("overlap", "token F1"),
+        ("token_f1", "token F1"),
     ],
 )
 def test_arm_scores_names_the_metric_in_words_on_a_percent_axis(metric, words):
@@ -183,7 +183,7 @@ def test_technique_gains_are_green_when_they_help_and_red_when_they_hurt():
 
 def test_compare_figures_serialise_to_json():
     for fig in (
-        figures.arm_scores(ARMS, "overlap"),
+        figures.arm_scores(ARMS, "token_f1"),
         figures.break_even(ARMS),
         figures.data_efficiency(EFFICIENCY, "constraints"),
         figures.ablation_chart([{"techniques": ["role"], "score": 0.5, "mean_prompt_tokens": 50, "n": 20}]),

@@ -372,7 +372,7 @@ def test_jsonl_upload_parses_to_its_rows():
     ds = datasets.parse_upload(jsonl(pairs(12)), "My Data.jsonl")
     assert sorted(ds.all_examples(), key=lambda e: e.prompt) == expected_pairs(12)
     assert ds.name == "my_data" and ds.title == "My Data"
-    assert ds.task == "custom" and ds.metric == "overlap"
+    assert ds.task == "custom" and ds.metric == "token_f1"
     assert sum(ds.sizes().values()) == 12
 
 
@@ -620,3 +620,22 @@ def test_a_dataset_file_that_cannot_be_read_is_one_line_in_every_command(tmp_pat
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert (code, out) == (2, "") and len(lines) == 1 and words in lines[0], err
+
+
+def test_one_rule_says_which_answers_are_labels_for_uploads_and_for_accuracy(tmp_path):
+    from ftvpe_core import evaluate
+
+    assert datasets.label_set(["yes ", "no", "yes"]) == ["no", "yes"]
+    assert datasets.label_set(["a very long answer here"]) == []  # more than LABEL_WORDS words
+    many = [f"label{i}" for i in range(datasets.MAX_LABELS + 1)]
+    assert datasets.label_set(many[:-1]) == sorted(many[:-1]) and datasets.label_set(many) == []
+    # an upload with 21 short answers used 3 times each is not a label task, and accuracy on it says why
+    rows = [{"prompt": f"q{i} {k}", "response": a} for k in range(3) for i, a in enumerate(many)]
+    data = datasets.parse_upload(jsonl(rows), "many.jsonl")
+    assert (data.task, data.metric, data.labels) == ("custom", "token_f1", [])
+    assert set(datasets.METRICS) <= set(evaluate.METRICS)  # one name per metric
+    path = tmp_path / "many.jsonl"
+    path.write_bytes(jsonl(rows))
+    with pytest.raises(FtvpeError, match=f"at most {datasets.MAX_LABELS}, of up to 3 words.*has 21 different"):
+        evaluate.load_task(str(path), metric="accuracy")
+    assert datasets.Dataset("x", "X", "custom", "overlap", "").metric == "token_f1"  # older saved uploads

@@ -413,7 +413,7 @@ def test_ablate_scores_all_sixteen_combinations(tiny_loaded):
     progress = []
     combos = evaluate.ablate(tiny_loaded, tiny_task(), limit=2, on_progress=lambda d, t: progress.append((d, t)))
     assert len(combos) == 16
-    assert combos[0]["techniques"] == [] and combos[-1]["techniques"] == list(evaluate.TECHNIQUES)
+    assert combos[0]["techniques"] == [] and combos[-1]["techniques"] == list(prompts.TECHNIQUES)
     assert len({tuple(c["techniques"]) for c in combos}) == 16
     assert all(c["n"] == 2 and 0.0 <= c["score"] <= 1.0 for c in combos)
     assert combos[-1]["mean_prompt_tokens"] > combos[0]["mean_prompt_tokens"]
