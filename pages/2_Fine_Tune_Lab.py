@@ -140,7 +140,7 @@ st.text_area("Your message (sent to both models)", value=test[0].prompt, key="ft
 if st.button("Ask both", key="ft_ask", type="primary"):
     try:
         with st.spinner("Loading the tuned model and answering…"):
-            tuned = lab.tuned_model(run.settings["model"], run.device, str(store.home), run.id)
+            tuned = loaders.tuned_model(run.settings["model"], run.device, str(store.artifact_dir(run.id)))
             lab.ask_both(handle.result, tuned, run.id, ss.ft_chat_prompt)
     except FtvpeError as e:
         st.error(markdown.literal(e))

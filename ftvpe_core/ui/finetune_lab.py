@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, adapters, content, datasets, finetune, generation, models
+from ftvpe_core import FtvpeError, content, datasets, finetune, generation, models
 from ftvpe_core.settings import GenerationSettings
 from ftvpe_core.ui import loaders
 
@@ -136,16 +135,6 @@ def lengths(tokenizer, data: datasets.Dataset) -> dict[str, list[int]]:
 
 def preview_rows(data: datasets.Dataset, n: int = 20) -> list[dict]:
     return [{"prompt": e.prompt, "response": e.response} for e in data.splits.get("train", [])[:n]]
-
-
-@st.cache_resource(show_spinner=False, max_entries=2)
-def tuned_model(name: str, device: str, home: str, run_id: str) -> models.LoadedModel:
-    """The base model with a run's adapter merged into float weights, shared by every session."""
-    from ftvpe_core.runs import RunStore
-
-    return models.load(
-        name, device=device, weight_format=adapters.WEIGHT_FORMAT, adapter=RunStore(Path(home)).artifact_dir(run_id)
-    )
 
 
 def ask_both(base: models.LoadedModel, tuned: models.LoadedModel, run_id: str, prompt: str) -> None:

@@ -13,7 +13,7 @@ import streamlit as st
 
 from ftvpe_core import FtvpeError, adapters, compare, evaluate, lens, models, recordings, settings
 from ftvpe_core.datasets import Example
-from ftvpe_core.ui import finetune_lab, loaders, markdown
+from ftvpe_core.ui import loaders, markdown
 from ftvpe_core.ui import run_views as views
 
 SOURCES = ("A test example", "Your own text")
@@ -101,25 +101,14 @@ def base_name(adapter: str | None) -> str:
     return loaders.choice()["name"]
 
 
-@st.cache_resource(show_spinner=False, max_entries=1)
-def base_model(name: str, device: str) -> models.LoadedModel:
-    """The base model in float32, shared by every session (never mutate it)."""
-    return models.load(name, device=device, weight_format=WEIGHTS)
-
-
-@st.cache_resource(show_spinner=False, max_entries=1)
-def _recorded_tuned(name: str, device: str, folder: str) -> models.LoadedModel:
-    return models.load(name, device=device, weight_format=WEIGHTS, adapter=folder)
-
-
 def tuned_model(adapter: str, name: str, device: str) -> models.LoadedModel:
     """The base model with the adapter merged into float32 weights (a store run's, or the recorded one)."""
     if adapter == RECORDED:
         folder = adapters.recorded(st.session_state.tl_dataset)
         if folder is None:
             raise FtvpeError("The recorded adapter is missing from this installation.")
-        return _recorded_tuned(name, device, str(folder))
-    return finetune_lab.tuned_model(name, device, str(settings.data_home()), adapter)
+        return loaders.tuned_model(name, device, str(folder))
+    return loaders.tuned_model(name, device, str(views.store().artifact_dir(adapter)))
 
 
 def follow_options(with_adapter: bool, with_reference: bool) -> list[str]:
@@ -140,7 +129,7 @@ def look() -> None:
         example = Example(prompt=ss.tl_text.strip(), response="")
     name, device = base_name(ss.tl_adapter), loaders.device()
     with st.spinner(f"Loading the base model ({WEIGHTS})…"):
-        base = base_model(name, device)
+        base = loaders.float_model(name, device)
     plain, engineered = lens.example_messages(task, example, ss.tl_techniques, base.count_tokens)
     conditions = {lens.PLAIN: (base, plain), lens.ENGINEERED: (base, engineered)}
     if ss.tl_adapter:

@@ -1,13 +1,15 @@
-"""One shared model per (name, device, format) for every browser session, loaded in the background.
+"""Every cached model loader of the app: one shared model per (name, device, format) for every browser session
+(the sidebar's, loaded in the background; the float32 base of the Token Lens; base models with an adapter
+merged), and the session's model choice.
 
-``st.cache_resource`` hands the same ``BackgroundLoad`` to every session: never mutate the model in it.
+``st.cache_resource`` hands the same object to every session: never mutate a model from here.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, datasets, models, settings
+from ftvpe_core import FtvpeError, adapters, datasets, models, settings
 from ftvpe_core.ui import classroom, markdown
 
 CHOICE_KEY = "model_choice"
@@ -17,6 +19,20 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 @st.cache_resource(show_spinner=False, max_entries=2)
 def _background_load(name: str, device: str, weight_format: str) -> models.BackgroundLoad:
     return models.BackgroundLoad(name, device, weight_format)
+
+
+@st.cache_resource(show_spinner=False, max_entries=1)
+def float_model(name: str, device: str) -> models.LoadedModel:
+    """The model in the weights adapters run on (float32), shared by every session: the base a tuned model
+    is compared with token for token."""
+    return models.load(name, device=device, weight_format=adapters.WEIGHT_FORMAT)
+
+
+@st.cache_resource(show_spinner=False, max_entries=3)
+def tuned_model(name: str, device: str, adapter_folder: str) -> models.LoadedModel:
+    """The base model with the adapter in ``adapter_folder`` (a run's, or a recording's) merged into float
+    weights, shared by every session."""
+    return models.load(name, device=device, weight_format=adapters.WEIGHT_FORMAT, adapter=adapter_folder)
 
 
 @st.cache_resource(show_spinner=False)
