@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,38 @@ def test_the_remote_code_detector_flags_all_but_a_literal_false(tmp_path):
 )
 def test_no_file_trusts_remote_code(path):
     assert trusts_remote_code(path) == []
+
+
+def _string_constants(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+
+def _calls(path: Path, name: str) -> int:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return sum(
+        1
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "attr", getattr(n.func, "id", None)) == name
+    )
+
+
+APP_SOURCES = [REPO / "app.py", *sorted((REPO / "pages").glob("*.py")), *python_files(CORE)]
+
+
+def test_each_decision_is_made_in_one_place():
+    rel = lambda p: str(p.relative_to(REPO))  # noqa: E731
+    # the adapter's file names and the weights it runs on: ftvpe_core/adapters.py
+    for constant in ("adapter_model.safetensors", "adapter_config.json"):
+        assert [rel(p) for p in APP_SOURCES if constant in _string_constants(p)] == ["ftvpe_core/adapters.py"]
+    # 'auto' becomes a device when a model is loaded or a job is queued, and for pages in loaders.device
+    resolving = sorted(rel(p) for p in APP_SOURCES if _calls(p, "pick_device"))
+    assert resolving == ["ftvpe_core/cli.py", "ftvpe_core/compare.py", "ftvpe_core/jobs.py", "ftvpe_core/models.py",
+                         "ftvpe_core/ui/loaders.py"]  # fmt: skip
+    # cached models live in ui/loaders.py (run_views caches the store, learn_view a measurement)
+    cached = sorted(rel(p) for p in APP_SOURCES if "cache_resource" in p.read_text() and "models.load" in p.read_text())
+    assert cached == ["ftvpe_core/ui/loaders.py"]
+    # one techniques list, one preset table
+    defines = [rel(p) for p in APP_SOURCES if re.search(r"^TECHNIQUES\b.*=", p.read_text(), re.M)]
+    assert defines == ["ftvpe_core/lessons.py", "ftvpe_core/prompts.py"]  # lessons: their words, by key
+    assert not [rel(p) for p in APP_SOURCES if "TRAIN_PRESETS" in p.read_text()]
