@@ -1,34 +1,16 @@
-"""Home: what the app teaches, the comparison table, links to the labs, and the model's status."""
+"""FT vs PE Studio: ``streamlit run app.py``. The navigation: Home, then every page under its section, with the
+titles and icons of ``content.PAGES`` and the URLs the page files have always had (``/Prompt_Lab?...`` links keep
+working). Each page is a flat script that sets itself up (sidebar, state defaults), so it also runs on its own.
+"""
 
 import streamlit as st
 
-from ftvpe_core import classroom as guided
-from ftvpe_core import content
-from ftvpe_core.ui import classroom, loaders
+from ftvpe_core import classroom, content
 
-st.set_page_config(page_title="FT vs PE Studio", page_icon="🧪", layout="wide")
-handle = loaders.sidebar()
-
-st.title("🧪 FT vs PE Studio")
-classroom.page("app.py")
-classroom.publish("app.py", {})
-st.markdown(content.INTRO)
-
-st.subheader("Fine-tuning vs prompt engineering at a glance")
-st.table(content.COMPARISON, hide_index=True)
-
-st.subheader("Try it")
-for row in range(0, len(content.PAGES), 4):
-    for col, page in zip(st.columns(4), content.PAGES[row : row + 4]):
-        with col.container(border=True):
-            st.page_link(page["path"], label=page["title"], icon=page["icon"])
-            st.caption(page["text"])
-
-st.subheader("In a classroom")
-st.markdown(content.CLASSROOM)
-st.page_link("pages/0_Learn.py", label="Start the guided demo in classroom mode", icon="🏫",
-             query_params=guided.encode({}, classroom=True, step=1))  # fmt: skip
-
-st.subheader("Model")
-loaders.status(handle)
-st.markdown(content.CHOOSE_MODEL)
+home = st.Page("home.py", title="Home", icon="🧪", default=True)
+sections: dict[str, list] = {"": [home]}
+for page in content.PAGES:
+    sections.setdefault(page["section"], []).append(
+        st.Page(page["path"], title=page["title"], icon=page["icon"], url_path=classroom.url_path(page["path"]))
+    )
+st.navigation(sections).run()

@@ -27,26 +27,27 @@ COMPARISON = [
      "Prompt engineering": "Everyday use and quick experiments"},
 ]  # fmt: skip
 
+# The pages in the navigation (app.py), by section, and as cards on Home.
 PAGES = [
-    {"path": "pages/0_Learn.py", "title": "Learn", "icon": "📖",
+    {"path": "pages/0_Learn.py", "section": "Learn", "title": "Learn", "icon": "📖",
      "text": "The ideas in six short sections, each with something to switch or press: techniques, a recorded "
              "fine-tune, which weights change, the comparison, using both, and a quick check."},
-    {"path": "pages/1_Prompt_Lab.py", "title": "Prompt Lab", "icon": "✍️",
+    {"path": "pages/1_Prompt_Lab.py", "section": "Labs", "title": "Prompt Lab", "icon": "✍️",
      "text": "Switch on role, few-shot, chain-of-thought and context; run next to the plain prompt; see the "
              "next-token probabilities move."},
-    {"path": "pages/2_Fine_Tune_Lab.py", "title": "Fine-Tune Lab", "icon": "🛠️",
+    {"path": "pages/2_Fine_Tune_Lab.py", "section": "Labs", "title": "Fine-Tune Lab", "icon": "🛠️",
      "text": "Train a small LoRA adapter on a built-in or uploaded dataset, watch the loss curves and sample "
              "answers live (or overfit it on purpose), then chat with the tuned model next to the base one."},
-    {"path": "pages/3_Token_Lens.py", "title": "Token Lens", "icon": "🔍",
+    {"path": "pages/3_Token_Lens.py", "section": "Labs", "title": "Token Lens", "icon": "🔍",
      "text": "One input, three conditions: plain prompt, engineered prompt, fine-tuned adapter. Step through "
              "the answer token by token and see which is sure of what."},
-    {"path": "pages/4_Compare.py", "title": "Compare", "icon": "⚖️",
+    {"path": "pages/4_Compare.py", "section": "Measure", "title": "Compare", "icon": "⚖️",
      "text": "Base vs engineered prompt vs fine-tuned vs both on the same held-out task: scores, tokens, "
              "latency, training time, break-even, and a recommendation written from the numbers."},
-    {"path": "pages/5_Quiz.py", "title": "Quiz", "icon": "🎓",
+    {"path": "pages/5_Quiz.py", "section": "Learn", "title": "Quiz", "icon": "🎓",
      "text": "Seventeen real situations: prompt, fine-tune or both? Each answer comes with the reason and the "
              "page where you can see it happen."},
-    {"path": "pages/6_Runs.py", "title": "Runs", "icon": "📈",
+    {"path": "pages/6_Runs.py", "section": "Measure", "title": "Runs", "icon": "📈",
      "text": "Every fine-tuning run: status, settings, losses and sample answers; overlay their curves, "
              "download an adapter, delete what you no longer need."},
 ]  # fmt: skip

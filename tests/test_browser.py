@@ -164,6 +164,13 @@ def test_home_shows_comparison_table(page, app_url):
     for text in ("Purpose", "Method", "Difficulty", "Cost", "Speed", "Use case", "Fine-tuning", "Prompt engineering"):
         expect(table).to_contain_text(text)
     expect(page.get_by_role("link", name="Prompt Lab").first).to_be_visible()
+    # the navigation: Home first (not the script's name), then the pages by section
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    expect(nav.get_by_role("link").first).to_have_text(re.compile("Home"))
+    names = [t.strip() for t in nav.get_by_role("link").all_inner_texts()]
+    assert names[0].endswith("Home") and not any(n.endswith("app") for n in names), names
+    for section in ("Learn", "Labs", "Measure"):
+        expect(nav).to_contain_text(section)
     _no_exception_shown(page)
     _screenshot(page, ARTIFACTS / "home.png")
 

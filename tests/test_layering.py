@@ -90,7 +90,9 @@ def test_the_remote_code_detector_flags_all_but_a_literal_false(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "path", python_files(CORE, REPO / "pages", REPO / "app.py"), ids=lambda p: str(p.relative_to(REPO))
+    "path",
+    python_files(CORE, REPO / "pages", REPO / "app.py", REPO / "home.py"),
+    ids=lambda p: str(p.relative_to(REPO)),
 )
 def test_no_file_trusts_remote_code(path):
     assert trusts_remote_code(path) == []
@@ -110,7 +112,7 @@ def _calls(path: Path, name: str) -> int:
     )
 
 
-APP_SOURCES = [REPO / "app.py", *sorted((REPO / "pages").glob("*.py")), *python_files(CORE)]
+APP_SOURCES = [REPO / "app.py", REPO / "home.py", *sorted((REPO / "pages").glob("*.py")), *python_files(CORE)]
 
 
 def test_each_decision_is_made_in_one_place():

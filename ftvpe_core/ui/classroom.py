@@ -62,7 +62,7 @@ def page(path: str, apply: Callable[[dict], None] | None = None) -> bool:
     """Top of a page: read the mode and the URL's experiment, style the page, draw the step box.
 
     Args:
-        path: this page's file, relative to the app folder (``pages/1_Prompt_Lab.py``; ``app.py`` for Home).
+        path: this page's file, relative to the app folder (``pages/1_Prompt_Lab.py``; ``home.py`` for Home).
         apply: sets this page's widgets' session state from a decoded experiment state (called before any
             widget is drawn, only when the URL carries a state not applied before in this session).
     Returns:
