@@ -160,70 +160,48 @@ def run_comparison(
     store: RunStore | None = None,
     on_progress: Progress = _no_progress,
     should_stop: Callable[[], bool] | None = None,
+    device: str | None = None,
 ) -> dict:
-    """Score the arms and the optional studies; returns the comparison dict (see the module docstring)."""
+    """Score the arms and the optional studies; returns the comparison dict (see the module docstring).
+
+    Args:
+        device: where to run (the job's device, resolved when it was queued); None: the best one here.
+    """
     store = store or RunStore()
-    stop = should_stop or (lambda: False)
     task = evaluate.load_task(settings.task, settings.metric, settings.limit or None)
     if not task.examples:
         raise FtvpeError(f"The task '{task.name}' has no examples to score.")
     run = _finetune_run(store, settings.run_id) if settings.run_id else None
     model_name = run.settings.get("model") if run else settings.model
-    techniques = list(settings.techniques)
-
     with_ablation = settings.ablation or settings.best_techniques
     steps = 2 + (2 if run else 0) + bool(run and settings.forgetting) + with_ablation
     steps += (len(KSHOTS) + len(LORA_SIZES)) if settings.efficiency else 0
-    done = 0
-
-    def step(message: str) -> None:
-        nonlocal done
-        if stop():
-            raise _Stopped()
-        on_progress(done / steps, message)
-        done += 1
+    step = _Steps(steps, on_progress, should_stop or (lambda: False))
 
     on_progress(0.0, "Loading the base model")
-    base = models.load(model_name, weight_format=adapters.WEIGHT_FORMAT)
+    base = models.load(model_name, device=device, weight_format=adapters.WEIGHT_FORMAT)
     _warm_up(base, task, settings.batch_size)
-    ablation = gains = None
+    techniques, ablation, gains = list(settings.techniques), None, None
     if with_ablation:
         step("Scoring all 16 combinations of the techniques")
         ablation = evaluate.ablate(base, task, min(len(task.examples), ABLATION_EXAMPLES), settings.batch_size)
         gains = evaluate.technique_gains(ablation)
         if settings.best_techniques:
             techniques = best_combination(ablation)
-    arms = []
-    step("Scoring the base model with the plain prompt")
-    arms.append(evaluate.run_arm(base, task, "base", ARM_LABELS["base"], (), 0.0, settings.batch_size))
-    step(f"Scoring the base model with the engineered prompt ({', '.join(techniques) or 'no techniques'})")
-    arms.append(evaluate.run_arm(base, task, "prompt", ARM_LABELS["prompt"], techniques, 0.0, settings.batch_size))
+    arms = _score_arms(base, task, ("base", "prompt"), techniques, 0.0, settings.batch_size, step)
     forgetting = None
     if run:
-        on_progress(done / steps, f"Loading the fine-tuned model of run {run.id}")
-        tuned = models.load(model_name, weight_format=adapters.WEIGHT_FORMAT, adapter=store.artifact_dir(run.id))
+        on_progress(step.fraction(), f"Loading the fine-tuned model of run {run.id}")
+        tuned = models.load(
+            model_name, device=base.device, weight_format=adapters.WEIGHT_FORMAT, adapter=store.artifact_dir(run.id)
+        )
         _warm_up(tuned, task, settings.batch_size)
         train_s = float((run.summary or {}).get("train_seconds", 0.0))
-        step("Scoring the fine-tuned model")
-        arms.append(evaluate.run_arm(tuned, task, "tuned", ARM_LABELS["tuned"], (), train_s, settings.batch_size))
-        step("Scoring the fine-tuned model with the engineered prompt")
-        label = ARM_LABELS["tuned+prompt"]
-        arms.append(evaluate.run_arm(tuned, task, "tuned+prompt", label, techniques, train_s, settings.batch_size))
+        arms += _score_arms(tuned, task, ("tuned", "tuned+prompt"), techniques, train_s, settings.batch_size, step)
         if settings.forgetting:
             step("Asking both models ten general questions (forgetting probe)")
             forgetting = forgetting_probe(base, tuned, settings.batch_size)
-    efficiency = None
-    if settings.efficiency:
-        efficiency = {"kshot": [], "lora": []}
-        for k in KSHOTS:
-            step(f"Data efficiency: {k}-shot prompting")
-            efficiency["kshot"].append(_kshot_arm(base, task, k, settings.batch_size))
-        train_split, val_split = _training_data(task)
-        for n in LORA_SIZES:
-            step(f"Data efficiency: LoRA on {n or 'all'} examples")
-            efficiency["lora"].append(
-                _lora_arm(base, task, n, train_split, val_split, settings.efficiency_steps, settings.batch_size)
-            )
+    efficiency = _data_efficiency(base, task, settings, step) if settings.efficiency else None
     on_progress(1.0, "Writing the summary")
     result = {
         "task": {"name": task.name, "title": task.title, "metric": task.metric, "n": len(task.examples)},
@@ -243,6 +221,56 @@ def run_comparison(
     result["table"] = measured_table(result)
     result["recommendation"] = recommend(result)
     return result
+
+
+class _Steps:
+    """Counts a comparison's steps for its progress bar; calling it starts the next step, or stops the run
+    (``_Stopped``) when asked to."""
+
+    def __init__(self, total: int, on_progress: Progress, should_stop: Callable[[], bool]) -> None:
+        self.total, self.done, self.on_progress, self.should_stop = total, 0, on_progress, should_stop
+
+    def fraction(self) -> float:
+        return self.done / self.total
+
+    def __call__(self, message: str) -> None:
+        if self.should_stop():
+            raise _Stopped()
+        self.on_progress(self.fraction(), message)
+        self.done += 1
+
+
+_ARM_STEPS = {
+    "base": "Scoring the base model with the plain prompt",
+    "prompt": "Scoring the base model with the engineered prompt ({techniques})",
+    "tuned": "Scoring the fine-tuned model",
+    "tuned+prompt": "Scoring the fine-tuned model with the engineered prompt",
+}
+
+
+def _score_arms(loaded, task, names, techniques, train_s: float, batch_size: int, step: _Steps) -> list:
+    """Score one model without and with the engineered prompt (arms base/prompt or tuned/tuned+prompt)."""
+    arms = []
+    for name in names:
+        step(_ARM_STEPS[name].format(techniques=", ".join(techniques) or "no techniques"))
+        used = techniques if name.endswith("prompt") else ()
+        arms.append(evaluate.run_arm(loaded, task, name, ARM_LABELS[name], used, train_s, batch_size))
+    return arms
+
+
+def _data_efficiency(base, task, settings: CompareSettings, step: _Steps) -> dict:
+    """k-shot prompting against LoRA on growing slices of the training data."""
+    efficiency: dict[str, list] = {"kshot": [], "lora": []}
+    for k in KSHOTS:
+        step(f"Data efficiency: {k}-shot prompting")
+        efficiency["kshot"].append(_kshot_arm(base, task, k, settings.batch_size))
+    train_split, val_split = _training_data(task)
+    for n in LORA_SIZES:
+        step(f"Data efficiency: LoRA on {n or 'all'} examples")
+        efficiency["lora"].append(
+            _lora_arm(base, task, n, train_split, val_split, settings.efficiency_steps, settings.batch_size)
+        )
+    return efficiency
 
 
 def best_combination(ablation: list[dict]) -> list[str]:
@@ -462,7 +490,7 @@ def execute(
             on_progress(fraction, message)
 
         started = time.perf_counter()
-        result = run_comparison(settings, store, progress, should_stop)
+        result = run_comparison(settings, store, progress, should_stop, device=run.device)
         (store.artifact_dir(run_id) / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
         summary = {
             "seconds": time.perf_counter() - started,
@@ -504,6 +532,6 @@ def run_foreground(
 
     store = store or RunStore()
     run_id = submit(settings, store)
-    store.start(run_id, os.getpid(), store.get(run_id).device or "cpu")
+    store.start(run_id, os.getpid(), store.get(run_id).device)  # submit resolved it
     execute(store, run_id, on_progress=on_progress)
     return {"run_id": run_id, **load_result(store, run_id)}

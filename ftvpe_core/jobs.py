@@ -4,7 +4,8 @@
 from ``worker``, or the CLI's foreground ``run_finetune``). Both write settings, progress, samples and
 the adapter to the store and mark the run complete last. A run keeps a checkpoint in its folder while it
 trains; ``resume`` queues an interrupted, failed or cancelled run again and ``execute`` continues it from
-there. Nothing here knows about pages or processes.
+there. Nothing here knows about pages. ``execute`` runs inside the process that claimed the run (a job
+process, or the CLI in the foreground, which records its own process id), on the model's compute thread.
 """
 
 from __future__ import annotations

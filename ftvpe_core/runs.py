@@ -1,7 +1,7 @@
-"""The run store: one SQLite file that records fine-tuning runs, their metrics and sample answers.
+"""The run store: one SQLite file that records fine-tuning and comparison runs, their metrics and sample answers.
 
-Records live in ``<data home>/runs.sqlite3``; each run's files (adapters, saved later by the trainer as
-safetensors) live in ``<data home>/runs/<run_id>/``. Job processes write progress here and the pages
+Records live in ``<data home>/runs.sqlite3``; each run's files (a fine-tune's adapter as safetensors and its
+checkpoint, an upload it trains on, a comparison's result) live in ``<data home>/runs/<run_id>/``. Job processes write progress here and the pages
 read it, so every operation opens its own connection (WAL journal, 5 s busy timeout) and several
 processes can use the store at once.
 
