@@ -449,27 +449,23 @@ def _val_loss(model: Any, batches: list[dict], device: str, bf16: bool) -> float
     return total / count if count else float("nan")
 
 
-def _answer_probes(model: Any, tokenizer: Any, probes: Sequence[str | Example], device: str) -> list[tuple]:
-    """Greedy answers (up to PROBE_NEW_TOKENS tokens) to the first MAX_PROBES probes, adapter on."""
-    import torch
+def _answer_probes(run: _Run, tokenizer: Any, probes: Sequence[str | Example]) -> list[tuple]:
+    """Greedy answers (up to PROBE_NEW_TOKENS tokens) to the first MAX_PROBES probes, adapter on, through the
+    generation engine (the one place that decodes tokens), with no repetition penalty."""
+    from ftvpe_core.settings import GenerationSettings
 
-    model.eval()
+    greedy = GenerationSettings(max_new_tokens=PROBE_NEW_TOKENS, repetition_penalty=1.0)
+    run.peft_model.eval()
     samples = []
-    with torch.no_grad():
+    try:
         for probe in list(probes)[:MAX_PROBES]:
             prompt, system = (probe.prompt, probe.system) if isinstance(probe, Example) else (str(probe), "")
             text = tokenizer.apply_chat_template(_messages(prompt, system), add_generation_prompt=True, tokenize=False)
-            ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)], device=device)
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=PROBE_NEW_TOKENS,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=_end_id(tokenizer),
-            )
-            samples.append((prompt, tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()))
-    model.train()
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            answer = run.probe_engine(tokenizer).generate(ids, greedy)
+            samples.append((prompt, tokenizer.decode(answer.tokens, skip_special_tokens=True).strip()))
+    finally:
+        run.peft_model.train()
     return samples
 
 
@@ -578,7 +574,7 @@ def train(
         if run.evaluates_now() and data.val_batches:
             stop_early = run.evaluate(event)
             if probes:
-                event["samples"] = _answer_probes(run.peft_model, tokenizer, probes, device)
+                event["samples"] = _answer_probes(run, tokenizer, probes)
             event["elapsed_s"] = run.elapsed(started)
         history.append(event)
         if on_progress is not None:
@@ -698,7 +694,20 @@ class _Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: _lr_factor(s, total, warmup))
         self.counters = _Counters()
         self.best_state: dict | None = None
+        self._engine = None
         self.fingerprint = {"settings": settings.to_dict(), "n_train": len(data.train_rows), "total_steps": self.total}
+
+    def probe_engine(self, tokenizer: Any) -> Any:
+        """An engine of this run's model for the probe answers (one per run: it holds the model weakly)."""
+        if self._engine is None:
+            import types
+
+            from ftvpe_core import engine
+
+            view = types.SimpleNamespace(model=self.peft_model, tokenizer=tokenizer, device=self.device,
+                                         weight_format="float32")  # fmt: skip
+            self._engine = engine.Engine(view)
+        return self._engine
 
     def elapsed(self, started: float) -> float:
         return self.counters.elapsed_s + time.perf_counter() - started

@@ -390,3 +390,23 @@ def test_resume_refuses_a_checkpoint_of_other_settings_and_a_file_that_is_not_on
     with pytest.raises(FtvpeError, match="not a readable training checkpoint"):
         finetune.train(copy.deepcopy(tiny_loaded.model), tok, toy_examples(8), [], fast(max_steps=5), resume_from=bad)
     assert finetune.checkpoint_step(bad) is None and finetune.checkpoint_step(tmp_path / "none") is None
+
+
+def test_probe_answers_come_from_the_engine_and_equal_greedy_generate(fresh, tiny_loaded):
+    tok = tiny_loaded.tokenizer
+    events = []
+    probes = ["hello world ?", "good day ?"]
+    result = finetune.train(fresh, tok, toy_examples(8), toy_examples(4, 5), fast(max_steps=5, restore_best=False),
+                            events.append, probes=probes)  # fmt: skip
+    model = result.peft_model  # the weights the last evaluation answered with
+    expected = []
+    for probe in probes:
+        text = tok.apply_chat_template([{"role": "user", "content": probe}], add_generation_prompt=True, tokenize=False)
+        ids = torch.tensor([tok.encode(text, add_special_tokens=False)])
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=finetune.PROBE_NEW_TOKENS, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id)  # fmt: skip
+        expected.append((probe, tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()))
+    assert events[-1]["samples"] == expected
+    assert any(answer for _, answer in expected)  # something was generated, so the comparison says something

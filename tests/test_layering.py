@@ -131,3 +131,17 @@ def test_each_decision_is_made_in_one_place():
     defines = [rel(p) for p in APP_SOURCES if re.search(r"^TECHNIQUES\b.*=", p.read_text(), re.M)]
     assert defines == ["ftvpe_core/lessons.py", "ftvpe_core/prompts.py"]  # lessons: their words, by key
     assert not [rel(p) for p in APP_SOURCES if "TRAIN_PRESETS" in p.read_text()]
+
+
+def test_only_the_engine_decodes_tokens():
+    """transformers' generate is not called anywhere in the app: every answer goes through ftvpe_core/engine.py."""
+    callers = []
+    for path in APP_SOURCES:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Call) and getattr(n.func, "attr", None) == "generate":
+                owner = n.func.value
+                name = getattr(owner, "attr", getattr(owner, "id", ""))
+                if "model" in name:  # model.generate / peft_model.generate / loaded.model.generate
+                    callers.append(f"{path.relative_to(REPO)}:{n.lineno}")
+    assert callers == []
