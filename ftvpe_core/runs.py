@@ -1,9 +1,9 @@
 """The run store: one SQLite file that records fine-tuning and comparison runs, their metrics and sample answers.
 
 Records live in ``<data home>/runs.sqlite3``; each run's files (a fine-tune's adapter as safetensors and its
-checkpoint, an upload it trains on, a comparison's result) live in ``<data home>/runs/<run_id>/``. Job processes write progress here and the pages
-read it, so every operation opens its own connection (WAL journal, 5 s busy timeout) and several
-processes can use the store at once.
+checkpoint, an upload it trains on, a comparison's result) live in ``<data home>/runs/<run_id>/``. Job
+processes write progress here and the pages read it, so every operation opens its own connection (WAL
+journal, 5 s busy timeout) and several processes can use the store at once.
 
 A run is complete only when its row says so, and ``finish`` writes that mark last, in the same
 transaction as the summary: a crash never leaves a half-run looking whole (nanochat's manifest

@@ -98,7 +98,7 @@ def resume(store: RunStore, run: Run, key: str) -> None:
     if st.button(f"▶️ Resume from step {step}", key=key, type="primary", help=help_text):
         try:
             jobs.resume(store, run.id)
-            worker.ensure_worker(store, store.get(run.id).device or "cpu")
+            worker.ensure_worker(store, store.get(run.id).device)
         except FtvpeError as e:
             st.error(markdown.literal(e))
             return
