@@ -15,7 +15,7 @@ from typing import Any
 
 
 def supports(model: Any) -> bool:
-    """Whether ``step`` computes exactly what the model's own forward pass would."""
+    """Whether ``decode_step`` computes exactly what the model's own forward pass would."""
     config = getattr(model, "config", None)
     if config is None or type(model).__name__ != "LlamaForCausalLM":
         return False
