@@ -1,10 +1,37 @@
-"""What the benchmark scripts share: progress lines, rounded figures, and the JSON-or-table ending."""
+"""What the benchmark scripts share: torch on every CPU, progress lines, rounded figures, and the JSON-or-table
+ending."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
+
+
+def use_all_threads() -> int:
+    """Let torch use every CPU, on this thread and on the app's compute thread (``models.compute``), where the
+    app's forward passes run and so do the benches'.
+
+    Returns:
+        The thread count.
+    """
+    import torch
+
+    from ftvpe_core import models
+
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    models.compute(torch.set_num_threads, threads)
+    return threads
+
+
+def quiet_transformers() -> None:
+    """No transformers warnings or progress bars: stderr holds the bench's own progress lines."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def log(message: str) -> None:

@@ -27,6 +27,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,17 +51,26 @@ def no_shared_prefix(engine):
         engine.MIN_SHARED_PREFIX = original
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace) -> dict:
+    """Every measurement in turn: the same prompts answered one at a time and batched, in interleaved rounds."""
+    threads = common.use_all_threads()
+    report = start_report(threads)
+    loaded, messages, settings = load_prompts(args, report)
+    sides = make_sides(args, loaded, messages, settings)
+    warm_up(loaded, messages, settings, args.batch_size)
+    times, texts = time_rounds(sides, args.rounds)
+    add_rows(report, loaded, messages, times, texts)
+    note_busy_machine(report, threads)
+    add_target(report)
+    return report
+
+
+def start_report(threads: int) -> dict:
+    """The report's header: the machine and the versions."""
     import torch
     import transformers
 
-    from ftvpe_core import engine, evaluate, generation, models, prompts
-    from ftvpe_core.settings import GenerationSettings
-
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    models.compute(torch.set_num_threads, threads)
-    report: dict = {
+    return {
         "notes": [],
         "load_average_start": os.getloadavg(),
         "cpu_count": threads,
@@ -69,22 +79,40 @@ def run(args) -> dict:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
     }
+
+
+def load_prompts(args: argparse.Namespace, report: dict) -> tuple:
+    """The model on the app's default weights and the first ``args.n`` test prompts, as ``evaluate.run_arm``
+    builds them (plain prompt, greedy, no repetition penalty).
+
+    Returns:
+        The loaded model, the chat messages of each prompt and the generation settings.
+    """
+    from ftvpe_core import evaluate, models, prompts
+    from ftvpe_core.settings import GenerationSettings
+
     common.log(f"loading {args.model}")
     loaded = models.load(args.model, args.device)
     task = evaluate.load_task(DATASET, limit=args.n)
     messages = [prompts.build(evaluate.task_spec(task, e, []), loaded.count_tokens).messages for e in task.examples]
     settings = GenerationSettings(max_new_tokens=evaluate.max_new_tokens(task, []), repetition_penalty=1.0)
-    n = len(messages)
     report.update(
         model=loaded.name,
         device=loaded.device,
         weight_format=loaded.weight_format,
         dataset=DATASET,
-        n=n,
+        n=len(messages),
         batch_size=args.batch_size,
         max_new_tokens=settings.max_new_tokens,
         rounds=args.rounds,
     )
+    return loaded, messages, settings
+
+
+def make_sides(args: argparse.Namespace, loaded, messages: list, settings) -> dict[str, Callable[[], list[str]]]:
+    """The rows to time, each a function that answers every prompt: one at a time, batched, and (unless
+    ``--skip-extra``) batched without the shared-prefix reuse and at half the batch size."""
+    from ftvpe_core import engine, evaluate, generation
 
     # Every round answers the same prompts: the engine would skip the prefill of a prompt it has just seen, so
     # each side starts with an engine that has forgotten them.
@@ -104,17 +132,40 @@ def run(args) -> dict:
     if not args.skip_extra:
         sides[f"batched, batch {args.batch_size}, no shared prefix"] = batched(args.batch_size, prefix=False)
         sides[f"batched, batch {args.batch_size // 2}"] = batched(args.batch_size // 2)
+    return sides
+
+
+def warm_up(loaded, messages: list, settings, batch_size: int) -> None:
+    """One answer alone and one batch, untimed."""
+    from ftvpe_core import evaluate, generation
+
     common.log("warm-up")
     generation.generate(loaded, messages[0], settings)
-    evaluate.generate_batch(loaded, messages[: args.batch_size], settings, args.batch_size)
+    evaluate.generate_batch(loaded, messages[:batch_size], settings, batch_size)
+
+
+def time_rounds(sides: dict, rounds: int) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
+    """``rounds`` rounds, each running every side in turn.
+
+    Returns:
+        Each side's seconds per round, and its answers from the last round.
+    """
     times: dict[str, list[float]] = {name: [] for name in sides}
     texts: dict[str, list[str]] = {}
-    for round_ in range(args.rounds):
-        common.log(f"round {round_ + 1} of {args.rounds}: {', '.join(sides)}")
+    for round_ in range(rounds):
+        common.log(f"round {round_ + 1} of {rounds}: {', '.join(sides)}")
         for name, side in sides.items():
             started = time.perf_counter()
             texts[name] = side()
             times[name].append(time.perf_counter() - started)
+    return times, texts
+
+
+def add_rows(report: dict, loaded, messages: list, times: dict, texts: dict) -> None:
+    """Prompt and answer lengths, and a row per side: answers/s, ratio to one at a time, identical answers."""
+    from ftvpe_core import generation
+
+    n = len(messages)
     encoded = [generation.encode_chat(loaded, m) for m in messages]
     report["prompt_tokens_mean"] = sum(map(len, encoded)) / n
     report["new_tokens_mean"] = (
@@ -122,7 +173,7 @@ def run(args) -> dict:
     )
     seq_s = statistics.median(times["sequential"])
     rows = {}
-    for name in sides:
+    for name in times:
         seconds = statistics.median(times[name])
         rows[name] = {
             "answers_per_s": n / seconds,
@@ -133,6 +184,10 @@ def run(args) -> dict:
             "all_seconds": times[name],
         }
     report["rows"] = rows
+
+
+def note_busy_machine(report: dict, threads: int) -> None:
+    """Record the closing load average; note when other processes shared the CPU."""
     report["load_average_end"] = os.getloadavg()
     busiest = max(report["load_average_start"][0], report["load_average_end"][0])
     if busiest > threads:
@@ -140,6 +195,11 @@ def run(args) -> dict:
             f"the machine was busy (1-min load average up to {busiest:.1f} on {threads} CPUs, this bench included): "
             "other processes shared the CPU; the figures are noisy (ratios less so, as rounds interleave the rows)"
         )
+
+
+def add_target(report: dict) -> None:
+    """The headline figures (batched against one at a time) and the target's verdict."""
+    rows = report["rows"]
     main_row = rows["batched"]
     report.update(
         batched_answers_per_s=main_row["answers_per_s"],
@@ -148,7 +208,6 @@ def run(args) -> dict:
         identical=main_row["identical"],
         target={"ratio": f">= {TARGET_RATIO:g}", "value": main_row["ratio"], "pass": main_row["ratio"] >= TARGET_RATIO},
     )
-    return report
 
 
 def render(r: dict) -> str:

@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,33 +137,27 @@ def run_trainer(loaded, rows: list[dict], steps: int, warmup: int, bf16: bool = 
     Tokens are counted in the collator: with one batch per step and no workers, the k-th batch collated is
     the one of step k (accelerate may collate one batch ahead; those extra batches are not counted).
     """
+    peft_model, cleared = _trainer_lora_model(loaded)
+    collator, collated = _counting_collator(loaded.tokenizer.pad_token_id)
+    clock = _step_clock(loaded.device)
+    _train_with_trainer(peft_model, rows, steps, bf16, collator, clock)
+    if len(clock.ends) != steps or len(collated) < steps:
+        raise RuntimeError(f"Trainer ran {len(clock.ends)} steps and collated {len(collated)} batches, not {steps}")
+    out = _trainer_figures(clock.started, clock.ends, collated[:steps], warmup)
+    out["cleared"] = cleared
+    del peft_model
+    _free()
+    return out
+
+
+def _trainer_lora_model(loaded) -> tuple:
+    """A copy of the model, made fit for Trainer, with the bench's LoRA adapter (seeded as the app seeds).
+
+    Returns:
+        The ``peft`` model and what ``_trainer_ready`` cleared.
+    """
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import Trainer, TrainerCallback, TrainingArguments
-
-    from ftvpe_core import finetune
-
-    pad_id = loaded.tokenizer.pad_token_id
-    collated: list[tuple[int, int]] = []  # (non-padding tokens, batch cells) per collated batch
-
-    def collator(batch_rows):
-        batch = finetune.collate(batch_rows, pad_id)
-        collated.append((int(batch["attention_mask"].sum()), batch["attention_mask"].numel()))
-        return batch
-
-    class StepClock(TrainerCallback):
-        def __init__(self) -> None:
-            self.started: float | None = None
-            self.ends: list[float] = []
-
-        def on_epoch_begin(self, args, state, control, **kwargs):
-            if self.started is None:
-                self.started = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if loaded.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            self.ends.append(time.perf_counter())
 
     model = copy.deepcopy(loaded.model)
     cleared = _trainer_ready(model)
@@ -175,8 +170,55 @@ def run_trainer(loaded, rows: list[dict], steps: int, warmup: int, bf16: bool = 
         bias="none",
         task_type="CAUSAL_LM",
     )
-    peft_model = get_peft_model(model, config)
-    clock = StepClock()
+    return get_peft_model(model, config), cleared
+
+
+def _counting_collator(pad_id: int) -> tuple[Callable, list[tuple[int, int]]]:
+    """``finetune.collate`` that also records (non-padding tokens, batch cells) of every batch it builds.
+
+    Returns:
+        The collator and the list it appends to.
+    """
+    from ftvpe_core import finetune
+
+    collated: list[tuple[int, int]] = []
+
+    def collator(batch_rows):
+        batch = finetune.collate(batch_rows, pad_id)
+        collated.append((int(batch["attention_mask"].sum()), batch["attention_mask"].numel()))
+        return batch
+
+    return collator, collated
+
+
+def _step_clock(device: str):
+    """A Trainer callback that records when training starts and when each step ends (after a CUDA sync)."""
+    import torch
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.started: float | None = None
+            self.ends: list[float] = []
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            if self.started is None:
+                self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            self.ends.append(time.perf_counter())
+
+    return StepClock()
+
+
+def _train_with_trainer(peft_model, rows: list[dict], steps: int, bf16: bool, collator: Callable, clock) -> None:
+    """``steps`` steps of ``Trainer.train`` with default arguments but for the batch size, no evaluation,
+    saving or reporting, and ``bf16``."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
     with tempfile.TemporaryDirectory(prefix="ftvpe-bench-trainer-") as out_dir:
         args = TrainingArguments(
             output_dir=out_dir,
@@ -192,19 +234,17 @@ def run_trainer(loaded, rows: list[dict], steps: int, warmup: int, bf16: bool = 
         trainer = Trainer(model=peft_model, args=args, train_dataset=rows, data_collator=collator, callbacks=[clock])
         with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its closing metrics; stdout is the report
             trainer.train()
-    if len(clock.ends) != steps or len(collated) < steps:
-        raise RuntimeError(f"Trainer ran {len(clock.ends)} steps and collated {len(collated)} batches, not {steps}")
+
+
+def _trainer_figures(started: float, ends: list[float], used: list[tuple[int, int]], warmup: int) -> dict:
+    """Throughput and padding share from the step end times and the counts of the batches those steps used."""
     tokens = 0
     points = []
-    for end, (n, _) in zip(clock.ends, collated):
+    for end, (n, _) in zip(ends, used):
         tokens += n
-        points.append((end - clock.started, tokens))
-    used = collated[:steps]
-    out = {**_window(points, warmup), "steps": len(clock.ends), "train_seconds": points[-1][0]}
+        points.append((end - started, tokens))
+    out = {**_window(points, warmup), "steps": len(ends), "train_seconds": points[-1][0]}
     out["padding_share"] = 1 - sum(n for n, _ in used) / sum(c for _, c in used)
-    out["cleared"] = cleared
-    del trainer, peft_model, model
-    _free()
     return out
 
 
@@ -237,20 +277,29 @@ def run_quick(model: str) -> dict:
 # ---------------------------------------------------------------- the run
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace) -> dict:
+    """Every measurement in turn: the app and Trainer arms on the same rows, then the quick preset."""
+    common.quiet_transformers()
+    threads = common.use_all_threads()  # all torch work below runs on the compute thread, as in the app
+    warmup = min(args.warmup, args.steps - 1)
+    report = start_report(args, threads, warmup)
+    loaded, examples, rows = load_training_rows(args.model, report)
+    results = run_arms(args, report, loaded, examples, rows, warmup)
+    add_arm_rows(report, results, rows, args.steps)
+    del loaded  # free the model before the quick preset loads its own
+    _free()
+    add_ratios(report)
+    time_quick_preset(args, report)
+    note_busy_machine(report, threads)
+    return report
+
+
+def start_report(args: argparse.Namespace, threads: int, warmup: int) -> dict:
+    """The report's header: versions, sizes and the LoRA settings both sides train with."""
     import peft
     import torch
     import transformers
-    from transformers.utils import logging as hf_logging
 
-    from ftvpe_core import datasets, finetune, models
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    models.compute(torch.set_num_threads, threads)  # the thread all torch work below runs on, as in the app
-    warmup = min(args.warmup, args.steps - 1)
     report: dict = {
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -270,14 +319,36 @@ def run(args) -> dict:
     }
     if warmup != args.warmup:
         report["notes"].append(f"--warmup {args.warmup} lowered to {warmup} so at least one step is timed")
+    return report
 
-    common.log(f"loading {args.model} (float32)")
-    loaded = models.load(args.model, weight_format="float32")
+
+def load_training_rows(model: str, report: dict) -> tuple:
+    """The model in float32 and the training split, as examples (for the app) and encoded rows (for Trainer).
+
+    Returns:
+        The loaded model, the examples and the rows.
+    """
+    from ftvpe_core import datasets, finetune, models
+
+    common.log(f"loading {model} (float32)")
+    loaded = models.load(model, weight_format="float32")
     report["model"], report["device"] = loaded.source.label, loaded.device
     examples = datasets.load_builtin(DATASET).splits["train"]
     rows = [finetune.encode_example(loaded.tokenizer, e, MAX_LENGTH) for e in examples]
     report["train_examples"] = len(rows)
-    report["app_bf16_autocast"] = finetune._autocast(loaded.device, True).__class__.__name__ != "nullcontext"
+    report["app_bf16_autocast"] = finetune.bf16_works(loaded.device, True)
+    return loaded, examples, rows
+
+
+def run_arms(
+    args: argparse.Namespace, report: dict, loaded, examples, rows: list[dict], warmup: int
+) -> dict[str, list[dict]]:
+    """Each arm once per round, in turn, on the compute thread; a failing extra bf16 row is noted and dropped.
+
+    Returns:
+        Each arm's figures, one dict per round it completed.
+    """
+    from ftvpe_core import models
 
     arms = {
         "trainer": functools.partial(run_trainer, loaded, rows, args.steps, warmup),
@@ -299,6 +370,11 @@ def run(args) -> dict:
                     raise
                 report["notes"].append(f"Trainer bf16=True failed: {type(e).__name__}: {str(e).splitlines()[0]}")
                 failed.add(name)
+    return results
+
+
+def add_arm_rows(report: dict, results: dict[str, list[dict]], rows: list[dict], steps: int) -> None:
+    """A row per arm that ran: medians over the rounds, the last round's step times and padding share."""
     report["arms"] = {}
     for name, runs in results.items():
         if not runs:
@@ -312,10 +388,11 @@ def run(args) -> dict:
         if runs[-1].get("cleared") and cleared not in report["notes"]:
             report["notes"].append(cleared)
         report["arms"][name] = row
-    report["arms"]["app"]["padding_share"] = app_padding_share(rows, args.steps)
-    del arms, loaded  # free the model before the quick preset loads its own
-    _free()
+    report["arms"]["app"]["padding_share"] = app_padding_share(rows, steps)
 
+
+def add_ratios(report: dict) -> None:
+    """Each arm's tokens/s against the Trainer baseline's, the headline figures, and the target's verdict."""
     base = report["arms"]["trainer"]["tokens_per_s"]
     for row in report["arms"].values():
         row["ratio"] = row["tokens_per_s"] / base
@@ -329,16 +406,22 @@ def run(args) -> dict:
         "pass": report["ratio"] >= TARGET_RATIO,
     }
 
+
+def time_quick_preset(args: argparse.Namespace, report: dict) -> None:
+    """The quick preset end to end (``run_quick``), unless ``--skip-quick``."""
     report["quick_preset"] = None
     report["quick_preset_seconds"] = None
     if args.skip_quick:
         report["notes"].append("--skip-quick: the quick preset was not timed")
-    else:
-        common.log("quick preset: jobs.run_finetune end to end")
-        quick = run_quick(args.model)
-        report["quick_preset"] = quick
-        report["quick_preset_seconds"] = quick["seconds"]
+        return
+    common.log("quick preset: jobs.run_finetune end to end")
+    quick = run_quick(args.model)
+    report["quick_preset"] = quick
+    report["quick_preset_seconds"] = quick["seconds"]
 
+
+def note_busy_machine(report: dict, threads: int) -> None:
+    """Record the closing load average; note when the machine was busy before the run."""
     report["load_average_end"] = os.getloadavg()
     # Only the load before the run tells of other work: during it, the bench itself keeps every thread busy.
     before = report["load_average_start"][0]
@@ -347,7 +430,6 @@ def run(args) -> dict:
             f"the machine was busy before the run (1-min load average {before:.1f} on {threads} CPUs): other "
             "processes may have shared the CPU; rerun on a quiet machine to be sure"
         )
-    return report
 
 
 def render(r: dict) -> str:

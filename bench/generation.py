@@ -19,6 +19,7 @@ This script measures and prints; it changes nothing in ``ftvpe_core``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,25 +297,38 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-def run(args) -> dict:
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
+def run(args: argparse.Namespace) -> dict:
+    """Every measurement in turn: load times, then decode and TTFT of the baseline and each app format."""
     from ftvpe_core import models, settings
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    models.compute(torch.set_num_threads, threads)  # the thread the app's forward passes run on
+    common.quiet_transformers()
+    threads = common.use_all_threads()
     device = settings.pick_device(args.device)
     source = models.resolve(args.model)
-    gguf = source.kind in ("embedded", "gguf")
-    default_format = settings.pick_weight_format(device, None, gguf)
-    report: dict = {
-        "model": source.label,
+    default_format = settings.pick_weight_format(device, None, _is_gguf(source))
+    report = start_report(args, source.label, device, default_format, threads)
+    # The in-process loads in measure_decoding must read the cache that the cold load builds.
+    with cold_data_home(_is_gguf(source) and not args.skip_cold) as temp_home:
+        measure_cold_load(args, report, source, device, temp_home)
+        measure_warm_load(args, report, device)
+        results, load_s = measure_decoding(args, report, source, device, default_format)
+    add_rows(report, results, load_s, default_format)
+    note_busy_machine(report, threads)
+    add_targets(report, default_format)
+    return report
+
+
+def _is_gguf(source) -> bool:
+    return source.kind in ("embedded", "gguf")
+
+
+def start_report(args: argparse.Namespace, model: str, device: str, default_format: str, threads: int) -> dict:
+    """The report's header: what runs where, with the load figures still empty."""
+    import torch
+    import transformers
+
+    return {
+        "model": model,
         "device": device,
         "dtype": default_format,
         "torch": torch.__version__,
@@ -332,64 +347,126 @@ def run(args) -> dict:
         "load_average_start": os.getloadavg(),
         "notes": [],
     }
-    temp_home, home_before = None, os.environ.get("FTVPE_HOME")
+
+
+@contextlib.contextmanager
+def cold_data_home(active: bool) -> Iterator[str | None]:
+    """With ``active``: an empty data folder as ``FTVPE_HOME`` while the block runs, removed afterwards and the
+    former ``FTVPE_HOME`` put back. Yields its path, or None when not active."""
+    if not active:
+        yield None
+        return
+    temp_home, home_before = tempfile.mkdtemp(prefix="ftvpe-bench-"), os.environ.get("FTVPE_HOME")
+    os.environ["FTVPE_HOME"] = temp_home
     try:
-        if gguf and not args.skip_cold:
-            temp_home = tempfile.mkdtemp(prefix="ftvpe-bench-")
-            os.environ["FTVPE_HOME"] = temp_home  # the in-process loads below read the cache built here
-            common.log(f"cold load from the GGUF file into an empty data folder ({temp_home})")
-            cold = timed_load_subprocess(args.model, device, temp_home)
-            if cold["from_cache"]:
-                raise RuntimeError("the cold load found a cache in a fresh data folder")
-            report["load_cold_s"], report["load_cold_process_s"] = cold["load_s"], cold["process_s"]
-        elif gguf and not models.is_cached(models.gguf_cache_dir(Path(source.location))):
-            common.log("--skip-cold but no cache yet: building it first (not timed)")
-            models.compute(models.cache_gguf, Path(source.location))
-            report["notes"].append("cache built before the warm load (cold load not timed)")
-        elif gguf:
-            report["notes"].append("--skip-cold: the existing cache was reused, no cold load")
-        if not gguf:
-            report["notes"].append("not a GGUF source: there is no cache to build, so no cold load")
-        common.log("warm load from the cache in a fresh subprocess")
-        warm = timed_load_subprocess(args.model, device, str(settings.data_home()))
-        report["load_warm_s"], report["load_warm_process_s"] = warm["load_s"], warm["process_s"]
-        report["import_s"] = warm["import_s"]
-
-        folder = _weights_folder(source)
-        common.log(f"baseline: float32 model.generate from {folder}")
-        local_only = not settings.downloads_allowed()
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_only)
-        model = models.compute(
-            lambda: (
-                AutoModelForCausalLM.from_pretrained(
-                    folder, dtype=torch.float32, use_safetensors=True, local_files_only=local_only
-                )
-                .eval()
-                .to(device)
-            )
-        )
-        ttft_msgs, ttft_tokens = ttft_messages(tokenizer)
-        report["prompt_tokens_ttft"] = ttft_tokens
-        report["prompt_tokens_decode"] = count_chat_tokens(tokenizer, DECODE_MESSAGES)
-        sides: dict = {"baseline": Baseline(model, tokenizer, device, args.new_tokens, ttft_msgs)}
-        load_s = {}
-        for fmt in formats_for(device, default_format, gguf):
-            common.log(f"app: models.load(weight_format={fmt!r})")
-            loaded = models.compute(models.load, args.model, device, fmt)
-            load_s[fmt] = loaded.load_seconds
-            sides[fmt] = App(loaded, args.new_tokens, ttft_msgs, not args.stop_at_eos)
-        common.log(f"decoding: 1 warm-up + {args.runs} rounds over {', '.join(sides)}")
-        results = measure(sides, args.runs)
-        del sides, model
-        _free()
+        yield temp_home
     finally:
-        if temp_home:
-            shutil.rmtree(temp_home, ignore_errors=True)
-            if home_before is None:
-                os.environ.pop("FTVPE_HOME", None)
-            else:
-                os.environ["FTVPE_HOME"] = home_before
+        shutil.rmtree(temp_home, ignore_errors=True)
+        if home_before is None:
+            os.environ.pop("FTVPE_HOME", None)
+        else:
+            os.environ["FTVPE_HOME"] = home_before
 
+
+def measure_cold_load(args: argparse.Namespace, report: dict, source, device: str, temp_home: str | None) -> None:
+    """Time a cold load (GGUF file into the empty ``temp_home``) in a subprocess, or note why there is none;
+    without a timed cold load, make sure the cache exists for the warm load."""
+    from ftvpe_core import models
+
+    gguf = _is_gguf(source)
+    if temp_home:
+        common.log(f"cold load from the GGUF file into an empty data folder ({temp_home})")
+        cold = timed_load_subprocess(args.model, device, temp_home)
+        if cold["from_cache"]:
+            raise RuntimeError("the cold load found a cache in a fresh data folder")
+        report["load_cold_s"], report["load_cold_process_s"] = cold["load_s"], cold["process_s"]
+    elif gguf and not models.is_cached(models.gguf_cache_dir(Path(source.location))):
+        common.log("--skip-cold but no cache yet: building it first (not timed)")
+        models.compute(models.cache_gguf, Path(source.location))
+        report["notes"].append("cache built before the warm load (cold load not timed)")
+    elif gguf:
+        report["notes"].append("--skip-cold: the existing cache was reused, no cold load")
+    if not gguf:
+        report["notes"].append("not a GGUF source: there is no cache to build, so no cold load")
+
+
+def measure_warm_load(args: argparse.Namespace, report: dict, device: str) -> None:
+    """Time a load from the cache in a fresh subprocess (its imports timed apart)."""
+    from ftvpe_core import settings
+
+    common.log("warm load from the cache in a fresh subprocess")
+    warm = timed_load_subprocess(args.model, device, str(settings.data_home()))
+    report["load_warm_s"], report["load_warm_process_s"] = warm["load_s"], warm["process_s"]
+    report["import_s"] = warm["import_s"]
+
+
+def load_baseline(source, device: str):
+    """The baseline's float32 model (on the compute thread) and tokenizer, from the app's safetensors folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftvpe_core import models, settings
+
+    folder = _weights_folder(source)
+    common.log(f"baseline: float32 model.generate from {folder}")
+    local_only = not settings.downloads_allowed()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_only)
+    model = models.compute(
+        lambda: (
+            AutoModelForCausalLM.from_pretrained(
+                folder, dtype=torch.float32, use_safetensors=True, local_files_only=local_only
+            )
+            .eval()
+            .to(device)
+        )
+    )
+    return model, tokenizer
+
+
+def load_app_formats(
+    args: argparse.Namespace, device: str, formats: list[str], ttft_msgs: list[dict]
+) -> tuple[dict, dict]:
+    """``models.load`` once per weight format, as the app loads.
+
+    Returns:
+        An ``App`` side per format, and each load's own ``load_seconds``.
+    """
+    from ftvpe_core import models
+
+    sides, load_s = {}, {}
+    for fmt in formats:
+        common.log(f"app: models.load(weight_format={fmt!r})")
+        loaded = models.compute(models.load, args.model, device, fmt)
+        load_s[fmt] = loaded.load_seconds
+        sides[fmt] = App(loaded, args.new_tokens, ttft_msgs, not args.stop_at_eos)
+    return sides, load_s
+
+
+def measure_decoding(
+    args: argparse.Namespace, report: dict, source, device: str, default_format: str
+) -> tuple[dict, dict]:
+    """Decode and TTFT of the baseline and of every app format, in interleaved rounds (see ``measure``).
+
+    Returns:
+        ``measure``'s medians per side, and each format's in-process load seconds.
+    """
+    model, tokenizer = load_baseline(source, device)
+    ttft_msgs, ttft_tokens = ttft_messages(tokenizer)
+    report["prompt_tokens_ttft"] = ttft_tokens
+    report["prompt_tokens_decode"] = count_chat_tokens(tokenizer, DECODE_MESSAGES)
+    sides: dict = {"baseline": Baseline(model, tokenizer, device, args.new_tokens, ttft_msgs)}
+    formats = formats_for(device, default_format, _is_gguf(source))
+    app_sides, load_s = load_app_formats(args, device, formats, ttft_msgs)
+    sides.update(app_sides)
+    common.log(f"decoding: 1 warm-up + {args.runs} rounds over {', '.join(sides)}")
+    results = measure(sides, args.runs)
+    del sides, app_sides, model  # free every model before the temporary data folder they came from is removed
+    _free()
+    return results, load_s
+
+
+def add_rows(report: dict, results: dict, load_s: dict, default_format: str) -> None:
+    """The baseline row, and a row per format with its ratios to the baseline."""
     baseline = results.pop("baseline")
     report["baseline"] = {"dtype": "float32", **baseline}
     report["formats"] = {}
@@ -399,6 +476,10 @@ def run(args) -> dict:
         row["ttft_ratio"] = baseline["ttft_s"] / row["ttft_s"]
         row["default"] = fmt == default_format
         report["formats"][fmt] = row
+
+
+def note_busy_machine(report: dict, threads: int) -> None:
+    """Record the closing load average; note when other processes shared the CPU."""
     report["load_average_end"] = os.getloadavg()
     busiest = max(report["load_average_start"][0], report["load_average_end"][0])
     if busiest > threads:
@@ -407,7 +488,10 @@ def run(args) -> dict:
             "shared the CPU; every figure, ratios included, is unreliable: rerun on a quiet machine"
         )
 
-    app = report["formats"][default_format]
+
+def add_targets(report: dict, default_format: str) -> None:
+    """The headline figures (the app's default format against the baseline) and a verdict per target."""
+    app, baseline = report["formats"][default_format], report["baseline"]
     report.update(
         decode_tok_s_app=app["decode_tok_s"],
         decode_tok_s_baseline=baseline["decode_tok_s"],
@@ -427,7 +511,6 @@ def run(args) -> dict:
     for row in report["formats"].values():
         row["decode_pass"] = row["decode_ratio"] >= TARGET_DECODE_RATIO
         row["ttft_pass"] = row["ttft_s"] < TARGET_TTFT_S
-    return report
 
 
 def _verdict(ok: bool | None) -> str:

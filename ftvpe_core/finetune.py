@@ -358,7 +358,7 @@ class TrainResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("peft_model", "history")}
 
 
-def _bf16_works(device: str, want_bf16: bool) -> bool:
+def bf16_works(device: str, want_bf16: bool) -> bool:
     """Whether to compute in bfloat16: asked for, and the hardware supports it (CUDA, or a CPU with oneDNN bf16)."""
     import torch
 
@@ -375,7 +375,7 @@ def _bf16_works(device: str, want_bf16: bool) -> bool:
 
 
 def _autocast(device: str, bf16: bool):
-    """The autocast context for training and evaluation: bfloat16 when ``bf16`` (see ``_bf16_works``)."""
+    """The autocast context for training and evaluation: bfloat16 when ``bf16`` (see ``bf16_works``)."""
     import contextlib
 
     import torch
@@ -668,7 +668,7 @@ class _Run:
             bias="none",
             task_type="CAUSAL_LM",
         )
-        self.bf16 = _bf16_works(device, settings.bf16)
+        self.bf16 = bf16_works(device, settings.bf16)
         # With bf16 compute, the frozen weights are stored in bf16 for the run: autocast would otherwise cast
         # every frozen weight again at every step (it caches casts of trainable weights only). The float32
         # originals wait on the CPU and are put back at the end. Buffers (rotary frequencies) stay float32.

@@ -153,7 +153,7 @@ def test_lora_leaves_base_weights_unchanged_and_changes_the_adapter(fresh, tiny_
 
 
 def test_bf16_training_stores_frozen_weights_in_bf16_only_while_it_trains(fresh, tiny_loaded):
-    if not finetune._bf16_works("cpu", True):
+    if not finetune.bf16_works("cpu", True):
         pytest.skip("this CPU has no bf16 support")
     dtypes = []
     probe = lambda: dtypes.append(fresh.model.embed_tokens.weight.dtype) or False  # noqa: E731
