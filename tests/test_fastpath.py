@@ -68,3 +68,52 @@ def test_models_the_step_does_not_model_are_not_eligible(tiny_loaded):
     other.config.rope_parameters = {**other.config.rope_parameters, "rope_type": "llama3"}
     assert not fastpath.supports(other)
     assert not fastpath.supports(torch.nn.Linear(2, 2))
+
+
+def _q4_tiny(tiny_model_dir):
+    """The tiny model with every layer's weights on the Q4_1 grid, converted to q4 (fused matrices too)."""
+    from ftvpe_core import quant
+    from tests.test_quant import _snap_to_q4_grid
+
+    model = models.load(str(tiny_model_dir), device="cpu", weight_format="float32").model
+    for layer in model.model.layers:
+        for linear in (*(getattr(layer.self_attn, n) for n in quant.FUSED["qkv"]), layer.self_attn.o_proj):
+            _snap_to_q4_grid(linear)
+        for name in (*quant.FUSED["gate_up"], "down_proj"):
+            _snap_to_q4_grid(getattr(layer.mlp, name))
+    model, converted = quant.to_q4(model)
+    assert converted == 7 * model.config.num_hidden_layers
+    return model
+
+
+def test_q4_step_with_fused_matrices_matches_the_full_forward(tiny_model_dir, tiny_loaded):
+    from ftvpe_core import quant
+
+    model = _q4_tiny(tiny_model_dir)
+    for layer in model.model.layers:
+        assert quant.fused(layer.self_attn, "qkv").sizes == [32, 16, 16]  # q: 4 heads, k and v: 2 heads of 8
+        assert quant.fused(layer.mlp, "gate_up").sizes == [64, 64]
+    short = generation.encode_chat(tiny_loaded, PROMPT)
+    long = generation.encode_chat(tiny_loaded, [{"role": "user", "content": "write a long story about a cat " * 3}])
+    models.compute(_batched_steps_agree, model, [short, long, short[:-2]], [5, 9, 13, 21])
+
+
+def test_fused_matrices_give_the_same_logits_bit_for_bit_as_separate_layers(tiny_model_dir):
+    model = _q4_tiny(tiny_model_dir)
+    heads, dim = model.config.num_key_value_heads, model.config.head_dim
+
+    def run(step_model):
+        with torch.inference_mode():
+            keys = [torch.zeros((2, heads, 64, dim)) for _ in range(model.config.num_hidden_layers)]
+            values = [torch.zeros_like(k) for k in keys]
+            lens, out = [0, 0], []
+            for token in (5, 9, 13):
+                out.append(fastpath.decode_step(step_model, [token, token + 1], list(lens), keys, values))
+                lens = [n + 1 for n in lens]
+            return torch.stack(out)
+
+    fused = models.compute(run, model)
+    for layer in model.model.layers:  # the same model without its fused matrices
+        del layer.self_attn.__dict__["fused_qkv"], layer.mlp.__dict__["fused_gate_up"]
+    fastpath._plans.pop(model, None)
+    assert torch.equal(fused, models.compute(run, model))
