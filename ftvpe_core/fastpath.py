@@ -125,8 +125,12 @@ def decode_step(model: Any, tokens: list[int], lens: list[int], keys: list, valu
             q = q * cos + torch.cat((-q[..., half:], q[..., :half]), dim=-1) * sin
             k = k * cos + torch.cat((-k[..., half:], k[..., :half]), dim=-1) * sin
         layer_keys, layer_values = keys[index], values[index]
-        layer_keys[rows, :, where] = k[:, :, 0]
-        layer_values[rows, :, where] = v[:, :, 0]
+        if len(runs) == 1:  # every row at one position (one stream, say): a plain copy, no index_put
+            layer_keys[:b, :, lens[0]].copy_(k[:, :, 0])
+            layer_values[:b, :, lens[0]].copy_(v[:, :, 0])
+        else:
+            layer_keys[rows, :, where] = k[:, :, 0]
+            layer_values[rows, :, where] = v[:, :, 0]
         parts = [
             scaled_dot_product_attention(
                 q[first:end],
