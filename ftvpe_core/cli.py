@@ -276,8 +276,9 @@ def cmd_datasets(args) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{report['file']}: {report['format']}, {report['rows']} rows, {report['examples']} valid examples")
-        print(f"columns: {', '.join(report['columns']) or '-'}")
+        kind = report["format"] or "format not recognised"
+        print(f"{report['file']}: {kind}, {report['rows']} rows, {report['examples']} valid examples")
+        print(f"columns: {datasets.columns_text(report['columns']) if report['columns'] else '-'}")
         for problem in report["problems"]:
             print(f"  {problem}")
     if not report["ok"]:

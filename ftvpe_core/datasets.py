@@ -245,7 +245,7 @@ def _json(text: str) -> tuple[object, str | None]:
         return None, f"a number in it has more than {sys.get_int_max_str_digits():,} digits"
 
 
-def _columns(columns: list[str]) -> str:
+def columns_text(columns: list[str]) -> str:
     """'a, b, c', or the first MAX_NAMED_COLUMNS and a count of the rest."""
     rest = len(columns) - MAX_NAMED_COLUMNS
     shown = ", ".join(columns[:MAX_NAMED_COLUMNS]) or "none"
@@ -533,7 +533,7 @@ def _read(data: bytes, filename: str, parsed: _Parsed) -> None:
     schema = _schema(parsed.columns)
     if schema is None:
         problems.append(
-            f"missing columns: need 'prompt' and 'response' (or 'messages'); found: {_columns(parsed.columns)}"
+            f"missing columns: need 'prompt' and 'response' (or 'messages'); found: {columns_text(parsed.columns)}"
         )
         return
     first_seen: dict[str, tuple[str, str]] = {}
@@ -693,6 +693,8 @@ def read_file(path: str | Path) -> bytes:
     """A dataset file's bytes; FtvpeError when it is missing, a folder, unreadable, or over the upload
     limit (said before reading it, so a huge file is not read whole)."""
     path = Path(path)
+    if path.is_dir():
+        raise FtvpeError(f"No such file: {path} is a folder; name a JSONL or CSV file in it.")
     if not path.is_file():
         raise FtvpeError(f"No such file: {path}")
     try:

@@ -82,3 +82,20 @@ def test_datasets_check_reads_mixed_line_endings_and_a_bom(tmp_path):
     done = _cli("datasets", "check", str(mixed), "--json")
     report = json.loads(done.stdout)
     assert (done.returncode, report["ok"], report["examples"]) == (0, True, 12), done.stderr
+
+
+def test_datasets_check_names_a_folder_shortens_many_columns_and_an_unknown_format(capsys, tmp_path):
+    code, out, err = _run(capsys, "datasets", "check", str(tmp_path))
+    assert (code, out) == (2, "")
+    assert err.strip().splitlines() == [f"error: No such file: {tmp_path} is a folder; name a JSONL or CSV file in it."]
+
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(f"c{i}" for i in range(10_000)) + "\n" + ",".join("x" * 10_000) + "\n")
+    code, out, _ = _run(capsys, "datasets", "check", str(wide))
+    columns = out.splitlines()[1]
+    assert code == 2 and columns.startswith("columns: c0, c1,") and columns.endswith("and 9,988 more")
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, out, _ = _run(capsys, "datasets", "check", str(empty))
+    assert code == 2 and out.splitlines()[0] == f"{empty}: format not recognised, 0 rows, 0 valid examples"
