@@ -21,6 +21,10 @@ BENCHES = {
         ("agg_tok_s", "ttft_p95_s", "single_stream_tok_s", "rows"),
     ),
     "evaluation.py": (["--n", "3", "--rounds", "1", "--skip-extra"], ()),
+    "profile_step.py": (
+        ["--rows", "2", "--steps", "2", "--top", "3", "--positions", "5"],
+        ("step_ms", "step_cpu_ms", "tok_s", "ops_per_step", "top_ops"),
+    ),
 }
 
 
@@ -43,3 +47,8 @@ def test_bench_script_runs_on_the_tiny_model_and_prints_its_json(script, tiny_mo
         assert report["single_stream_tok_s"] > 0
         assert [row["new_tokens"] for row in report["rows"]] == [4, 12]  # every stream decoded all its tokens
         assert report["rows"][1]["peak_batch"] >= 2
+    if script == "profile_step.py":
+        assert report["rows"] == 2 and report["step_ms"] > 0 and len(report["top_ops"]) == 3
+        shares = [op["share"] for op in report["top_ops"]]
+        assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1
+        assert all(op["calls_per_step"] > 0 for op in report["top_ops"])
