@@ -148,7 +148,7 @@ def run_on_node(job: dict, inbox: Any) -> dict:
         return last_asked[1] is not None
 
     node = ray.util.get_node_ip_address()
-    send({"placement": {"node": node, "device": device if not gpus else f"cuda (GPU {gpus[0]})"}})
+    send({"placement": {"node": node, "device": device if not gpus else f"cuda (GPU {gpus[0]})", "pid": os.getpid()}})
     try:
         with tempfile.TemporaryDirectory(prefix=f"ftvpe-{run_id}-") as tmp:
             if job["kind"] == "compare":
@@ -224,6 +224,8 @@ class Dispatcher:
         self.stops: dict[str, tuple[str, float]] = {}
         """run id -> (why: 'cancel' or 'interrupt', when asked)."""
         self.nodes: dict[str, str] = {}
+        self.workers: dict[str, int] = {}
+        """run id -> the process id of the Ray worker training it (on its node)."""
         self.finished: dict[str, dict] = {}
 
     # -- capacity ------------------------------------------------------------------------------------
@@ -289,6 +291,7 @@ class Dispatcher:
     def _apply(self, run_id: str, event: dict) -> None:
         if "placement" in event:
             self.nodes[run_id] = event["placement"]["node"]
+            self.workers[run_id] = event["placement"]["pid"]
             self.store.place(run_id, event["placement"]["node"], event["placement"]["device"])
         elif "checkpoint" in event:
             _write_atomically(self.store.artifact_dir(run_id) / finetune.CHECKPOINT_FILE, event["checkpoint"])
@@ -381,8 +384,10 @@ class Dispatcher:
                 pass
 
     def close(self) -> None:
+        """Let the inbox go. The connection stays for the process's next dispatcher (its workers stay warm);
+        it ends with the process."""
         try:
-            self.ray.shutdown()
+            self.ray.kill(self.inbox)
         except Exception:  # noqa: BLE001 - leaving anyway
             pass
 
