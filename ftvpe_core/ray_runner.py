@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,10 +41,20 @@ STOP_POLL_S = 0.5
 """How often a task asks the inbox whether it should stop."""
 PENDING_NODE = "Ray: waiting for a node"
 CONNECT_TIMEOUT_S = 5.0
+_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 _parts: tuple | None = None
+_connected: str | None = None
 
 
 def _ray():
+    if (
+        "ray" not in sys.modules
+        and not os.environ.get("RAY_AUTH_MODE")
+        and (os.environ.get("RAY_AUTH_TOKEN") or _TOKEN_FILE.is_file())
+    ):
+        # `ray start` turns token authentication on and keeps the token in ~/.ray/auth_token; a driver sends
+        # it only in token mode, which Ray reads when it is first imported.
+        os.environ["RAY_AUTH_MODE"] = "token"
     try:
         import ray
     except ImportError as e:
@@ -72,9 +83,12 @@ def connect(address: str) -> None:
 
     Tasks find this project's code through PYTHONPATH (the checkout at the same path on every node, or the
     package installed there); nothing is uploaded."""
+    global _connected
     ray = _ray()
-    if ray.is_initialized():
+    if ray.is_initialized() and _connected == address:
         return
+    if ray.is_initialized():  # FTVPE_RAY_ADDRESS changed: this process follows it
+        ray.shutdown()
     root = str(Path(__file__).resolve().parent.parent)
     passed = ("FTVPE_MODEL", "FTVPE_ALLOW_DOWNLOAD", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     env = {"PYTHONPATH": root, **{k: os.environ[k] for k in passed if k in os.environ}}
@@ -84,10 +98,13 @@ def connect(address: str) -> None:
                  logging_level="ERROR")  # fmt: skip
     except Exception as e:  # noqa: BLE001 - every way of not connecting reads the same to the user
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "auth" in repr(e.__cause__ or e.__context__ or e).lower():
+            reason += " (its authentication token was refused: give this machine the cluster's ~/.ray/auth_token)"
         raise FtvpeError(
             f"The Ray cluster at FTVPE_RAY_ADDRESS={address} cannot be reached: {reason}. Start it (ray start "
             "--head) or unset FTVPE_RAY_ADDRESS to train on this machine."
         ) from e
+    _connected = address
 
 
 def _remote() -> tuple[Any, Any]:
