@@ -333,7 +333,8 @@ def cmd_runs(args) -> int:
             print(json.dumps({"runs": rows}))
         else:
             for r in rows:
-                print(f"{r['id']}  {r['kind']:<9} {r['dataset']:<18} {r['status']}")
+                where = f"  on {r['node']} · {r['device']}" if r["started"] and r["node"] else ""
+                print(f"{r['id']}  {r['kind']:<9} {r['dataset']:<18} {r['status']}{where}")
     elif args.runs_command == "show":
         run = dataclasses.asdict(store.get(args.run_id))
         run["metrics"] = store.metrics(args.run_id)

@@ -21,12 +21,15 @@ Only this module imports ray, and only inside its functions: with ``FTVPE_RAY_AD
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +224,22 @@ def _compare_on_node(job: dict, folder: Path, device: str, send, should_stop) ->
     return {"status": "complete", "result": result, "seconds": time.perf_counter() - started}
 
 
-# -- the dispatcher, on the app's machine --------------------------------------------------------------------
+# -- the dispatcher, on the app's machine ---------------------------------------------------------------------
+
+
+def per_run() -> dict:
+    """What a run asks of the connected cluster: a GPU (and a CPU) where it has GPUs, FTVPE_RAY_CPUS CPUs
+    otherwise."""
+    if _ray().cluster_resources().get("GPU", 0) >= 1:
+        return {"num_gpus": 1, "num_cpus": 1}
+    return {"num_cpus": settings_module.ray_cpus_per_run()}
+
+
+def slots() -> int:
+    """How many runs the connected cluster trains at once (its alive nodes' resources, a run's share each)."""
+    total, need = _ray().cluster_resources(), per_run()
+    by_cpu = total.get("CPU", 0) // need["num_cpus"]
+    return int(min(by_cpu, total.get("GPU", 0) // need["num_gpus"]) if "num_gpus" in need else by_cpu)
 
 
 class Dispatcher:
@@ -248,16 +266,10 @@ class Dispatcher:
     # -- capacity ------------------------------------------------------------------------------------
 
     def per_run(self) -> dict:
-        """What a run asks of the cluster: a GPU (and a CPU) where it has GPUs, FTVPE_RAY_CPUS CPUs otherwise."""
-        if self.ray.cluster_resources().get("GPU", 0) >= 1:
-            return {"num_gpus": 1, "num_cpus": 1}
-        return {"num_cpus": settings_module.ray_cpus_per_run()}
+        return per_run()
 
     def slots(self) -> int:
-        total = self.ray.cluster_resources()
-        need = self.per_run()
-        return int(min(total.get("GPU" if "num_gpus" in need else "CPU", 0) // need.get("num_gpus", need["num_cpus"]),
-                       total.get("CPU", 0) // need["num_cpus"]))  # fmt: skip
+        return slots()
 
     def write_status(self, error: str | None = None) -> None:
         nodes = [f"{n['NodeManagerAddress']} ({int(n['Resources'].get('CPU', 0))} CPU, "
@@ -415,6 +427,40 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def local_head(num_cpus: int, temp_dir: str | Path) -> Iterator[str]:
+    """A Ray head on this machine for the block (``ray start --head --block``, no dashboard, no usage stats),
+    yielding its address; stopped (its whole process group) at the end. For trying the runner on one machine,
+    the tests and bench/cluster.py; a real cluster is started by hand (README, "Serving a large class")."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    root = str(Path(__file__).resolve().parent.parent)
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", f"--port={port}", f"--num-cpus={num_cpus}", "--num-gpus=0",
+         "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+         "--object-store-memory=100000000"],
+        env={**os.environ, "PYTHONPATH": root}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _reachable(f"127.0.0.1:{port}")
+                break
+            except FtvpeError:
+                if head.poll() is not None or time.monotonic() > deadline:
+                    raise FtvpeError("The local Ray head did not start (ray start --head).") from None
+                time.sleep(0.3)
+        time.sleep(1.0)  # the GCS listens a moment before the head's raylet has registered
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)  # SIGTERM would drain for 30 s first
+        head.wait()
+
+
 def serve(store: RunStore, interrupted: Callable[[], bool], log=print, current: dict | None = None) -> int:
     """The dispatcher job process's loop: keep the cluster's free slots busy with queued runs (fair order) until
     none is queued or running; returns how many runs it sent. When the cluster cannot be reached, the queued runs
@@ -441,7 +487,10 @@ def serve(store: RunStore, interrupted: Callable[[], bool], log=print, current: 
             dispatcher.pump()
             dispatcher.watch_cancels()
             dispatcher.collect()
-            dispatcher.write_status()
+            full = "" if dispatcher.slots() else (
+                f"the Ray cluster at {address} has no room for a run: each asks {dispatcher.per_run()} (FTVPE_RAY_CPUS), "
+                "more than any node offers; add nodes or lower FTVPE_RAY_CPUS")  # fmt: skip
+            dispatcher.write_status(full or None)
             if not dispatcher.refs and not store.queue():
                 break
             time.sleep(POLL_S)

@@ -11,14 +11,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
@@ -48,40 +45,6 @@ def _wait(predicate, timeout=90.0, what="the condition"):
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture(scope="session")
-def ray_head():
-    """One Ray head for the session: 2 CPUs, no dashboard, loopback, a short temp folder (socket paths)."""
-    port = _free_port()
-    temp = tempfile.mkdtemp(prefix="ftray", dir="/tmp")
-    ray_cli = str(Path(sys.executable).with_name("ray"))
-    head = subprocess.Popen(
-        [ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
-         "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
-         "--object-store-memory=100000000"],
-        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    address = f"127.0.0.1:{port}"
-    _wait(lambda: _listening(port), timeout=60, what="the Ray head")
-    time.sleep(1.0)
-    # Imported once the head has written its token (~/.ray/auth_token), so this driver sends it (see _ray).
-    ray = ray_runner._ray()
-    yield address
-    if ray.is_initialized():
-        ray.shutdown()
-    os.killpg(head.pid, signal.SIGKILL)  # its own session: SIGTERM would drain for 30 s first
-    head.wait()
-    shutil.rmtree(temp, ignore_errors=True)
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -152,6 +115,13 @@ def test_cli_finetune_trains_on_ray_and_its_curves_and_adapter_reach_the_store(o
                           str(tiny_model_dir), "--max-new-tokens", "3", "--json")  # fmt: skip
     assert code == 0 and json.loads(out)["model"].endswith(f"+ adapter {run.id}"), err
 
+    code, out, err = _run(capsys, "compare", "--task", "support_triage", "--run", run.id, "--limit", "2", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert [a["name"] for a in result["arms"]] == ["base", "prompt", "tuned", "tuned+prompt"]
+    compared = store.get(result["run_id"])
+    assert compared.status == "complete" and compared.node == run.node and len(result["forgetting"]) == 10
+
 
 def test_two_learners_train_at_once_and_a_third_run_waits_its_turn(on_ray, tiny_model_dir):
     store = RunStore()
@@ -170,7 +140,7 @@ def test_two_learners_train_at_once_and_a_third_run_waits_its_turn(on_ray, tiny_
     assert status["slots"] == 2 and status["per_run"] == "1 CPUS" and status["error"] is None and status["nodes"]
 
 
-def test_cancel_stops_a_ray_run_a_killed_worker_fails_its_run_and_the_next_run_completes(on_ray, tiny_model_dir):
+def test_cancel_a_killed_worker_and_an_app_stop_on_ray_and_the_next_run_still_completes(on_ray, tiny_model_dir):
     store = RunStore()
     long = _settings(max_steps=5000, eval_every=5)
     cancelled = jobs.submit("support_triage", long, str(tiny_model_dir), device="cpu", store=store, learner="ann")
@@ -198,10 +168,16 @@ def test_cancel_stops_a_ray_run_a_killed_worker_fails_its_run_and_the_next_run_c
         assert store.metrics(killed)["train_loss"]  # what it logged before it died stays
 
         after = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
-        store.start(after, os.getpid(), "cpu", ray_runner.PENDING_NODE)
-        dispatcher.submit(after)
-        _wait(lambda: step() is not None and not dispatcher.refs, what="the next run")
+        left = jobs.submit("support_triage", long, str(tiny_model_dir), device="cpu", store=store)
+        for run_id in (after, left):
+            store.start(run_id, os.getpid(), "cpu", ray_runner.PENDING_NODE)
+            dispatcher.submit(run_id)
+        _wait(lambda: step() is not None and store.get(after).status != "running", what="the next run")
         assert store.get(after).status == "complete"
+        _wait(lambda: step() is not None and store.metrics(left).get("val_loss"), what="the last run to train")
+        dispatcher.stop_all("interrupt")  # what the dispatcher job process does when its app stops
+        run = store.get(left)
+        assert run.status == "interrupted" and "app stopped" in run.error and jobs.resume_step(store, run)
     finally:
         dispatcher.close()
 

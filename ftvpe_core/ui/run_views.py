@@ -64,8 +64,9 @@ def queue_summary(store: RunStore) -> None:
     if slots.error:
         st.error(f"Runs cannot start: {markdown.literal(slots.error)}")
     nodes = f" · nodes: {markdown.literal(', '.join(slots.nodes))}" if slots.nodes else ""
+    free = f"{slots.free} free slot(s) of {slots.slots}" if slots.slots else "slots known once a run is sent"
     st.caption(f"🖥️ Runs train on {markdown.literal(slots.where)}: {slots.queued} queued · {slots.running} running · "
-               f"{slots.free} free slot(s) of {slots.slots}{nodes}. Queued runs take turns by learner.")  # fmt: skip
+               f"{free}{nodes}. Queued runs take turns by learner.")  # fmt: skip
 
 
 def where(run: Run) -> str:
