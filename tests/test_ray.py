@@ -22,6 +22,7 @@ import pytest
 from ftvpe_core import cli, finetune, jobs, runners, worker
 from ftvpe_core.runs import RunStore
 from tests.conftest import REPO
+from tests.test_worker import _wait
 
 if importlib.util.find_spec("ray") is None:
     pytest.skip(
@@ -36,15 +37,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait(predicate, timeout=90.0, what="the condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -182,25 +174,12 @@ def test_cancel_a_killed_worker_and_an_app_stop_on_ray_and_the_next_run_still_co
         dispatcher.close()
 
 
-def test_a_run_launched_from_the_page_trains_on_ray_and_shows_where(on_ray, monkeypatch, tmp_path, tiny_model_dir):
-    from streamlit.testing.v1 import AppTest
-
+def test_a_run_launched_from_the_page_trains_on_ray_and_shows_where(on_ray, monkeypatch, tiny_model_dir):
     from ftvpe_core.ui import markdown
+    from tests.test_finetune_pages import _until, open_lab
 
     monkeypatch.setenv("FTVPE_MODEL", str(tiny_model_dir))
-    at = AppTest.from_file(str(REPO / "pages" / "2_Fine_Tune_Lab.py"), default_timeout=60)
-
-    def until(predicate, what, timeout=120.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            at.run()
-            assert not at.exception, [e.value for e in at.exception]
-            if predicate():
-                return
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.5)
-
-    until(lambda: len(at.get("plotly_chart")) >= 2, "the model to load")
+    at = open_lab()
     at.number_input(key="ft_steps").set_value(4)
     at.number_input(key="ft_eval_every").set_value(2)
     at.number_input(key="ft_max_val").set_value(4)
@@ -208,7 +187,7 @@ def test_a_run_launched_from_the_page_trains_on_ray_and_shows_where(on_ray, monk
     at.button(key="ft_launch").click()
     at.run()
     run_id = at.session_state["ft_run"]
-    until(lambda: any("Complete" in s.value for s in at.success), "the run to complete")
+    at = _until(at, lambda a: any("Complete" in s.value for s in a.success), "the run to complete", timeout=120)
     store = RunStore()
     run = store.get(run_id)
     assert run.status == "complete" and run.learner.startswith("session-")
