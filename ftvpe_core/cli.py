@@ -329,11 +329,16 @@ def cmd_runs(args) -> int:
     store = runs.RunStore()
     if args.runs_command == "list":
         rows = [dataclasses.asdict(r) for r in store.list()]
+        order = [r.id for r in store.queue()]  # the order queued runs start in, learners taking turns
+        for r in rows:
+            r["queue_position"] = order.index(r["id"]) + 1 if r["id"] in order else None
         if args.json:
             print(json.dumps({"runs": rows}))
         else:
             for r in rows:
                 where = f"  on {r['node']} · {r['device']}" if r["started"] and r["node"] else ""
+                if r["queue_position"]:
+                    where = f"  position {r['queue_position']} of {len(order)}"
                 print(f"{r['id']}  {r['kind']:<9} {r['dataset']:<18} {r['status']}{where}")
     elif args.runs_command == "show":
         run = dataclasses.asdict(store.get(args.run_id))

@@ -6,6 +6,10 @@ the adapter to the store and mark the run complete last. A run keeps a checkpoin
 trains; ``resume`` queues an interrupted, failed or cancelled run again and ``execute`` continues it from
 there. Nothing here knows about pages. ``execute`` runs inside the process that claimed the run (a job
 process, or the CLI in the foreground, which records its own process id), on the model's compute thread.
+
+A run splits in two for the Ray runner (``ray_runner``): ``train_run`` needs the model and no store (it runs on
+a cluster node), while ``record``, ``complete`` and ``stopped`` write the store on the app's machine; ``execute``
+is both in one process.
 """
 
 from __future__ import annotations

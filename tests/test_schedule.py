@@ -44,3 +44,38 @@ def test_the_store_claims_and_lists_the_queue_in_fair_order():
     assert store.claim(None, 15) == other and store.get(other).device == "cuda"  # any device keeps its own
     store.place(other, "10.0.0.7", "cuda:0")
     assert (store.get(other).node, store.get(other).device) == ("10.0.0.7", "cuda:0")
+
+
+def test_a_queued_run_sees_its_place_and_when_it_starts_on_the_local_runner():
+    from ftvpe_core import runners
+
+    store = RunStore()
+    running = store.create("finetune", "d", {}, "cpu", learner="ann")
+    store.claim("cpu", 11)
+    store.log_metrics(running, 3, eta_s=40.0, total_steps=10)
+    ann2 = store.create("finetune", "d", {}, "cpu", learner="ann")
+    bob = store.create("finetune", "d", {}, "cpu", learner="bob")
+    slots = runners.LocalRunner().slots(store)
+    assert (slots.queued, slots.running, slots.slots, slots.free) == (2, 1, 1, 0)
+    first, second = (
+        runners.queue_place(store, store.get(bob), slots),
+        runners.queue_place(store, store.get(ann2), slots),
+    )
+    assert (first.position, first.of, first.starts_in_s) == (1, 2, 40.0)  # when ann's run ends
+    assert (second.position, second.starts_in_s) == (2, 40.0 + schedule.DEFAULT_RUN_S)  # then bob's takes a run's time
+    assert runners.queue_place(store, store.get(running), slots) is None
+
+
+def test_cli_runs_list_shows_the_queue_position(capsys):
+    import json
+
+    from ftvpe_core import cli
+
+    store = RunStore()
+    a1, a2 = (store.create("finetune", "d", {}, "cpu", learner="ann") for _ in range(2))
+    b1 = store.create("finetune", "d", {}, "cpu", learner="bob")
+    assert cli.main(["runs", "list", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
+    assert [rows[i]["queue_position"] for i in (a1, b1, a2)] == [1, 2, 3]
+    assert cli.main(["runs", "list"]) == 0
+    assert f"{b1}  finetune  d                  queued  position 2 of 3" in capsys.readouterr().out
