@@ -42,7 +42,7 @@ POLL_S = 0.25
 """How often the dispatcher takes the inbox's events and looks at the queue and the cancel requests."""
 STOP_POLL_S = 0.5
 """How often a task asks the inbox whether it should stop."""
-PENDING_NODE = "Ray: waiting for a node"
+PENDING_NODE = runners.PENDING_NODE
 CONNECT_TIMEOUT_S = 5.0
 _TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 _parts: tuple | None = None

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from ftvpe_core import schedule, settings, worker
 from ftvpe_core.runs import Run, RunStore
 
+PENDING_NODE = "Ray: waiting for a node"
+"""The node of a run sent to a Ray cluster until the task says where it landed."""
 CLUSTER_FILE = "cluster.json"
 """The Ray dispatcher's last word on the cluster (nodes, slots, or why it cannot be reached), in the data folder."""
 

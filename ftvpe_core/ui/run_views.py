@@ -113,7 +113,9 @@ def progress(store: RunStore, run: Run, metrics: dict) -> None:
         st.warning(f"⏹️ Cancelled at step {step}.")
     else:
         st.warning(f"⚠️ Interrupted at step {step}: {markdown.literal(run.error)}.")
-    if where(run):
+    if run.node == runners.PENDING_NODE and run.status == "running":
+        st.caption("📍 Sent to the Ray cluster; waiting for a node")
+    elif where(run):
         st.caption(f"📍 {'Training' if run.status == 'running' else 'Trained'} {markdown.literal(where(run))}")
 
 
