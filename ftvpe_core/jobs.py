@@ -6,6 +6,10 @@ the adapter to the store and mark the run complete last. A run keeps a checkpoin
 trains; ``resume`` queues an interrupted, failed or cancelled run again and ``execute`` continues it from
 there. Nothing here knows about pages. ``execute`` runs inside the process that claimed the run (a job
 process, or the CLI in the foreground, which records its own process id), on the model's compute thread.
+
+A run splits in two for the Ray runner (``ray_runner``): ``train_run`` needs the model and no store (it runs on
+a cluster node), while ``record``, ``complete`` and ``stopped`` write the store on the app's machine; ``execute``
+is both in one process.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
 from ftvpe_core import FtvpeError, adapters, datasets, evaluate, finetune, models
 from ftvpe_core import settings as settings_module
@@ -44,8 +48,9 @@ def submit(
     device: str | None = None,
     store: RunStore | None = None,
     preset: str = "",
+    learner: str | None = None,
 ) -> str:
-    """Queue a fine-tuning run and return its id; a job process (``worker``) picks it up.
+    """Queue a fine-tuning run and return its id; the runner (``runners``) starts it when its turn comes.
 
     Args:
         data: a built-in dataset's name, a JSONL/CSV file, or a parsed upload (saved with the run, so
@@ -55,6 +60,7 @@ def submit(
         device: where to train ('cpu', 'cuda', ...; None: the best one here).
         preset: the preset the settings were chosen from; recorded only when they still equal it (a preset
             whose knobs were changed is recorded as 'custom').
+        learner: who queued it (a browser session; 'cli'): queued runs take turns by learner (``schedule``).
     """
     store = store or RunStore()
     dataset = datasets.load(data) if isinstance(data, str) else data
@@ -68,7 +74,7 @@ def submit(
         "dataset_title": dataset.title,
         "dataset_source": "builtin" if builtin else "upload",
     }
-    run_id = store.create("finetune", dataset.name, record, device or settings_module.pick_device())
+    run_id = store.create("finetune", dataset.name, record, device or settings_module.pick_device(), learner)
     if not builtin:
         try:
             path = store.artifact_dir(run_id) / DATASET_FILE
@@ -98,10 +104,109 @@ def run_dataset(store: RunStore, run: Run) -> datasets.Dataset:
     return datasets.Dataset(**d)
 
 
-def train_settings(run: Run) -> finetune.TrainSettings:
-    """The TrainSettings a stored run was queued with."""
+def train_settings(run: Run | dict) -> finetune.TrainSettings:
+    """The TrainSettings a stored run (or its settings record) was queued with."""
+    record = run.settings if isinstance(run, Run) else run
     names = {f.name for f in dataclasses.fields(finetune.TrainSettings)}
-    return finetune.TrainSettings(**{k: v for k, v in run.settings.items() if k in names})
+    return finetune.TrainSettings(**{k: v for k, v in record.items() if k in names})
+
+
+def record(store: RunStore, run_id: str, event: dict) -> None:
+    """Write one event of a training run to the store: a phase (``{'fraction', 'message'}``) or a training step
+    (``finetune.train``'s progress event: losses, learning rate, ETA, probe answers). The job process writes
+    its own run's events; a Ray dispatcher writes those its tasks send back."""
+    if "message" in event:
+        store.set_progress(run_id, event["fraction"], event["message"])
+        return
+    values = {k: event[k] for k in ("train_loss", "val_loss", "lr", "tokens_seen", "eta_s") if k in event}
+    values["total_steps"] = event["total_steps"]
+    store.log_metrics(run_id, event["step"], **{k: v for k, v in values.items() if v is not None})
+    for probe, answer in event.get("samples") or []:
+        store.log_sample(run_id, event["step"], str(probe), answer)
+
+
+def resume_point(store: RunStore, run_id: str) -> Path | None:
+    """The checkpoint a claimed run goes on from (None: it starts afresh); its curves are trimmed to that step,
+    because the steps after it come again."""
+    checkpoint = store.artifact_dir(run_id) / finetune.CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        return None
+    step = finetune.checkpoint_step(checkpoint)
+    if step is None:
+        raise FtvpeError(f"Run '{run_id}' cannot resume: its checkpoint {checkpoint} is unreadable.")
+    store.trim(run_id, step)
+    store.set_progress(run_id, 0.0, f"Resuming from step {step}")
+    return checkpoint
+
+
+def train_run(
+    run_settings: dict,
+    data: datasets.Dataset,
+    device: str,
+    report: Callable[[dict], None],
+    should_stop: Callable[[], bool],
+    checkpoint: Path,
+    resume_from: Path | None = None,
+    measure_accuracy: bool = True,
+) -> tuple[finetune.TrainResult, dict | None]:
+    """Load the base model, train, and measure: the part of a run that needs the model and no store, so it runs
+    in a job process or on a Ray node alike. Events go to ``report`` (see ``record``).
+
+    Returns:
+        the training result and the run's summary (None when it was stopped before the end).
+    """
+    report({"fraction": 0.0, "message": "Loading the model and the data"})
+    # Training needs float weights; this process owns the model it trains.
+    loaded = models.load(run_settings.get("model"), device=device, weight_format=adapters.WEIGHT_FORMAT)
+    settings = train_settings(run_settings)
+    probes = [e.prompt for e in data.splits["validation"][:PROBES]]
+    result = models.compute(
+        finetune.train, loaded.model, loaded.tokenizer, data.splits["train"], data.splits["validation"], settings,
+        report, should_stop, probes, loaded.device, checkpoint, resume_from,
+    )  # fmt: skip
+    if result.status == "cancelled":
+        return result, None
+    trainable, total = finetune.trainable_parameters(result.peft_model)
+    summary = {"dataset": data.name, **result.summary(), "trainable_parameters": trainable, "total_parameters": total}
+    if measure_accuracy and data.task == "label":
+        report({"phase": "accuracy", "fraction": 1.0,
+                "message": "Training done; measuring the base and tuned models on the test split"})  # fmt: skip
+        tuned = dataclasses.replace(loaded, model=result.peft_model)
+        summary["test_accuracy_tuned"] = label_accuracy(tuned, data)
+        with result.peft_model.disable_adapter():
+            summary["test_accuracy_base"] = label_accuracy(tuned, data)
+    return result, summary
+
+
+def stopped(store: RunStore, run_id: str, interrupted: bool, summary: dict) -> dict:
+    """Mark a run that stopped before its end: interrupted (its app stopped) or cancelled (its user asked)."""
+    if interrupted:
+        store.interrupt(run_id)
+        return {"run_id": run_id, **summary, "status": "interrupted"}
+    store.mark_cancelled(run_id)
+    return {"run_id": run_id, **summary}
+
+
+def complete(store: RunStore, run_id: str, summary: dict) -> dict:
+    """Finish a run whose adapter is in its folder: its record beside the adapter, then the 'complete' mark last."""
+    run = store.get(run_id)
+    summary = {"run_id": run_id, **summary}
+    # Beside the adapter, what it came from: settings, summary and curves (the store keeps them too).
+    record_ = {"settings": run.settings, "summary": summary, "metrics": store.metrics(run_id)}
+    (store.artifact_dir(run_id) / METRICS_FILE).write_text(json.dumps(record_, indent=1), encoding="utf-8")
+    store.set_progress(run_id, 1.0, "Complete")
+    store.finish(run_id, summary)
+    # The adapter is stored; the optimizer's state is no longer needed.
+    (store.artifact_dir(run_id) / finetune.CHECKPOINT_FILE).unlink(missing_ok=True)
+    return {**summary, "status": "complete"}
+
+
+def fail_unless_ended(store: RunStore, run_id: str, error: BaseException | str) -> None:
+    """Mark a run failed with a message for the user, unless it already ended."""
+    if store.get(run_id).status in ("queued", "running"):
+        message = error if isinstance(error, str) else str(error) if isinstance(error, FtvpeError) else (
+            f"{type(error).__name__}: {error}")  # fmt: skip
+        store.fail(run_id, message)
 
 
 def execute(
@@ -111,7 +216,7 @@ def execute(
     measure_accuracy: bool = True,
     interrupted: Callable[[], bool] | None = None,
 ) -> dict:
-    """Train a run already marked running (``RunStore.claim`` or ``start``) and store its adapter.
+    """Train a run already marked running (``RunStore.claim`` or ``start``) here, and store its adapter.
 
     Progress, samples and the summary go to the store; the 'complete' mark is written last. For label
     datasets it also measures test accuracy of the base and the tuned model. ``interrupted`` is polled
@@ -123,79 +228,26 @@ def execute(
     run = store.get(run_id)
     try:
         data = run_dataset(store, run)
-        settings = train_settings(run)
-        store.set_progress(run_id, 0.0, "Loading the model and the data")
-        # Training needs float weights; this process owns the model it trains.
-        loaded = models.load(run.settings.get("model"), device=run.device, weight_format=adapters.WEIGHT_FORMAT)
 
-        def progress(event: dict) -> None:
-            values = {k: event[k] for k in ("train_loss", "val_loss", "lr", "tokens_seen", "eta_s") if k in event}
-            values["total_steps"] = event["total_steps"]
-            store.log_metrics(run_id, event["step"], **{k: v for k, v in values.items() if v is not None})
-            for probe, answer in event.get("samples") or []:
-                store.log_sample(run_id, event["step"], str(probe), answer)
-            if on_event:
+        def report(event: dict) -> None:
+            record(store, run_id, event)
+            if on_event and ("step" in event or event.get("phase") == "accuracy"):
                 on_event(event)
 
         def should_stop() -> bool:
             return store.cancel_requested(run_id) or (interrupted is not None and interrupted())
 
+        resume_from = resume_point(store, run_id)
         checkpoint = store.artifact_dir(run_id) / finetune.CHECKPOINT_FILE
-        resume_from = checkpoint if checkpoint.is_file() else None
-        if resume_from is not None:
-            step = finetune.checkpoint_step(resume_from)
-            if step is None:
-                raise FtvpeError(f"Run '{run_id}' cannot resume: its checkpoint {checkpoint} is unreadable.")
-            store.trim(run_id, step)  # the curves go on from the checkpoint; later points come again
-            store.set_progress(run_id, 0.0, f"Resuming from step {step}")
-        probes = [e.prompt for e in data.splits["validation"][:PROBES]]
-        result = models.compute(
-            finetune.train,
-            loaded.model,
-            loaded.tokenizer,
-            data.splits["train"],
-            data.splits["validation"],
-            settings,
-            progress,
-            should_stop,
-            probes,
-            loaded.device,
-            checkpoint,
-            resume_from,
+        result, summary = train_run(
+            run.settings, data, run.device, report, should_stop, checkpoint, resume_from, measure_accuracy
         )
-        if result.status == "cancelled":
-            if interrupted is not None and interrupted():
-                store.interrupt(run_id)
-                return {"run_id": run_id, **result.summary(), "status": "interrupted"}
-            store.mark_cancelled(run_id)
-            return {"run_id": run_id, **result.summary()}
+        if summary is None:
+            return stopped(store, run_id, interrupted is not None and interrupted(), result.summary())
         adapters.save(result.peft_model, store.artifact_dir(run_id))
-        trainable, total = finetune.trainable_parameters(result.peft_model)
-        summary = {
-            "run_id": run_id,
-            "dataset": data.name,
-            **result.summary(),
-            "trainable_parameters": trainable,
-            "total_parameters": total,
-        }
-        if measure_accuracy and data.task == "label":
-            store.set_progress(run_id, 1.0, "Training done; measuring the base and tuned models on the test split")
-            if on_event:
-                on_event({"phase": "accuracy"})
-            tuned = dataclasses.replace(loaded, model=result.peft_model)
-            summary["test_accuracy_tuned"] = label_accuracy(tuned, data)
-            with result.peft_model.disable_adapter():
-                summary["test_accuracy_base"] = label_accuracy(tuned, data)
-        # Beside the adapter, what it came from: settings, summary and curves (the store keeps them too).
-        record = {"settings": run.settings, "summary": summary, "metrics": store.metrics(run_id)}
-        (store.artifact_dir(run_id) / METRICS_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
-        store.set_progress(run_id, 1.0, "Complete")
-        store.finish(run_id, summary)
-        checkpoint.unlink(missing_ok=True)  # the adapter is stored; the optimizer's state is no longer needed
-        return {**summary, "status": "complete"}
+        return complete(store, run_id, summary)
     except BaseException as e:
-        if store.get(run_id).status in ("queued", "running"):
-            store.fail(run_id, f"{type(e).__name__}: {e}" if not isinstance(e, FtvpeError) else str(e))
+        fail_unless_ended(store, run_id, e)
         raise
 
 
@@ -208,11 +260,13 @@ def run_finetune(
     measure_accuracy: bool = True,
     preset: str = "",
 ) -> dict:
-    """Queue a run and train it here, in the foreground (the CLI's ``finetune``); returns its summary."""
+    """Queue a run and train it in the foreground (the CLI's ``finetune``): here, or on the Ray cluster when one
+    is configured (``runners``); returns its summary."""
+    from ftvpe_core import runners
+
     store = store or RunStore()
-    run_id = submit(dataset, settings, model_name, store=store, preset=preset)
-    store.start(run_id, os.getpid(), store.get(run_id).device)  # submit resolved it
-    return execute(store, run_id, on_event, measure_accuracy)
+    run_id = submit(dataset, settings, model_name, store=store, preset=preset, learner="cli")
+    return runners.current().foreground(store, run_id, on_event, measure_accuracy=measure_accuracy)
 
 
 def resume_step(store: RunStore, run: Run) -> int | None:
@@ -250,10 +304,11 @@ def resume_finetune(
     measure_accuracy: bool = True,
 ) -> dict:
     """Resume a run here, in the foreground (the CLI's ``finetune --resume``); returns its summary."""
+    from ftvpe_core import runners
+
     store = store or RunStore()
     resume(store, run_id)
-    store.start(run_id, os.getpid(), store.get(run_id).device)
-    return execute(store, run_id, on_event, measure_accuracy)
+    return runners.current().foreground(store, run_id, on_event, measure_accuracy=measure_accuracy)
 
 
 def adapter_zip(store: RunStore, run_id: str) -> bytes:

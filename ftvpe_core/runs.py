@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftvpe_core import FtvpeError, settings
+from ftvpe_core import FtvpeError, schedule, settings
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("queued", "running", "complete", "failed", "cancelled", "interrupted")
 BUSY_TIMEOUT_S = 5.0
 KILLED_ERROR = "the training process stopped unexpectedly (killed or out of memory)"
@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     summary_json TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    progress_json TEXT
+    progress_json TEXT,
+    learner TEXT,
+    node TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -105,6 +107,10 @@ class Run:
     """Whether the user asked to stop it; the job process checks this between steps."""
     progress: dict[str, Any] | None = None
     """What the job is doing now: {'fraction': 0..1, 'message': '...'} (None before it says)."""
+    learner: str | None = None
+    """Who queued it (a browser session, 'cli'): queued runs take turns by learner (``schedule``)."""
+    node: str | None = None
+    """Where it runs or ran: this machine's name for a local job process, a Ray node's address on a cluster."""
 
     @property
     def active(self) -> bool:
@@ -217,6 +223,9 @@ class RunStore:
                 columns = {r["name"] for r in conn.execute("PRAGMA table_info(runs)")}
                 if "progress_json" not in columns:  # schema 1 -> 2: a run's current phase and share done
                     conn.execute("ALTER TABLE runs ADD COLUMN progress_json TEXT")
+                for column in ("learner", "node"):  # schema 2 -> 3: who queued it, where it ran
+                    if column not in columns:
+                        conn.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
                 if row[0] is None or row[0] < SCHEMA_VERSION:
                     conn.execute("DELETE FROM schema_version")
                     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
@@ -267,6 +276,8 @@ class RunStore:
             summary=json.loads(row["summary_json"]) if row["summary_json"] is not None else None,
             cancel_requested=bool(row["cancel_requested"]),
             progress=json.loads(row["progress_json"]) if row["progress_json"] else None,
+            learner=row["learner"],
+            node=row["node"],
         )
 
     def _run_dir(self, run_id: str) -> Path:
@@ -274,8 +285,10 @@ class RunStore:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def create(self, kind: str, dataset: str, settings: dict[str, Any], device: str | None = None) -> str:
-        """Queue a new run (for ``device``, when given) and return its id."""
+    def create(
+        self, kind: str, dataset: str, settings: dict[str, Any], device: str | None = None, learner: str | None = None
+    ) -> str:
+        """Queue a new run (for ``device``, when given; queued by ``learner``) and return its id."""
         settings_json = json.dumps(dict(settings), sort_keys=True)
         with self._write() as conn:
             while True:
@@ -283,38 +296,54 @@ class RunStore:
                 if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
                     break
             conn.execute(
-                "INSERT INTO runs (id, kind, dataset, settings_json, status, created, device) "
-                "VALUES (?, ?, ?, ?, 'queued', ?, ?)",
-                (run_id, kind, dataset, settings_json, time.time(), device),
+                "INSERT INTO runs (id, kind, dataset, settings_json, status, created, device, learner) "
+                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                (run_id, kind, dataset, settings_json, time.time(), device, learner),
             )
         return run_id
 
-    def start(self, run_id: str, pid: int, device: str) -> None:
-        """Mark a queued run as running in process ``pid`` on ``device``."""
+    def start(self, run_id: str, pid: int, device: str, node: str | None = None) -> None:
+        """Mark a queued run as running in process ``pid`` on ``device`` (of ``node``: None is this machine)."""
         self._transition(
             run_id,
             ("queued",),
             "started",
-            "status = 'running', started = ?, pid = ?, device = ?",
-            (time.time(), pid, device),
+            "status = 'running', started = ?, pid = ?, device = ?, node = ?",
+            (time.time(), pid, device, node or settings.node_name()),
         )
 
-    def claim(self, device: str, pid: int) -> str | None:
-        """Take the oldest run queued for ``device`` (or for no device in particular) and mark it running in
-        process ``pid``; None when nothing waits. Atomic: two job processes never claim the same run."""
+    def claim(self, device: str | None, pid: int, node: str | None = None) -> str | None:
+        """Take the run whose turn it is (``schedule.fair_order``) among those queued for ``device`` (or for no
+        device in particular; None: for any device) and mark it running in process ``pid``; None when nothing
+        waits. Atomic: two job processes never claim the same run.
+
+        Args:
+            node: where it runs (None: this machine); a Ray dispatcher sets it once the run has landed.
+        """
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT id FROM runs WHERE status = 'queued' AND (device IS NULL OR device = ?) "
-                "ORDER BY created, id LIMIT 1",
-                (device,),
-            ).fetchone()
-            if row is None:
+            order = self._fair_order(conn, device)
+            if not order:
                 return None
+            run_id = order[0]
+            device = device or conn.execute("SELECT device FROM runs WHERE id = ?", (run_id,)).fetchone()["device"]
             conn.execute(
-                "UPDATE runs SET status = 'running', started = ?, pid = ?, device = ? WHERE id = ?",
-                (time.time(), pid, device, row["id"]),
+                "UPDATE runs SET status = 'running', started = ?, pid = ?, device = ?, node = ? WHERE id = ?",
+                (time.time(), pid, device, node or settings.node_name(), run_id),
             )
-        return row["id"]
+        return run_id
+
+    @staticmethod
+    def _fair_order(conn: sqlite3.Connection, device: str | None) -> list[str]:
+        query, params = "SELECT id, learner, created FROM runs WHERE status = 'queued'", ()
+        if device is not None:
+            query, params = query + " AND (device IS NULL OR device = ?)", (device,)
+        queued = [schedule.Waiting(r["id"], r["learner"], r["created"]) for r in conn.execute(query, params)]
+        running = conn.execute("SELECT learner, COUNT(*) AS n FROM runs WHERE status = 'running' GROUP BY learner")
+        return schedule.fair_order(queued, {r["learner"]: r["n"] for r in running})
+
+    def place(self, run_id: str, node: str, device: str) -> None:
+        """Record where a running run landed (a Ray node and its device), once the cluster says."""
+        self._transition(run_id, ("running",), "placed", "node = ?, device = ?", (node, device))
 
     def log_metrics(self, run_id: str, step: int, **values: float) -> None:
         """Record named values (train_loss=..., lr=...) at a training step, all in one transaction."""
@@ -472,14 +501,12 @@ class RunStore:
         return [self._row_to_run(row) for row in rows]
 
     def queue(self, device: str | None = None) -> list[Run]:
-        """Queued runs (for ``device`` when given, counting runs queued for any device), oldest first:
-        index 0 runs next."""
-        query, params = "SELECT * FROM runs WHERE status = 'queued'", ()
-        if device is not None:
-            query, params = query + " AND (device IS NULL OR device = ?)", (device,)
+        """Queued runs (for ``device`` when given, counting runs queued for any device) in the order they
+        start (``schedule.fair_order``): index 0 runs next."""
         with self._connect() as conn:
-            rows = conn.execute(query + " ORDER BY created, id", params).fetchall()
-        return [self._row_to_run(row) for row in rows]
+            order = self._fair_order(conn, device)
+            rows = {r["id"]: r for r in conn.execute("SELECT * FROM runs WHERE status = 'queued'")}
+        return [self._row_to_run(rows[run_id]) for run_id in order]
 
     def cancel_requested(self, run_id: str) -> bool:
         """Whether the user asked this run to stop."""

@@ -36,6 +36,27 @@ def downloads_allowed() -> bool:
     return os.environ.get("FTVPE_ALLOW_DOWNLOAD", "") in ("1", "true", "yes")
 
 
+def node_name() -> str:
+    """This machine's name, as a run trained here records where it ran."""
+    import socket
+
+    return socket.gethostname() or "this machine"
+
+
+def ray_address() -> str | None:
+    """The Ray cluster that trains queued runs (``FTVPE_RAY_ADDRESS``: 'auto', 'HOST:6379' or
+    'ray://HOST:10001'); None (unset) trains them in job processes on this machine."""
+    return os.environ.get("FTVPE_RAY_ADDRESS", "").strip() or None
+
+
+def ray_cpus_per_run() -> int:
+    """CPUs a run asks of a Ray cluster without GPUs (``FTVPE_RAY_CPUS``, default 1)."""
+    raw = os.environ.get("FTVPE_RAY_CPUS", "").strip() or "1"
+    if not raw.isdigit() or int(raw) < 1:
+        raise FtvpeError(f"FTVPE_RAY_CPUS must be a whole number of CPUs, 1 or more, got '{raw}'.")
+    return int(raw)
+
+
 def pick_device(requested: str | None = None) -> str:
     """CUDA, then MPS, then CPU, unless ``requested`` (or ``FTVPE_DEVICE``) names one."""
     import torch

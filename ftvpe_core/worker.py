@@ -8,6 +8,10 @@ a crash or an out-of-memory kill takes down the job, never the app: the next pol
 failed. A job process started by the app stops when the app stops (it watches its parent) and marks its
 run interrupted; queued runs wait for the next start.
 
+With a Ray cluster configured (``runners``), the app starts one job process for the whole cluster instead
+(``worker --runner ray``, key ``RAY``): the Ray dispatcher (``ray_runner``), with the same lock, parent watch and
+reaping.
+
 This module does not import torch or streamlit; the job process does, through ``jobs``.
 """
 
@@ -28,6 +32,9 @@ from ftvpe_core.runs import RunStore
 
 STOP_GRACE_S = 5.0
 """How long a job process whose app is gone waits for its run to stop at a step before it leaves anyway."""
+
+RAY = "ray"
+"""The key (in place of a device) of the job process that dispatches queued runs to a Ray cluster."""
 
 _started: dict[tuple[str, str], subprocess.Popen] = {}
 _started_lock = threading.Lock()
@@ -107,13 +114,15 @@ def _watch_parent(parent_pid: int, stop, finished, current: dict, store: RunStor
             break
     if finished.wait(STOP_GRACE_S):
         return
-    run_id = current.get("run")
-    if run_id is not None:
+    run_ids = list(current.get("runs", [])) or [current.get("run")]  # the Ray dispatcher has several
+    for run_id in run_ids:
+        if run_id is None:
+            continue
         try:
             store.interrupt(run_id)
         except Exception:  # noqa: BLE001 - leaving matters more than the mark; the next start finds the run
             pass
-    log(f"The app is gone and run {run_id} did not stop within {STOP_GRACE_S:.0f} s; leaving.")
+    log(f"The app is gone and run(s) {', '.join(map(str, run_ids))} did not stop within {STOP_GRACE_S:.0f} s; leaving.")
     os._exit(3)
 
 
@@ -125,6 +134,10 @@ def _serve(store: RunStore, device: str, interrupted, log, current: dict | None 
         if not got:
             log(f"Another job process already serves {device}; nothing to do.")
             return 0
+        if device == RAY:
+            from ftvpe_core import ray_runner
+
+            return ray_runner.serve(store, interrupted, log, current)
         while not interrupted():
             run_id = store.claim(device, os.getpid())
             if run_id is None:
@@ -156,7 +169,7 @@ def ensure_worker(store: RunStore, device: str) -> bool:
 
     The job process is this process's child and stops when this process stops."""
     _reap_children()
-    if not store.queue(device) or busy(store, device):
+    if not store.queue(None if device == RAY else device) or busy(store, device):
         return False
     key = (str(store.home), device)
     with _started_lock:
@@ -168,7 +181,8 @@ def ensure_worker(store: RunStore, device: str) -> bool:
         env = {**os.environ, "FTVPE_HOME": str(store.home)}
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        command = [sys.executable, "-m", "ftvpe_core", "worker", "--device", device, "--parent", str(os.getpid())]
+        serves = ["--runner", "ray"] if device == RAY else ["--device", device]
+        command = [sys.executable, "-m", "ftvpe_core", "worker", *serves, "--parent", str(os.getpid())]
         try:
             with open(log_dir / f"worker-{lock_path(store, device).stem[7:]}.log", "ab") as log:
                 # A new session: Ctrl-C in the app's terminal reaches the app, and the job process then

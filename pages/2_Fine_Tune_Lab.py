@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, adapters, content, datasets, figures, finetune, jobs, recordings, worker
+from ftvpe_core import FtvpeError, adapters, content, datasets, figures, finetune, jobs, recordings
 from ftvpe_core.ui import classroom, loaders, markdown, replay
 from ftvpe_core.ui import finetune_lab as lab
 from ftvpe_core.ui import run_views as views
@@ -78,8 +78,9 @@ choice = loaders.choice()
 if st.button("🚀 Launch", type="primary", disabled=train_settings is None, key="ft_launch"):
     try:
         device = loaders.device()
-        ss.ft_run = jobs.submit(lab.launch_target(), train_settings, choice["name"], device, store, preset=ss.ft_preset)
-        worker.ensure_worker(store, device)
+        ss.ft_run = jobs.submit(lab.launch_target(), train_settings, choice["name"], device, store, preset=ss.ft_preset,
+                                learner=views.learner())  # fmt: skip
+        views.launch(store, device)
     except FtvpeError as e:
         st.error(markdown.literal(e))
 all_runs = store.list("finetune")
@@ -95,6 +96,7 @@ run_id = ss.ft_run
 @st.fragment(run_every=1.5 if active else None)
 def live(run_id):
     views.tick(store)
+    views.queue_summary(store)
     now_active = [r for r in reversed(store.list("finetune")) if r.active]  # running first, then the queue
     for r in now_active:
         a, b = st.columns([6, 1])

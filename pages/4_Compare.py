@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, compare, content, datasets, prompts, worker
+from ftvpe_core import FtvpeError, compare, content, datasets, prompts
 from ftvpe_core.ui import classroom, loaders, markdown
 from ftvpe_core.ui import compare_view as view
 from ftvpe_core.ui import run_views as views
@@ -51,8 +51,8 @@ if st.button("⚖️ Run the comparison", type="primary", key="cp_launch"):
             efficiency=ss.cp_efficiency, best_techniques=ss.cp_best,
         )  # fmt: skip
         device = loaders.device()
-        ss.cp_show = compare.submit(cs, store, device)
-        worker.ensure_worker(store, device)
+        ss.cp_show = compare.submit(cs, store, device, learner=views.learner())
+        views.launch(store, device)
     except FtvpeError as e:
         st.error(markdown.literal(e))
 
@@ -69,12 +69,14 @@ st.selectbox("Showing comparison", list(shown)[:30], key="cp_show", format_func=
 @st.fragment(run_every=1.5 if shown[ss.cp_show].active else None)
 def progress(run_id):
     views.tick(store)
+    views.queue_summary(store)
     run = store.get(run_id)
-    if run.active:
+    if run.status == "queued":
+        views.queued(store, run)
+    elif run.active:
         p = run.progress or {"fraction": 0.0, "message": "Waiting for a job process"}
-        if run.status == "queued":
-            p = {"fraction": 0.0, "message": "Queued behind another job on this device"}
         st.progress(p["fraction"], text=p["message"])
+    if run.active:
         st.button(
             "Cancel", key="cp_cancel", on_click=store.request_cancel, args=(run.id,), disabled=run.cancel_requested
         )

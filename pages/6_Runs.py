@@ -9,6 +9,7 @@ st.set_page_config(page_title="Runs · FT vs PE Studio", page_icon="📈", layou
 loaders.sidebar()
 store = views.store()
 views.tick(store)
+views.queue_summary(store)
 
 st.title("📈 Runs")
 if st.session_state.get("rn_message"):

@@ -90,3 +90,24 @@ def reference_greedy(loaded, prompt_ids: list[int], n: int) -> list[int]:
         return out
 
     return models.compute(run)
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """One local Ray head for the test session (2 CPUs, loopback, a short temp folder for its sockets), reused by
+    every Ray test; this process connects to it once, so Ray's workers stay warm from test to test."""
+    import shutil
+    import tempfile
+
+    from ftvpe_core import ray_runner
+
+    temp = tempfile.mkdtemp(prefix="ftray", dir="/tmp")
+    try:
+        with ray_runner.local_head(2, temp) as address:
+            # Imported once the head has written its token (~/.ray/auth_token), so this driver sends it.
+            ray = ray_runner._ray()
+            yield address
+            if ray.is_initialized():
+                ray.shutdown()
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)

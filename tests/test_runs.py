@@ -353,17 +353,20 @@ def test_corrupt_store_is_a_user_error_and_is_left_untouched(tmp_path):
     assert path.read_bytes() == garbage
 
 
-def test_a_schema_1_store_gains_the_progress_column_and_keeps_its_runs(tmp_path):
+def test_a_schema_1_store_gains_the_new_columns_and_keeps_its_runs(tmp_path):
     import sqlite3
 
     store = RunStore(tmp_path)
     run_id = store.create("finetune", "support_triage", {"rank": 8})
     with sqlite3.connect(store.path) as conn:  # make it look like a store written by schema 1
-        conn.execute("ALTER TABLE runs DROP COLUMN progress_json")
+        for column in ("progress_json", "learner", "node"):
+            conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         conn.execute("UPDATE schema_version SET version = 1")
     again = RunStore(tmp_path)
     assert again.get(run_id).progress is None and again.get(run_id).settings == {"rank": 8}
+    assert (again.get(run_id).learner, again.get(run_id).node) == (None, None)
     again.set_progress(run_id, 1.5, "Scoring")
     assert again.get(run_id).progress == {"fraction": 1.0, "message": "Scoring"}
+    assert again.claim("cpu", 7) == run_id and again.get(run_id).node  # the new columns are written
     with sqlite3.connect(store.path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(3,)]

@@ -5,12 +5,13 @@ Every session reads the same run store, so a reload, a second tab or a second us
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, figures, finetune, jobs, worker
+from ftvpe_core import FtvpeError, figures, finetune, jobs, runners
 from ftvpe_core.runs import Run, RunStore
 from ftvpe_core.ui import markdown
 
@@ -35,13 +36,44 @@ def store() -> RunStore:
 
 
 def tick(store: RunStore) -> None:
-    """Mark runs whose job process died as failed, and make sure queued runs have a job process."""
-    worker.reap(store)
-    for device in {r.device for r in store.queue() if r.device}:
-        try:
-            worker.ensure_worker(store, device)
-        except FtvpeError as e:
-            st.error(markdown.literal(e))
+    """Mark runs whose job process died as failed, and make sure queued runs have a job process (or the Ray
+    dispatcher)."""
+    try:
+        runners.current().tick(store)
+    except FtvpeError as e:
+        st.error(markdown.literal(e))
+
+
+def learner() -> str:
+    """This browser session's learner id: queued runs take turns by learner (``schedule``)."""
+    return st.session_state.setdefault("ftvpe_learner", "session-" + secrets.token_hex(4))
+
+
+def launch(store: RunStore, device: str) -> None:
+    """Make sure the runner starts what was just queued (a job process here, or the Ray dispatcher)."""
+    runners.current().ensure(store, device)
+
+
+def queue_summary(store: RunStore) -> None:
+    """One line for the whole class: where runs train, how many are queued and running, and the free slots."""
+    try:
+        slots = runners.current().slots(store)
+    except FtvpeError as e:
+        st.error(markdown.literal(e))
+        return
+    if slots.error:
+        st.error(f"Runs cannot start: {markdown.literal(slots.error)}")
+    nodes = f" · nodes: {markdown.literal(', '.join(slots.nodes))}" if slots.nodes else ""
+    free = f"{slots.free} free slot(s) of {slots.slots}" if slots.slots else "slots known once a run is sent"
+    st.caption(f"🖥️ Runs train on {markdown.literal(slots.where)}: {slots.queued} queued · {slots.running} running · "
+               f"{free}{nodes}. Queued runs take turns by learner.")  # fmt: skip
+
+
+def where(run: Run) -> str:
+    """'on NODE · DEVICE' once a run has started, else ''."""
+    if run.started is None or not run.node:
+        return ""
+    return f"on {run.node} · {run.device}"
 
 
 def label(run: Run, status: bool = True) -> str:
@@ -62,9 +94,7 @@ def progress(store: RunStore, run: Run, metrics: dict) -> None:
     total = int(metrics["total_steps"][-1][1]) if metrics.get("total_steps") else None
     step = metrics["train_loss"][-1][0] if metrics.get("train_loss") else 0
     if run.status == "queued":
-        queue = [r.id for r in store.queue(run.device)]
-        position = queue.index(run.id) + 1 if run.id in queue else "?"
-        st.info(f"⏳ Queued: position {position} of {len(queue)} on {run.device}. One job trains at a time per device.")
+        queued(store, run)
     elif run.status == "running" and (not step or (total and step >= total)):
         p = run.progress or {"fraction": 0.0, "message": "Starting"}
         st.progress(1.0 if step else 0.0, text=p["message"] + "…")
@@ -83,6 +113,22 @@ def progress(store: RunStore, run: Run, metrics: dict) -> None:
         st.warning(f"⏹️ Cancelled at step {step}.")
     else:
         st.warning(f"⚠️ Interrupted at step {step}: {markdown.literal(run.error)}.")
+    if run.node == runners.PENDING_NODE and run.status == "running":
+        st.caption("📍 Sent to the Ray cluster; waiting for a node")
+    elif where(run):
+        st.caption(f"📍 {'Training' if run.status == 'running' else 'Trained'} {markdown.literal(where(run))}")
+
+
+def queued(store: RunStore, run: Run) -> None:
+    """A queued run's position in its queue and about when it starts."""
+    slots = runners.current().slots(store)
+    place = runners.queue_place(store, run, slots)
+    if place is None:
+        st.info("⏳ Queued.")
+        return
+    eta = "any moment now" if place.starts_in_s < 1 else f"in about {place.starts_in_s:.0f} s"
+    st.info(f"⏳ Queued: position {place.position} of {place.of}; it should start {eta} ({slots.slots} run(s) "
+            f"train at once on {markdown.literal(slots.where)}; learners take turns).")  # fmt: skip
 
 
 def resume(store: RunStore, run: Run, key: str) -> None:
@@ -98,7 +144,7 @@ def resume(store: RunStore, run: Run, key: str) -> None:
     if st.button(f"▶️ Resume from step {step}", key=key, type="primary", help=help_text):
         try:
             jobs.resume(store, run.id)
-            worker.ensure_worker(store, store.get(run.id).device)
+            launch(store, store.get(run.id).device)
         except FtvpeError as e:
             st.error(markdown.literal(e))
             return
@@ -182,6 +228,7 @@ def table(runs: list[Run]) -> list[dict]:
             "settings": f"r={s.get('rank')} lr={s.get('learning_rate')} steps={s.get('max_steps') if not s.get('epochs') else str(s.get('epochs')) + ' epochs'}",
             "model": s.get("model"),
             "device": r.device,
+            "node": r.node,
             "duration (s)": round(took) if took is not None else None,
             "final train loss": summ.get("final_train_loss"),
             "best val loss": summ.get("best_val_loss"),

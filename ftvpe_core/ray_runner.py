@@ -1,0 +1,530 @@
+"""The Ray runner: queued runs trained on a Ray cluster, their progress and adapters written to the store here.
+
+A dispatcher (the job process ``worker --runner ray`` that the app starts, or the CLI in the foreground) connects
+to the cluster at ``FTVPE_RAY_ADDRESS``, claims queued runs in the store's fair order while the cluster has free
+slots (one GPU a run on a GPU cluster, ``FTVPE_RAY_CPUS`` CPUs otherwise), and submits each as a Ray task that
+carries the run's settings and dataset (its checkpoint when it resumes; the tuned adapter for a comparison). The
+task loads the model on its node (the embedded model package installed there, or a model folder at the same path
+on every node), trains, and sends its events (where it landed, phases, steps, probe answers, checkpoints) to the
+dispatcher's inbox actor; it returns the adapter's files as bytes. The dispatcher writes all of it to the store
+through the job process's own functions (``jobs.record``, ``jobs.complete``, ``compare.complete``), the complete
+mark last: nothing on a worker node writes the SQLite file.
+
+Cancel asks the task through the inbox to stop at its next step (its checkpoint comes back, so it can resume); a
+task that does not stop within STOP_GRACE_S is cancelled by Ray. A worker or node that dies fails its run with
+the reason, and the other runs go on. The dispatcher is the Ray driver of its tasks: when it stops (the app
+stopped), it stops them first and marks their runs interrupted; Ray ends whatever is left, so no run trains on
+for nobody.
+
+Only this module imports ray, and only inside its functions: with ``FTVPE_RAY_ADDRESS`` unset nothing imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ftvpe_core import FtvpeError, adapters, compare, evaluate, finetune, jobs, runners
+from ftvpe_core import settings as settings_module
+from ftvpe_core.runs import RunStore
+from ftvpe_core.worker import STOP_GRACE_S
+
+POLL_S = 0.25
+"""How often the dispatcher takes the inbox's events and looks at the queue and the cancel requests."""
+STOP_POLL_S = 0.5
+"""How often a task asks the inbox whether it should stop."""
+PENDING_NODE = runners.PENDING_NODE
+CONNECT_TIMEOUT_S = 5.0
+_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+_parts: tuple | None = None
+_connected: str | None = None
+
+
+def _ray():
+    if (
+        "ray" not in sys.modules
+        and not os.environ.get("RAY_AUTH_MODE")
+        and (os.environ.get("RAY_AUTH_TOKEN") or _TOKEN_FILE.is_file())
+    ):
+        # `ray start` turns token authentication on and keeps the token in ~/.ray/auth_token; a driver sends
+        # it only in token mode, which Ray reads when it is first imported.
+        os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        import ray
+    except ImportError as e:
+        raise FtvpeError(
+            "FTVPE_RAY_ADDRESS is set but Ray is not installed here: pip install -r requirements-cluster.txt, "
+            "or unset FTVPE_RAY_ADDRESS to train on this machine."
+        ) from e
+    return ray
+
+
+def _reachable(address: str) -> None:
+    """Fail fast on a HOST:PORT nobody listens on (ray.init would retry for minutes)."""
+    hostport = address.removeprefix("ray://")
+    if address == "auto" or ":" not in hostport:
+        return
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as e:
+        raise FtvpeError(f"nothing answers at {hostport} ({e})") from e
+
+
+def connect(address: str) -> None:
+    """Connect this process to the cluster as a driver; FtvpeError with one clear line when it cannot.
+
+    Tasks find this project's code through PYTHONPATH (the checkout at the same path on every node, or the
+    package installed there); nothing is uploaded."""
+    global _connected
+    ray = _ray()
+    if ray.is_initialized() and _connected == address:
+        return
+    if ray.is_initialized():  # FTVPE_RAY_ADDRESS changed: this process follows it
+        ray.shutdown()
+    root = str(Path(__file__).resolve().parent.parent)
+    passed = ("FTVPE_MODEL", "FTVPE_ALLOW_DOWNLOAD", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    env = {"PYTHONPATH": root, **{k: os.environ[k] for k in passed if k in os.environ}}
+    try:
+        _reachable(address)
+        ray.init(address=address, namespace="ftvpe", runtime_env={"env_vars": env}, log_to_driver=False,
+                 logging_level="ERROR")  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - every way of not connecting reads the same to the user
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "auth" in repr(e.__cause__ or e.__context__ or e).lower():
+            reason += " (its authentication token was refused: give this machine the cluster's ~/.ray/auth_token)"
+        raise FtvpeError(
+            f"The Ray cluster at FTVPE_RAY_ADDRESS={address} cannot be reached: {reason}. Start it (ray start "
+            "--head) or unset FTVPE_RAY_ADDRESS to train on this machine."
+        ) from e
+    _connected = address
+
+
+def _remote() -> tuple[Any, Any]:
+    """The inbox actor class and the remote task, made once per process (after ``connect``)."""
+    global _parts
+    if _parts is None:
+        ray = _ray()
+
+        @ray.remote(num_cpus=0)
+        class Inbox:
+            """Events from the tasks to the dispatcher, and the dispatcher's stop requests to the tasks."""
+
+            def __init__(self) -> None:
+                self.events: list = []
+                self.stops: dict = {}
+
+            def put(self, run_id: str, event: dict) -> None:
+                self.events.append((run_id, event))
+
+            def take(self) -> list:
+                events, self.events = self.events, []
+                return events
+
+            def stop(self, run_id: str, why: str) -> None:
+                self.stops[run_id] = why
+
+            def stopping(self, run_id: str) -> str | None:
+                return self.stops.get(run_id)
+
+        _parts = (Inbox, ray.remote(max_retries=0)(run_on_node))
+    return _parts
+
+
+# -- on a node ---------------------------------------------------------------------------------------------
+
+
+def run_on_node(job: dict, inbox: Any) -> dict:
+    """A Ray task: train (or compare) one run on this node; events go to ``inbox``, the result comes back.
+
+    Returns:
+        {'status': 'complete' | 'stopped' | 'failed', ...}: a fine-tune's summary and adapter files (bytes), a
+        comparison's result, a stopped run's checkpoint, or a failure's message.
+    """
+    import ray
+
+    run_id = job["run_id"]
+    gpus = ray.get_gpu_ids()
+    device = "cuda" if gpus else "cpu"  # Ray shows the task only its own GPU
+
+    def send(event: dict) -> None:
+        inbox.put.remote(run_id, event)
+
+    last_asked = [0.0, None]
+
+    def should_stop() -> bool:
+        if time.monotonic() - last_asked[0] >= STOP_POLL_S:
+            last_asked[:] = [time.monotonic(), ray.get(inbox.stopping.remote(run_id))]
+        return last_asked[1] is not None
+
+    node = ray.util.get_node_ip_address()
+    send({"placement": {"node": node, "device": device if not gpus else f"cuda (GPU {gpus[0]})", "pid": os.getpid()}})
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"ftvpe-{run_id}-") as tmp:
+            if job["kind"] == "compare":
+                out = _compare_on_node(job, Path(tmp), device, send, should_stop)
+            else:
+                out = _finetune_on_node(job, Path(tmp), device, send, should_stop)
+    except Exception as e:  # noqa: BLE001 - the dispatcher marks the run failed with this line
+        out = {"status": "failed", "error": str(e) if isinstance(e, FtvpeError) else f"{type(e).__name__}: {e}"}
+    ray.get(inbox.put.remote(run_id, {"end": True}))  # every event is in the inbox before the result is
+    return out
+
+
+def _finetune_on_node(job: dict, folder: Path, device: str, send, should_stop) -> dict:
+    checkpoint = folder / finetune.CHECKPOINT_FILE
+    resume_from = None
+    if job.get("checkpoint"):
+        checkpoint.write_bytes(job["checkpoint"])
+        resume_from = checkpoint
+    sent = [checkpoint.stat().st_mtime_ns if resume_from else 0]
+
+    def report(event: dict) -> None:
+        send(event)
+        # train writes its checkpoint after an evaluation's event: send it with the next one.
+        if checkpoint.is_file() and checkpoint.stat().st_mtime_ns != sent[0]:
+            sent[0] = checkpoint.stat().st_mtime_ns
+            send({"checkpoint": checkpoint.read_bytes()})
+
+    result, summary = jobs.train_run(job["settings"], job["dataset"], device, report, should_stop, checkpoint,
+                                     resume_from, job.get("measure_accuracy", True))  # fmt: skip
+    if summary is None:
+        saved = checkpoint.read_bytes() if checkpoint.is_file() else None
+        return {"status": "stopped", "summary": result.summary(), "checkpoint": saved}
+    adapters.save(result.peft_model, folder / "adapter")
+    files = {name: (folder / "adapter" / name).read_bytes() for name in (adapters.WEIGHTS_FILE, adapters.CONFIG_FILE)}
+    return {"status": "complete", "summary": summary, "files": files}
+
+
+def _compare_on_node(job: dict, folder: Path, device: str, send, should_stop) -> dict:
+    tuned = None
+    if job.get("tuned"):
+        run, files = job["tuned"]
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        tuned = (run, folder)
+    settings = compare.CompareSettings(**job["settings"])
+    started = time.perf_counter()
+    try:
+        result = compare.run_comparison(
+            settings, None, lambda f, m: send({"fraction": f, "message": m}), should_stop, device, tuned, job["task"]
+        )
+    except compare.Stopped:
+        return {"status": "stopped", "summary": {}}
+    return {"status": "complete", "result": result, "seconds": time.perf_counter() - started}
+
+
+# -- the dispatcher, on the app's machine ---------------------------------------------------------------------
+
+
+def per_run() -> dict:
+    """What a run asks of the connected cluster: a GPU (and a CPU) where it has GPUs, FTVPE_RAY_CPUS CPUs
+    otherwise."""
+    if _ray().cluster_resources().get("GPU", 0) >= 1:
+        return {"num_gpus": 1, "num_cpus": 1}
+    return {"num_cpus": settings_module.ray_cpus_per_run()}
+
+
+def slots() -> int:
+    """How many runs the connected cluster trains at once (its alive nodes' resources, a run's share each)."""
+    total, need = _ray().cluster_resources(), per_run()
+    by_cpu = total.get("CPU", 0) // need["num_cpus"]
+    return int(min(by_cpu, total.get("GPU", 0) // need["num_gpus"]) if "num_gpus" in need else by_cpu)
+
+
+class Dispatcher:
+    """Submits claimed runs to the cluster and writes what they send back to the store."""
+
+    def __init__(self, store: RunStore, address: str, log: Callable[[str], None] = print,
+                 on_event: Callable[[dict], None] | None = None,
+                 on_progress: Callable[[float, str], None] | None = None, measure_accuracy: bool = True) -> None:  # fmt: skip
+        self.store, self.address, self.log = store, address, log
+        self.on_event, self.on_progress, self.measure_accuracy = on_event, on_progress, measure_accuracy
+        connect(address)
+        self.ray = _ray()
+        inbox_class, self.task = _remote()
+        self.inbox = inbox_class.remote()
+        self.refs: dict[str, Any] = {}
+        """run id -> the task training it."""
+        self.stops: dict[str, tuple[str, float]] = {}
+        """run id -> (why: 'cancel' or 'interrupt', when asked)."""
+        self.nodes: dict[str, str] = {}
+        self.workers: dict[str, int] = {}
+        """run id -> the process id of the Ray worker training it (on its node)."""
+        self.finished: dict[str, dict] = {}
+
+    # -- capacity ------------------------------------------------------------------------------------
+
+    def per_run(self) -> dict:
+        return per_run()
+
+    def slots(self) -> int:
+        return slots()
+
+    def write_status(self, error: str | None = None) -> None:
+        nodes = [f"{n['NodeManagerAddress']} ({int(n['Resources'].get('CPU', 0))} CPU, "
+                 f"{int(n['Resources'].get('GPU', 0))} GPU)" for n in self.ray.nodes() if n.get("Alive")]  # fmt: skip
+        per_run = self.per_run()
+        runners.write_cluster(self.store, {
+            "address": self.address, "time": time.time(), "nodes": nodes, "slots": self.slots(), "busy": len(self.refs),
+            "per_run": ", ".join(f"{v} {k[4:].upper()}" for k, v in per_run.items()), "error": error,
+        })  # fmt: skip
+
+    # -- runs ----------------------------------------------------------------------------------------
+
+    def submit(self, run_id: str) -> None:
+        """Send a claimed run to the cluster with everything it needs."""
+        run = self.store.get(run_id)
+        try:
+            job = {"run_id": run_id, "kind": run.kind, "measure_accuracy": self.measure_accuracy}
+            if run.kind == "compare":
+                job.update(self._compare_job(run))
+            else:
+                checkpoint = jobs.resume_point(self.store, run_id)
+                job.update(settings=run.settings, dataset=jobs.run_dataset(self.store, run),
+                           checkpoint=checkpoint.read_bytes() if checkpoint else None)  # fmt: skip
+            self.store.set_progress(run_id, 0.0, "Sent to the Ray cluster; waiting for a node")
+            self.refs[run_id] = self.task.options(**self.per_run()).remote(job, self.inbox)
+        except Exception as e:  # noqa: BLE001 - this run fails; the others go on
+            jobs.fail_unless_ended(self.store, run_id, e)
+            self.log(f"Run {run_id}: failed before it was sent: {e}")
+
+    def _compare_job(self, run) -> dict:
+        s = {k: v for k, v in run.settings.items() if k in compare.CompareSettings.__dataclass_fields__}
+        settings = compare.CompareSettings(**s)
+        job = {"settings": s, "task": evaluate.load_task(settings.task, settings.metric, settings.limit or None)}
+        if settings.run_id:
+            tuned = self.store.get(settings.run_id)
+            folder = self.store.artifact_dir(tuned.id)
+            job["tuned"] = (tuned, {p.name: p.read_bytes() for p in adapters.files(folder)})
+        return job
+
+    def pump(self) -> None:
+        """Write the events the tasks sent since last time."""
+        for run_id, event in self.ray.get(self.inbox.take.remote()):
+            try:
+                self._apply(run_id, event)
+            except FtvpeError as e:  # e.g. the run was deleted meanwhile
+                self.log(f"Run {run_id}: event not stored: {e}")
+
+    def _apply(self, run_id: str, event: dict) -> None:
+        if "placement" in event:
+            self.nodes[run_id] = event["placement"]["node"]
+            self.workers[run_id] = event["placement"]["pid"]
+            self.store.place(run_id, event["placement"]["node"], event["placement"]["device"])
+        elif "checkpoint" in event:
+            _write_atomically(self.store.artifact_dir(run_id) / finetune.CHECKPOINT_FILE, event["checkpoint"])
+        elif "end" not in event:
+            jobs.record(self.store, run_id, event)
+            if self.on_event and ("step" in event or event.get("phase") == "accuracy"):
+                self.on_event(event)
+            if self.on_progress and "message" in event:
+                self.on_progress(event["fraction"], event["message"])
+
+    def watch_cancels(self) -> None:
+        """Pass the users' cancel requests on; a task that does not stop in time is cancelled by Ray."""
+        for run_id, ref in self.refs.items():
+            if run_id not in self.stops and self.store.cancel_requested(run_id):
+                self.stop(run_id, "cancel")
+            why_when = self.stops.get(run_id)
+            if why_when and time.monotonic() - why_when[1] > STOP_GRACE_S:
+                self.ray.cancel(ref, force=True)
+
+    def stop(self, run_id: str, why: str) -> None:
+        if run_id not in self.stops:
+            self.stops[run_id] = (why, time.monotonic())
+            self.inbox.stop.remote(run_id, why)
+
+    def collect(self, timeout: float = 0.0) -> list[str]:
+        """Store the results of the tasks that ended; returns their run ids."""
+        if not self.refs:
+            return []
+        ready, _ = self.ray.wait(list(self.refs.values()), num_returns=len(self.refs), timeout=timeout)
+        done = [run_id for run_id, ref in self.refs.items() if ref in ready]
+        if done:
+            self.pump()
+        for run_id in done:
+            ref = self.refs.pop(run_id)
+            try:
+                out = self.ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - the task, its worker or its node died
+                out = self._lost(run_id, e)
+            try:
+                self.finished[run_id] = self._store_result(run_id, out)
+                self.log(f"Run {run_id}: {self.finished[run_id].get('status')}.")
+            except Exception as e:  # noqa: BLE001 - one run's result failing to store must not stop the others
+                jobs.fail_unless_ended(self.store, run_id, e)
+                self.finished[run_id] = {"run_id": run_id, "status": "failed", "error": str(e)}
+                self.log(f"Run {run_id}: failed while storing its result: {e}")
+        return done
+
+    def _lost(self, run_id: str, error: Exception) -> dict:
+        if isinstance(error, self.ray.exceptions.TaskCancelledError) and run_id in self.stops:
+            return {"status": "stopped", "summary": {}}
+        where = self.nodes.get(run_id, "its node")
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return {"status": "failed",
+                "error": f"the Ray worker training it on {where} died ({type(error).__name__}: {reason})"[:500]}  # fmt: skip
+
+    def _store_result(self, run_id: str, out: dict) -> dict:
+        kind = self.store.get(run_id).kind
+        if out["status"] == "failed":
+            jobs.fail_unless_ended(self.store, run_id, out["error"])
+            return {"run_id": run_id, "status": "failed", "error": out["error"]}
+        if out["status"] == "stopped":
+            if out.get("checkpoint"):
+                _write_atomically(self.store.artifact_dir(run_id) / finetune.CHECKPOINT_FILE, out["checkpoint"])
+            interrupted = self.stops.get(run_id, ("cancel", 0))[0] == "interrupt"
+            if kind == "compare":
+                return compare.stopped(self.store, run_id, interrupted)
+            return jobs.stopped(self.store, run_id, interrupted, out["summary"])
+        if kind == "compare":
+            return compare.complete(self.store, run_id, out["result"], out["seconds"])
+        folder = self.store.artifact_dir(run_id)
+        for name, data in out["files"].items():
+            _write_atomically(folder / name, data)
+        return jobs.complete(self.store, run_id, out["summary"])
+
+    def stop_all(self, why: str) -> None:
+        """Stop every run at its next step and store what comes back, within STOP_GRACE_S; then leave."""
+        for run_id in list(self.refs):
+            self.stop(run_id, why)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while self.refs and time.monotonic() < deadline:
+            self.pump()
+            self.collect(timeout=POLL_S)
+        for run_id in list(self.refs):  # did not stop in time: Ray ends them with this driver
+            try:
+                if why == "interrupt":
+                    self.store.interrupt(run_id)
+                else:
+                    self.store.mark_cancelled(run_id)
+            except FtvpeError:
+                pass
+
+    def close(self) -> None:
+        """Let the inbox go. The connection stays for the process's next dispatcher (its workers stay warm);
+        it ends with the process."""
+        try:
+            self.ray.kill(self.inbox)
+        except Exception:  # noqa: BLE001 - leaving anyway
+            pass
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def local_head(num_cpus: int, temp_dir: str | Path) -> Iterator[str]:
+    """A Ray head on this machine for the block (``ray start --head --block``, no dashboard, no usage stats),
+    yielding its address; stopped (its whole process group) at the end. For trying the runner on one machine,
+    the tests and bench/cluster.py; a real cluster is started by hand (README, "Serving a large class")."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    root = str(Path(__file__).resolve().parent.parent)
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", f"--port={port}", f"--num-cpus={num_cpus}", "--num-gpus=0",
+         "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+         "--object-store-memory=100000000"],
+        env={**os.environ, "PYTHONPATH": root}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _reachable(f"127.0.0.1:{port}")
+                break
+            except FtvpeError:
+                if head.poll() is not None or time.monotonic() > deadline:
+                    raise FtvpeError("The local Ray head did not start (ray start --head).") from None
+                time.sleep(0.3)
+        time.sleep(1.0)  # the GCS listens a moment before the head's raylet has registered
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)  # SIGTERM would drain for 30 s first
+        head.wait()
+
+
+def serve(store: RunStore, interrupted: Callable[[], bool], log=print, current: dict | None = None) -> int:
+    """The dispatcher job process's loop: keep the cluster's free slots busy with queued runs (fair order) until
+    none is queued or running; returns how many runs it sent. When the cluster cannot be reached, the queued runs
+    fail with the reason (the pages and the CLI show it) and it leaves."""
+    address = settings_module.ray_address() or "auto"
+    try:
+        dispatcher = Dispatcher(store, address, log)
+    except FtvpeError as e:
+        runners.write_cluster(store, {"address": address, "time": time.time(), "error": str(e), "slots": 0})
+        for run in store.queue():
+            jobs.fail_unless_ended(store, run.id, str(e))
+        log(str(e))
+        return 0
+    taken = 0
+    try:
+        while not interrupted():
+            free = dispatcher.slots() - len(dispatcher.refs)
+            while free > 0 and (run_id := store.claim(None, os.getpid(), PENDING_NODE)) is not None:
+                dispatcher.submit(run_id)
+                taken, free = taken + 1, free - 1
+                log(f"Run {run_id}: sent to the cluster.")
+            if current is not None:
+                current["runs"] = list(dispatcher.refs)
+            dispatcher.pump()
+            dispatcher.watch_cancels()
+            dispatcher.collect()
+            full = "" if dispatcher.slots() else (
+                f"the Ray cluster at {address} has no room for a run: each asks {dispatcher.per_run()} (FTVPE_RAY_CPUS), "
+                "more than any node offers; add nodes or lower FTVPE_RAY_CPUS")  # fmt: skip
+            dispatcher.write_status(full or None)
+            if not dispatcher.refs and not store.queue():
+                break
+            time.sleep(POLL_S)
+        if interrupted():
+            dispatcher.stop_all("interrupt")
+    finally:
+        dispatcher.close()
+    return taken
+
+
+def foreground(store: RunStore, address: str, run_id: str, on_event=None, on_progress=None,
+               measure_accuracy: bool = True) -> dict:  # fmt: skip
+    """Send one queued run to the cluster from this process (the CLI) and follow it to its end; returns its
+    summary. Ctrl-C stops it at its next step (interrupted, resumable)."""
+    run = store.get(run_id)
+    try:
+        dispatcher = Dispatcher(store, address, lambda m: None, on_event, on_progress, measure_accuracy)
+    except FtvpeError as e:
+        jobs.fail_unless_ended(store, run_id, str(e))
+        raise
+    try:
+        store.start(run_id, os.getpid(), run.device, PENDING_NODE)
+        dispatcher.submit(run_id)
+        try:
+            while run_id in dispatcher.refs:
+                dispatcher.pump()
+                dispatcher.watch_cancels()
+                dispatcher.collect(timeout=POLL_S)
+        except KeyboardInterrupt:
+            dispatcher.stop_all("interrupt")
+            raise
+    finally:
+        dispatcher.close()
+    out = dispatcher.finished.get(run_id) or {"run_id": run_id, "status": store.get(run_id).status}
+    if out.get("status") == "failed":
+        raise FtvpeError(f"Run {run_id} failed on the Ray cluster: {out.get('error') or store.get(run_id).error}")
+    return out
