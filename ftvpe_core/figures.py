@@ -276,9 +276,11 @@ def loss_curves(
     xaxis: dict = {"title": "training step"}
     if total_steps:
         xaxis["range"] = [0, total_steps * 1.02]
+    # showlegend: plotly hides the legend of a lone curve, so before the first validation the train loss
+    # would be an unnamed line.
     fig.update_layout(
         title=title, xaxis=xaxis, yaxis={"title": "loss (lower is better)", "rangemode": "tozero"}, height=360,
-        margin={"l": 10, "r": 10, "t": 50, "b": 10}, legend={"orientation": "h", "y": 1.12},
+        margin={"l": 10, "r": 10, "t": 50, "b": 10}, legend={"orientation": "h", "y": 1.12}, showlegend=True,
     )  # fmt: skip
     return fig
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated data folder and no hub access for every test, and a tiny random chat model.
+"""Shared fixtures: an isolated data folder and no hub access for every test, a tiny random chat model, and the
+app on that model for the page tests (``tiny_app``).
 
 Embedded-model tests share one data folder for the whole run (``FTVPE_TEST_HOME``, default
 ``.ftvpe-test-home`` in the repository) so the GGUF-to-safetensors cache is built once and reused.
@@ -7,6 +8,7 @@ Embedded-model tests share one data folder for the whole run (``FTVPE_TEST_HOME`
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 REPO = Path(__file__).resolve().parent.parent
+PAGE_TIMEOUT = 90
+"""Seconds one AppTest script run may take: a first run imports torch and plotly, slow on a busy machine."""
 _USER_SETTINGS = ("FTVPE_HOME", "FTVPE_MODEL", "FTVPE_DEVICE", "FTVPE_DTYPE", "FTVPE_ALLOW_DOWNLOAD")
 
 
@@ -41,6 +45,34 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from tests.tiny import make_tiny_model_dir
 
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@dataclass
+class TinyApp:
+    """The app as the page tests run it: on the session's tiny model, with this test's own data folder."""
+
+    model: Path
+    """The tiny model's folder (``FTVPE_MODEL``): one for the whole session, so ``st.cache_resource``, which
+    lasts the whole process, loads it once for every page test."""
+    home: Path
+    """This test's data folder (``FTVPE_HOME``): a fresh run store per test."""
+
+    def page(self, path: str = "app.py", timeout: float = PAGE_TIMEOUT):
+        """An AppTest of the script at ``path`` (from the repository root, e.g. ``pages/4_Compare.py``), not run
+        yet. ``app.py`` is the navigation; AppTest runs its default page, Home, and ``switch_page`` the others."""
+        from streamlit.testing.v1 import AppTest
+
+        return AppTest.from_file(str(REPO / path), default_timeout=timeout)
+
+
+@pytest.fixture
+def tiny_app(_isolated_env, monkeypatch, tiny_model_dir) -> TinyApp:
+    """The app's settings for a page test: the tiny model, on the CPU in float32 (as on a machine without a
+    GPU), and the data folder the autouse fixture made for this test."""
+    monkeypatch.setenv("FTVPE_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("FTVPE_DEVICE", "cpu")
+    monkeypatch.setenv("FTVPE_DTYPE", "float32")
+    return TinyApp(model=tiny_model_dir, home=Path(os.environ["FTVPE_HOME"]))
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
 """The main journeys in a real browser: ``streamlit run`` on the embedded model, driven by headless Chromium.
 
 Debian's ``chromium`` is used (``make test`` installs it); Playwright cannot download its own browsers offline.
-Screenshots go to ``test-artifacts/``; with FTVPE_UPDATE_SCREENSHOT=1 the Prompt Lab's is also copied to
-``assets/`` for the README (off by default, so a test run never changes tracked files).
+Screenshots go to ``test-artifacts/``; with FTVPE_UPDATE_SCREENSHOT=1 the four the README shows (Prompt Lab,
+Fine-Tune Lab, Compare, Token Lens) are also copied to ``assets/`` (off by default, so a test run never changes
+tracked files).
 """
 
 from __future__ import annotations
@@ -156,6 +157,19 @@ def _open_home(page, app_url: str) -> None:
     expect(page.locator('[data-testid="stTable"]')).to_be_visible()
 
 
+def _expect_navigation(page) -> None:
+    """The app's navigation (app.py's st.navigation): Home first, not the script's name, then the pages by
+    section; not the list Streamlit makes of the pages/ folder ("app", "Prompt Lab", ...)."""
+    from playwright.sync_api import expect
+
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    expect(nav.get_by_role("link").first).to_have_text(re.compile("Home"))
+    names = [t.strip() for t in nav.get_by_role("link").all_inner_texts()]
+    assert names[0].endswith("Home") and not any(n.endswith("app") for n in names), names
+    for section in ("Learn", "Labs", "Measure"):
+        expect(nav).to_contain_text(section)
+
+
 def test_home_shows_comparison_table(page, app_url):
     from playwright.sync_api import expect
 
@@ -164,13 +178,7 @@ def test_home_shows_comparison_table(page, app_url):
     for text in ("Purpose", "Method", "Difficulty", "Cost", "Speed", "Use case", "Fine-tuning", "Prompt engineering"):
         expect(table).to_contain_text(text)
     expect(page.get_by_role("link", name="Prompt Lab").first).to_be_visible()
-    # the navigation: Home first (not the script's name), then the pages by section
-    nav = page.locator('[data-testid="stSidebarNav"]')
-    expect(nav.get_by_role("link").first).to_have_text(re.compile("Home"))
-    names = [t.strip() for t in nav.get_by_role("link").all_inner_texts()]
-    assert names[0].endswith("Home") and not any(n.endswith("app") for n in names), names
-    for section in ("Learn", "Labs", "Measure"):
-        expect(nav).to_contain_text(section)
+    _expect_navigation(page)
     _no_exception_shown(page)
     _screenshot(page, ARTIFACTS / "home.png")
 
@@ -208,6 +216,7 @@ def test_prompt_lab_runs_plain_and_engineered_prompts_side_by_side(page, app_url
     assert plain and engineered
     assert plain != engineered
     expect(page.get_by_text("This session's attempts (1)")).to_be_visible()
+    _expect_navigation(page)
     _no_exception_shown(page)
 
     shot = ARTIFACTS / "prompt_lab.png"
@@ -241,6 +250,7 @@ def test_fine_tune_lab_trains_live_survives_reload_queues_cancels_and_chats(page
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import expect
 
+    _open_home(page, app_url)  # a fresh server's first visit, so the lab below has the app's navigation
     page.goto(f"{app_url}/Fine_Tune_Lab")
     expect(page.get_by_role("heading", name="Fine-Tune Lab")).to_be_visible()
     expect(page.get_by_text("Support triage").first).to_be_visible()
@@ -298,6 +308,7 @@ def test_fine_tune_lab_trains_live_survives_reload_queues_cancels_and_chats(page
     expect(page.get_by_text("Fine-tuned model ·")).to_be_visible(timeout=120_000)
     expect(texts).to_have_count(before + 3)  # the message, the base answer and the tuned answer
     assert all(t.strip() for t in texts.all_inner_texts()[-3:])
+    _expect_navigation(page)
     _no_exception_shown(page)
     shot = ARTIFACTS / "fine_tune_lab_chat.png"
     _screenshot(page, shot)
@@ -336,16 +347,31 @@ def test_compare_runs_four_arms_in_the_background_and_offers_the_report(page, ap
         "run_id"
     ]
 
+    _open_home(page, app_url)  # a fresh server's first visit, so the page below has the app's navigation
     page.goto(f"{app_url}/Compare")
     expect(page.get_by_role("heading", name="Compare")).to_be_visible()
     expect(page.get_by_role("combobox", name="Fine-tuned run")).to_have_value(re.compile(run_id))
     _set_number(page, "Examples to score (0 = the whole test split)", 8)
     page.get_by_role("button", name="Run the comparison").click()
-    expect(page.get_by_role("heading", name="Prompt or fine-tune?")).to_be_visible(timeout=300_000)
+    # The results of this comparison, which scores this test's run: the shared data folder may hold an earlier
+    # comparison, whose results the page shows until the new one is launched (and then for a moment still).
+    expect(page.get_by_text(re.compile(rf"· run {re.escape(run_id)}$"))).to_be_visible(timeout=300_000)
+    expect(page.get_by_role("heading", name="Prompt or fine-tune?")).to_be_visible()
     for label in ("Base, plain prompt", "Base + engineered prompt", "Fine-tuned", "Fine-tuned + prompt"):
         expect(page.locator('[data-testid="stMetric"]').filter(has_text=label).first).to_be_visible()
     expect(page.locator('[data-testid="stTable"]')).to_contain_text("prompt tokens a call")
     expect(page.get_by_role("button", name="HTML report (opens offline)")).to_be_visible()
+    # The screenshot shows the finished comparison: both charts drawn (the four scores, the break-even), the
+    # examples, no progress bar, and the sidebar's model ready rather than loading.
+    charts = page.locator('[data-testid="stMain"] [data-testid="stPlotlyChart"]')
+    expect(charts.filter(has_text="by arm")).to_be_visible()
+    expect(charts.filter(has_text="Break-even")).to_be_visible()
+    expect(page.locator('[data-testid="stMain"] [data-testid="stDataFrame"]').first).to_be_visible()
+    expect(page.locator('[data-testid="stMain"] [data-testid="stProgress"]')).to_have_count(0)
+    expect(page.locator('[data-testid="stSidebar"]').get_by_text(re.compile("^Ready: "))).to_be_visible(
+        timeout=MODEL_READY_MS
+    )
+    _expect_navigation(page)
     _no_exception_shown(page)
     shot = ARTIFACTS / "compare.png"
     _screenshot(page, shot)
@@ -431,6 +457,7 @@ def test_classroom_walk_through_the_guided_steps_from_a_shared_link(page, app_ur
     expect(figure).to_contain_text("Fine-tuned", timeout=ANSWERS_MS)
     expect(figure).to_contain_text("Engineered")
     expect(figure).to_contain_text("Token 1 of")
+    _expect_navigation(page)
     _no_exception_shown(page)
     _screenshot(page, shots / "4_token_lens.png")
     if os.environ.get("FTVPE_UPDATE_SCREENSHOT") == "1":

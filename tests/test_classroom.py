@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from ftvpe_core import classroom, datasets, finetune, presets, prompts
 from ftvpe_core.ui import markdown
-from tests import tiny
+
+if TYPE_CHECKING:
+    from tests.conftest import TinyApp
 
 REPO = Path(__file__).resolve().parent.parent
-TIMEOUT = 60
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -94,14 +96,8 @@ def test_step_index_follows_the_step_parameter_only_on_its_own_page():
 # The pages: AppTest runs app.py and switches page, as the browser does (page links resolve from app.py)
 
 
-@pytest.fixture
-def tiny_env(monkeypatch, tmp_path_factory, tmp_path) -> None:
-    monkeypatch.setenv("FTVPE_MODEL", str(tiny.make_tiny_model_dir(tmp_path_factory.mktemp("classroom-tiny"))))
-    monkeypatch.setenv("FTVPE_HOME", str(tmp_path / "home"))
-
-
-def _open(page: str, params: dict) -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
+def _open(app: TinyApp, page: str, params: dict) -> AppTest:
+    at = app.page("app.py").run()
     at.switch_page(page)
     at.query_params = dict(params)
     at.run()
@@ -113,8 +109,8 @@ def _texts(at: AppTest) -> str:
     return "\n".join(m.value for m in at.markdown)
 
 
-def test_a_prompt_lab_link_opens_its_experiment_in_classroom_mode(tiny_env):
-    at = _open("pages/1_Prompt_Lab.py",
+def test_a_prompt_lab_link_opens_its_experiment_in_classroom_mode(tiny_app):
+    at = _open(tiny_app, "pages/1_Prompt_Lab.py",
                {"classroom": "1", "step": "2", "preset": "skincare", "techniques": "role", "task": "Sell socks."})  # fmt: skip
     ss = at.session_state
     assert ss.pe_preset == "skincare" and ss.pe_role == presets.get("skincare").spec.role
@@ -125,9 +121,9 @@ def test_a_prompt_lab_link_opens_its_experiment_in_classroom_mode(tiny_env):
     assert not [t for t in at.text_input if t.key == "sb_model_name"]  # so is the model picker
 
 
-def test_a_student_change_shows_in_the_url_and_the_same_link_does_not_undo_it(tiny_env):
+def test_a_student_change_shows_in_the_url_and_the_same_link_does_not_undo_it(tiny_app):
     link = {"classroom": "1", "preset": "travel", "techniques": "role,context"}
-    at = _open("pages/1_Prompt_Lab.py", link)
+    at = _open(tiny_app, "pages/1_Prompt_Lab.py", link)
     at.toggle(key="pe_cot_on").set_value(True).run()
     assert at.query_params["techniques"] == "role,cot,context" and at.query_params["preset"] == "travel"
     at.query_params = dict(link)  # Back to this step later, or the same link clicked again
@@ -138,8 +134,8 @@ def test_a_student_change_shows_in_the_url_and_the_same_link_does_not_undo_it(ti
     assert at.session_state.pe_preset == "json" and not at.session_state.pe_cot_on
 
 
-def test_a_bad_link_warns_and_still_opens_the_page(tiny_env):
-    at = _open("pages/1_Prompt_Lab.py", {"preset": "nope", "techniques": "role,magic"})
+def test_a_bad_link_warns_and_still_opens_the_page(tiny_app):
+    at = _open(tiny_app, "pages/1_Prompt_Lab.py", {"preset": "nope", "techniques": "role,magic"})
     warnings = " ".join(w.value for w in at.warning)
     assert "'nope'" in warnings and "magic" in warnings
     assert at.session_state.pe_preset == "travel" and at.session_state.pe_role_on
@@ -154,8 +150,8 @@ CRAFTED_LINK = {"preset": "[Sign in again](http://example.invalid/login)",
 
 @pytest.mark.parametrize("page", ["pages/1_Prompt_Lab.py", "pages/2_Fine_Tune_Lab.py", "pages/3_Token_Lens.py",
                                   "pages/4_Compare.py"])  # fmt: skip
-def test_a_crafted_link_is_quoted_literally_in_the_warnings(tiny_env, page):
-    at = _open(page, CRAFTED_LINK)
+def test_a_crafted_link_is_quoted_literally_in_the_warnings(tiny_app, page):
+    at = _open(tiny_app, page, CRAFTED_LINK)
     warnings = [w.value for w in at.warning]
     shown = "\n".join(warnings)
     assert r"\[Sign in again\]\(" in shown and r"\!\[x\]\(" in shown, "the bad values are still named"
@@ -165,8 +161,8 @@ def test_a_crafted_link_is_quoted_literally_in_the_warnings(tiny_env, page):
     assert not [w for w in warnings if re.search(r"(?<!\\)[\[\]()<>!*`#]", w)], warnings
 
 
-def test_fine_tune_lab_link_restores_dataset_and_training_preset(tiny_env):
-    at = _open("pages/2_Fine_Tune_Lab.py", {"classroom": "1", "dataset": "brand_voice", "train": "overfit"})
+def test_fine_tune_lab_link_restores_dataset_and_training_preset(tiny_app):
+    at = _open(tiny_app, "pages/2_Fine_Tune_Lab.py", {"classroom": "1", "dataset": "brand_voice", "train": "overfit"})
     ss = at.session_state
     assert ss.ft_dataset == "brand_voice" and ss.ft_preset == "overfit"
     assert ss.ft_steps == finetune.PRESETS["overfit"].values["max_steps"]
@@ -175,15 +171,15 @@ def test_fine_tune_lab_link_restores_dataset_and_training_preset(tiny_env):
     assert at.query_params["dataset"] == "brand_voice" and at.query_params["train"] == "overfit"
 
 
-def test_compare_link_restores_task_and_techniques(tiny_env):
-    at = _open("pages/4_Compare.py", {"dataset": "domain-knowledge", "techniques": "few-shot,cot"})
+def test_compare_link_restores_task_and_techniques(tiny_app):
+    at = _open(tiny_app, "pages/4_Compare.py", {"dataset": "domain-knowledge", "techniques": "few-shot,cot"})
     assert at.session_state.cp_task == "domain_knowledge"
     assert at.session_state.cp_techniques == ["few-shot", "cot"]
     assert [c for c in at.checkbox if c.key == "cp_ablation"]  # not classroom: every option shown
 
 
-def test_the_sidebar_switch_turns_classroom_mode_on_and_off_in_the_url(tiny_env):
-    at = _open("pages/5_Quiz.py", {})
+def test_the_sidebar_switch_turns_classroom_mode_on_and_off_in_the_url(tiny_app):
+    at = _open(tiny_app, "pages/5_Quiz.py", {})
     assert "classroom" not in at.query_params
     at.toggle(key="cl_toggle").set_value(True).run()
     assert at.query_params["classroom"] == "1" and "Step 6 of 6" in _texts(at)
@@ -191,15 +187,15 @@ def test_the_sidebar_switch_turns_classroom_mode_on_and_off_in_the_url(tiny_env)
     assert "classroom" not in at.query_params and "Step 6 of 6" not in _texts(at)
 
 
-def test_home_in_classroom_mode_offers_the_guided_start(tiny_env):
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+def test_home_in_classroom_mode_offers_the_guided_start(tiny_app):
+    at = tiny_app.page("app.py")
     at.query_params = {"classroom": "1"}
     at.run()
     assert not at.exception
     assert "Classroom mode is on" in _texts(at)
 
 
-def test_token_lens_link_restores_dataset_and_techniques(tiny_env):
-    at = _open("pages/3_Token_Lens.py", {"classroom": "1", "dataset": "brand_voice", "techniques": "role"})
+def test_token_lens_link_restores_dataset_and_techniques(tiny_app):
+    at = _open(tiny_app, "pages/3_Token_Lens.py", {"classroom": "1", "dataset": "brand_voice", "techniques": "role"})
     assert at.session_state.tl_dataset == "brand_voice" and at.session_state.tl_techniques == ["role"]
     assert "Step 4 of 6 · Look at the next token" in _texts(at)

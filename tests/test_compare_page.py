@@ -3,43 +3,33 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from ftvpe_core import finetune, jobs
 from ftvpe_core.runs import RunStore
 
-PAGE = Path(__file__).resolve().parent.parent / "pages" / "4_Compare.py"
+PAGE = "pages/4_Compare.py"
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-def home(monkeypatch, tmp_path, tiny_model_dir) -> Path:
-    monkeypatch.setenv("FTVPE_MODEL", str(tiny_model_dir))
-    monkeypatch.setenv("FTVPE_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
 def _ok(at):
     assert not at.exception, [e.value for e in at.exception]
 
 
-def test_without_runs_the_page_offers_the_prompt_arms_and_points_to_the_lab(home):
-    at = AppTest.from_file(str(PAGE), default_timeout=60).run()
+def test_without_runs_the_page_offers_the_prompt_arms_and_points_to_the_lab(tiny_app):
+    at = tiny_app.page(PAGE).run()
     _ok(at)
     assert at.session_state["cp_run"] is None
     assert any("Fine-Tune Lab" in c.value for c in at.caption)
     assert "Run a comparison" in at.info[0].value
 
 
-def test_a_comparison_runs_as_a_job_and_shows_arms_table_examples_and_report(home, tiny_model_dir):
+def test_a_comparison_runs_as_a_job_and_shows_arms_table_examples_and_report(tiny_app):
     settings = finetune.TrainSettings(max_steps=2, eval_every=2, batch_size=4, max_length=48, max_val_examples=4)
-    run_id = jobs.run_finetune("support_triage", settings, str(tiny_model_dir), RunStore(home), measure_accuracy=False)[
-        "run_id"
-    ]
-    at = AppTest.from_file(str(PAGE), default_timeout=60).run()
+    store = RunStore(tiny_app.home)
+    run_id = jobs.run_finetune("support_triage", settings, str(tiny_app.model), store, measure_accuracy=False)["run_id"]
+    at = tiny_app.page(PAGE).run()
     _ok(at)
     assert at.session_state["cp_run"] == run_id  # the newest complete run on the task
     at.number_input(key="cp_limit").set_value(4)

@@ -41,6 +41,8 @@ def test_loss_curves_draw_train_and_validation_and_the_overfitting_marker():
     assert list(fig.data[1].x) == [2, 4] and list(fig.data[1].y) == [1.6, 1.9]
     assert fig.layout.shapes[0].x0 == 2 and "overfitting" in fig.layout.annotations[0].text
     assert fig.layout.xaxis.range[1] >= 10
+    first_steps = figures.loss_curves({"train_loss": [(1, 2.0)]}, total_steps=10)
+    assert [t.name for t in first_steps.data] == ["train loss"] and first_steps.layout.showlegend  # named at once
     empty = figures.loss_curves({})
     assert not empty.data and "first training step" in empty.layout.annotations[0].text
 

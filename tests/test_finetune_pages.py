@@ -6,7 +6,7 @@ Launching runs a real job process (``python -m ftvpe_core worker``) on the tiny 
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -15,26 +15,14 @@ from ftvpe_core import FtvpeError, datasets, finetune, jobs
 from ftvpe_core.runs import RunStore
 from ftvpe_core.ui import finetune_lab as lab
 from ftvpe_core.ui import markdown
-from tests import tiny
 
-REPO = Path(__file__).resolve().parent.parent
-LAB = REPO / "pages" / "2_Fine_Tune_Lab.py"
-RUNS = REPO / "pages" / "6_Runs.py"
-TIMEOUT = 60
+if TYPE_CHECKING:
+    from tests.conftest import TinyApp
+
+LAB = "pages/2_Fine_Tune_Lab.py"
+RUNS = "pages/6_Runs.py"
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return tiny.make_tiny_model_dir(tmp_path_factory.mktemp("ft-pages-tiny"))
-
-
-@pytest.fixture
-def home(monkeypatch, tmp_path, model_dir) -> Path:
-    monkeypatch.setenv("FTVPE_MODEL", str(model_dir))
-    monkeypatch.setenv("FTVPE_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
 def _ok(at: AppTest) -> None:
@@ -52,14 +40,14 @@ def _until(at: AppTest, predicate, what: str, timeout: float = 90.0) -> AppTest:
         time.sleep(0.5)
 
 
-def open_lab() -> AppTest:
+def open_lab(app: TinyApp) -> AppTest:
     """The Fine-Tune Lab once the tiny model is loaded (the parameter-share chart needs it)."""
-    at = AppTest.from_file(str(LAB), default_timeout=TIMEOUT)
+    at = app.page(LAB)
     return _until(at, lambda a: len(a.get("plotly_chart")) >= 2, "the model to load")
 
 
-def test_lab_previews_a_builtin_dataset_with_its_lengths_and_lora_share(home):
-    at = open_lab()
+def test_lab_previews_a_builtin_dataset_with_its_lengths_and_lora_share(tiny_app):
+    at = open_lab(tiny_app)
     assert at.session_state["ft_dataset"] == "support_triage"
     assert "167 train · 35 validation · 45 test" in at.markdown[0].value
     preview = at.dataframe[0].value
@@ -72,8 +60,8 @@ def test_lab_previews_a_builtin_dataset_with_its_lengths_and_lora_share(home):
     assert at.markdown[0].value.startswith(f"**{markdown.literal(datasets.load_builtin('brand_voice').title)}**")
 
 
-def test_presets_set_every_knob_and_bad_settings_disable_launch(home):
-    at = open_lab()
+def test_presets_set_every_knob_and_bad_settings_disable_launch(tiny_app):
+    at = open_lab(tiny_app)
     assert at.session_state["ft_steps"] == 40 and at.session_state["ft_lr"] == 2e-3
     at.radio(key="ft_preset").set_value("overfit")
     at.run()
@@ -103,9 +91,9 @@ def test_presets_set_every_knob_and_bad_settings_disable_launch(home):
         ("ft_steps", 50_000, "Steps must be between 1 and 20,000, got 50000"),
     ],
 )
-def test_a_knob_beyond_its_limit_is_kept_as_typed_and_named_with_the_limit(home, key, value, limit):
+def test_a_knob_beyond_its_limit_is_kept_as_typed_and_named_with_the_limit(tiny_app, key, value, limit):
     """No box clamps a value back silently: the page says which limit it breaks, and Launch waits."""
-    at = open_lab()
+    at = open_lab(tiny_app)
     at.number_input(key=key).set_value(value)
     at.run()
     _ok(at)
@@ -137,8 +125,8 @@ def _number_words(x: float) -> str:
     return f"{x:,}" if isinstance(x, int) else f"{x:.10f}".rstrip("0").rstrip(".")
 
 
-def test_the_advanced_boxes_show_their_limits_beside_them(home):
-    at = open_lab()
+def test_the_advanced_boxes_show_their_limits_beside_them(tiny_app):
+    at = open_lab(tiny_app)
     helps = {n.key: n.help for n in at.number_input}
     for key, name in lab.KEYS.items():
         if name in lab.LIMITS:
@@ -147,8 +135,8 @@ def test_the_advanced_boxes_show_their_limits_beside_them(home):
     assert helps["ft_alpha"].endswith("Above 0, at most 4096.") and helps["ft_seed"].endswith("0 or more.")
 
 
-def test_an_upload_error_lists_its_problems_and_keeps_the_previous_upload(home):
-    at = AppTest.from_file(str(LAB), default_timeout=TIMEOUT)
+def test_an_upload_error_lists_its_problems_and_keeps_the_previous_upload(tiny_app):
+    at = tiny_app.page(LAB)
     good = datasets.load_builtin("support_triage")
     good.name, good.title = "mine", "My tickets"
     at.session_state[lab.UPLOADED] = good
@@ -163,12 +151,12 @@ def test_an_upload_error_lists_its_problems_and_keeps_the_previous_upload(home):
     assert "My tickets" in at.markdown[1].value  # the preview is still the previous upload
 
 
-def test_an_upload_whose_name_is_markdown_is_named_literally(home):
+def test_an_upload_whose_name_is_markdown_is_named_literally(tiny_app):
     name = "[Sign in again](http://example.invalid) ![x](http://example.invalid/p.png) <b>x</b>"
     rows = "".join(f'{{"prompt": "Question {i}?", "response": "answer {i}"}}\n' for i in range(12))
     with pytest.raises(datasets.UploadError) as bad:
         datasets.parse_upload(b'{"prompt": "broken"\n', f"{name}.jsonl")
-    at = AppTest.from_file(str(LAB), default_timeout=TIMEOUT)
+    at = tiny_app.page(LAB)
     at.session_state[lab.UPLOADED] = datasets.parse_upload(rows.encode(), f"{name}.csv.jsonl")
     at.session_state[lab.UPLOAD_ERROR] = {"summary": str(bad.value), "problems": bad.value.shown()}
     at.session_state["ft_source"] = lab.SOURCES[1]
@@ -181,8 +169,8 @@ def test_an_upload_whose_name_is_markdown_is_named_literally(home):
         assert "](" not in s and "<b>" not in s, s
 
 
-def test_launch_trains_in_a_job_process_then_the_chat_answers_with_both_models(home):
-    at = open_lab()
+def test_launch_trains_in_a_job_process_then_the_chat_answers_with_both_models(tiny_app):
+    at = open_lab(tiny_app)
     at.number_input(key="ft_steps").set_value(4)
     at.number_input(key="ft_eval_every").set_value(2)
     at.number_input(key="ft_max_val").set_value(4)
@@ -193,7 +181,7 @@ def test_launch_trains_in_a_job_process_then_the_chat_answers_with_both_models(h
     run_id = at.session_state["ft_run"]
     assert run_id
     at = _until(at, lambda a: any("Complete" in s.value for s in a.success), "the run to complete")
-    store = RunStore(home)
+    store = RunStore(tiny_app.home)
     run = store.get(run_id)
     assert run.status == "complete" and run.settings["max_steps"] == 4
     assert run.settings["preset"] == "custom"  # the quick preset with its steps changed is no longer 'quick'
@@ -212,14 +200,14 @@ def test_launch_trains_in_a_job_process_then_the_chat_answers_with_both_models(h
     assert chat[0]["base"] in shown and chat[0]["tuned"] in shown
 
 
-def test_a_second_session_sees_the_running_job_and_can_cancel_it(home, model_dir):
-    store = RunStore(home)
+def test_a_second_session_sees_the_running_job_and_can_cancel_it(tiny_app):
+    store = RunStore(tiny_app.home)
     run_id = jobs.submit("support_triage", finetune.TrainSettings(max_steps=5000, eval_every=1000, batch_size=2,
-                         max_length=32), str(model_dir), "cpu", store)  # fmt: skip
+                         max_length=32), str(tiny_app.model), "cpu", store)  # fmt: skip
     from ftvpe_core import worker
 
     worker.ensure_worker(store, "cpu")
-    at = _until(AppTest.from_file(str(LAB), default_timeout=TIMEOUT),
+    at = _until(tiny_app.page(LAB),
                 lambda a: any("Step" in getattr(p, "text", "") for p in a.get("progress")) or
                 any(b.key == f"ft_cancel_{run_id}" for b in a.button) and store.metrics(run_id).get("train_loss"),
                 "the running job to show")  # fmt: skip
@@ -234,18 +222,18 @@ def test_a_second_session_sees_the_running_job_and_can_cancel_it(home, model_dir
     at = _until(at, lambda a: any("Cancelled" in w.value for w in a.warning), "the cancelled status")
 
 
-def _finished_run(home: Path, model_dir: Path, **overrides) -> str:
+def _finished_run(app: TinyApp, **overrides) -> str:
     settings = finetune.TrainSettings(**{"max_steps": 3, "eval_every": 1, "batch_size": 4, "max_length": 48,
                                          "max_val_examples": 4, **overrides})  # fmt: skip
-    return jobs.run_finetune("support_triage", settings, str(model_dir), RunStore(home), measure_accuracy=False)[
+    return jobs.run_finetune("support_triage", settings, str(app.model), RunStore(app.home), measure_accuracy=False)[
         "run_id"
     ]
 
 
-def test_runs_page_lists_overlays_opens_and_deletes_runs(home, model_dir):
-    first = _finished_run(home, model_dir)
-    second = _finished_run(home, model_dir, learning_rate=0.05)
-    at = AppTest.from_file(str(RUNS), default_timeout=TIMEOUT).run()
+def test_runs_page_lists_overlays_opens_and_deletes_runs(tiny_app):
+    first = _finished_run(tiny_app)
+    second = _finished_run(tiny_app, learning_rate=0.05)
+    at = tiny_app.page(RUNS).run()
     _ok(at)
     table = at.dataframe[0].value
     assert list(table["run"]) == [second, first] and set(table["status"]) == {"✅ complete"}
@@ -259,33 +247,33 @@ def test_runs_page_lists_overlays_opens_and_deletes_runs(home, model_dir):
     at.button(key="rn_delete").click()
     at.run()
     _ok(at)
-    assert [r.id for r in RunStore(home).list()] == [first]
+    assert [r.id for r in RunStore(tiny_app.home).list()] == [first]
     assert list(at.dataframe[0].value["run"]) == [first]
 
 
-def test_runs_page_without_runs_points_to_the_lab(home):
-    at = AppTest.from_file(str(RUNS), default_timeout=TIMEOUT).run()
+def test_runs_page_without_runs_points_to_the_lab(tiny_app):
+    at = tiny_app.page(RUNS).run()
     _ok(at)
     assert "No runs yet" in at.info[0].value and "Fine-Tune Lab" in at.info[0].value
 
 
-def test_after_a_server_restart_a_run_left_running_shows_as_interrupted(home, model_dir):
-    store = RunStore(home)
-    kept = _finished_run(home, model_dir)
-    cut = jobs.submit("support_triage", finetune.TrainSettings(), str(model_dir), "cpu", store)
+def test_after_a_server_restart_a_run_left_running_shows_as_interrupted(tiny_app):
+    store = RunStore(tiny_app.home)
+    kept = _finished_run(tiny_app)
+    cut = jobs.submit("support_triage", finetune.TrainSettings(), str(tiny_app.model), "cpu", store)
     store.claim("cpu", 2**22 + 12345)  # a job process id that no longer exists: the old server's
-    queued = jobs.submit("support_triage", finetune.TrainSettings(), str(model_dir), "cuda", store)
-    at = AppTest.from_file(str(RUNS), default_timeout=TIMEOUT).run()  # the first page of the new server
+    queued = jobs.submit("support_triage", finetune.TrainSettings(), str(tiny_app.model), "cuda", store)
+    at = tiny_app.page(RUNS).run()  # the first page of the new server
     _ok(at)
     assert store.get(cut).status == "interrupted" and "app stopped" in store.get(cut).error
     assert store.get(kept).status == "complete" and store.get(queued).status == "queued"
     assert "⚠️ interrupted" in list(at.dataframe[0].value["status"])
 
 
-def _interrupted_run(home: Path, model_dir: Path, stop_after: int) -> str:
-    store = RunStore(home)
+def _interrupted_run(app: TinyApp, stop_after: int) -> str:
+    store = RunStore(app.home)
     settings = finetune.TrainSettings(max_steps=9, eval_every=3, batch_size=4, max_length=48, max_val_examples=4)
-    run_id = jobs.submit("support_triage", settings, str(model_dir), "cpu", store)
+    run_id = jobs.submit("support_triage", settings, str(app.model), "cpu", store)
     store.start(run_id, 1, "cpu")
     events = []
     stopped = jobs.execute(store, run_id, events.append, False, lambda: len(events) >= stop_after)
@@ -294,11 +282,11 @@ def _interrupted_run(home: Path, model_dir: Path, stop_after: int) -> str:
 
 
 @pytest.mark.parametrize("page", ["lab", "runs"])
-def test_an_interrupted_run_offers_resume_and_finishes_from_where_it_stopped(home, model_dir, page):
-    run_id = _interrupted_run(home, model_dir, stop_after=4)
-    store = RunStore(home)
+def test_an_interrupted_run_offers_resume_and_finishes_from_where_it_stopped(tiny_app, page):
+    run_id = _interrupted_run(tiny_app, stop_after=4)
+    store = RunStore(tiny_app.home)
     key = "ft_resume_" + run_id if page == "lab" else "rn_resume"
-    at = open_lab() if page == "lab" else AppTest.from_file(str(RUNS), default_timeout=TIMEOUT).run()
+    at = open_lab(tiny_app) if page == "lab" else tiny_app.page(RUNS).run()
     _ok(at)
     assert any("Interrupted at step 4" in w.value for w in at.warning)
     button = at.button(key=key)
@@ -311,10 +299,10 @@ def test_an_interrupted_run_offers_resume_and_finishes_from_where_it_stopped(hom
     assert not any(b.key == key for b in at.button)  # a complete run has nothing to resume
 
 
-def test_a_run_stopped_before_its_first_checkpoint_says_to_launch_it_again(home, model_dir):
-    run_id = _interrupted_run(home, model_dir, stop_after=0)
-    at = AppTest.from_file(str(RUNS), default_timeout=TIMEOUT).run()
+def test_a_run_stopped_before_its_first_checkpoint_says_to_launch_it_again(tiny_app):
+    run_id = _interrupted_run(tiny_app, stop_after=0)
+    at = tiny_app.page(RUNS).run()
     _ok(at)
     assert not any(b.key == "rn_resume" for b in at.button)
     assert any("before its first checkpoint" in c.value for c in at.caption)
-    assert RunStore(home).get(run_id).status == "interrupted"
+    assert RunStore(tiny_app.home).get(run_id).status == "interrupted"

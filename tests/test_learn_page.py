@@ -3,30 +3,22 @@ picture from a real adapter, the recorded replay, and the three-question check."
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from ftvpe_core import lessons, quiz
 from ftvpe_core.ui import learn_view
-from tests import tiny
 
-REPO = Path(__file__).resolve().parent.parent
-TIMEOUT = 60
+if TYPE_CHECKING:
+    from tests.conftest import TinyApp
 
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture
-def tiny_env(monkeypatch, tmp_path_factory, tmp_path) -> Path:
-    monkeypatch.setenv("FTVPE_MODEL", str(tiny.make_tiny_model_dir(tmp_path_factory.mktemp("learn-tiny"))))
-    monkeypatch.setenv("FTVPE_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-def _open() -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
+def _open(app: TinyApp) -> AppTest:
+    at = app.page("app.py").run()
     at.switch_page("pages/0_Learn.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -40,8 +32,8 @@ def _engineered(at: AppTest, prefix: str) -> str:
     return boxes[1] if prefix == "ln_travel" else boxes[3]
 
 
-def test_learn_page_has_six_sections_in_order_and_the_comparison_table(tiny_env):
-    at = _open()
+def test_learn_page_has_six_sections_in_order_and_the_comparison_table(tiny_app):
+    at = _open(tiny_app)
     headers = [h.value for h in at.header]
     assert headers == [s.title for s in lessons.SECTIONS]
     table = at.table[0].value
@@ -51,8 +43,8 @@ def test_learn_page_has_six_sections_in_order_and_the_comparison_table(tiny_env)
     assert "[Open this experiment in the ✍️ Prompt Lab](/Prompt_Lab?preset=travel&techniques=role,context)" in texts
 
 
-def test_switching_a_technique_on_adds_its_text_to_the_engineered_prompt(tiny_env):
-    at = _open()
+def test_switching_a_technique_on_adds_its_text_to_the_engineered_prompt(tiny_app):
+    at = _open(tiny_app)
     assert "step by step" not in _engineered(at, "ln_travel")
     at.toggle(key="ln_travel_cot").set_value(True).run()
     assert "step by step" in _engineered(at, "ln_travel")
@@ -63,22 +55,22 @@ def test_switching_a_technique_on_adds_its_text_to_the_engineered_prompt(tiny_en
     assert "130/80" not in _engineered(at, "ln_patient")
 
 
-def test_words_vs_weights_draws_the_recorded_adapter_with_prompting_all_zero(tiny_env):
-    at = _open()
+def test_words_vs_weights_draws_the_recorded_adapter_with_prompting_all_zero(tiny_app):
+    at = _open(tiny_app)
     labels = at.selectbox(key="ln_adapter").options
     assert any("Recorded quick run" in label for label in labels)
     chart = next(c for c in at.get("plotly_chart") if "Prompt engineering" in c.proto.spec)
     assert "Fine-tuning (LoRA)" in chart.proto.spec
 
 
-def test_the_replay_is_labelled_as_a_recording(tiny_env):
-    at = _open()
+def test_the_replay_is_labelled_as_a_recording(tiny_app):
+    at = _open(tiny_app)
     texts = "\n".join(m.value for m in at.markdown) + "\n".join(i.value for i in at.info)
     assert "Recording, not live" in texts
 
 
-def test_the_mini_quiz_scores_three_answers_and_explains_each(tiny_env):
-    at = _open()
+def test_the_mini_quiz_scores_three_answers_and_explains_each(tiny_app):
+    at = _open(tiny_app)
     keys = lessons.LEARN_QUIZ
     right = {k: quiz.question(k).answer for k in keys}
     at.radio(key=f"ln_q_{keys[0]}").set_value(right[keys[0]])
@@ -93,10 +85,10 @@ def test_the_mini_quiz_scores_three_answers_and_explains_each(tiny_env):
     assert "(/Quiz)" in texts
 
 
-def test_adapter_sources_list_complete_runs_before_recordings(tiny_env, tiny_model_dir):
+def test_adapter_sources_list_complete_runs_before_recordings(tiny_app):
     from ftvpe_core.runs import RunStore
 
-    store = RunStore(tiny_env)
+    store = RunStore(tiny_app.home)
     done = store.create("finetune", "support_triage", {"dataset_title": "Support triage", "preset": "quick"})
     folder = store.artifact_dir(done)
     folder.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ with one, steps through the answer, and shows bad input as an error."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -12,29 +12,24 @@ from streamlit.testing.v1 import AppTest
 from ftvpe_core import adapters, lens
 from ftvpe_core.runs import RunStore
 
-PAGE = Path(__file__).resolve().parent.parent / "pages" / "3_Token_Lens.py"
-TIMEOUT = 90
+if TYPE_CHECKING:
+    from tests.conftest import TinyApp
+
+PAGE = "pages/3_Token_Lens.py"
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture
-def home(monkeypatch, tmp_path, tiny_model_dir) -> Path:
-    monkeypatch.setenv("FTVPE_MODEL", str(tiny_model_dir))
-    monkeypatch.setenv("FTVPE_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-def _complete_run(home: Path, model_dir: Path) -> str:
+def _complete_run(app: TinyApp) -> str:
     """A complete support-triage run in the store whose adapter (random, non-zero) lies in its artifact folder."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    store = RunStore(home)
-    run_id = store.create("finetune", "support_triage", {"model": str(model_dir), "preset": "quick",
+    store = RunStore(app.home)
+    run_id = store.create("finetune", "support_triage", {"model": str(app.model), "preset": "quick",
                                                          "dataset_title": "Support triage"})  # fmt: skip
     store.start(run_id, os.getpid(), "cpu")
     config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), config)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(app.model), config)
     adapters.save(model, store.artifact_dir(run_id))
     store.finish(run_id, {})
     return run_id
@@ -53,8 +48,8 @@ def _look(at: AppTest) -> AppTest:
     return at
 
 
-def test_without_an_adapter_the_page_explains_how_to_get_one_and_reads_the_two_prompts(home):
-    at = AppTest.from_file(str(PAGE), default_timeout=TIMEOUT).run()
+def test_without_an_adapter_the_page_explains_how_to_get_one_and_reads_the_two_prompts(tiny_app):
+    at = tiny_app.page(PAGE).run()
     _ok(at)
     assert at.title[0].value == "🔍 Token Lens"
     assert at.session_state["tl_dataset"] == "support_triage" and at.session_state["tl_adapter"] is None
@@ -66,9 +61,9 @@ def test_without_an_adapter_the_page_explains_how_to_get_one_and_reads_the_two_p
     assert len(at.get("plotly_chart")) == 2
 
 
-def test_with_a_run_the_lens_reads_three_conditions_and_steps_through_the_answer(home, tiny_model_dir):
-    run_id = _complete_run(home, tiny_model_dir)
-    at = AppTest.from_file(str(PAGE), default_timeout=TIMEOUT).run()
+def test_with_a_run_the_lens_reads_three_conditions_and_steps_through_the_answer(tiny_app):
+    run_id = _complete_run(tiny_app)
+    at = tiny_app.page(PAGE).run()
     _ok(at)
     assert at.session_state["tl_adapter"] == run_id  # the newest complete run on the dataset
     assert at.session_state["tl_follow"] == lens.TUNED
@@ -84,9 +79,9 @@ def test_with_a_run_the_lens_reads_three_conditions_and_steps_through_the_answer
     assert at.session_state["tl_pos"] == 1 and at.button(key="tl_prev").disabled and at.button(key="tl_next").disabled
 
 
-def test_the_arrows_move_the_position_through_a_greedy_answer(home, tiny_model_dir):
-    _complete_run(home, tiny_model_dir)
-    at = _look(AppTest.from_file(str(PAGE), default_timeout=TIMEOUT).run())
+def test_the_arrows_move_the_position_through_a_greedy_answer(tiny_app):
+    _complete_run(tiny_app)
+    at = _look(tiny_app.page(PAGE).run())
     n = len(at.session_state["tl_lens"]["answer_ids"])
     assert n > 2 and at.session_state["tl_lens"]["follow"] == lens.TUNED
     at.button(key="tl_next").click()
@@ -109,8 +104,8 @@ def test_model_text_is_escaped_in_the_answer_html():
     assert "<script>" not in html and "&lt;script&gt;" in html and " &amp;" in html and "⏎" in html
 
 
-def test_empty_own_text_is_an_error_not_an_exception(home):
-    at = AppTest.from_file(str(PAGE), default_timeout=TIMEOUT).run()
+def test_empty_own_text_is_an_error_not_an_exception(tiny_app):
+    at = tiny_app.page(PAGE).run()
     at.radio(key="tl_source").set_value("Your own text").run()
     assert at.selectbox(key="tl_follow").options == [lens.PLAIN, lens.ENGINEERED]
     at.button(key="tl_look").click().run()

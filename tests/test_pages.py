@@ -2,7 +2,8 @@
 
 The tiny random model (``tests.tiny``) loads in about a second, so these tests exercise the real loader,
 prompt building, generation and rendering without the embedded model. ``st.cache_resource`` keeps one
-loaded model per name for the whole process, so every test here shares the module's tiny model.
+loaded model per name for the whole process, so every test here shares the session's tiny model (``tiny_app``
+in ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -23,25 +25,14 @@ from ftvpe_core.ui import markdown
 from ftvpe_core.ui import prompt_lab as lab
 from tests import tiny
 
+if TYPE_CHECKING:
+    from tests.conftest import TinyApp
+
 REPO = Path(__file__).resolve().parent.parent
-HOME = REPO / "app.py"
-PROMPT_LAB = REPO / "pages" / "1_Prompt_Lab.py"
-PAGES = [HOME, *sorted((REPO / "pages").glob("*.py"))]
-TIMEOUT = 60
+HOME = "app.py"
+PROMPT_LAB = "pages/1_Prompt_Lab.py"
+PAGES = [HOME, *sorted(f"pages/{p.name}" for p in (REPO / "pages").glob("*.py"))]
 READY_WITHIN_S = 60
-
-
-@pytest.fixture(scope="module")
-def page_model_dir(tmp_path_factory) -> Path:
-    return tiny.make_tiny_model_dir(tmp_path_factory.mktemp("pages-tiny-llama"))
-
-
-@pytest.fixture
-def tiny_env(monkeypatch, tmp_path, page_model_dir) -> Path:
-    """The app's settings for one test: the tiny model and a fresh data folder."""
-    monkeypatch.setenv("FTVPE_MODEL", str(page_model_dir))
-    monkeypatch.setenv("FTVPE_HOME", str(tmp_path / "ftvpe-home"))
-    return page_model_dir
 
 
 def _run_button(at: AppTest):
@@ -52,9 +43,9 @@ def _no_exception(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
-def open_lab(max_new: int = 4) -> AppTest:
+def open_lab(app: TinyApp, max_new: int = 4) -> AppTest:
     """The Prompt Lab, re-run until the model is loaded and the Run button is enabled."""
-    at = AppTest.from_file(str(PROMPT_LAB), default_timeout=TIMEOUT)
+    at = app.page(PROMPT_LAB)
     at.session_state["pe_max_new"] = max_new
     at.run()
     deadline = time.monotonic() + READY_WITHIN_S
@@ -76,18 +67,18 @@ def errors(at: AppTest) -> list[str]:
 # --- every page ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
-def test_page_runs_without_exception(tiny_env, page):
-    at = AppTest.from_file(str(page), default_timeout=TIMEOUT).run()
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: Path(p).name)
+def test_page_runs_without_exception(tiny_app, page):
+    at = tiny_app.page(page).run()
     _no_exception(at)
-    assert at.title, f"{page.name} shows no title"
+    assert at.title, f"{Path(page).name} shows no title"
 
 
 # --- home ------------------------------------------------------------------------------------------------
 
 
-def test_home_shows_comparison_table_link_and_model_status(tiny_env):
-    at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT).run()
+def test_home_shows_comparison_table_link_and_model_status(tiny_app):
+    at = tiny_app.page(HOME).run()
     _no_exception(at)
     assert len(at.table) == 1
     table = at.table[0].value
@@ -108,7 +99,7 @@ def test_home_shows_comparison_table_link_and_model_status(tiny_env):
     status = at.success[0].value
     assert (
         "Ready" in status
-        and markdown.literal(tiny_env.name) in status
+        and markdown.literal(tiny_app.model.name) in status
         and f"context {tiny.CONTEXT_LENGTH} tokens" in status
     )
 
@@ -116,8 +107,8 @@ def test_home_shows_comparison_table_link_and_model_status(tiny_env):
 # --- Prompt Lab: running ----------------------------------------------------------------------------------
 
 
-def test_run_with_few_shot_shows_both_answers_chart_and_attempt_that_restores(tiny_env):
-    at = open_lab()
+def test_run_with_few_shot_shows_both_answers_chart_and_attempt_that_restores(tiny_app):
+    at = open_lab(tiny_app)
     at.toggle(key="pe_fewshot_on").set_value(True).run()
     at.text_area(key="pe_examples").input("hello world => good day\ntrain trip => travel").run()
     _no_exception(at)
@@ -150,8 +141,8 @@ def test_run_with_few_shot_shows_both_answers_chart_and_attempt_that_restores(ti
     assert len(at.text) == 2, "the restored attempt's answers are shown again"
 
 
-def test_each_preset_rewrites_task_and_toggles(tiny_env):
-    at = open_lab()
+def test_each_preset_rewrites_task_and_toggles(tiny_app):
+    at = open_lab(tiny_app)
     keys = [p.key for p in presets.PRESETS]
     assert keys[0] == lab.DEFAULT_PRESET == at.selectbox(key="pe_preset").value
     for key in [*keys[1:], keys[0]]:
@@ -169,32 +160,32 @@ def test_each_preset_rewrites_task_and_toggles(tiny_env):
 # --- Prompt Lab: bad input --------------------------------------------------------------------------------
 
 
-def test_empty_task_shows_error(tiny_env):
-    at = open_lab()
+def test_empty_task_shows_error(tiny_app):
+    at = open_lab(tiny_app)
     at.text_area(key="pe_task").input("").run()
     _no_exception(at)
     assert any("The task is empty" in e for e in errors(at))
     assert _run_button(at) is None, "the page stops before the Run button"
 
 
-def test_few_shot_line_without_arrow_shows_error(tiny_env):
-    at = open_lab()
+def test_few_shot_line_without_arrow_shows_error(tiny_app):
+    at = open_lab(tiny_app)
     at.toggle(key="pe_fewshot_on").set_value(True).run()
     at.text_area(key="pe_examples").input("hello world => good day\nno arrow here").run()
     _no_exception(at)
     assert any("line 2" in e and markdown.literal("=>") in e for e in errors(at)), errors(at)
 
 
-def test_role_on_with_empty_role_shows_error(tiny_env):
-    at = open_lab()
+def test_role_on_with_empty_role_shows_error(tiny_app):
+    at = open_lab(tiny_app)
     at.toggle(key="pe_role_on").set_value(True).run()
     at.text_input(key="pe_role").input("").run()
     _no_exception(at)
     assert any("role is empty" in e for e in errors(at)), errors(at)
 
 
-def test_task_longer_than_context_shows_error_after_run(tiny_env):
-    at = open_lab()
+def test_task_longer_than_context_shows_error_after_run(tiny_app):
+    at = open_lab(tiny_app)
     at.text_area(key="pe_task").input("travel " * (tiny.CONTEXT_LENGTH + 20)).run()
     _no_exception(at)
     assert not errors(at)
@@ -204,15 +195,15 @@ def test_task_longer_than_context_shows_error_after_run(tiny_env):
     assert at.session_state["pe_attempts"] == []
 
 
-def test_unknown_model_in_sidebar_shows_error_and_keeps_previous_model(tiny_env):
-    at = open_lab()
+def test_unknown_model_in_sidebar_shows_error_and_keeps_previous_model(tiny_app):
+    at = open_lab(tiny_app)
     # Inside a form, a browser sends the typed value only with the submit click.
     at.sidebar.text_input(key="sb_model_name").input("no such model")
     submit = next(b for b in at.sidebar.button if b.label == "Use this model")
     submit.click().run()
     _no_exception(at)
     assert any("Unknown model 'no such model'" in e.value for e in at.sidebar.error), [e.value for e in at.error]
-    assert at.session_state["model_choice"]["name"] == str(tiny_env)
+    assert at.session_state["model_choice"]["name"] == str(tiny_app.model)
     button = _run_button(at)
     assert button is not None and not button.disabled, "the previous model still runs"
     button.click().run()
@@ -220,21 +211,21 @@ def test_unknown_model_in_sidebar_shows_error_and_keeps_previous_model(tiny_env)
     assert len(at.session_state["pe_attempts"]) == 1
 
 
-def test_a_file_that_is_not_gguf_is_named_in_one_line_in_the_sidebar(tiny_env, tmp_path, monkeypatch):
+def test_a_file_that_is_not_gguf_is_named_in_one_line_in_the_sidebar(tiny_app, tmp_path, monkeypatch):
     fake = tmp_path / "fake.gguf"
     fake.write_bytes(b"\x00garbage, not a model")
     expected = (
         "Could not load fake.gguf: it is not a GGUF model file (it does not start with the GGUF signature, GGUF)."
     )
-    at = open_lab()
+    at = open_lab(tiny_app)
     at.sidebar.text_input(key="sb_model_name").input(str(fake))  # picked in the sidebar: refused at once
     next(b for b in at.sidebar.button if b.label == "Use this model").click().run()
     _no_exception(at)
     assert [e.value for e in at.sidebar.error] == [markdown.literal(expected)]
-    assert at.session_state["model_choice"]["name"] == str(tiny_env)
+    assert at.session_state["model_choice"]["name"] == str(tiny_app.model)
 
     monkeypatch.setenv("FTVPE_MODEL", str(fake))  # or the app's default: the background load fails
-    at = AppTest.from_file(str(PROMPT_LAB), default_timeout=TIMEOUT).run()
+    at = tiny_app.page(PROMPT_LAB).run()
     deadline = time.monotonic() + READY_WITHIN_S
     while not at.sidebar.error:
         assert time.monotonic() < deadline, "the load never reported its error"
@@ -253,8 +244,8 @@ def _html_markdown(at: AppTest) -> list[str]:
     return [m.value for m in at.markdown if m.proto.allow_html]
 
 
-def test_task_html_is_escaped_in_the_assembled_prompt(tiny_env):
-    at = open_lab()
+def test_task_html_is_escaped_in_the_assembled_prompt(tiny_app):
+    at = open_lab(tiny_app)
     at.text_area(key="pe_task").input(f"Explain {EVIL} please").run()
     _no_exception(at)
     html_blocks = _html_markdown(at)
@@ -291,8 +282,8 @@ class _HtmlAnswerStream:
         return [self.result.text]
 
 
-def test_model_output_is_shown_as_plain_text_not_html(tiny_env, monkeypatch):
-    at = open_lab()
+def test_model_output_is_shown_as_plain_text_not_html(tiny_app, monkeypatch):
+    at = open_lab(tiny_app)
     monkeypatch.setattr(generation, "GenerationStream", _HtmlAnswerStream)
     at.button(key="pe_run").click().run()
     _no_exception(at)
@@ -332,10 +323,10 @@ print(json.dumps([e.message for e in at.exception]))
 """
 
 
-def test_prompt_lab_first_run_survives_numpy_still_importing_in_loader_thread(tiny_env):
+def test_prompt_lab_first_run_survives_numpy_still_importing_in_loader_thread(tiny_app):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-c", _HALF_IMPORTED_NUMPY, str(PROMPT_LAB)],
+        [sys.executable, "-c", _HALF_IMPORTED_NUMPY, str(REPO / PROMPT_LAB)],
         cwd=REPO,
         env=env,
         capture_output=True,
