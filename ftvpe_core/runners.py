@@ -99,6 +99,8 @@ class RayRunner:
         active = [r for r in store.list() if r.active]
         running = sum(r.status == "running" for r in active)
         status = read_cluster(store)
+        if status.get("address") != self.address:  # written for another cluster: nothing known about this one
+            status = {}
         where = f"the Ray cluster at {self.address}"
         return Slots(self.name, len(active) - running, running, int(status.get("slots", 0)), where,
                      list(status.get("nodes", [])), status.get("error"))  # fmt: skip

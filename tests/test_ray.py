@@ -87,6 +87,26 @@ def test_an_unreachable_cluster_is_one_clear_line_in_the_cli_and_fails_queued_ru
     assert slots.runner == "ray" and "cannot be reached" in slots.error and slots.free == 0
 
 
+def test_an_unreachable_cluster_is_named_on_the_page_and_its_queued_run_fails_with_it(monkeypatch, tiny_model_dir):
+    from streamlit.testing.v1 import AppTest
+
+    address = f"127.0.0.1:{_free_port()}"
+    monkeypatch.setenv("FTVPE_RAY_ADDRESS", address)
+    monkeypatch.setenv("FTVPE_MODEL", str(tiny_model_dir))
+    store = RunStore()
+    run_id = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
+    at = AppTest.from_file(
+        str(REPO / "pages" / "6_Runs.py"), default_timeout=60
+    ).run()  # its tick starts the dispatcher
+    _wait(lambda: store.get(run_id).status == "failed", what="the dispatcher to give up")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("Runs cannot start: The Ray cluster at FTVPE\\_RAY\\_ADDRESS") for e in errors), errors
+    assert any("Failed:" in e and "cannot be reached" in e for e in errors), errors
+    assert "cannot be reached" in store.get(run_id).error
+
+
 def test_cli_finetune_trains_on_ray_and_its_curves_and_adapter_reach_the_store(on_ray, capsys, tiny_model_dir):
     code, out, err = _run(capsys, "finetune", "--dataset", "support_triage", "--steps", "4", "--model",
                           str(tiny_model_dir), "--json")  # fmt: skip
