@@ -29,7 +29,7 @@ from typing import Any
 
 from ftvpe_core import FtvpeError, settings
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("queued", "running", "complete", "failed", "cancelled", "interrupted")
 BUSY_TIMEOUT_S = 5.0
 KILLED_ERROR = "the training process stopped unexpectedly (killed or out of memory)"
@@ -70,6 +70,37 @@ CREATE TABLE IF NOT EXISTS samples (
     time REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS samples_run_step ON samples (run_id, step);
+CREATE TABLE IF NOT EXISTS challenges (
+    code TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    settings_json TEXT NOT NULL,
+    data_json TEXT,
+    key_salt BLOB NOT NULL,
+    key_hash BLOB NOT NULL,
+    created REAL NOT NULL,
+    closes REAL,
+    closed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS challenge_learners (
+    code TEXT NOT NULL,
+    name TEXT NOT NULL COLLATE NOCASE,
+    joined REAL NOT NULL,
+    PRIMARY KEY (code, name)
+);
+CREATE TABLE IF NOT EXISTS challenge_submissions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    code TEXT NOT NULL,
+    name TEXT NOT NULL COLLATE NOCASE,
+    track TEXT NOT NULL,
+    created REAL NOT NULL,
+    spec_json TEXT NOT NULL,
+    prompt_tokens INTEGER,
+    train_examples INTEGER,
+    train_run TEXT,
+    score_run TEXT,
+    removed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS challenge_submissions_code ON challenge_submissions (code, name);
 """
 
 
@@ -203,6 +234,18 @@ class RunStore:
                 raise
             conn.commit()
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reading, for modules that keep their own tables in this store (``challenges``)."""
+        with self._connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside one write transaction, for modules that keep their own tables here."""
+        with self._write() as conn:
+            yield conn
+
     def _init_schema(self) -> None:
         with self._connect() as conn:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -217,6 +260,7 @@ class RunStore:
                 columns = {r["name"] for r in conn.execute("PRAGMA table_info(runs)")}
                 if "progress_json" not in columns:  # schema 1 -> 2: a run's current phase and share done
                     conn.execute("ALTER TABLE runs ADD COLUMN progress_json TEXT")
+                # schema 2 -> 3: the challenge tables, made above by CREATE TABLE IF NOT EXISTS
                 if row[0] is None or row[0] < SCHEMA_VERSION:
                     conn.execute("DELETE FROM schema_version")
                     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))

@@ -366,4 +366,4 @@ def test_a_schema_1_store_gains_the_progress_column_and_keeps_its_runs(tmp_path)
     again.set_progress(run_id, 1.5, "Scoring")
     assert again.get(run_id).progress == {"fraction": 1.0, "message": "Scoring"}
     with sqlite3.connect(store.path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(runs.SCHEMA_VERSION,)]
