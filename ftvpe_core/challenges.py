@@ -346,6 +346,21 @@ def prompt_tokens(template: prompts.PromptSpec, count_tokens: prompts.CountToken
     return sum(s.tokens for s in built.segments if s.technique != "task")
 
 
+def token_counter(model: str | None = None) -> prompts.CountTokens:
+    """Counts tokens as the model does (``LoadedModel.count_tokens``), from its tokenizer alone (quick)."""
+    tokenizer = models.load_tokenizer(models.resolve(model))
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def learners(store: RunStore, code: str) -> list[str]:
+    """The names that joined a challenge, in the order they joined."""
+    with store.reading() as conn:
+        rows = conn.execute(
+            "SELECT name FROM challenge_learners WHERE code = ? ORDER BY joined", (normal_code(code),)
+        ).fetchall()
+    return [r["name"] for r in rows]
+
+
 def template_from(fields: dict) -> prompts.PromptSpec:
     """A prompt template from the Prompt Lab's fields (``enabled``, ``role``, ``examples``, ...); its task is a
     placeholder that scoring replaces with each hidden input."""
