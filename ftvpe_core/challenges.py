@@ -295,6 +295,7 @@ def public(store: RunStore, code: str) -> dict:
         "max_steps": s.max_steps,
         "closes": c.closes,
         "open": c.open,
+        "model": s.model,
         "train_size": len(train),
         "examples": [{"prompt": e.prompt, "response": e.response} for e in train[:SHOWN_EXAMPLES]],
     }
