@@ -611,7 +611,7 @@ def submissions(store: RunStore, code: str, name: str | None = None) -> list[dic
     ``train_examples`` and ``train_seconds``."""
     query = (
         "SELECT s.*, r.status AS status, r.summary_json AS summary, r.error AS error, r.progress_json AS progress, "
-        "t.status AS train_status, t.summary_json AS train_summary, t.progress_json AS train_progress "
+        "t.status AS train_status, (SELECT MAX(step) FROM metrics m WHERE m.run_id = s.train_run) AS train_step "
         "FROM challenge_submissions s LEFT JOIN runs r ON r.id = s.score_run LEFT JOIN runs t ON t.id = s.train_run "
         "WHERE s.code = ? AND s.removed = 0"
     )
@@ -624,18 +624,23 @@ def submissions(store: RunStore, code: str, name: str | None = None) -> list[dic
     for r in rows:
         summary = json.loads(r["summary"]) if r["summary"] else {}
         status = r["status"] or "queued"
+        spec = json.loads(r["spec_json"])
         training = r["train_status"] in ("queued", "running")
-        progress = json.loads((r["train_progress"] if training else r["progress"]) or "null") or {}
+        if training:
+            done = "" if r["train_step"] is None else f": step {r['train_step']} of {spec['settings']['max_steps']}"
+            now = "waiting for the job process" if r["train_status"] == "queued" else f"training{done}"
+        else:
+            now = (json.loads(r["progress"] or "null") or {}).get("message", "")
         out.append({
             "id": r["id"], "name": r["name"], "track": r["track"], "created": r["created"],
             "status": "training" if training else _STATUS_WORDS.get(status, status),
-            "progress": progress.get("message", ""),
+            "progress": now,
             "error": r["error"] if status == "failed" else None,
             "score": summary.get("score"), "n": summary.get("n"),
             "prompt_tokens": r["prompt_tokens"], "mean_prompt_tokens": summary.get("mean_prompt_tokens"),
             "train_examples": r["train_examples"], "train_seconds": summary.get("train_seconds"),
             "mean_latency_s": summary.get("mean_latency_s"), "train_run": r["train_run"],
-            "spec": json.loads(r["spec_json"]),
+            "spec": spec,
         })  # fmt: skip
     return out
 
@@ -749,4 +754,26 @@ def export(store: RunStore, code: str, key: str) -> dict:
         "leaderboard": leaderboard(store, code, entries),
         "tracks": track_summary(entries),
         "descriptions": {e["id"]: describe(e) for e in entries},
+    }
+
+
+def compare_arms(store: RunStore, code: str, key: str) -> dict:
+    """What Compare needs to score a challenge's best prompt and best run (teacher key needed: Compare shows
+    every example it scores): {'task', 'run_id', 'prompt', 'names'}.
+
+    Raises:
+        FtvpeError: a challenge Compare cannot score (an upload, or a hidden validation split), or no scores yet.
+    """
+    c = check_key(store, code, key)
+    if not datasets.is_builtin(c.settings.task) or c.settings.hidden_split != "test":
+        raise FtvpeError(f"Compare scores a built-in task's test split; challenge {c.code} hides the "
+                         f"{c.settings.hidden_split} split of {c.data.title}, so Compare cannot score it.")  # fmt: skip
+    best = best_pair(store, code)
+    if best["prompt"] is None and best["finetune"] is None:
+        raise FtvpeError(f"Nobody has a score in challenge {c.code} yet.")
+    return {
+        "task": c.data.name,
+        "run_id": best["finetune"]["train_run"] if best["finetune"] else None,
+        "prompt": best["prompt"]["spec"]["prompt"] if best["prompt"] else None,
+        "names": {t: e["name"] for t, e in best.items() if e},
     }

@@ -17,6 +17,7 @@ from ftvpe_core.ui import markdown
 REPO = Path(__file__).resolve().parent.parent
 LEARNER = str(REPO / "pages" / "7_Challenge.py")
 TEACHER = str(REPO / "pages" / "8_Teacher.py")
+COMPARE = str(REPO / "pages" / "4_Compare.py")
 NAME = "<img src=x onerror=alert(1)>"
 pytestmark = pytest.mark.timeout(240)
 
@@ -100,6 +101,21 @@ def test_a_teacher_creates_a_challenge_and_a_learner_submits_through_the_link(ho
     teacher.button(key="th_close").click()
     _ok(teacher.run())
     assert not challenges.get(RunStore(home), code).open
+
+    # Compare loads the challenge's best prompt as its engineered arm, with the teacher key only.
+    compare = AppTest.from_file(COMPARE, default_timeout=60)
+    compare.query_params["challenge"] = code
+    _ok(compare.run())
+    assert compare.text_input(key="cp_ch_code").value == code
+    compare.text_input(key="cp_ch_key").input("wrong")
+    compare.button(key="cp_ch_load").click()
+    _ok(compare.run())
+    assert compare.session_state["cp_prompt"] is None and "Wrong teacher key" in compare.error[0].value
+    compare.text_input(key="cp_ch_key").input(key)
+    compare.button(key="cp_ch_load").click()
+    _ok(compare.run())
+    assert compare.session_state["cp_prompt"]["role"] == "a triage assistant"
+    assert compare.multiselect(key="cp_techniques").disabled
 
 
 def test_wrong_keys_unknown_codes_and_budget_overruns_are_clear_and_keep_what_was_typed(home, tiny_model_dir):

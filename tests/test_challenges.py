@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from ftvpe_core import FtvpeError, challenges, datasets, figures, report, runs, worker
+from ftvpe_core import FtvpeError, challenges, compare, datasets, figures, report, runs, worker
 from ftvpe_core.runs import RunStore
 
 pytestmark = pytest.mark.timeout(180)
@@ -143,6 +143,18 @@ def test_submissions_are_scored_on_the_hidden_test_in_the_job_queue(tiny_model_d
     saved = (store.artifact_dir(train_run.id) / "dataset.json").read_text()
     assert not any(p in saved for p in _hidden_prompts())
     assert [e["prompt"] for e in challenges.reveal(store, code, key)] == _hidden_prompts()[:HIDDEN]
+
+    # Compare (teacher key) scores the best prompt and the best run as its engineered and tuned arms.
+    with pytest.raises(FtvpeError, match="Wrong teacher key"):
+        challenges.compare_arms(store, code, "nope")
+    arms = challenges.compare_arms(store, code, key)
+    assert arms["run_id"] == tuned["train_run"] and arms["names"] == {"prompt": "Ada", "finetune": "Bob"}
+    settings = compare.CompareSettings(task=arms["task"], run_id=arms["run_id"], prompt=arms["prompt"], limit=2,
+                                       forgetting=False)  # fmt: skip
+    result = compare.run_comparison(settings, store)
+    by_name = {a["name"]: a for a in result["arms"]}
+    assert by_name["prompt"]["techniques"] == ["role", "context"] and by_name["tuned"]["techniques"] == []
+    assert by_name["prompt"]["mean_prompt_tokens"] > by_name["base"]["mean_prompt_tokens"]
 
     # A server restart: a new store on the same folder keeps the challenge, its key and every submission.
     again = RunStore(store.home)
