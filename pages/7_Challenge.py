@@ -59,8 +59,7 @@ for tab, track in zip(tabs, info["tracks"]):
                 fields = None
                 st.error(markdown.literal(e))
             if st.button("Submit the prompt", type="primary", key="ch_submit_prompt", disabled=fields is None):
-                sid = view.safely(challenges.submit_prompt, store, code, name, fields, view.counter(info["model"]),
-                                  loaders.device())  # fmt: skip
+                sid = view.safely(view.submit_prompt, store, code, name, fields, info["model"], loaders.device())
                 if sid is not None:
                     worker.ensure_worker(store, loaders.device())
                     st.success(f"Submission {sid} is queued: it is scored on the hidden test in the background.")

@@ -12,7 +12,7 @@ import time
 import streamlit as st
 
 from ftvpe_core import FtvpeError, challenges, datasets, evaluate, figures, prompts
-from ftvpe_core.ui import markdown
+from ftvpe_core.ui import loaders, markdown
 from ftvpe_core.ui.prompt_lab import text_to_examples
 
 LEARNER = "pages/7_Challenge.py"
@@ -40,6 +40,11 @@ def init_teacher() -> None:
 def counter(model: str | None) -> prompts.CountTokens:
     """The challenge model's token counter (its tokenizer only), shared by every session."""
     return challenges.token_counter(model)
+
+
+def submit_prompt(store, code: str, name: str, fields: dict, model: str | None, device: str) -> int:
+    """Submit a prompt, its tokens counted by the challenge model's tokenizer."""
+    return challenges.submit_prompt(store, code, name, fields, counter(model), device)
 
 
 def pct(value: float | None) -> str:
@@ -158,7 +163,7 @@ def create_form(teaching: bool) -> tuple[challenges.ChallengeSettings, datasets.
         task=data.name if data else task, title=title, hidden_split=hidden, tracks=tracks,
         metric=None if metric.startswith("(") else metric, max_prompt_tokens=int(tokens),
         max_train_examples=int(examples), max_steps=int(steps), minutes=int(minutes), hidden_limit=int(limit),
-        model=st.session_state.get("model_choice", {}).get("name"),
+        model=loaders.choice()["name"],
     )  # fmt: skip
     return settings, data
 
