@@ -1,4 +1,4 @@
-"""Command-line front of the core: ``python -m ftvpe_core generate | next-token | info | datasets | finetune | runs | compare | ablate | worker``.
+"""Command-line front of the core: ``python -m ftvpe_core generate | next-token | info | datasets | finetune | runs | compare | ablate | challenge | worker``.
 
 It builds the same settings objects as the pages. A problem the user can fix exits with code 2 and one
 line on stderr; ``--json`` prints one JSON object on stdout.
@@ -11,10 +11,12 @@ import dataclasses
 import json
 import sys
 from importlib import metadata
+from pathlib import Path
 
 from ftvpe_core import (
     FtvpeError,
     adapters,
+    challenges,
     compare,
     datasets,
     finetune,
@@ -34,9 +36,10 @@ class _Parser(argparse.ArgumentParser):
         raise FtvpeError(f"{self.prog}: {message}")
 
 
-def _technique_flags(p: argparse.ArgumentParser) -> None:
+def _technique_flags(p: argparse.ArgumentParser, task: bool = True) -> None:
     g = p.add_argument_group("prompt techniques (each flag switches its technique on)")
-    g.add_argument("text", help="the task, in your own words")
+    if task:
+        g.add_argument("text", help="the task, in your own words")
     g.add_argument("--role", help="role assignment: who the model acts as, e.g. 'a marketing expert'")
     g.add_argument("--example", action="append", default=[], metavar="IN=>OUT", help="few-shot example (repeatable)")
     g.add_argument("--cot", action="store_true", help="chain-of-thought: reason step by step, answer on the last line")
@@ -128,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     abl.add_argument("--model", help="'embedded' (default), a folder, a .gguf file or a Hugging Face id")
     abl.add_argument("--json", action="store_true", help="print one JSON object")
 
+    _challenge_parser(sub)
+
     work = sub.add_parser("worker", help="train queued runs one by one (the app starts this itself)")
     work.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     work.add_argument("--runner", choices=("local", "ray"), default="local",
@@ -136,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def spec_from_args(args: argparse.Namespace) -> prompts.PromptSpec:
+def technique_fields(args: argparse.Namespace) -> dict:
+    """The PromptSpec fields the technique flags give (without the task); a flag switches its technique on."""
     enabled = []
     if args.role:
         enabled.append("role")
@@ -146,17 +152,62 @@ def spec_from_args(args: argparse.Namespace) -> prompts.PromptSpec:
         enabled.append("cot")
     if any([args.tone, args.audience, args.words is not None, args.output_format, args.facts]):
         enabled.append("context")
-    return prompts.PromptSpec(
-        task=args.text,
-        enabled=tuple(enabled),
-        role=args.role or "",
-        examples=[prompts.parse_example(e) for e in args.example],
-        facts=args.facts or "",
-        tone=args.tone or "",
-        audience=args.audience or "",
-        words=args.words,
-        output_format=args.output_format or "",
-    )
+    return {
+        "enabled": tuple(enabled),
+        "role": args.role or "",
+        "examples": [prompts.parse_example(e) for e in args.example],
+        "facts": args.facts or "",
+        "tone": args.tone or "",
+        "audience": args.audience or "",
+        "words": args.words,
+        "output_format": args.output_format or "",
+    }
+
+
+def _challenge_parser(sub) -> None:
+    ch = sub.add_parser("challenge", help="class challenges: pose a task, submit prompts or fine-tunes, export")
+    ch_sub = ch.add_subparsers(dest="challenge_command", required=True, parser_class=_Parser)
+    create = ch_sub.add_parser("create", help="pose a challenge; prints its join code and teacher key (shown once)")
+    create.add_argument("--task", required=True, help="a built-in dataset or a JSONL/CSV file")
+    create.add_argument("--title", default="", help="shown to learners (default: the dataset's title)")
+    create.add_argument("--hidden-split", default="test", choices=challenges.HIDDEN_SPLITS,
+                        help="the split that scores and that nobody sees")  # fmt: skip
+    create.add_argument("--metric", help=f"score with this metric: {', '.join(challenges.evaluate.METRICS)}")
+    create.add_argument("--tracks", default="both", choices=tuple(challenges.TRACK_CHOICES))
+    create.add_argument("--max-prompt-tokens", type=int, default=300, help="prompt budget: tokens added to each input")
+    create.add_argument("--max-examples", type=int, default=40, help="fine-tune budget: training examples")
+    create.add_argument("--max-steps", type=int, default=40, help="fine-tune budget: training steps")
+    create.add_argument("--minutes", type=int, default=60, help="how long it stays open")
+    create.add_argument("--hidden-limit", type=int, default=0, help="score only the first N hidden examples")
+    create.add_argument("--model", help="the base model of every submission")
+    for name, text in (("list", "every challenge"), ("show", "a challenge's task, budgets and leaderboard"),
+                       ("close", "stop taking submissions"), ("reopen", "take submissions again"),
+                       ("export", "every submission as CSV (stdout or --csv) and an HTML report")):  # fmt: skip
+        c = ch_sub.add_parser(name, help=text)
+        if name != "list":
+            c.add_argument("--code", required=True)
+        if name in ("close", "reopen", "export"):
+            c.add_argument("--key", required=True, help="the teacher key")
+        if name == "export":
+            c.add_argument("--csv", metavar="FILE", help="write the CSV here instead of stdout")
+            c.add_argument("--html", metavar="FILE", help="also write the HTML report")
+    create.add_argument("--json", action="store_true", help="print one JSON object")
+    sm = ch_sub.add_parser("submit", help="submit a prompt or a fine-tune and score it here (to prepare a demo)")
+    sm.add_argument("--code", required=True)
+    sm.add_argument("--name", required=True, help="the learner's display name (joined if new)")
+    _technique_flags(sm, task=False)
+    ft = sm.add_argument_group("fine-tune (instead of a prompt)")
+    ft.add_argument("--finetune", action="store_true", help="submit a fine-tune of the quick preset")
+    ft.add_argument("--steps", type=int, help="training steps (default: the challenge's budget)")
+    ft.add_argument("--examples", type=int, help="training examples drawn at random (default: the budget)")
+    ft.add_argument("--pick", help="training examples by number, e.g. 1,4,9 (instead of --examples)")
+    ft.add_argument("--lr", type=float, help="learning rate")
+    ft.add_argument("--rank", type=int, help="LoRA rank")
+    sm.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def spec_from_args(args: argparse.Namespace) -> prompts.PromptSpec:
+    return prompts.PromptSpec(task=args.text, **technique_fields(args))
 
 
 def _versions() -> dict:
@@ -397,6 +448,104 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def _print_board(board: dict) -> None:
+    for track, entries in board.items():
+        print(f"{challenges.TRACK_LABELS[track]} leaderboard:")
+        for e in entries or []:
+            cost = (f"{e['prompt_tokens']} prompt tokens" if track == "prompt"
+                    else f"{e['train_examples']} examples, {e['train_seconds'] or 0:.0f} s training")  # fmt: skip
+            print(f"  {e['rank']:>2}. {e['name']:<30} {e['score']:6.1%}  {cost}")
+        if not entries:
+            print("  (no scores yet)")
+
+
+def _submit_challenge(args, store: runs.RunStore) -> dict:
+    c = challenges.get(store, args.code)
+    if args.name.strip().lower() not in [n.lower() for n in challenges.learners(store, args.code)]:
+        challenges.join(store, args.code, args.name)
+    fields = technique_fields(args)
+    if args.finetune:
+        if fields["enabled"]:
+            raise FtvpeError("Submit either a prompt (technique flags) or --finetune, not both.")
+        if args.pick and args.examples is not None:
+            raise FtvpeError("Give --examples (drawn at random) or --pick (by number), not both.")
+        try:
+            picks = [int(n) - 1 for n in args.pick.split(",") if n.strip()] if args.pick else None
+        except ValueError:
+            raise FtvpeError(
+                f"--pick takes example numbers separated by commas, e.g. 1,4,9; got '{args.pick}'."
+            ) from None
+        examples = picks if picks is not None else (args.examples or c.settings.max_train_examples)
+        sid = challenges.submit_finetune(store, args.code, args.name, args.steps or c.settings.max_steps, examples,
+                                         args.lr, args.rank)  # fmt: skip
+    else:
+        if any(v is not None for v in (args.steps, args.examples, args.pick, args.lr, args.rank)):
+            raise FtvpeError("--steps, --examples, --pick, --lr and --rank go with --finetune.")
+        count = challenges.token_counter(c.settings.model)
+        sid = challenges.submit_prompt(store, args.code, args.name, fields, count)
+    challenges.run_foreground(store, sid)
+    return next(s for s in challenges.submissions(store, args.code) if s["id"] == sid)
+
+
+def cmd_challenge(args) -> int:
+    store = runs.RunStore()
+    command = args.challenge_command
+    if command == "create":
+        s = challenges.ChallengeSettings(
+            task=args.task, title=args.title, hidden_split=args.hidden_split, metric=args.metric, tracks=args.tracks,
+            max_prompt_tokens=args.max_prompt_tokens, max_train_examples=args.max_examples, max_steps=args.max_steps,
+            minutes=args.minutes, hidden_limit=args.hidden_limit, model=args.model,
+        )  # fmt: skip
+        code, key = challenges.create(store, s)
+        if args.json:
+            print(json.dumps({"code": code, "key": key}))
+        else:
+            print(f"code: {code}\nteacher key: {key}\n(keep the key: it is shown only this once)")
+    elif command == "list":
+        for c in challenges.list_challenges(store):
+            state = "open" if c["open"] else "closed"
+            print(
+                f"{c['code']}  {state:<6} {c['learners']:>3} learners {c['submissions']:>4} submissions  {c['title']}"
+            )
+    elif command == "show":
+        view = challenges.public(store, args.code)
+        print(f"{view['code']}: {view['title']} ({'open' if view['open'] else 'closed'})")
+        print(f"tracks: {', '.join(view['tracks'])}; metric: {view['metric']}; budgets: {view['max_prompt_tokens']} "
+              f"prompt tokens, {view['max_train_examples']} examples and {view['max_steps']} steps")  # fmt: skip
+        _print_board(challenges.leaderboard(store, args.code))
+    elif command in ("close", "reopen"):
+        getattr(challenges, command)(store, args.code, args.key)
+        print(f"{challenges.normal_code(args.code)} {'closed' if command == 'close' else 'reopened'}")
+    elif command == "export":
+        text = challenges.export_csv(store, args.code, args.key)
+        if args.html:
+            from ftvpe_core import report
+
+            html = report.challenge_html(challenges.export(store, args.code, args.key))
+            _write_text(args.html, html)
+            print(f"report: {args.html}", file=sys.stderr)
+        if args.csv:
+            _write_text(args.csv, text)
+        else:
+            sys.stdout.write(text)
+    else:
+        entry = _submit_challenge(args, store)
+        if args.json:
+            print(json.dumps({k: v for k, v in entry.items() if k != "spec"}))
+        elif entry["score"] is None:
+            raise FtvpeError(f"Submission {entry['id']} was not scored: {entry['error'] or entry['status']}")
+        else:
+            print(f"submission {entry['id']} by {entry['name']}: {entry['score']:.1%} on {entry['n']} hidden examples")
+    return 0
+
+
+def _write_text(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise FtvpeError(f"Could not write {path}: {e.strerror or e}") from None
+
+
 def cmd_worker(args) -> int:
     if args.runner == "ray" and not settings.ray_address():
         raise FtvpeError("worker --runner ray needs FTVPE_RAY_ADDRESS (e.g. auto, or HOST:6379 of a Ray head).")
@@ -420,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
             "worker": cmd_worker,
             "compare": cmd_compare,
             "ablate": cmd_ablate,
+            "challenge": cmd_challenge,
         }
         return commands[args.command](args)
     except FtvpeError as e:

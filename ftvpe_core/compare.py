@@ -83,6 +83,9 @@ class CompareSettings:
     """Prompts generated together."""
     efficiency_steps: int = 40
     """Training steps of each LoRA in the data-efficiency study."""
+    prompt: dict | None = None
+    """A written prompt's fields (``prompts.PromptSpec`` without the task, e.g. a class challenge's best prompt):
+    the engineered arms use it, each example as its task, instead of building one from ``techniques``."""
 
     def __post_init__(self) -> None:
         if isinstance(self.techniques, str):
@@ -103,6 +106,14 @@ class CompareSettings:
             raise FtvpeError(f"Efficiency training steps must be between 1 and 2000, got {self.efficiency_steps!r}.")
         if self.metric is not None and self.metric not in evaluate.METRICS:
             raise FtvpeError(f"Unknown metric '{self.metric}': choose from {', '.join(evaluate.METRICS)}.")
+        if self.prompt is not None:
+            self.techniques = self.template().enabled
+
+    def template(self) -> prompts.PromptSpec | None:
+        """The written prompt as a spec whose task each example replaces (None without one)."""
+        if self.prompt is None:
+            return None
+        return prompts.PromptSpec(**{**self.prompt, "task": "(each example goes here)"})
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -197,14 +208,17 @@ def run_comparison(
         gains = evaluate.technique_gains(ablation)
         if settings.best_techniques:
             techniques = best_combination(ablation)
-    arms = _score_arms(base, task, ("base", "prompt"), techniques, 0.0, settings.batch_size, step)
+    template = settings.template()
+    arms = _score_arms(base, task, ("base", "prompt"), techniques, 0.0, settings.batch_size, step, template)
     forgetting = None
     if run:
         on_progress(step.fraction(), f"Loading the fine-tuned model of run {run.id}")
         tuned = models.load(model_name, device=base.device, weight_format=adapters.WEIGHT_FORMAT, adapter=tuned_run[1])
         _warm_up(tuned, task, settings.batch_size)
         train_s = float((run.summary or {}).get("train_seconds", 0.0))
-        arms += _score_arms(tuned, task, ("tuned", "tuned+prompt"), techniques, train_s, settings.batch_size, step)
+        arms += _score_arms(
+            tuned, task, ("tuned", "tuned+prompt"), techniques, train_s, settings.batch_size, step, template
+        )
         if settings.forgetting:
             step("Asking both models ten general questions (forgetting probe)")
             forgetting = forgetting_probe(base, tuned, settings.batch_size)
@@ -255,13 +269,17 @@ _ARM_STEPS = {
 }
 
 
-def _score_arms(loaded, task, names, techniques, train_s: float, batch_size: int, step: _Steps) -> list:
-    """Score one model without and with the engineered prompt (arms base/prompt or tuned/tuned+prompt)."""
+def _score_arms(loaded, task, names, techniques, train_s: float, batch_size: int, step: _Steps,
+                template: prompts.PromptSpec | None = None) -> list:  # fmt: skip
+    """Score one model without and with the engineered prompt (arms base/prompt or tuned/tuned+prompt); a
+    written ``template`` is the engineered prompt when given."""
     arms = []
     for name in names:
         step(_ARM_STEPS[name].format(techniques=", ".join(techniques) or "no techniques"))
-        used = techniques if name.endswith("prompt") else ()
-        arms.append(evaluate.run_arm(loaded, task, name, ARM_LABELS[name], used, train_s, batch_size))
+        engineered = name.endswith("prompt")
+        used = techniques if engineered else ()
+        arms.append(evaluate.run_arm(loaded, task, name, ARM_LABELS[name], used, train_s, batch_size,
+                                     template=template if engineered else None))  # fmt: skip
     return arms
 
 

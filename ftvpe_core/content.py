@@ -50,6 +50,12 @@ PAGES = [
     {"path": "pages/6_Runs.py", "section": "Measure", "title": "Runs", "icon": "📈",
      "text": "Every fine-tuning run: status, settings, losses and sample answers; overlay their curves, "
              "download an adapter, delete what you no longer need."},
+    {"path": "pages/7_Challenge.py", "section": "Class", "title": "Challenge", "icon": "🏁",
+     "text": "Join your class's challenge with its code: beat the hidden test with a prompt or a fine-tune "
+             "within the budget, and watch the leaderboard."},
+    {"path": "pages/8_Teacher.py", "section": "Class", "title": "Teacher", "icon": "🧑‍🏫",
+     "text": "Pose a challenge, show its join code, and put the live leaderboard and the class's answer to "
+             "'prompt or fine-tune?' on the projector."},
 ]  # fmt: skip
 
 FINETUNE_INTRO = (
@@ -104,4 +110,17 @@ CHOOSE_MODEL = (
     "To use another model, type it in the sidebar (or start the app with `FTVPE_MODEL=...`): a local folder "
     "with safetensors weights, a `.gguf` file, or a Hugging Face id that is already downloaded on this "
     "machine. Nothing is downloaded unless `FTVPE_ALLOW_DOWNLOAD=1` is set. A GPU is used when present."
+)
+
+CHALLENGE_INTRO = (
+    "Your teacher posed a task. Answer it with a **prompt** (role, examples, context, step by step: the "
+    "Prompt Lab's techniques) or a **fine-tune** (a quick LoRA on training examples you choose), within the "
+    "budget. Every submission is scored on hidden examples that nobody has seen, and the leaderboard shows "
+    "which approach wins."
+)
+
+TEACHER_INTRO = (
+    "Pose a task, pick which split stays hidden, set the budgets, and show the join code. Half the room "
+    "writes prompts, the other half fine-tunes; every submission is scored on the hidden split in the job "
+    "queue, and this page shows the live leaderboard and the class's answer to *prompt or fine-tune?*"
 )

@@ -9,6 +9,7 @@ nothing about pages, the run store or fine-tuning: a tuned model is just another
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -94,8 +95,6 @@ def load_task(name_or_file: str, metric: str | None = None, limit: int | None = 
     Raises:
         FtvpeError: an unknown name or metric, a metric the data cannot support, or a bad file.
     """
-    if metric is not None and metric not in METRICS:
-        raise FtvpeError(f"Unknown metric '{metric}': choose from {', '.join(METRICS)}.")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise FtvpeError(f"The example limit must be a whole number of at least 1, got {limit!r}.")
     data = datasets.load(name_or_file, what="task")
@@ -104,6 +103,23 @@ def load_task(name_or_file: str, metric: str | None = None, limit: int | None = 
     else:
         examples = data.all_examples()
         shots = list(examples)
+    return task_from(data, examples, shots, metric, limit)
+
+
+def task_from(
+    data: datasets.Dataset,
+    examples: list[Example],
+    shots: list[Example],
+    metric: str | None = None,
+    limit: int | None = None,
+) -> Task:
+    """A task scoring ``examples`` of ``data`` (few-shot pool ``shots``), with the checks of ``load_task``.
+
+    Raises:
+        FtvpeError: a metric the data cannot support.
+    """
+    if metric is not None and metric not in METRICS:
+        raise FtvpeError(f"Unknown metric '{metric}': choose from {', '.join(METRICS)}.")
     chosen = metric or data.metric
     labels = list(data.labels)
     if chosen in ("accuracy", "exact_match") and not labels:
@@ -551,13 +567,23 @@ def run_arm(
     train_seconds: float = 0.0,
     batch_size: int = BATCH_SIZE,
     on_progress: Callable[[int, int], None] | None = None,
+    template: prompts.PromptSpec | None = None,
 ) -> ArmResult:
     """Answer every example of the task with the given techniques and score the answers.
 
     Greedy with no repetition penalty: the penalty would push the model away from the labels and brand
     words that few-shot examples and context put in the prompt.
+
+    Args:
+        template: a prompt someone wrote (a challenge's prompt submission): each example's input becomes its
+            task and ``techniques`` are its own; None builds the prompts with ``task_spec``.
     """
-    messages = [prompts.build(task_spec(task, e, techniques), loaded.count_tokens).messages for e in task.examples]
+    if template is not None:
+        techniques = template.enabled
+        specs = [dataclasses.replace(template, task=e.prompt) for e in task.examples]
+    else:
+        specs = [task_spec(task, e, techniques) for e in task.examples]
+    messages = [prompts.build(spec, loaded.count_tokens).messages for spec in specs]
     settings = GenerationSettings(max_new_tokens=max_new_tokens(task, techniques), repetition_penalty=1.0)
     answers = generate_batch(loaded, messages, settings, batch_size, on_progress)
     results = []

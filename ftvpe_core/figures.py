@@ -687,3 +687,34 @@ def words_vs_weights(changes: dict | None, prompt_tokens_added: int | None = Non
     )  # fmt: skip
     fig.update_yaxes(title_text="decoder layer", autorange="reversed", row=1, col=1)
     return fig
+
+
+CHALLENGE_TRACKS = {"prompt": ("Prompt", ARM_COLORS["prompt"]), "finetune": ("Fine-tune", ARM_COLORS["tuned"])}
+
+
+def challenge_scores(submissions: list[dict], metric: str | None = None) -> go.Figure:
+    """The class's answer to "prompt or fine-tune?": one box per track with every scored submission as a dot.
+
+    Args:
+        submissions: ``challenges.submissions`` entries (``track``, ``score`` in 0-1 or None, ``name``).
+    """
+    words = metric_words(metric)
+    title = f"{_capital(words)} on the hidden test, by track"
+    scored = [s for s in submissions or [] if s.get("score") is not None]
+    if not scored:
+        return _empty(title, "No scored submissions yet")
+    fig = go.Figure()
+    for track, (label, color) in CHALLENGE_TRACKS.items():
+        mine = [s for s in scored if s.get("track") == track]
+        if not mine:
+            continue
+        fig.add_box(
+            x=[label] * len(mine), y=[float(s["score"]) for s in mine], name=label, marker_color=color,
+            boxpoints="all", jitter=0.4, pointpos=0, text=[str(s.get("name", "")) for s in mine],
+            hovertemplate=f"%{{text}}<br>{words}: %{{y:.1%}}<extra>{label}</extra>",
+        )  # fmt: skip
+    fig.update_layout(
+        title=title, yaxis={"tickformat": ".0%", "range": [-0.05, 1.05], "title": f"{words} (higher is better)"},
+        height=380, margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False,
+    )  # fmt: skip
+    return fig

@@ -78,17 +78,25 @@ def submit(
     if not builtin:
         try:
             path = store.artifact_dir(run_id) / DATASET_FILE
-            path.write_text(json.dumps(_dataset_dict(dataset)), encoding="utf-8")
+            path.write_text(json.dumps(dataset_dict(dataset)), encoding="utf-8")
         except OSError as e:
             store.fail(run_id, f"The dataset could not be saved with the run: {e}")
             raise FtvpeError(f"The dataset could not be saved with the run: {e}") from e
     return run_id
 
 
-def _dataset_dict(dataset: datasets.Dataset) -> dict:
+def dataset_dict(dataset: datasets.Dataset) -> dict:
+    """A dataset as JSON-ready data (``dataset_from_dict`` reads it back)."""
     d = dataclasses.asdict(dataset)
     d["splits"] = {name: [e.to_dict() for e in examples] for name, examples in dataset.splits.items()}
     return d
+
+
+def dataset_from_dict(d: dict) -> datasets.Dataset:
+    """The dataset ``dataset_dict`` wrote."""
+    d = dict(d)
+    d["splits"] = {name: [datasets.Example(**e) for e in rows] for name, rows in d["splits"].items()}
+    return datasets.Dataset(**d)
 
 
 def run_dataset(store: RunStore, run: Run) -> datasets.Dataset:
@@ -100,8 +108,7 @@ def run_dataset(store: RunStore, run: Run) -> datasets.Dataset:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise FtvpeError(f"Run '{run.id}' lost its uploaded dataset ({path}): {e}") from e
-    d["splits"] = {name: [datasets.Example(**e) for e in rows] for name, rows in d["splits"].items()}
-    return datasets.Dataset(**d)
+    return dataset_from_dict(d)
 
 
 def train_settings(run: Run | dict) -> finetune.TrainSettings:
@@ -168,7 +175,7 @@ def train_run(
         return result, None
     trainable, total = finetune.trainable_parameters(result.peft_model)
     summary = {"dataset": data.name, **result.summary(), "trainable_parameters": trainable, "total_parameters": total}
-    if measure_accuracy and data.task == "label":
+    if measure_accuracy and data.task == "label" and data.splits.get("test"):
         report({"phase": "accuracy", "fraction": 1.0,
                 "message": "Training done; measuring the base and tuned models on the test split"})  # fmt: skip
         tuned = dataclasses.replace(loaded, model=result.peft_model)

@@ -470,7 +470,7 @@ def serve(store: RunStore, interrupted: Callable[[], bool], log=print, current: 
         dispatcher = Dispatcher(store, address, log)
     except FtvpeError as e:
         runners.write_cluster(store, {"address": address, "time": time.time(), "error": str(e), "slots": 0})
-        for run in store.queue():
+        for run in store.queue(kinds=runners.RAY_KINDS):
             jobs.fail_unless_ended(store, run.id, str(e))
         log(str(e))
         return 0
@@ -478,7 +478,7 @@ def serve(store: RunStore, interrupted: Callable[[], bool], log=print, current: 
     try:
         while not interrupted():
             free = dispatcher.slots() - len(dispatcher.refs)
-            while free > 0 and (run_id := store.claim(None, os.getpid(), PENDING_NODE)) is not None:
+            while free > 0 and (run_id := store.claim(None, os.getpid(), PENDING_NODE, runners.RAY_KINDS)) is not None:
                 dispatcher.submit(run_id)
                 taken, free = taken + 1, free - 1
                 log(f"Run {run_id}: sent to the cluster.")
@@ -491,7 +491,7 @@ def serve(store: RunStore, interrupted: Callable[[], bool], log=print, current: 
                 f"the Ray cluster at {address} has no room for a run: each asks {dispatcher.per_run()} (FTVPE_RAY_CPUS), "
                 "more than any node offers; add nodes or lower FTVPE_RAY_CPUS")  # fmt: skip
             dispatcher.write_status(full or None)
-            if not dispatcher.refs and not store.queue():
+            if not dispatcher.refs and not store.queue(kinds=runners.RAY_KINDS):
                 break
             time.sleep(POLL_S)
         if interrupted():

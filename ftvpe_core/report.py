@@ -295,3 +295,43 @@ def write(result: dict, path: str | Path) -> Path:
     except OSError as e:
         raise FtvpeError(f"Could not write the report to {path}: {e.strerror or e}") from e
     return path
+
+
+def challenge_html(result: dict) -> str:
+    """A challenge's results (``challenges.export``) as one standalone HTML page: leaderboards, the per-track
+    chart and every submission. Names and prompts are escaped: they are shown as text."""
+    title = f"Class challenge {result.get('code', '')}: {result.get('title', '')}"
+    metric = result.get("metric")
+    sections = [f"<h1>{_e(title)}</h1>",
+                f'<p class="note">{_e(figures.metric_words(metric))} on {_e(result.get("hidden_n"))} hidden '
+                f"{_e(result.get('hidden_split'))} examples; {_date(result.get('created'))}.</p>"]  # fmt: skip
+    descriptions = result.get("descriptions") or {}
+    for track, entries in (result.get("leaderboard") or {}).items():
+        rows = [[_e(e["rank"]), _e(e["name"]), _pct(e["score"]),
+                 _e(e["prompt_tokens"] if track == "prompt" else e["train_examples"]),
+                 _seconds(e.get("train_seconds"), 0) if track == "finetune" else _e(f"{e['mean_prompt_tokens']:.0f}"),
+                 f'<div class="text">{_e(descriptions.get(e["id"], descriptions.get(str(e["id"]), "")))}</div>']
+                for e in entries]  # fmt: skip
+        cost = "prompt tokens added" if track == "prompt" else "training examples"
+        spent = "prompt tokens a call" if track == "prompt" else "training"
+        label = "Prompt" if track == "prompt" else "Fine-tune"
+        sections.append(f"<h2>{label} leaderboard</h2>" + (
+            _table(["#", "name", figures.metric_words(metric), cost, spent, "submission"], rows, numeric=(0, 2, 3, 4))
+            if rows else '<p class="note">No scored submissions.</p>'))  # fmt: skip
+    fig = figures.challenge_scores(result.get("submissions") or [], metric)
+    fig.update_layout(template="plotly_white")
+    div = fig.to_html(full_html=False, include_plotlyjs="inline", div_id="chart-challenge",
+                      config={"displaylogo": False, "responsive": True})  # fmt: skip
+    sections.append(f'<h2>Prompt or fine-tune?</h2><div class="chart">{div}</div>')
+    rows = [[_e(s["id"]), _e(s["name"]), _e(s["track"]), _e(s["status"]), _pct(s["score"]),
+             f'<div class="text">{_e(descriptions.get(s["id"], descriptions.get(str(s["id"]), "")))}</div>']
+            for s in result.get("submissions") or []]  # fmt: skip
+    sections.append("<h2>Every submission</h2>" + _table(["id", "name", "track", "status", "score", "submission"],
+                                                          rows, numeric=(0, 4)))  # fmt: skip
+    sections.append(f"<footer>Written by FT vs PE Studio {_e(__version__)}.</footer>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n{chr(10).join(sections)}\n"
+        "</main>\n</body>\n</html>\n"
+    )

@@ -46,6 +46,19 @@ class Slots:
         return max(0, self.slots - self.running)
 
 
+RAY_KINDS = ("finetune", "compare")
+"""The kinds of run a Ray cluster trains; the others (a class challenge's scoring) stay with this machine's job
+processes, which then take only those (``local_kinds``)."""
+
+
+def local_kinds() -> tuple[str, ...] | None:
+    """The kinds of run this machine's job processes take: all (None), or with a Ray cluster configured, the
+    kinds the cluster does not train."""
+    from ftvpe_core import runs
+
+    return tuple(k for k in runs.KINDS if k not in RAY_KINDS) if settings.ray_address() else None
+
+
 class LocalRunner:
     """Job processes on this machine, one run at a time per device (``worker``)."""
 
@@ -94,6 +107,9 @@ class RayRunner:
     def tick(self, store: RunStore) -> None:
         worker.reap(store)
         self.ensure(store)
+        for run in store.queue():  # a challenge's scoring runs here, in a job process of its device
+            if run.kind not in RAY_KINDS and run.device:
+                worker.ensure_worker(store, run.device)
 
     def slots(self, store: RunStore) -> Slots:
         active = [r for r in store.list() if r.active]

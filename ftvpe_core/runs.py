@@ -29,8 +29,10 @@ from typing import Any
 
 from ftvpe_core import FtvpeError, schedule, settings
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATUSES = ("queued", "running", "complete", "failed", "cancelled", "interrupted")
+KINDS = ("finetune", "compare", "challenge")
+"""What a run does: train an adapter, compare four arms, or score a class challenge's submission."""
 BUSY_TIMEOUT_S = 5.0
 KILLED_ERROR = "the training process stopped unexpectedly (killed or out of memory)"
 INTERRUPTED_ERROR = "the app stopped while this run was training"
@@ -72,6 +74,37 @@ CREATE TABLE IF NOT EXISTS samples (
     time REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS samples_run_step ON samples (run_id, step);
+CREATE TABLE IF NOT EXISTS challenges (
+    code TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    settings_json TEXT NOT NULL,
+    data_json TEXT,
+    key_salt BLOB NOT NULL,
+    key_hash BLOB NOT NULL,
+    created REAL NOT NULL,
+    closes REAL,
+    closed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS challenge_learners (
+    code TEXT NOT NULL,
+    name TEXT NOT NULL COLLATE NOCASE,
+    joined REAL NOT NULL,
+    PRIMARY KEY (code, name)
+);
+CREATE TABLE IF NOT EXISTS challenge_submissions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    code TEXT NOT NULL,
+    name TEXT NOT NULL COLLATE NOCASE,
+    track TEXT NOT NULL,
+    created REAL NOT NULL,
+    spec_json TEXT NOT NULL,
+    prompt_tokens INTEGER,
+    train_examples INTEGER,
+    train_run TEXT,
+    score_run TEXT,
+    removed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS challenge_submissions_code ON challenge_submissions (code, name);
 """
 
 
@@ -209,6 +242,18 @@ class RunStore:
                 raise
             conn.commit()
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reading, for modules that keep their own tables in this store (``challenges``)."""
+        with self._connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside one write transaction, for modules that keep their own tables here."""
+        with self._write() as conn:
+            yield conn
+
     def _init_schema(self) -> None:
         with self._connect() as conn:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -226,6 +271,7 @@ class RunStore:
                 for column in ("learner", "node"):  # schema 2 -> 3: who queued it, where it ran
                     if column not in columns:
                         conn.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
+                # schema 3 -> 4: the challenge tables, made above by CREATE TABLE IF NOT EXISTS
                 if row[0] is None or row[0] < SCHEMA_VERSION:
                     conn.execute("DELETE FROM schema_version")
                     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
@@ -312,16 +358,19 @@ class RunStore:
             (time.time(), pid, device, node or settings.node_name()),
         )
 
-    def claim(self, device: str | None, pid: int, node: str | None = None) -> str | None:
+    def claim(
+        self, device: str | None, pid: int, node: str | None = None, kinds: tuple[str, ...] | None = None
+    ) -> str | None:
         """Take the run whose turn it is (``schedule.fair_order``) among those queued for ``device`` (or for no
         device in particular; None: for any device) and mark it running in process ``pid``; None when nothing
         waits. Atomic: two job processes never claim the same run.
 
         Args:
             node: where it runs (None: this machine); a Ray dispatcher sets it once the run has landed.
+            kinds: only runs of these kinds (None: any).
         """
         with self._write() as conn:
-            order = self._fair_order(conn, device)
+            order = self._fair_order(conn, device, kinds)
             if not order:
                 return None
             run_id = order[0]
@@ -333,10 +382,12 @@ class RunStore:
         return run_id
 
     @staticmethod
-    def _fair_order(conn: sqlite3.Connection, device: str | None) -> list[str]:
+    def _fair_order(conn: sqlite3.Connection, device: str | None, kinds: tuple[str, ...] | None = None) -> list[str]:
         query, params = "SELECT id, learner, created FROM runs WHERE status = 'queued'", ()
         if device is not None:
             query, params = query + " AND (device IS NULL OR device = ?)", (device,)
+        if kinds is not None:
+            query, params = query + f" AND kind IN ({', '.join('?' * len(kinds))})", (*params, *kinds)
         queued = [schedule.Waiting(r["id"], r["learner"], r["created"]) for r in conn.execute(query, params)]
         running = conn.execute("SELECT learner, COUNT(*) AS n FROM runs WHERE status = 'running' GROUP BY learner")
         return schedule.fair_order(queued, {r["learner"]: r["n"] for r in running})
@@ -500,11 +551,11 @@ class RunStore:
             rows = conn.execute(query + " ORDER BY created DESC, id DESC", params).fetchall()
         return [self._row_to_run(row) for row in rows]
 
-    def queue(self, device: str | None = None) -> list[Run]:
-        """Queued runs (for ``device`` when given, counting runs queued for any device) in the order they
-        start (``schedule.fair_order``): index 0 runs next."""
+    def queue(self, device: str | None = None, kinds: tuple[str, ...] | None = None) -> list[Run]:
+        """Queued runs (for ``device`` when given, counting runs queued for any device; of ``kinds`` when
+        given) in the order they start (``schedule.fair_order``): index 0 runs next."""
         with self._connect() as conn:
-            order = self._fair_order(conn, device)
+            order = self._fair_order(conn, device, kinds)
             rows = {r["id"]: r for r in conn.execute("SELECT * FROM runs WHERE status = 'queued'")}
         return [self._row_to_run(rows[run_id]) for run_id in order]
 

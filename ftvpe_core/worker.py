@@ -1,4 +1,4 @@
-"""Job processes: queued runs (fine-tuning, comparisons) done one at a time per device, outside the app.
+"""Job processes: queued runs (fine-tuning, comparisons, challenge scoring) done one at a time per device, outside the app.
 
 The app queues a run (``jobs.submit``) and calls ``ensure_worker``, which starts
 ``python -m ftvpe_core worker --device D`` when runs wait and no job process serves that device. The job
@@ -127,7 +127,9 @@ def _watch_parent(parent_pid: int, stop, finished, current: dict, store: RunStor
 
 
 def _serve(store: RunStore, device: str, interrupted, log, current: dict | None = None) -> int:
-    from ftvpe_core import compare, jobs
+    from ftvpe_core import challenges, compare, jobs, runners
+
+    executors = {"compare": compare.execute, "challenge": challenges.execute}
 
     taken = 0
     with _device_lock(store, device) as got:
@@ -139,7 +141,7 @@ def _serve(store: RunStore, device: str, interrupted, log, current: dict | None 
 
             return ray_runner.serve(store, interrupted, log, current)
         while not interrupted():
-            run_id = store.claim(device, os.getpid())
+            run_id = store.claim(device, os.getpid(), kinds=runners.local_kinds())
             if run_id is None:
                 break
             taken += 1
@@ -147,10 +149,8 @@ def _serve(store: RunStore, device: str, interrupted, log, current: dict | None 
                 current["run"] = run_id
             log(f"Run {run_id}: started on {device}.")
             try:
-                if store.get(run_id).kind == "compare":
-                    summary = compare.execute(store, run_id, interrupted=interrupted)
-                else:
-                    summary = jobs.execute(store, run_id, interrupted=interrupted)
+                execute = executors.get(store.get(run_id).kind, jobs.execute)
+                summary = execute(store, run_id, interrupted=interrupted)
                 log(f"Run {run_id}: {summary.get('status')}.")
             except Exception as e:  # the run is marked failed; go on with the queue
                 log(f"Run {run_id}: failed: {type(e).__name__}: {e}")

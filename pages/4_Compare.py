@@ -16,11 +16,15 @@ ss = st.session_state
 st.title("⚖️ Compare")
 st.caption(content.COMPARE_INTRO)
 teaching = classroom.page(view.PAGE, apply=view.apply_url_state)
+view.challenge_loader(store)
 
 c1, c2 = st.columns(2)
 c1.selectbox("Task (its held-out test split)", datasets.BUILTINS, key="cp_task",
              format_func=lambda n: loaders.dataset(n).title)  # fmt: skip
-tuned = [r for r in store.list("finetune") if r.status == "complete" and r.dataset == ss.cp_task]
+from_challenge = (ss.cp_challenge or {}).get("run_id")
+tuned = [
+    r for r in store.list("finetune") if r.status == "complete" and (r.dataset == ss.cp_task or r.id == from_challenge)
+]
 options = [None] + [r.id for r in tuned]
 if "cp_run" not in ss or ss.cp_run not in options:  # first visit or another task: its newest run
     ss.cp_run = options[1] if len(options) > 1 else None
@@ -31,7 +35,7 @@ c2.selectbox("Fine-tuned run", options, key="cp_run",
 if not tuned:
     c2.caption("No complete run on this task yet: train one in the 🛠️ Fine-Tune Lab for the tuned arms.")
 c1.multiselect("Engineered prompt: techniques", prompts.TECHNIQUES, key="cp_techniques",
-               disabled=ss.cp_best)  # fmt: skip
+               disabled=ss.cp_best or ss.cp_prompt is not None)  # fmt: skip
 if not teaching:  # classroom mode: the whole test split, forgetting probe on, no long studies
     c1.checkbox("Use the ablation's best combination instead", key="cp_best",
                 help="Scores all 16 combinations on up to 20 examples first, then engineers the prompt arms with the best.")  # fmt: skip
@@ -48,7 +52,7 @@ if st.button("⚖️ Run the comparison", type="primary", key="cp_launch"):
         cs = compare.CompareSettings(
             task=ss.cp_task, run_id=ss.cp_run, techniques=tuple(ss.cp_techniques), limit=int(ss.cp_limit),
             model=loaders.choice()["name"], forgetting=ss.cp_forgetting, ablation=ss.cp_ablation,
-            efficiency=ss.cp_efficiency, best_techniques=ss.cp_best,
+            efficiency=ss.cp_efficiency, best_techniques=ss.cp_best and ss.cp_prompt is None, prompt=ss.cp_prompt,
         )  # fmt: skip
         device = loaders.device()
         ss.cp_show = compare.submit(cs, store, device, learner=views.learner())

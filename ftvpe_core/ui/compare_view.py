@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ftvpe_core import compare, datasets, figures, report
+from ftvpe_core import FtvpeError, challenges, compare, datasets, figures, report
 from ftvpe_core.ui import markdown
 
 PAGE = "pages/4_Compare.py"
@@ -19,8 +19,37 @@ def init() -> None:
     ss.setdefault("cp_ablation", False)
     ss.setdefault("cp_efficiency", False)
     ss.setdefault("cp_best", False)
+    ss.setdefault("cp_prompt", None)  # a class challenge's best prompt (PromptSpec fields), when loaded
+    ss.setdefault("cp_challenge", None)
+    ss.setdefault("cp_ch_code", str(st.query_params.get("challenge", ""))[:12])
     if "cp_show" not in ss:  # also the "Showing comparison" menu's key
         ss.cp_show = None
+
+
+def challenge_loader(store) -> None:
+    """Load a class challenge's best prompt and best run as the arms (the teacher key is asked: Compare shows
+    every example it scores, and a challenge's test split is hidden from its learners)."""
+    ss = st.session_state
+    loaded = ss.cp_challenge
+    with st.expander("Load a class challenge's best prompt and best run", expanded=bool(ss.cp_ch_code) and not loaded):
+        c1, c2 = st.columns(2)
+        c1.text_input("Join code", key="cp_ch_code", max_chars=12)
+        c2.text_input("Teacher key", key="cp_ch_key", type="password")
+        if st.button("Load the challenge's arms", key="cp_ch_load"):
+            try:
+                arms = challenges.compare_arms(store, ss.cp_ch_code, ss.get("cp_ch_key", ""))
+            except FtvpeError as e:
+                st.error(markdown.literal(e))
+                return
+            ss.cp_task, ss.cp_run, ss.cp_prompt, ss.cp_challenge = arms["task"], arms["run_id"], arms["prompt"], arms
+            st.rerun()
+    if loaded:
+        names = loaded["names"]
+        st.info(f"Arms from a class challenge: the best prompt ({markdown.literal(names.get('prompt', 'none'))}) "
+                f"and the best run ({markdown.literal(names.get('finetune', 'none'))}).")  # fmt: skip
+        if st.button("Forget the challenge's arms", key="cp_ch_forget"):
+            ss.cp_prompt = ss.cp_challenge = None
+            st.rerun()
 
 
 def apply_url_state(state: dict) -> None:

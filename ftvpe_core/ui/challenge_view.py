@@ -1,0 +1,223 @@
+"""Views of class challenges shared by the Challenge (learner) and Teacher pages: the submission forms, the
+history and leaderboards (in presenter type on the projector), the join code with its link and QR code, and
+the teacher's form. Names, prompts and descriptions go through ``markdown.literal`` or into data frames, so
+they show as text.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import streamlit as st
+
+from ftvpe_core import FtvpeError, challenges, datasets, evaluate, figures, prompts
+from ftvpe_core.ui import loaders, markdown
+from ftvpe_core.ui.prompt_lab import text_to_examples
+
+LEARNER = "pages/7_Challenge.py"
+TEACHER = "pages/8_Teacher.py"
+PRESENTER_ROWS = 5
+LEARNING_RATES = (5e-4, 1e-3, 2e-3, 4e-3)
+RANKS = (4, 8, 16)
+
+
+def init_learner() -> None:
+    ss = st.session_state
+    ss.setdefault("ch_code", str(st.query_params.get("challenge", ""))[:12])
+    for key, value in {"ch_name": "", "ch_joined": None, "ch_joined_code": None, "ch_techniques": ["role"],
+                       "ch_role": "", "ch_examples": "", "ch_facts": "", "ch_format": "", "ch_tone": "",
+                       "ch_random": True, "ch_picks": [], "ch_lr": 2e-3, "ch_rank": 8}.items():  # fmt: skip
+        ss.setdefault(key, value)
+
+
+def init_teacher() -> None:
+    for key, value in {"th_code": None, "th_key": None, "th_fresh": False, "th_html": None}.items():
+        st.session_state.setdefault(key, value)
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def counter(model: str | None) -> prompts.CountTokens:
+    """The challenge model's token counter (its tokenizer only), shared by every session."""
+    return challenges.token_counter(model)
+
+
+def submit_prompt(store, code: str, name: str, fields: dict, model: str | None, device: str) -> int:
+    """Submit a prompt, its tokens counted by the challenge model's tokenizer."""
+    return challenges.submit_prompt(store, code, name, fields, counter(model), device)
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def closes_text(closes: float) -> str:
+    left = closes - time.time()
+    if left <= 0:
+        return "closed"
+    return f"closes at {time.strftime('%H:%M', time.localtime(closes))} ({left / 60:.0f} min left)"
+
+
+# Learner
+
+
+def prompt_form() -> dict:
+    """The Prompt Lab's techniques and fields (no task: each hidden input is the task); returns the fields."""
+    ss = st.session_state
+    st.multiselect("Techniques", prompts.TECHNIQUES, key="ch_techniques",
+                   format_func=lambda t: prompts.TECHNIQUE_LABELS[t])  # fmt: skip
+    c1, c2 = st.columns(2)
+    c1.text_input("Role: who answers", key="ch_role", placeholder="a customer-support triage assistant")
+    c1.text_area("Few-shot examples, one a line: input => output", key="ch_examples", height=120)
+    c2.text_area("Context: background and instructions", key="ch_facts", height=80)
+    c2.text_input("Context: answer format", key="ch_format", placeholder="a single word")
+    c2.text_input("Context: tone", key="ch_tone")
+    return {"enabled": tuple(ss.ch_techniques), "role": ss.ch_role, "examples": text_to_examples(ss.ch_examples),
+            "facts": ss.ch_facts, "output_format": ss.ch_format, "tone": ss.ch_tone}  # fmt: skip
+
+
+def finetune_form(info: dict, train: list[dict]) -> tuple[int, int | list[int], float, int]:
+    """Steps, examples (a count drawn at random or the picked indices), learning rate and rank."""
+    ss = st.session_state
+    ss.setdefault("ch_steps", info["max_steps"])
+    ss.setdefault("ch_count", info["max_train_examples"])
+    c1, c2 = st.columns(2)
+    c1.number_input(f"Training steps (at most {info['max_steps']})", 1, info["max_steps"], key="ch_steps")
+    c1.select_slider("Learning rate", LEARNING_RATES, key="ch_lr", format_func=lambda v: f"{v:g}")
+    c1.select_slider("LoRA rank", RANKS, key="ch_rank")
+    c2.toggle("Draw the training examples at random", key="ch_random")
+    if ss.ch_random:
+        c2.number_input(f"How many (at most {info['max_train_examples']})", 1, info["max_train_examples"],
+                        key="ch_count")  # fmt: skip
+        examples: int | list[int] = int(ss.ch_count)
+    else:
+        c2.multiselect(f"Pick up to {info['max_train_examples']} training examples", list(range(len(train))),
+                       key="ch_picks", format_func=lambda i: f"{i + 1}. {train[i]['response']}: {train[i]['prompt'][:70]}")  # fmt: skip
+        examples = list(ss.ch_picks)
+    return int(ss.ch_steps), examples, float(ss.ch_lr), int(ss.ch_rank)
+
+
+def history(entries: list[dict]) -> None:
+    """A learner's own submissions: status, score, cost and time; a failure's reason as text."""
+    if not entries:
+        st.caption("No submissions yet.")
+        return
+    rows = [{"#": e["id"], "track": challenges.TRACK_LABELS[e["track"]], "status": e["status"],
+             "score": pct(e["score"]), "cost": _cost(e), "time": time.strftime("%H:%M:%S", time.localtime(e["created"])),
+             "now": e["progress"] if e["status"] in ("waiting", "training", "scoring") else ""}
+            for e in reversed(entries)]  # fmt: skip
+    st.dataframe(rows, hide_index=True, width="stretch")
+    for e in entries:
+        if e["error"]:
+            st.warning(f"Submission {e['id']} failed: {markdown.literal(e['error'])}")
+
+
+def _cost(e: dict) -> str:
+    if e["track"] == "prompt":
+        per_call = f", {e['mean_prompt_tokens']:.0f} a call" if e["mean_prompt_tokens"] is not None else ""
+        return f"+{e['prompt_tokens']} prompt tokens{per_call}"
+    trained = f", {e['train_seconds']:.0f} s training" if e["train_seconds"] is not None else ""
+    return f"{e['train_examples']} examples{trained}"
+
+
+def leaderboard(board: dict, metric: str, presenter: bool = False) -> None:
+    """Both tracks side by side: the top in large type on the projector, then every learner's best."""
+    words = figures.metric_words(metric)
+    for col, track in zip(st.columns(2), challenges.TRACKS):
+        with col:
+            entries = board.get(track) or []
+            st.subheader(f"{'✍️' if track == 'prompt' else '🛠️'} {challenges.TRACK_LABELS[track]}")
+            if not entries:
+                st.caption("No scores yet.")
+                continue
+            if presenter:
+                for e in entries[:PRESENTER_ROWS]:
+                    st.markdown(f"### {e['rank']}. {markdown.literal(e['name'])} · {pct(e['score'])}")
+            rows = [{"#": e["rank"], "name": e["name"], words: pct(e["score"]), "cost": _cost(e)} for e in entries]
+            st.dataframe(rows, hide_index=True, width="stretch")
+
+
+# Teacher
+
+
+def create_form(teaching: bool) -> tuple[challenges.ChallengeSettings, datasets.Dataset | None] | None:
+    """The new-challenge form; returns the settings (and an upload) when the teacher presses Create."""
+    with st.form("th_create"):
+        c1, c2 = st.columns(2)
+        task = c1.selectbox("Task", datasets.BUILTINS, key="th_task")
+        upload = None if teaching else c1.file_uploader("…or your own JSONL/CSV", type=["jsonl", "csv", "json"],
+                                                        key="th_upload")  # fmt: skip
+        title = c1.text_input("Title for the class (optional)", key="th_title", max_chars=120)
+        hidden = c1.radio("Hidden test split", challenges.HIDDEN_SPLITS, key="th_hidden", horizontal=True)
+        metric = c1.selectbox("Metric", ["(the task's own)", *evaluate.METRICS], key="th_metric")
+        tracks = c2.radio("Tracks", tuple(challenges.TRACK_CHOICES), key="th_tracks", horizontal=True)
+        tokens = c2.number_input("Prompt budget: tokens added to each input", 1, 8192, 300, key="th_tokens")
+        examples = c2.number_input("Fine-tune budget: training examples", 1, 5000, 40, key="th_examples")
+        steps = c2.number_input("Fine-tune budget: training steps", 1, 2000, 40, key="th_steps")
+        minutes = c2.number_input("Open for (minutes)", 1, 7 * 24 * 60, 45, key="th_minutes")
+        limit = c2.number_input("Hidden examples scored (0 = all)", 0, 5000, 20, key="th_limit")
+        if not st.form_submit_button("Create the challenge", type="primary"):
+            return None
+    data = datasets.parse_upload(upload.getvalue(), upload.name) if upload is not None else None
+    settings = challenges.ChallengeSettings(
+        task=data.name if data else task, title=title, hidden_split=hidden, tracks=tracks,
+        metric=None if metric.startswith("(") else metric, max_prompt_tokens=int(tokens),
+        max_train_examples=int(examples), max_steps=int(steps), minutes=int(minutes), hidden_limit=int(limit),
+        model=loaders.choice()["name"],
+    )  # fmt: skip
+    return settings, data
+
+
+def join_link(code: str) -> str:
+    """The address learners open: this server's origin, the Challenge page, the code."""
+    try:
+        url = st.context.url or ""
+    except Exception:  # noqa: BLE001 - no browser context (tests): a local address
+        url = ""
+    origin = "/".join(url.split("/")[:3]) if url.startswith("http") else "http://localhost:8501"
+    return f"{origin}/Challenge?challenge={code}"
+
+
+def qr_png(text: str) -> bytes:
+    import segno
+
+    buffer = io.BytesIO()
+    segno.make(text, error="m").save(buffer, kind="png", scale=8, border=2)
+    return buffer.getvalue()
+
+
+def join_box(code: str) -> None:
+    """The join code and link in large type, with a QR code of the link."""
+    link = join_link(code)
+    left, right = st.columns([3, 1])
+    with left:
+        st.markdown(f"# Join code: `{code}`")  # our own code: letters and digits only
+        st.markdown(f"### {markdown.literal(link)}")
+    right.image(qr_png(link), caption="Scan to join", width=200)
+
+
+def best_side_by_side(best: dict) -> None:
+    """The best prompt and the best fine-tune, each with its score, cost and recipe (as text)."""
+    for col, track in zip(st.columns(2), challenges.TRACKS):
+        e = best.get(track)
+        with col.container(border=True):
+            st.markdown(f"**Best {challenges.TRACK_LABELS[track].lower()}**")
+            if e is None:
+                st.caption("Nobody has a score on this track yet.")
+                continue
+            st.markdown(f"{markdown.literal(e['name'])} · **{pct(e['score'])}** · {markdown.literal(_cost(e))}")
+            st.text(challenges.describe(e))
+            if track == "prompt":
+                p = e["spec"]["prompt"]
+                built = prompts.build(prompts.PromptSpec.from_dict({**p, "task": challenges.PLACEHOLDER}))
+                text = "\n\n".join(f"[{m['role']}] {m['content']}" for m in built.messages)
+                st.code(text, language=None, wrap_lines=True)
+
+
+def safely(action, *args):
+    """Run a core action; a user error becomes a message on the page (as text), and None comes back."""
+    try:
+        return action(*args)
+    except FtvpeError as e:
+        st.error(markdown.literal(e))
+        return None

@@ -1,0 +1,88 @@
+"""Challenge (learner): join a class challenge with its code, submit a prompt or a fine-tune within the budget,
+and watch the score, your own history and the leaderboard."""
+
+import streamlit as st
+
+from ftvpe_core import FtvpeError, challenges, content, figures, worker
+from ftvpe_core.ui import challenge_view as view
+from ftvpe_core.ui import classroom, loaders, markdown
+from ftvpe_core.ui import run_views as views
+
+st.set_page_config(page_title="Challenge · FT vs PE Studio", page_icon="🏁", layout="wide")
+view.init_learner()
+loaders.sidebar()
+store = views.store()
+ss = st.session_state
+
+st.title("🏁 Challenge")
+st.caption(content.CHALLENGE_INTRO)
+classroom.page(view.LEARNER)
+
+if ss.ch_joined is None:
+    with st.form("ch_join"):
+        st.text_input("Join code (from your teacher's screen)", key="ch_code", max_chars=12)
+        st.text_input("Your display name", key="ch_name", max_chars=challenges.MAX_NAME_CHARS)
+        pressed = st.form_submit_button("Join", type="primary")
+    if pressed:
+        name = view.safely(challenges.join, store, ss.ch_code, ss.ch_name)
+        if name is not None:
+            ss.ch_joined, ss.ch_joined_code = name, challenges.normal_code(ss.ch_code)
+            st.rerun()
+    st.stop()
+
+code, name = ss.ch_joined_code, ss.ch_joined
+info = view.safely(challenges.public, store, code)
+if info is None:
+    st.stop()
+st.subheader(markdown.literal(info["title"]))
+st.markdown(markdown.literal(info["description"]))
+st.markdown(
+    f"You are **{markdown.literal(name)}** in challenge **{code}**. Scored by "
+    f"**{figures.metric_words(info['metric'])}** on hidden examples · {view.closes_text(info['closes'])}."
+)
+if not info["open"]:
+    st.warning("This challenge is closed: it takes no more submissions. The leaderboard below is final.")
+with st.expander(f"Examples from the training split ({info['train_size']} in all)", expanded=True):
+    st.dataframe(info["examples"], hide_index=True, width="stretch")
+    if info["labels"]:
+        st.caption("Allowed answers: " + markdown.literal(", ".join(info["labels"])))
+
+tabs = st.tabs([f"Submit a {challenges.TRACK_LABELS[t].lower()}" for t in info["tracks"]])
+for tab, track in zip(tabs, info["tracks"]):
+    with tab:
+        if track == "prompt":
+            st.caption(f"Budget: at most {info['max_prompt_tokens']} tokens added to each input. Each hidden input "
+                       "becomes the task of your prompt.")  # fmt: skip
+            try:
+                fields = view.prompt_form()
+            except FtvpeError as e:
+                fields = None
+                st.error(markdown.literal(e))
+            if st.button("Submit the prompt", type="primary", key="ch_submit_prompt", disabled=fields is None):
+                sid = view.safely(view.submit_prompt, store, code, name, fields, info["model"], loaders.device())
+                if sid is not None:
+                    worker.ensure_worker(store, loaders.device())
+                    st.success(f"Submission {sid} is queued: it is scored on the hidden test in the background.")
+        else:
+            st.caption(f"Budget: at most {info['max_train_examples']} training examples and {info['max_steps']} "
+                       "steps of the quick preset.")  # fmt: skip
+            train = challenges.training_examples(store, code)
+            steps, examples, lr, rank = view.finetune_form(info, train)
+            if st.button("Train and submit", type="primary", key="ch_submit_finetune"):
+                sid = view.safely(challenges.submit_finetune, store, code, name, steps, examples, lr, rank,
+                                  loaders.device())  # fmt: skip
+                if sid is not None:
+                    worker.ensure_worker(store, loaders.device())
+                    st.success(f"Submission {sid} is queued: it trains, then is scored on the hidden test.")
+
+
+@st.fragment(run_every=2.0)
+def live() -> None:
+    views.tick(store)
+    st.subheader("Your submissions")
+    view.history(challenges.submissions(store, code, name))
+    st.subheader("Leaderboard")
+    view.leaderboard(challenges.leaderboard(store, code), info["metric"])
+
+
+live()

@@ -1,0 +1,149 @@
+"""The Challenge (learner) and Teacher pages with AppTest on the tiny model: create, join by link, submit,
+score through the job queue, the leaderboard on both pages; wrong keys, unknown codes, budgets and HTML
+names; no element of a learner's page shows a hidden example."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from ftvpe_core import challenges, datasets, worker
+from ftvpe_core.runs import RunStore
+from ftvpe_core.ui import markdown
+
+REPO = Path(__file__).resolve().parent.parent
+LEARNER = str(REPO / "pages" / "7_Challenge.py")
+TEACHER = str(REPO / "pages" / "8_Teacher.py")
+COMPARE = str(REPO / "pages" / "4_Compare.py")
+NAME = "<img src=x onerror=alert(1)>"
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+def home(monkeypatch, tmp_path, tiny_model_dir) -> Path:
+    monkeypatch.setenv("FTVPE_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("FTVPE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(worker, "ensure_worker", lambda store, device: False)  # the test serves the queue itself
+    return tmp_path / "home"
+
+
+def _ok(at):
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _texts(at) -> str:
+    """Every piece of text the page shows: markdown, captions, headings, messages, code, tables, widgets."""
+    parts = []
+    for kind in ("markdown", "caption", "title", "header", "subheader", "error", "warning", "success", "info",
+                 "code", "text"):  # fmt: skip
+        parts += [str(e.value) for e in at.get(kind)]
+    parts += [e.value.to_string() for e in at.dataframe]
+    for kind in ("selectbox", "multiselect"):
+        for w in at.get(kind):
+            parts += [str(o) for o in w.options]
+    return "\n".join(parts)
+
+
+def _form_button(at, form_key):
+    return next(b for b in at.button if b.form_id == form_key)
+
+
+def _create(at, **values):
+    at.number_input(key="th_limit").set_value(values.get("limit", 3))
+    at.number_input(key="th_steps").set_value(2)
+    at.number_input(key="th_examples").set_value(5)
+    at.number_input(key="th_tokens").set_value(values.get("tokens", 300))
+    _form_button(at, "th_create").click()
+    return _ok(at.run())
+
+
+def test_a_teacher_creates_a_challenge_and_a_learner_submits_through_the_link(home):
+    teacher = _ok(AppTest.from_file(TEACHER, default_timeout=60).run())
+    teacher = _create(teacher)
+    code, key = teacher.session_state["th_code"], teacher.session_state["th_key"]
+    assert any(f"Join code: `{code}`" in m.value for m in teacher.markdown)
+    assert teacher.code[0].value == key and key.encode() not in (home / "runs.sqlite3").read_bytes()
+    link = markdown.literal(f"http://localhost:8501/Challenge?challenge={code}")
+    assert any(link in m.value for m in teacher.markdown)
+
+    learner = AppTest.from_file(LEARNER, default_timeout=60)
+    learner.query_params["challenge"] = code
+    _ok(learner.run())
+    assert learner.text_input(key="ch_code").value == code  # the link filled the code in
+    learner.text_input(key="ch_name").input(NAME)
+    _form_button(learner, "ch_join").click()
+    _ok(learner.run())
+    assert learner.session_state["ch_joined"] == NAME
+    assert any(markdown.literal(NAME) in m.value for m in learner.markdown)  # shown as text
+    learner.multiselect(key="ch_techniques").set_value(["role", "context"])
+    learner.text_input(key="ch_role").input("a triage assistant")
+    learner.text_input(key="ch_format").input("one word")
+    learner.button(key="ch_submit_prompt").click()
+    _ok(learner.run())
+    assert any("is queued" in s.value for s in learner.success)
+    assert worker.serve(RunStore(home), "cpu", log=lambda m: None) == 1
+    _ok(learner.run())
+    history = learner.dataframe[1].value
+    assert list(history["status"]) == ["scored"] and history["score"][0].endswith("%")
+    assert NAME in learner.dataframe[2].value["name"].tolist()  # the leaderboard, as data
+    hidden = [e.prompt for e in datasets.load_builtin("support_triage").splits["test"]]
+    shown = _texts(learner)
+    assert not any(p in shown for p in hidden)
+
+    _ok(teacher.run())
+    assert any(m.value.startswith("### 1. ") and "alert" in m.value for m in teacher.markdown)
+    assert not re.search(r"(?<!\\)<img", "".join(m.value for m in teacher.markdown))  # every '<' escaped
+    assert teacher.get("plotly_chart")
+    teacher.button(key="th_close").click()
+    _ok(teacher.run())
+    assert not challenges.get(RunStore(home), code).open
+
+    # Compare loads the challenge's best prompt as its engineered arm, with the teacher key only.
+    compare = AppTest.from_file(COMPARE, default_timeout=60)
+    compare.query_params["challenge"] = code
+    _ok(compare.run())
+    assert compare.text_input(key="cp_ch_code").value == code
+    compare.text_input(key="cp_ch_key").input("wrong")
+    compare.button(key="cp_ch_load").click()
+    _ok(compare.run())
+    assert compare.session_state["cp_prompt"] is None and "Wrong teacher key" in compare.error[0].value
+    compare.text_input(key="cp_ch_key").input(key)
+    compare.button(key="cp_ch_load").click()
+    _ok(compare.run())
+    assert compare.session_state["cp_prompt"]["role"] == "a triage assistant"
+    assert compare.multiselect(key="cp_techniques").disabled
+
+
+def test_wrong_keys_unknown_codes_and_budget_overruns_are_clear_and_keep_what_was_typed(home, tiny_model_dir):
+    store = RunStore(home)
+    code, _ = challenges.create(store, challenges.ChallengeSettings(task="support_triage", max_prompt_tokens=3,
+                                                                    model=str(tiny_model_dir)))  # fmt: skip
+    teacher = _ok(AppTest.from_file(TEACHER, default_timeout=60).run())
+    teacher.text_input(key="th_open_code").input(code)
+    teacher.text_input(key="th_open_key").input("guess")
+    _form_button(teacher, "th_open").click()
+    _ok(teacher.run())
+    assert teacher.session_state["th_code"] is None
+    wrong = markdown.literal(f"Wrong teacher key for challenge {code}; nothing was changed.")
+    assert wrong in [e.value for e in teacher.error]
+
+    learner = _ok(AppTest.from_file(LEARNER, default_timeout=60).run())
+    learner.text_input(key="ch_code").input("NOPE22")
+    learner.text_input(key="ch_name").input("Ada")
+    _form_button(learner, "ch_join").click()
+    _ok(learner.run())
+    assert markdown.literal("No challenge has the code 'NOPE22'") in learner.error[0].value
+    assert learner.text_input(key="ch_name").value == "Ada"  # nothing the learner typed is lost
+    learner.text_input(key="ch_code").input(code.lower())
+    _form_button(learner, "ch_join").click()
+    _ok(learner.run())
+    learner.text_input(key="ch_role").input("a very thorough and careful support triage assistant")
+    learner.button(key="ch_submit_prompt").click()
+    _ok(learner.run())
+    assert any(markdown.literal("this challenge allows at most 3.") in e.value for e in learner.error)
+    assert challenges.submissions(store, code) == []
+    assert learner.text_input(key="ch_role").value.startswith("a very thorough")
