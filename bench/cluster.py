@@ -65,11 +65,15 @@ def run(args) -> dict:
               "local": {}, "ray": {}, "ray_vs_local": {}}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="ftray", dir="/tmp") as temp:
         with _cluster(args.address, threads, temp) as address:
-            os.environ["FTVPE_RAY_ADDRESS"] = address
             report["address"] = "local head" if args.address is None else address
             for k in ks:
                 for runner in ("local", "ray"):
                     common.log(f"K={k}: {runner} runner")
+                    # With a cluster configured, this machine's job processes leave fine-tunes to it.
+                    if runner == "ray":
+                        os.environ["FTVPE_RAY_ADDRESS"] = address
+                    else:
+                        os.environ.pop("FTVPE_RAY_ADDRESS", None)
                     report[runner][str(k)] = queue_and_train(Path(temp) / f"{runner}-{k}", k, args.steps, args.model,
                                                              runner)  # fmt: skip
                 local, ray = report["local"][str(k)]["wall_s"], report["ray"][str(k)]["wall_s"]

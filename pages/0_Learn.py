@@ -4,9 +4,11 @@ import streamlit as st
 
 from ftvpe_core import classroom as guided
 from ftvpe_core import content, lessons, recordings
-from ftvpe_core.ui import classroom, loaders, replay
+from ftvpe_core.ui import classroom, loaders, navigation, replay
 from ftvpe_core.ui import learn_view as view
 from ftvpe_core.ui import run_views as views
+
+navigation.through_app()
 
 st.set_page_config(page_title="Learn · FT vs PE Studio", page_icon="📖", layout="wide")
 view.init()

@@ -5,8 +5,10 @@ from types import SimpleNamespace
 import streamlit as st
 
 from ftvpe_core import FtvpeError, figures, presets, prompts
-from ftvpe_core.ui import classroom, loaders, markdown
+from ftvpe_core.ui import classroom, loaders, markdown, navigation
 from ftvpe_core.ui import prompt_lab as lab
+
+navigation.through_app()
 
 st.set_page_config(page_title="Prompt Lab · FT vs PE Studio", page_icon="✍️", layout="wide")
 lab.init()

@@ -3,9 +3,11 @@
 import streamlit as st
 
 from ftvpe_core import FtvpeError, adapters, content, datasets, figures, finetune, jobs, recordings
-from ftvpe_core.ui import classroom, loaders, markdown, replay
+from ftvpe_core.ui import classroom, loaders, markdown, navigation, replay
 from ftvpe_core.ui import finetune_lab as lab
 from ftvpe_core.ui import run_views as views
+
+navigation.through_app()
 
 st.set_page_config(page_title="Fine-Tune Lab · FT vs PE Studio", page_icon="🛠️", layout="wide")
 lab.init()

@@ -3,8 +3,10 @@
 import streamlit as st
 
 from ftvpe_core import FtvpeError, datasets, figures, lens, prompts
-from ftvpe_core.ui import classroom, loaders, markdown
+from ftvpe_core.ui import classroom, loaders, markdown, navigation
 from ftvpe_core.ui import lens_view as view
+
+navigation.through_app()
 
 st.set_page_config(page_title="Token Lens · FT vs PE Studio", page_icon="🔍", layout="wide")
 view.init()

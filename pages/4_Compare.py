@@ -3,9 +3,11 @@
 import streamlit as st
 
 from ftvpe_core import FtvpeError, compare, content, datasets, prompts
-from ftvpe_core.ui import classroom, loaders, markdown
+from ftvpe_core.ui import classroom, loaders, markdown, navigation
 from ftvpe_core.ui import compare_view as view
 from ftvpe_core.ui import run_views as views
+
+navigation.through_app()
 
 st.set_page_config(page_title="Compare · FT vs PE Studio", page_icon="⚖️", layout="wide")
 view.init()

@@ -3,7 +3,9 @@
 import streamlit as st
 
 from ftvpe_core import FtvpeError, quiz
-from ftvpe_core.ui import classroom, markdown
+from ftvpe_core.ui import classroom, markdown, navigation
+
+navigation.through_app()
 
 PAGE = "pages/5_Quiz.py"
 

@@ -2,8 +2,10 @@
 
 import streamlit as st
 
-from ftvpe_core.ui import classroom, loaders, markdown
+from ftvpe_core.ui import classroom, loaders, markdown, navigation
 from ftvpe_core.ui import run_views as views
+
+navigation.through_app()
 
 st.set_page_config(page_title="Runs · FT vs PE Studio", page_icon="📈", layout="wide")
 loaders.sidebar()

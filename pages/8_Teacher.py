@@ -5,8 +5,10 @@ import streamlit as st
 
 from ftvpe_core import challenges, content, figures, report
 from ftvpe_core.ui import challenge_view as view
-from ftvpe_core.ui import classroom, loaders, markdown
+from ftvpe_core.ui import classroom, loaders, markdown, navigation
 from ftvpe_core.ui import run_views as views
+
+navigation.through_app()
 
 st.set_page_config(page_title="Teacher · FT vs PE Studio", page_icon="🧑‍🏫", layout="wide")
 view.init_teacher()

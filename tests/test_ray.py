@@ -194,12 +194,11 @@ def test_cancel_a_killed_worker_and_an_app_stop_on_ray_and_the_next_run_still_co
         dispatcher.close()
 
 
-def test_a_run_launched_from_the_page_trains_on_ray_and_shows_where(on_ray, monkeypatch, tiny_model_dir):
+def test_a_run_launched_from_the_page_trains_on_ray_and_shows_where(on_ray, tiny_app):
     from ftvpe_core.ui import markdown
     from tests.test_finetune_pages import _until, open_lab
 
-    monkeypatch.setenv("FTVPE_MODEL", str(tiny_model_dir))
-    at = open_lab()
+    at = open_lab(tiny_app)
     at.number_input(key="ft_steps").set_value(4)
     at.number_input(key="ft_eval_every").set_value(2)
     at.number_input(key="ft_max_val").set_value(4)
