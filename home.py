@@ -27,8 +27,12 @@ for row in range(0, len(content.PAGES), 4):
 
 st.subheader("In a classroom")
 st.markdown(content.CLASSROOM)
-st.page_link("pages/0_Learn.py", label="Start the guided demo in classroom mode", icon="🏫",
-             query_params=guided.encode({}, classroom=True, step=1))  # fmt: skip
+st.page_link(
+    "pages/0_Learn.py",
+    label="Start the guided demo in classroom mode",
+    icon="🏫",
+    query_params=guided.encode({}, classroom=True, step=1),
+)
 
 st.subheader("Model")
 loaders.status(handle)

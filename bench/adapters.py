@@ -40,8 +40,10 @@ def prompts_for(loaded, n: int) -> list[list[int]]:
     from ftvpe_core import datasets, generation
 
     tickets = datasets.load_builtin("support_triage").splits["test"]
-    return [generation.encode_chat(loaded, [{"role": "user", "content": tickets[i % len(tickets)].prompt}])
-            for i in range(n)]  # fmt: skip
+    return [
+        generation.encode_chat(loaded, [{"role": "user", "content": tickets[i % len(tickets)].prompt}])
+        for i in range(n)
+    ]
 
 
 def in_turns(base, tuned, prompts: list[list[int]], new_tokens: int) -> dict:
@@ -76,8 +78,15 @@ def in_one_batch(model, tokenizer, prompts: list[list[int]], new_tokens: int, ad
 
     def decode():
         with torch.inference_mode():
-            return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens,
-                                  min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad, **extra)  # fmt: skip
+            return model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                **extra,
+            )
 
     began = time.perf_counter()
     out = models.compute(decode)
@@ -106,8 +115,9 @@ def run(args) -> dict:
     common.log("turns: two engines")
     turns = in_turns(base, tuned, prompts, args.new_tokens)
     common.log("one mixed batch: peft adapter_names through generate")
-    mixed_batch = in_one_batch(mixed, base.tokenizer, prompts * 2, args.new_tokens,
-                               [BASE] * len(prompts) + [TUNED] * len(prompts))  # fmt: skip
+    mixed_batch = in_one_batch(
+        mixed, base.tokenizer, prompts * 2, args.new_tokens, [BASE] * len(prompts) + [TUNED] * len(prompts)
+    )
     common.log("reference: one batch through generate on the merged model")
     reference = in_one_batch(tuned.model, base.tokenizer, prompts * 2, args.new_tokens)
     return {
@@ -126,9 +136,11 @@ def run(args) -> dict:
 
 
 def render(r: dict) -> str:
-    rows = [("turns: merged models, two engines (the app)", r["turns"]),
-            ("one mixed batch: peft adapter_names, generate", r["mixed_batch"]),
-            ("reference: one batch, generate, merged model", r["generate_reference"])]  # fmt: skip
+    rows = [
+        ("turns: merged models, two engines (the app)", r["turns"]),
+        ("one mixed batch: peft adapter_names, generate", r["mixed_batch"]),
+        ("reference: one batch, generate, merged model", r["generate_reference"]),
+    ]
     lines = [
         f"Base and tuned at once: {r['model']} on {r['device']}, {r['threads']} threads, {r['pairs']} base + "
         f"{r['pairs']} tuned requests of {r['new_tokens']} new tokens",

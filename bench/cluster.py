@@ -49,8 +49,12 @@ def queue_and_train(home: Path, k: int, steps: int | None, model: str | None, ru
     failed = [f"{r.id}: {r.status} ({r.error})" for r in done if r.status != "complete"]
     if failed:
         raise FtvpeError(f"{runner} runner: not every run completed: {'; '.join(failed)}")
-    return {"wall_s": wall, "runs": k, "per_run_s": [r.finished - r.started for r in done],
-            "nodes": sorted({r.node for r in done})}  # fmt: skip
+    return {
+        "wall_s": wall,
+        "runs": k,
+        "per_run_s": [r.finished - r.started for r in done],
+        "nodes": sorted({r.node for r in done}),
+    }
 
 
 def run(args) -> dict:
@@ -61,8 +65,16 @@ def run(args) -> dict:
         raise FtvpeError(f"--k takes whole numbers of runs, 1 or more, e.g. 1,2,4; got '{args.k}'.")
     threads = common.use_all_threads()
     common.quiet_transformers()
-    report = {"k": ks, "cpus": threads, "dataset": DATASET, "steps": args.steps, "model": args.model or "embedded",
-              "local": {}, "ray": {}, "ray_vs_local": {}}  # fmt: skip
+    report = {
+        "k": ks,
+        "cpus": threads,
+        "dataset": DATASET,
+        "steps": args.steps,
+        "model": args.model or "embedded",
+        "local": {},
+        "ray": {},
+        "ray_vs_local": {},
+    }
     with tempfile.TemporaryDirectory(prefix="ftray", dir="/tmp") as temp:
         with _cluster(args.address, threads, temp) as address:
             report["address"] = "local head" if args.address is None else address
@@ -74,8 +86,9 @@ def run(args) -> dict:
                         os.environ["FTVPE_RAY_ADDRESS"] = address
                     else:
                         os.environ.pop("FTVPE_RAY_ADDRESS", None)
-                    report[runner][str(k)] = queue_and_train(Path(temp) / f"{runner}-{k}", k, args.steps, args.model,
-                                                             runner)  # fmt: skip
+                    report[runner][str(k)] = queue_and_train(
+                        Path(temp) / f"{runner}-{k}", k, args.steps, args.model, runner
+                    )
                 local, ray = report["local"][str(k)]["wall_s"], report["ray"][str(k)]["wall_s"]
                 report["ray_vs_local"][str(k)] = local / ray  # above 1: Ray finished the K runs sooner
             ray_runner.connect(address)
@@ -92,13 +105,19 @@ def _cluster(address: str | None, cpus: int, temp: str):
 
 
 def render(r: dict) -> str:
-    lines = [f"K quick-demo runs ({r['dataset']}, {r['steps'] or 'preset'} steps, {r['model']}) queued at once, "
-             f"wall time to the last complete mark; {r['cpus']} CPUs here, Ray: {r['address']}, {r['ray_slots']} slots",
-             "", "| K | local runner | Ray runner | Ray vs local |", "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"K quick-demo runs ({r['dataset']}, {r['steps'] or 'preset'} steps, {r['model']}) queued at once, "
+        f"wall time to the last complete mark; {r['cpus']} CPUs here, Ray: {r['address']}, {r['ray_slots']} slots",
+        "",
+        "| K | local runner | Ray runner | Ray vs local |",
+        "|---|---|---|---|",
+    ]
     for k in r["k"]:
         key = str(k)
-        lines.append(f"| {k} | {r['local'][key]['wall_s']:.1f} s | {r['ray'][key]['wall_s']:.1f} s | "
-                     f"{r['ray_vs_local'][key]:.2f}x |")  # fmt: skip
+        lines.append(
+            f"| {k} | {r['local'][key]['wall_s']:.1f} s | {r['ray'][key]['wall_s']:.1f} s | "
+            f"{r['ray_vs_local'][key]:.2f}x |"
+        )
     lines += ["", "Above 1x, Ray finished the K runs sooner. On one machine both runners share the same CPUs."]
     return "\n".join(lines)
 

@@ -114,8 +114,16 @@ def available(store: RunStore, dataset: str | None = None) -> list[Available]:
     for run in store.list("finetune"):
         folder = store.artifact_dir(run.id)
         if run.status == "complete" and (dataset is None or run.dataset == dataset) and exists(folder):
-            found.append(Available(folder, run.settings.get("model") or "embedded", run.dataset, run.id,
-                                   run.settings.get("dataset_title", run.dataset), finetune.preset_label(run.settings)))  # fmt: skip
+            found.append(
+                Available(
+                    folder,
+                    run.settings.get("model") or "embedded",
+                    run.dataset,
+                    run.id,
+                    run.settings.get("dataset_title", run.dataset),
+                    finetune.preset_label(run.settings),
+                )
+            )
     for name in recordings.available():
         folder = recorded(name)
         if folder is not None and (dataset is None or name == dataset):

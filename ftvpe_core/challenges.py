@@ -90,9 +90,13 @@ class ChallengeSettings:
             raise FtvpeError(f"Unknown metric '{self.metric}': choose from {', '.join(evaluate.METRICS)}.")
         if self.tracks not in TRACK_CHOICES:
             raise FtvpeError(f"Tracks must be one of {', '.join(TRACK_CHOICES)}, got '{self.tracks}'.")
-        for name, low, high in (("max_prompt_tokens", 1, 8192), ("max_train_examples", 1, datasets.MAX_ROWS),
-                                ("max_steps", 1, finetune.MAX_STEPS), ("minutes", 1, 7 * 24 * 60),
-                                ("hidden_limit", 0, datasets.MAX_ROWS)):  # fmt: skip
+        for name, low, high in (
+            ("max_prompt_tokens", 1, 8192),
+            ("max_train_examples", 1, datasets.MAX_ROWS),
+            ("max_steps", 1, finetune.MAX_STEPS),
+            ("minutes", 1, 7 * 24 * 60),
+            ("hidden_limit", 0, datasets.MAX_ROWS),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise FtvpeError(
@@ -185,9 +189,17 @@ def create(store: RunStore, settings: ChallengeSettings, data: datasets.Dataset 
         conn.execute(
             "INSERT INTO challenges (code, title, settings_json, data_json, key_salt, key_hash, created, closes) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (code, title, json.dumps(asdict(settings)), None if builtin else json.dumps(jobs.dataset_dict(data)),
-             salt, _hash_key(key, salt), now, now + 60 * settings.minutes),
-        )  # fmt: skip
+            (
+                code,
+                title,
+                json.dumps(asdict(settings)),
+                None if builtin else json.dumps(jobs.dataset_dict(data)),
+                salt,
+                _hash_key(key, salt),
+                now,
+                now + 60 * settings.minutes,
+            ),
+        )
     return code, key
 
 
@@ -220,8 +232,9 @@ def close(store: RunStore, code: str, key: str) -> None:
 def reopen(store: RunStore, code: str, key: str, minutes: int = 30) -> None:
     """Take submissions again, for at least ``minutes`` more."""
     until = time.time() + 60 * max(1, int(minutes))
-    _teacher_update(store, code, key, "UPDATE challenges SET closed = 0, closes = MAX(closes, ?) WHERE code = ?",
-                    (until,))  # fmt: skip
+    _teacher_update(
+        store, code, key, "UPDATE challenges SET closed = 0, closes = MAX(closes, ?) WHERE code = ?", (until,)
+    )
 
 
 def remove_submission(store: RunStore, code: str, key: str, submission_id: int) -> None:
@@ -375,8 +388,9 @@ def template_from(fields: dict) -> prompts.PromptSpec:
     return spec
 
 
-def _reserve(store: RunStore, code: str, name: str, track: str, spec: dict, tokens: int | None,
-             examples: int | None) -> tuple[int, Challenge]:  # fmt: skip
+def _reserve(
+    store: RunStore, code: str, name: str, track: str, spec: dict, tokens: int | None, examples: int | None
+) -> tuple[int, Challenge]:
     """Check the rules and record a submission without runs yet, in one transaction; returns its id."""
     now = time.time()
     with store.writing() as conn:
@@ -384,8 +398,9 @@ def _reserve(store: RunStore, code: str, name: str, track: str, spec: dict, toke
         _check_open(row)
         challenge = _challenge(row)
         if track not in challenge.settings.open_tracks:
-            raise FtvpeError(f"Challenge {row['code']} takes {TRACK_LABELS[challenge.settings.open_tracks[0]]} "
-                             "submissions only.")  # fmt: skip
+            raise FtvpeError(
+                f"Challenge {row['code']} takes {TRACK_LABELS[challenge.settings.open_tracks[0]]} submissions only."
+            )
         if (
             conn.execute("SELECT 1 FROM challenge_learners WHERE code = ? AND name = ?", (row["code"], name)).fetchone()
             is None
@@ -414,11 +429,18 @@ def _reserve(store: RunStore, code: str, name: str, track: str, spec: dict, toke
         return int(cur.lastrowid), challenge
 
 
-def _queue_score(store: RunStore, sid: int, challenge: Challenge, track: str, device: str,
-                 train_run: str | None = None) -> str:  # fmt: skip
-    record = {"code": challenge.code, "submission": sid, "track": track, "train_run": train_run,
-              "model": challenge.settings.model or settings_module.default_model(), "dataset_title": challenge.title,
-              "preset": "challenge"}  # fmt: skip
+def _queue_score(
+    store: RunStore, sid: int, challenge: Challenge, track: str, device: str, train_run: str | None = None
+) -> str:
+    record = {
+        "code": challenge.code,
+        "submission": sid,
+        "track": track,
+        "train_run": train_run,
+        "model": challenge.settings.model or settings_module.default_model(),
+        "dataset_title": challenge.title,
+        "preset": "challenge",
+    }
     try:
         score_run = store.create("challenge", challenge.data.name, record, device)
     except BaseException:
@@ -493,26 +515,37 @@ def submit_finetune(
     if not indices:
         raise FtvpeError("Pick at least one training example.")
     if len(indices) > s.max_train_examples:
-        raise FtvpeError(f"You picked {len(indices)} training examples; this challenge allows at most "
-                         f"{s.max_train_examples}.")  # fmt: skip
+        raise FtvpeError(
+            f"You picked {len(indices)} training examples; this challenge allows at most {s.max_train_examples}."
+        )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps > s.max_steps:
         raise FtvpeError(f"You asked for {steps} training steps; this challenge allows at most {s.max_steps}.")
     overrides = {k: v for k, v in {"learning_rate": learning_rate, "rank": rank}.items() if v is not None}
     quick = finetune.PRESETS["quick"].values
     train_settings = finetune.from_preset(
-        "quick", max_steps=steps, epochs=0, max_train_examples=0, max_val_examples=VALIDATION_EXAMPLES,
-        eval_every=max(1, min(quick.get("eval_every", 10), steps)), seed=seed, **overrides,
-    )  # fmt: skip
+        "quick",
+        max_steps=steps,
+        epochs=0,
+        max_train_examples=0,
+        max_val_examples=VALIDATION_EXAMPLES,
+        eval_every=max(1, min(quick.get("eval_every", 10), steps)),
+        seed=seed,
+        **overrides,
+    )
     spec = {"settings": train_settings.to_dict(), "examples": indices, "picked": picked}
     name = clean_name(name)
     sid, challenge = _reserve(store, code, name, "finetune", spec, None, len(indices))
     device = device or settings_module.pick_device()
     data = datasets.Dataset(
-        name=f"challenge_{challenge.code.lower()}", title=f"{challenge.title} ({name})", task=c.data.task,
-        metric=c.data.metric, description=f"Challenge {challenge.code}: {len(indices)} training examples.",
-        labels=list(c.data.labels), rules=dict(c.data.rules),
+        name=f"challenge_{challenge.code.lower()}",
+        title=f"{challenge.title} ({name})",
+        task=c.data.task,
+        metric=c.data.metric,
+        description=f"Challenge {challenge.code}: {len(indices)} training examples.",
+        labels=list(c.data.labels),
+        rules=dict(c.data.rules),
         splits={"train": [train[i] for i in indices], "validation": _eval_split(challenge), "test": []},
-    )  # fmt: skip
+    )
     try:
         train_run = jobs.submit(data, train_settings, s.model, device, store, preset="quick")
     except BaseException:
@@ -556,8 +589,9 @@ def execute(store: RunStore, run_id: str, interrupted: Callable[[], bool] | None
         else:
             template = prompts.PromptSpec.from_dict({**json.loads(sub["spec_json"])["prompt"], "task": PLACEHOLDER})
         store.set_progress(run_id, 0.05, "Loading the model")
-        loaded = models.load(run.settings.get("model"), device=run.device, weight_format=adapters.WEIGHT_FORMAT,
-                             adapter=adapter)  # fmt: skip
+        loaded = models.load(
+            run.settings.get("model"), device=run.device, weight_format=adapters.WEIGHT_FORMAT, adapter=adapter
+        )
         if template is not None and prompt_tokens(template, loaded.count_tokens) > challenge.settings.max_prompt_tokens:
             raise FtvpeError(f"The prompt is over this challenge's {challenge.settings.max_prompt_tokens} tokens.")
         task = hidden_task(challenge)
@@ -567,12 +601,19 @@ def execute(store: RunStore, run_id: str, interrupted: Callable[[], bool] | None
             store.set_progress(run_id, 0.1 + 0.9 * done / max(total, 1), f"Scored {done} of {total} hidden examples")
 
         try:
-            arm = evaluate.run_arm(loaded, task, track, TRACK_LABELS[track], (), train_s, on_progress=progress,
-                                   template=template)  # fmt: skip
+            arm = evaluate.run_arm(
+                loaded, task, track, TRACK_LABELS[track], (), train_s, on_progress=progress, template=template
+            )
         except Exception as e:  # noqa: BLE001 - reworded: the original may quote a hidden input
             raise FtvpeError(_learner_error(e)) from e
-        summary = {"score": arm.score, "n": arm.n, "metric": task.metric, "mean_prompt_tokens": arm.mean_prompt_tokens,
-                   "mean_latency_s": arm.mean_latency_s, "train_seconds": train_s}  # fmt: skip
+        summary = {
+            "score": arm.score,
+            "n": arm.n,
+            "metric": task.metric,
+            "mean_prompt_tokens": arm.mean_prompt_tokens,
+            "mean_latency_s": arm.mean_latency_s,
+            "train_seconds": train_s,
+        }
         store.artifact_dir(run_id)
         store.finish(run_id, summary)
         return {"run_id": run_id, "status": "complete", **summary}
@@ -601,8 +642,14 @@ def run_foreground(store: RunStore, submission_id: int) -> dict:
 # Reading the results
 
 
-_STATUS_WORDS = {"queued": "waiting", "running": "scoring", "complete": "scored", "failed": "failed",
-                 "cancelled": "removed", "interrupted": "interrupted"}  # fmt: skip
+_STATUS_WORDS = {
+    "queued": "waiting",
+    "running": "scoring",
+    "complete": "scored",
+    "failed": "failed",
+    "cancelled": "removed",
+    "interrupted": "interrupted",
+}
 
 
 def submissions(store: RunStore, code: str, name: str | None = None) -> list[dict]:
@@ -631,17 +678,26 @@ def submissions(store: RunStore, code: str, name: str | None = None) -> list[dic
             now = "waiting for the job process" if r["train_status"] == "queued" else f"training{done}"
         else:
             now = (json.loads(r["progress"] or "null") or {}).get("message", "")
-        out.append({
-            "id": r["id"], "name": r["name"], "track": r["track"], "created": r["created"],
-            "status": "training" if training else _STATUS_WORDS.get(status, status),
-            "progress": now,
-            "error": r["error"] if status == "failed" else None,
-            "score": summary.get("score"), "n": summary.get("n"),
-            "prompt_tokens": r["prompt_tokens"], "mean_prompt_tokens": summary.get("mean_prompt_tokens"),
-            "train_examples": r["train_examples"], "train_seconds": summary.get("train_seconds"),
-            "mean_latency_s": summary.get("mean_latency_s"), "train_run": r["train_run"],
-            "spec": spec,
-        })  # fmt: skip
+        out.append(
+            {
+                "id": r["id"],
+                "name": r["name"],
+                "track": r["track"],
+                "created": r["created"],
+                "status": "training" if training else _STATUS_WORDS.get(status, status),
+                "progress": now,
+                "error": r["error"] if status == "failed" else None,
+                "score": summary.get("score"),
+                "n": summary.get("n"),
+                "prompt_tokens": r["prompt_tokens"],
+                "mean_prompt_tokens": summary.get("mean_prompt_tokens"),
+                "train_examples": r["train_examples"],
+                "train_seconds": summary.get("train_seconds"),
+                "mean_latency_s": summary.get("mean_latency_s"),
+                "train_run": r["train_run"],
+                "spec": spec,
+            }
+        )
     return out
 
 
@@ -701,8 +757,10 @@ def describe(entry: dict) -> str:
             parts += [f"{k}: {p[k]}" for k in ("facts", "tone", "audience", "words", "output_format") if p.get(k)]
         return "; ".join(parts)
     t = spec["settings"]
-    return (f"{entry['train_examples']} examples ({spec.get('picked', 'random')}), {t['max_steps']} steps, "
-            f"learning rate {t['learning_rate']:g}, rank {t['rank']}")  # fmt: skip
+    return (
+        f"{entry['train_examples']} examples ({spec.get('picked', 'random')}), {t['max_steps']} steps, "
+        f"learning rate {t['learning_rate']:g}, rank {t['rank']}"
+    )
 
 
 def best_pair(store: RunStore, code: str) -> dict[str, dict | None]:
@@ -727,15 +785,42 @@ def export_csv(store: RunStore, code: str, key: str) -> str:
     check_key(store, code, key)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["id", "name", "track", "time", "status", "score", "hidden_examples", "prompt_tokens_added",
-                     "prompt_tokens_per_call", "train_examples", "train_seconds", "submission"])  # fmt: skip
+    writer.writerow(
+        [
+            "id",
+            "name",
+            "track",
+            "time",
+            "status",
+            "score",
+            "hidden_examples",
+            "prompt_tokens_added",
+            "prompt_tokens_per_call",
+            "train_examples",
+            "train_seconds",
+            "submission",
+        ]
+    )
     for e in submissions(store, code):
-        writer.writerow([_csv_cell(v) for v in (
-            e["id"], e["name"], e["track"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["created"])),
-            e["status"], None if e["score"] is None else round(e["score"], 4), e["n"], e["prompt_tokens"],
-            None if e["mean_prompt_tokens"] is None else round(e["mean_prompt_tokens"], 1), e["train_examples"],
-            None if e["train_seconds"] is None else round(e["train_seconds"], 1), describe(e),
-        )])  # fmt: skip
+        writer.writerow(
+            [
+                _csv_cell(v)
+                for v in (
+                    e["id"],
+                    e["name"],
+                    e["track"],
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["created"])),
+                    e["status"],
+                    None if e["score"] is None else round(e["score"], 4),
+                    e["n"],
+                    e["prompt_tokens"],
+                    None if e["mean_prompt_tokens"] is None else round(e["mean_prompt_tokens"], 1),
+                    e["train_examples"],
+                    None if e["train_seconds"] is None else round(e["train_seconds"], 1),
+                    describe(e),
+                )
+            ]
+        )
     return out.getvalue()
 
 
@@ -766,8 +851,10 @@ def compare_arms(store: RunStore, code: str, key: str) -> dict:
     """
     c = check_key(store, code, key)
     if not datasets.is_builtin(c.settings.task) or c.settings.hidden_split != "test":
-        raise FtvpeError(f"Compare scores a built-in task's test split; challenge {c.code} hides the "
-                         f"{c.settings.hidden_split} split of {c.data.title}, so Compare cannot score it.")  # fmt: skip
+        raise FtvpeError(
+            f"Compare scores a built-in task's test split; challenge {c.code} hides the "
+            f"{c.settings.hidden_split} split of {c.data.title}, so Compare cannot score it."
+        )
     best = best_pair(store, code)
     if best["prompt"] is None and best["finetune"] is None:
         raise FtvpeError(f"Nobody has a score in challenge {c.code} yet.")

@@ -93,15 +93,19 @@ def decode(params: Mapping[str, str | list[str]]) -> tuple[dict, list[str]]:
         names = [t.strip() for t in v.split(",") if t.strip()]
         unknown = [t for t in names if t not in prompts.TECHNIQUES]
         if unknown:
-            problems.append(f"Unknown technique{'s' if len(unknown) > 1 else ''} in the link: {', '.join(unknown)}; "
-                            f"techniques: {', '.join(prompts.TECHNIQUES)}.")  # fmt: skip
+            problems.append(
+                f"Unknown technique{'s' if len(unknown) > 1 else ''} in the link: {', '.join(unknown)}; "
+                f"techniques: {', '.join(prompts.TECHNIQUES)}."
+            )
         state["techniques"] = [t for t in prompts.TECHNIQUES if t in names]
     if (v := value("task")) is not None:
         if not v:
             problems.append("The link's task is empty; the preset's task is used.")
         elif len(v) > prompts.MAX_TASK_CHARS:
-            problems.append(f"The link's task is {len(v):,} characters, more than {prompts.MAX_TASK_CHARS:,}; "
-                            "the preset's task is used.")  # fmt: skip
+            problems.append(
+                f"The link's task is {len(v):,} characters, more than {prompts.MAX_TASK_CHARS:,}; "
+                "the preset's task is used."
+            )
         else:
             state["task"] = v
     choose("dataset", "built-in dataset", datasets.BUILTINS, lambda v: v.replace("-", "_"))

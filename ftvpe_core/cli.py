@@ -90,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ft = sub.add_parser("finetune", help="train a LoRA adapter in the foreground (progress on stderr)")
     ft.add_argument("--dataset", help="a built-in dataset name or a JSONL/CSV file")
-    ft.add_argument("--resume", metavar="RUN_ID",
-                    help="continue an interrupted, failed or cancelled run from its last checkpoint")  # fmt: skip
+    ft.add_argument(
+        "--resume", metavar="RUN_ID", help="continue an interrupted, failed or cancelled run from its last checkpoint"
+    )
     ft.add_argument("--preset", default="quick", help="quick (default), thorough or overfit")
     ft.add_argument("--steps", type=int, help="training steps (overrides the preset)")
     ft.add_argument("--lr", type=float, help="learning rate (overrides the preset)")
@@ -115,8 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--metric", help="score with this metric: accuracy, exact_match, constraints, fact_recall, token_f1"
     )
     cmp.add_argument("--run", metavar="ID", help="a complete fine-tuning run for the tuned arms")
-    cmp.add_argument("--techniques", default=",".join(compare.DEFAULT_TECHNIQUES),
-                     help="the engineered prompt's techniques: role,few-shot,cot,context, or 'best' (the ablation's best)")  # fmt: skip
+    cmp.add_argument(
+        "--techniques",
+        default=",".join(compare.DEFAULT_TECHNIQUES),
+        help="the engineered prompt's techniques: role,few-shot,cot,context, or 'best' (the ablation's best)",
+    )
     cmp.add_argument("--limit", type=int, default=0, help="score only the first N examples")
     cmp.add_argument("--model", help="the base model when no run is given")
     cmp.add_argument("--efficiency", action="store_true", help="also k-shot vs LoRA on 10, 50, all examples")
@@ -135,8 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     work = sub.add_parser("worker", help="train queued runs one by one (the app starts this itself)")
     work.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
-    work.add_argument("--runner", choices=("local", "ray"), default="local",
-                      help="local (default): train here; ray: dispatch queued runs to FTVPE_RAY_ADDRESS's cluster")  # fmt: skip
+    work.add_argument(
+        "--runner",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default): train here; ray: dispatch queued runs to FTVPE_RAY_ADDRESS's cluster",
+    )
     work.add_argument("--parent", type=int, help=argparse.SUPPRESS)
     return parser
 
@@ -170,8 +178,12 @@ def _challenge_parser(sub) -> None:
     create = ch_sub.add_parser("create", help="pose a challenge; prints its join code and teacher key (shown once)")
     create.add_argument("--task", required=True, help="a built-in dataset or a JSONL/CSV file")
     create.add_argument("--title", default="", help="shown to learners (default: the dataset's title)")
-    create.add_argument("--hidden-split", default="test", choices=challenges.HIDDEN_SPLITS,
-                        help="the split that scores and that nobody sees")  # fmt: skip
+    create.add_argument(
+        "--hidden-split",
+        default="test",
+        choices=challenges.HIDDEN_SPLITS,
+        help="the split that scores and that nobody sees",
+    )
     create.add_argument("--metric", help=f"score with this metric: {', '.join(challenges.evaluate.METRICS)}")
     create.add_argument("--tracks", default="both", choices=tuple(challenges.TRACK_CHOICES))
     create.add_argument("--max-prompt-tokens", type=int, default=300, help="prompt budget: tokens added to each input")
@@ -180,9 +192,13 @@ def _challenge_parser(sub) -> None:
     create.add_argument("--minutes", type=int, default=60, help="how long it stays open")
     create.add_argument("--hidden-limit", type=int, default=0, help="score only the first N hidden examples")
     create.add_argument("--model", help="the base model of every submission")
-    for name, text in (("list", "every challenge"), ("show", "a challenge's task, budgets and leaderboard"),
-                       ("close", "stop taking submissions"), ("reopen", "take submissions again"),
-                       ("export", "every submission as CSV (stdout or --csv) and an HTML report")):  # fmt: skip
+    for name, text in (
+        ("list", "every challenge"),
+        ("show", "a challenge's task, budgets and leaderboard"),
+        ("close", "stop taking submissions"),
+        ("reopen", "take submissions again"),
+        ("export", "every submission as CSV (stdout or --csv) and an HTML report"),
+    ):
         c = ch_sub.add_parser(name, help=text)
         if name != "list":
             c.add_argument("--code", required=True)
@@ -290,11 +306,16 @@ def cmd_next_token(args) -> int:
     built = prompts.build(spec, loaded.count_tokens)
     top = generation.next_token_top(loaded, built.messages, args.top)
     if args.json:
-        print(json.dumps({
-            "model": loaded.name,
-            "messages": built.messages,
-            "top": [{"token": t.token, "token_id": t.token_id, "prob": t.prob} for t in top],
-        }, ensure_ascii=False))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "model": loaded.name,
+                    "messages": built.messages,
+                    "top": [{"token": t.token, "token_id": t.token_id, "prob": t.prob} for t in top],
+                },
+                ensure_ascii=False,
+            )
+        )
     else:
         for t in top:
             print(f"{t.prob:7.2%}  {t.token!r}")
@@ -340,8 +361,9 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    overrides = {k: v for k, v in {"max_steps": args.steps, "learning_rate": args.lr, "rank": args.rank}.items()
-                 if v is not None}  # fmt: skip
+    overrides = {
+        k: v for k, v in {"max_steps": args.steps, "learning_rate": args.lr, "rank": args.rank}.items() if v is not None
+    }
     if args.resume:
         given = [flag for flag, v in (("--dataset", args.dataset), ("--model", args.model)) if v] + [
             f"--{k}" for k in ("steps", "lr", "rank") if getattr(args, k) is not None
@@ -410,9 +432,16 @@ def _progress_line(fraction: float, message: str) -> None:
 def cmd_compare(args) -> int:
     best = args.techniques.strip() == "best"
     settings = compare.CompareSettings(
-        task=args.task, run_id=args.run, techniques=() if best else args.techniques, metric=args.metric,
-        limit=args.limit, model=args.model, efficiency=args.efficiency, ablation=args.ablation, best_techniques=best,
-    )  # fmt: skip
+        task=args.task,
+        run_id=args.run,
+        techniques=() if best else args.techniques,
+        metric=args.metric,
+        limit=args.limit,
+        model=args.model,
+        efficiency=args.efficiency,
+        ablation=args.ablation,
+        best_techniques=best,
+    )
     result = compare.run_foreground(settings, on_progress=_progress_line)
     if args.html:
         from ftvpe_core import report
@@ -423,8 +452,10 @@ def cmd_compare(args) -> int:
     else:
         print(f"{result['task']['title']} ({result['task']['n']} examples, {result['task']['metric']}):")
         for arm in result["arms"]:
-            print(f"  {arm['label']:<26} {arm['score']:6.1%}  {arm['mean_prompt_tokens']:6.0f} prompt tokens  "
-                  f"{arm['mean_latency_s']:.2f} s/answer  training {arm['train_seconds']:.0f} s")  # fmt: skip
+            print(
+                f"  {arm['label']:<26} {arm['score']:6.1%}  {arm['mean_prompt_tokens']:6.0f} prompt tokens  "
+                f"{arm['mean_latency_s']:.2f} s/answer  training {arm['train_seconds']:.0f} s"
+            )
         print()
         print(result["recommendation"])
     return 0
@@ -436,8 +467,13 @@ def cmd_ablate(args) -> int:
     task = evaluate.load_task(args.task, args.metric, args.limit or None)
     loaded = models.load(args.model, weight_format=adapters.WEIGHT_FORMAT)
     combos = evaluate.ablate(loaded, task, None, on_progress=lambda d, t: _progress_line(d / t, f"{d} of {t}"))
-    out = {"task": task.name, "metric": task.metric, "n": len(task.examples), "combinations": combos,
-           "gains": evaluate.technique_gains(combos)}  # fmt: skip
+    out = {
+        "task": task.name,
+        "metric": task.metric,
+        "n": len(task.examples),
+        "combinations": combos,
+        "gains": evaluate.technique_gains(combos),
+    }
     if args.json:
         print(json.dumps(out))
     else:
@@ -452,8 +488,11 @@ def _print_board(board: dict) -> None:
     for track, entries in board.items():
         print(f"{challenges.TRACK_LABELS[track]} leaderboard:")
         for e in entries or []:
-            cost = (f"{e['prompt_tokens']} prompt tokens" if track == "prompt"
-                    else f"{e['train_examples']} examples, {e['train_seconds'] or 0:.0f} s training")  # fmt: skip
+            cost = (
+                f"{e['prompt_tokens']} prompt tokens"
+                if track == "prompt"
+                else f"{e['train_examples']} examples, {e['train_seconds'] or 0:.0f} s training"
+            )
             print(f"  {e['rank']:>2}. {e['name']:<30} {e['score']:6.1%}  {cost}")
         if not entries:
             print("  (no scores yet)")
@@ -476,8 +515,9 @@ def _submit_challenge(args, store: runs.RunStore) -> dict:
                 f"--pick takes example numbers separated by commas, e.g. 1,4,9; got '{args.pick}'."
             ) from None
         examples = picks if picks is not None else (args.examples or c.settings.max_train_examples)
-        sid = challenges.submit_finetune(store, args.code, args.name, args.steps or c.settings.max_steps, examples,
-                                         args.lr, args.rank)  # fmt: skip
+        sid = challenges.submit_finetune(
+            store, args.code, args.name, args.steps or c.settings.max_steps, examples, args.lr, args.rank
+        )
     else:
         if any(v is not None for v in (args.steps, args.examples, args.pick, args.lr, args.rank)):
             raise FtvpeError("--steps, --examples, --pick, --lr and --rank go with --finetune.")
@@ -492,10 +532,18 @@ def cmd_challenge(args) -> int:
     command = args.challenge_command
     if command == "create":
         s = challenges.ChallengeSettings(
-            task=args.task, title=args.title, hidden_split=args.hidden_split, metric=args.metric, tracks=args.tracks,
-            max_prompt_tokens=args.max_prompt_tokens, max_train_examples=args.max_examples, max_steps=args.max_steps,
-            minutes=args.minutes, hidden_limit=args.hidden_limit, model=args.model,
-        )  # fmt: skip
+            task=args.task,
+            title=args.title,
+            hidden_split=args.hidden_split,
+            metric=args.metric,
+            tracks=args.tracks,
+            max_prompt_tokens=args.max_prompt_tokens,
+            max_train_examples=args.max_examples,
+            max_steps=args.max_steps,
+            minutes=args.minutes,
+            hidden_limit=args.hidden_limit,
+            model=args.model,
+        )
         code, key = challenges.create(store, s)
         if args.json:
             print(json.dumps({"code": code, "key": key}))
@@ -510,8 +558,10 @@ def cmd_challenge(args) -> int:
     elif command == "show":
         view = challenges.public(store, args.code)
         print(f"{view['code']}: {view['title']} ({'open' if view['open'] else 'closed'})")
-        print(f"tracks: {', '.join(view['tracks'])}; metric: {view['metric']}; budgets: {view['max_prompt_tokens']} "
-              f"prompt tokens, {view['max_train_examples']} examples and {view['max_steps']} steps")  # fmt: skip
+        print(
+            f"tracks: {', '.join(view['tracks'])}; metric: {view['metric']}; budgets: {view['max_prompt_tokens']} "
+            f"prompt tokens, {view['max_train_examples']} examples and {view['max_steps']} steps"
+        )
         _print_board(challenges.leaderboard(store, args.code))
     elif command in ("close", "reopen"):
         getattr(challenges, command)(store, args.code, args.key)

@@ -269,8 +269,16 @@ _ARM_STEPS = {
 }
 
 
-def _score_arms(loaded, task, names, techniques, train_s: float, batch_size: int, step: _Steps,
-                template: prompts.PromptSpec | None = None) -> list:  # fmt: skip
+def _score_arms(
+    loaded,
+    task,
+    names,
+    techniques,
+    train_s: float,
+    batch_size: int,
+    step: _Steps,
+    template: prompts.PromptSpec | None = None,
+) -> list:
     """Score one model without and with the engineered prompt (arms base/prompt or tuned/tuned+prompt); a
     written ``template`` is the engineered prompt when given."""
     arms = []
@@ -278,8 +286,18 @@ def _score_arms(loaded, task, names, techniques, train_s: float, batch_size: int
         step(_ARM_STEPS[name].format(techniques=", ".join(techniques) or "no techniques"))
         engineered = name.endswith("prompt")
         used = techniques if engineered else ()
-        arms.append(evaluate.run_arm(loaded, task, name, ARM_LABELS[name], used, train_s, batch_size,
-                                     template=template if engineered else None))  # fmt: skip
+        arms.append(
+            evaluate.run_arm(
+                loaded,
+                task,
+                name,
+                ARM_LABELS[name],
+                used,
+                train_s,
+                batch_size,
+                template=template if engineered else None,
+            )
+        )
     return arms
 
 
@@ -382,8 +400,9 @@ def measured_table(result: dict) -> list[dict]:
         share = f", {trainable:,} of {total:,} weights ({trainable / total:.2%})" if trainable and total else ""
         ft_method = f"Trained a LoRA adapter for {run.get('steps')} steps on {run.get('dataset')}{share}"
         ft_difficulty = "Needs labelled examples and a training job (here a built-in training split)"
-        ft_cost = (f"{tuned['train_seconds']:.0f} s of training, then {tuned['mean_prompt_tokens']:.0f} prompt tokens "
-                   "a call")  # fmt: skip
+        ft_cost = (
+            f"{tuned['train_seconds']:.0f} s of training, then {tuned['mean_prompt_tokens']:.0f} prompt tokens a call"
+        )
         ft_speed = f"{tuned['mean_latency_s']:.2f} s per answer, after {tuned['train_seconds']:.0f} s of training"
     else:
         ft_purpose = ft_method = ft_difficulty = ft_cost = ft_speed = "Pick a fine-tuning run to measure it"
@@ -431,8 +450,11 @@ def recommend(result: dict) -> str:
         return "\n\n".join(lines)
     gap = tuned["score"] - prompt["score"]
     calls = figures.break_even_calls(tuned, prompt)
-    pays = (f"its compute pays back after about {calls:,.0f} calls" if calls is not None
-            else "its answers are no faster, so it pays back only through quality")  # fmt: skip
+    pays = (
+        f"its compute pays back after about {calls:,.0f} calls"
+        if calls is not None
+        else "its answers are no faster, so it pays back only through quality"
+    )
     if gap >= 0.10:
         lines.append(
             f"**Fine-tune.** The tuned model scores {_pct(tuned['score'])}, {100 * gap:.0f} points above the best "
@@ -458,8 +480,11 @@ def recommend(result: dict) -> str:
             )
         elif extra <= -0.03:
             best = "fine-tuned model" if tuned["score"] >= prompt["score"] else "engineered prompt"
-            why = (" The model learned the task from its data, and the extra instructions pull it away from it."
-                   if best == "fine-tuned model" else "")  # fmt: skip
+            why = (
+                " The model learned the task from its data, and the extra instructions pull it away from it."
+                if best == "fine-tuned model"
+                else ""
+            )
             lines.append(
                 f"- **Do not stack them here**: the tuned model with the prompt scores {_pct(both['score'])}, below "
                 f"the {best} alone ({_pct(max(tuned['score'], prompt['score']))}).{why}"

@@ -167,8 +167,9 @@ def lens_position(lens, position: int) -> go.Figure:
         items = list(data["tops"][label][position])
         if all(t["id"] != followed_id for t in items):
             rank = data["followed_rank"][label][position]
-            items.append({"id": followed_id, "token": followed, "prob": data["followed_prob"][label][position],
-                          "rank": rank})  # fmt: skip
+            items.append(
+                {"id": followed_id, "token": followed, "prob": data["followed_prob"][label][position], "rank": rank}
+            )
         names, seen = [], set()
         for t in items:
             name = _token_label(t["token"]) + (f" (#{t['rank']})" if "rank" in t else "")
@@ -262,26 +263,48 @@ def loss_curves(
         return _empty(title, "The curves appear after the first training step")
     fig = go.Figure()
     if train:
-        fig.add_scatter(x=[s for s, _ in train], y=[v for _, v in train], name="train loss", mode="lines",
-                        line={"color": "#94a3b8", "width": 1.5},
-                        hovertemplate="step %{x}: train %{y:.3f}<extra></extra>")  # fmt: skip
+        fig.add_scatter(
+            x=[s for s, _ in train],
+            y=[v for _, v in train],
+            name="train loss",
+            mode="lines",
+            line={"color": "#94a3b8", "width": 1.5},
+            hovertemplate="step %{x}: train %{y:.3f}<extra></extra>",
+        )
     if val:
-        fig.add_scatter(x=[s for s, _ in val], y=[v for _, v in val], name="validation loss", mode="lines+markers",
-                        line={"color": "#2563eb", "width": 3},
-                        hovertemplate="step %{x}: validation %{y:.3f}<extra></extra>")  # fmt: skip
+        fig.add_scatter(
+            x=[s for s, _ in val],
+            y=[v for _, v in val],
+            name="validation loss",
+            mode="lines+markers",
+            line={"color": "#2563eb", "width": 3},
+            hovertemplate="step %{x}: validation %{y:.3f}<extra></extra>",
+        )
     if overfit_step is not None:
         fig.add_vline(x=overfit_step, line={"color": "#dc2626", "dash": "dash"})
-        fig.add_annotation(x=overfit_step, y=1, yref="paper", text="overfitting starts: validation loss turns up",
-                           showarrow=False, xanchor="left", font={"color": "#dc2626"})  # fmt: skip
+        fig.add_annotation(
+            x=overfit_step,
+            y=1,
+            yref="paper",
+            text="overfitting starts: validation loss turns up",
+            showarrow=False,
+            xanchor="left",
+            font={"color": "#dc2626"},
+        )
     xaxis: dict = {"title": "training step"}
     if total_steps:
         xaxis["range"] = [0, total_steps * 1.02]
     # showlegend: plotly hides the legend of a lone curve, so before the first validation the train loss
     # would be an unnamed line.
     fig.update_layout(
-        title=title, xaxis=xaxis, yaxis={"title": "loss (lower is better)", "rangemode": "tozero"}, height=360,
-        margin={"l": 10, "r": 10, "t": 50, "b": 10}, legend={"orientation": "h", "y": 1.12}, showlegend=True,
-    )  # fmt: skip
+        title=title,
+        xaxis=xaxis,
+        yaxis={"title": "loss (lower is better)", "rangemode": "tozero"},
+        height=360,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "y": 1.12},
+        showlegend=True,
+    )
     return fig
 
 
@@ -302,13 +325,22 @@ def loss_overlay(curves: dict[str, dict[str, Sequence[tuple[int, float]]]]) -> g
             points = list(m.get(name) or [])
             if points:
                 kind = "validation" if name == "val_loss" else "train"
-                fig.add_scatter(x=[s for s, _ in points], y=[v for _, v in points], mode=mode,
-                                name=f"{label} · {kind}", line={"color": color, "dash": dash},
-                                hovertemplate=f"{label}<br>step %{{x}}: {kind} %{{y:.3f}}<extra></extra>")  # fmt: skip
+                fig.add_scatter(
+                    x=[s for s, _ in points],
+                    y=[v for _, v in points],
+                    mode=mode,
+                    name=f"{label} · {kind}",
+                    line={"color": color, "dash": dash},
+                    hovertemplate=f"{label}<br>step %{{x}}: {kind} %{{y:.3f}}<extra></extra>",
+                )
     fig.update_layout(
-        title=title, xaxis={"title": "training step"}, yaxis={"title": "loss", "rangemode": "tozero"}, height=420,
-        margin={"l": 10, "r": 10, "t": 50, "b": 10}, legend={"orientation": "h", "y": -0.2},
-    )  # fmt: skip
+        title=title,
+        xaxis={"title": "training step"},
+        yaxis={"title": "loss", "rangemode": "tozero"},
+        height=420,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "y": -0.2},
+    )
     return fig
 
 
@@ -325,21 +357,36 @@ def token_length_histogram(lengths: dict[str, Sequence[int]], max_length: int | 
     fig = go.Figure()
     colors = {"train": "#2563eb", "validation": "#d97706", "test": "#16a34a"}
     for n, (name, values) in enumerate(lengths.items()):
-        fig.add_histogram(x=values, name=f"{name} ({len(values)})", opacity=0.7,
-                          marker_color=colors.get(name, RUN_COLORS[n % len(RUN_COLORS)]),
-                          hovertemplate="%{x} tokens: %{y} examples<extra></extra>")  # fmt: skip
+        fig.add_histogram(
+            x=values,
+            name=f"{name} ({len(values)})",
+            opacity=0.7,
+            marker_color=colors.get(name, RUN_COLORS[n % len(RUN_COLORS)]),
+            hovertemplate="%{x} tokens: %{y} examples<extra></extra>",
+        )
     if max_length:
         longest = max(max(v) for v in lengths.values())
         cut = sum(x > max_length for v in lengths.values() for x in v)
         if longest >= max_length * 0.5:
             fig.add_vline(x=max_length, line={"color": "#dc2626", "dash": "dash"})
-            fig.add_annotation(x=max_length, y=1, yref="paper", showarrow=False, xanchor="right",
-                               text=f"max length {max_length}: {cut} example{'s' if cut != 1 else ''} cut",
-                               font={"color": "#dc2626"})  # fmt: skip
+            fig.add_annotation(
+                x=max_length,
+                y=1,
+                yref="paper",
+                showarrow=False,
+                xanchor="right",
+                text=f"max length {max_length}: {cut} example{'s' if cut != 1 else ''} cut",
+                font={"color": "#dc2626"},
+            )
     fig.update_layout(
-        title=title, barmode="overlay", xaxis={"title": "tokens per example"}, yaxis={"title": "examples"},
-        height=300, margin={"l": 10, "r": 10, "t": 50, "b": 10}, legend={"orientation": "h", "y": 1.15},
-    )  # fmt: skip
+        title=title,
+        barmode="overlay",
+        xaxis={"title": "tokens per example"},
+        yaxis={"title": "examples"},
+        height=300,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "y": 1.15},
+    )
     return fig
 
 
@@ -352,15 +399,20 @@ def parameter_share(trainable: int, total: int) -> go.Figure:
     share = trainable / total
     fig = go.Figure()
     fig.add_bar(
-        y=["trainable (LoRA adapter)", "frozen (base model)"], x=[trainable, frozen], orientation="h",
-        marker_color=["#dc2626", "#94a3b8"], text=[f"{trainable:,} ({share:.2%})", f"{frozen:,} ({1 - share:.2%})"],
-        textposition="auto", hovertemplate="%{y}: %{x:,} weights<extra></extra>",
-    )  # fmt: skip
+        y=["trainable (LoRA adapter)", "frozen (base model)"],
+        x=[trainable, frozen],
+        orientation="h",
+        marker_color=["#dc2626", "#94a3b8"],
+        text=[f"{trainable:,} ({share:.2%})", f"{frozen:,} ({1 - share:.2%})"],
+        textposition="auto",
+        hovertemplate="%{y}: %{x:,} weights<extra></extra>",
+    )
     fig.update_layout(
         title=f"{title}: {share:.2%} trains, {1 - share:.2%} stays frozen",
-        xaxis={"type": "log", "title": "weights (log scale)"}, height=200,
+        xaxis={"type": "log", "title": "weights (log scale)"},
+        height=200,
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
-    )  # fmt: skip
+    )
     return fig
 
 
@@ -406,14 +458,21 @@ def arm_scores(arms: list[dict], metric: str) -> go.Figure:
     scores = [float(a["score"]) for a in arms]
     fig = go.Figure()
     fig.add_bar(
-        x=labels, y=scores, marker_color=[_arm_color(a, n) for n, a in enumerate(arms)],
-        text=[f"{s:.0%}" for s in scores], textposition="outside", customdata=[a.get("n") or 0 for a in arms],
+        x=labels,
+        y=scores,
+        marker_color=[_arm_color(a, n) for n, a in enumerate(arms)],
+        text=[f"{s:.0%}" for s in scores],
+        textposition="outside",
+        customdata=[a.get("n") or 0 for a in arms],
         hovertemplate=f"%{{x}}<br>{words}: %{{y:.1%}}<br>%{{customdata}} examples<extra></extra>",
-    )  # fmt: skip
+    )
     fig.update_layout(
-        title=title, yaxis={"tickformat": ".0%", "range": [0, 1.1], "title": f"{words} (higher is better)"},
-        height=360, margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False,
-    )  # fmt: skip
+        title=title,
+        yaxis={"tickformat": ".0%", "range": [0, 1.1], "title": f"{words} (higher is better)"},
+        height=360,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        showlegend=False,
+    )
     return fig
 
 
@@ -455,9 +514,14 @@ def break_even(arms: list[dict], max_calls: int = 100_000) -> go.Figure:
     fig = go.Figure()
     for n, a in enumerate(arms):
         label = a.get("label") or a.get("name", "?")
-        fig.add_scatter(x=calls, y=totals[a.get("name")], mode="lines", name=label,
-                        line={"color": _arm_color(a, n), "width": 2.5},
-                        hovertemplate=f"{label}<br>%{{x:,.0f}} calls: %{{y:,.1f}} s<extra></extra>")  # fmt: skip
+        fig.add_scatter(
+            x=calls,
+            y=totals[a.get("name")],
+            mode="lines",
+            name=label,
+            line={"color": _arm_color(a, n), "width": 2.5},
+            hovertemplate=f"{label}<br>%{{x:,.0f}} calls: %{{y:,.1f}} s<extra></extra>",
+        )
     tuned, other = _first(arms, ("tuned", "tuned+prompt")), _first(arms, ("prompt", "base"))
     crossing = break_even_calls(tuned, other) if tuned and other else None
     if crossing is not None:
@@ -468,21 +532,48 @@ def break_even(arms: list[dict], max_calls: int = 100_000) -> go.Figure:
             text = f"{other.get('label') or other['name']} stays cheaper after {n_calls:,} calls"
         cost = (tuned.get("train_seconds") or 0.0) + crossing * tuned["mean_latency_s"]
         if crossing <= max_calls:
-            fig.add_scatter(x=[crossing], y=[cost], mode="markers", name="break-even", showlegend=False,
-                            marker={"color": "#dc2626", "size": 11, "symbol": "x"},
-                            hovertemplate=f"{text}<extra></extra>")  # fmt: skip
+            fig.add_scatter(
+                x=[crossing],
+                y=[cost],
+                mode="markers",
+                name="break-even",
+                showlegend=False,
+                marker={"color": "#dc2626", "size": 11, "symbol": "x"},
+                hovertemplate=f"{text}<extra></extra>",
+            )
             # Annotations on log axes take log10 positions (plotly's rule; traces take data values).
-            fig.add_annotation(x=numpy.log10(crossing), y=numpy.log10(cost) if log_y else cost, text=text,
-                               showarrow=True, arrowhead=2, ax=-40, ay=-40, font={"color": "#dc2626"})  # fmt: skip
+            fig.add_annotation(
+                x=numpy.log10(crossing),
+                y=numpy.log10(cost) if log_y else cost,
+                text=text,
+                showarrow=True,
+                arrowhead=2,
+                ax=-40,
+                ay=-40,
+                font={"color": "#dc2626"},
+            )
         else:
-            fig.add_annotation(x=0, y=1, xref="paper", yref="paper", xanchor="left", showarrow=False,
-                               text=f"{text}, beyond this chart", font={"color": "#dc2626"})  # fmt: skip
+            fig.add_annotation(
+                x=0,
+                y=1,
+                xref="paper",
+                yref="paper",
+                xanchor="left",
+                showarrow=False,
+                text=f"{text}, beyond this chart",
+                font={"color": "#dc2626"},
+            )
     fig.update_layout(
-        title=title, xaxis={"type": "log", "title": "calls answered (log scale)", "range": [0, numpy.log10(max_calls)]},
-        yaxis={"type": "log" if log_y else "linear",
-               "title": "total seconds: training + answering" + (" (log scale)" if log_y else "")},
-        height=380, margin={"l": 10, "r": 10, "t": 50, "b": 10}, legend={"orientation": "h", "y": -0.2},
-    )  # fmt: skip
+        title=title,
+        xaxis={"type": "log", "title": "calls answered (log scale)", "range": [0, numpy.log10(max_calls)]},
+        yaxis={
+            "type": "log" if log_y else "linear",
+            "title": "total seconds: training + answering" + (" (log scale)" if log_y else ""),
+        },
+        height=380,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "y": -0.2},
+    )
     return fig
 
 
@@ -503,11 +594,21 @@ def data_efficiency(efficiency: dict | None, metric: str) -> go.Figure:
     title = f"Data efficiency: {words} by examples used"
     efficiency = efficiency or {}
     series = [
-        ("k-shot prompting", "k", [p for p in efficiency.get("kshot") or [] if p.get("score") is not None],
-         ARM_COLORS["prompt"], "examples in the prompt"),
-        ("LoRA fine-tuning", "n", [p for p in efficiency.get("lora") or [] if p.get("score") is not None],
-         ARM_COLORS["tuned"], "training examples"),
-    ]  # fmt: skip
+        (
+            "k-shot prompting",
+            "k",
+            [p for p in efficiency.get("kshot") or [] if p.get("score") is not None],
+            ARM_COLORS["prompt"],
+            "examples in the prompt",
+        ),
+        (
+            "LoRA fine-tuning",
+            "n",
+            [p for p in efficiency.get("lora") or [] if p.get("score") is not None],
+            ARM_COLORS["tuned"],
+            "training examples",
+        ),
+    ]
     if not any(points for _, _, points, _, _ in series):
         return _empty(title, "Run the data-efficiency sweep to see this chart")
     fig = go.Figure()
@@ -523,20 +624,29 @@ def data_efficiency(efficiency: dict | None, metric: str) -> go.Figure:
         else:
             extra = [f"{p.get('train_seconds') or 0:.0f} s training" for p in points]
         fig.add_scatter(
-            x=[c if c > 0 else ZERO_EXAMPLES_AT for c in counts], y=[p["score"] for p in points], name=name,
-            mode="lines+markers", line={"color": color, "width": 2.5}, marker={"size": 9},
+            x=[c if c > 0 else ZERO_EXAMPLES_AT for c in counts],
+            y=[p["score"] for p in points],
+            name=name,
+            mode="lines+markers",
+            line={"color": color, "width": 2.5},
+            marker={"size": 9},
             customdata=list(zip(counts, extra, strict=True)),
             hovertemplate=f"{name}<br>%{{customdata[0]}} {unit}: %{{y:.1%}}<br>%{{customdata[1]}}<extra></extra>",
-        )  # fmt: skip
+        )
     tickvals = sorted(t if t > 0 else ZERO_EXAMPLES_AT for t in ticks)
     fig.update_layout(
         title=title,
-        xaxis={"type": "log", "title": "examples used (log scale; 0 = none, drawn at the left edge)",
-               "tickvals": tickvals, "ticktext": [str(int(v)) if v >= 1 else "0" for v in tickvals]},
+        xaxis={
+            "type": "log",
+            "title": "examples used (log scale; 0 = none, drawn at the left edge)",
+            "tickvals": tickvals,
+            "ticktext": [str(int(v)) if v >= 1 else "0" for v in tickvals],
+        },
         yaxis={"tickformat": ".0%", "range": [0, 1.05], "title": f"{words} (higher is better)"},
-        height=400, margin={"l": 10, "r": 10, "t": 80, "b": 10},
+        height=400,
+        margin={"l": 10, "r": 10, "t": 80, "b": 10},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
-    )  # fmt: skip
+    )
     return fig
 
 
@@ -561,17 +671,29 @@ def ablation_chart(combinations: list[dict], metric: str | None = None) -> go.Fi
     tokens = [float(c.get("mean_prompt_tokens") or 0.0) for c in combos]
     fig = go.Figure()
     fig.add_bar(
-        y=labels, x=[c["score"] for c in combos], orientation="h", text=[f"{c['score']:.0%}" for c in combos],
-        textposition="outside", customdata=list(zip(tokens, [c.get("n") or 0 for c in combos], strict=True)),
-        marker={"color": tokens, "colorscale": [[0, "#bfdbfe"], [1, "#1e3a8a"]], "showscale": True,
-                "colorbar": {"title": {"text": "mean prompt<br>tokens"}}, "line": {"color": "#475569", "width": 0.5}},
+        y=labels,
+        x=[c["score"] for c in combos],
+        orientation="h",
+        text=[f"{c['score']:.0%}" for c in combos],
+        textposition="outside",
+        customdata=list(zip(tokens, [c.get("n") or 0 for c in combos], strict=True)),
+        marker={
+            "color": tokens,
+            "colorscale": [[0, "#bfdbfe"], [1, "#1e3a8a"]],
+            "showscale": True,
+            "colorbar": {"title": {"text": "mean prompt<br>tokens"}},
+            "line": {"color": "#475569", "width": 0.5},
+        },
         hovertemplate=f"%{{y}}<br>{words}: %{{x:.1%}}<br>%{{customdata[0]:.0f}} prompt tokens"
-                      "<br>%{customdata[1]} examples<extra></extra>",
-    )  # fmt: skip
+        "<br>%{customdata[1]} examples<extra></extra>",
+    )
     fig.update_layout(
-        title=title, xaxis={"tickformat": ".0%", "range": [0, 1.12], "title": f"{words} (higher is better)"},
-        height=120 + 26 * len(combos), margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False,
-    )  # fmt: skip
+        title=title,
+        xaxis={"tickformat": ".0%", "range": [0, 1.12], "title": f"{words} (higher is better)"},
+        height=120 + 26 * len(combos),
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        showlegend=False,
+    )
     return fig
 
 
@@ -591,20 +713,34 @@ def technique_gains_chart(gains: dict[str, float] | None, metric: str | None = N
     points = [g * 100 for _, g in items]
     fig = go.Figure()
     fig.add_bar(
-        y=labels, x=points, orientation="h", text=[f"{p:+.1f} pp" for p in points], textposition="auto",
+        y=labels,
+        x=points,
+        orientation="h",
+        text=[f"{p:+.1f} pp" for p in points],
+        textposition="auto",
         marker_color=["#16a34a" if p > 0 else "#dc2626" if p < 0 else "#94a3b8" for p in points],
         hovertemplate=f"%{{y}}: %{{x:+.1f}} percentage points of {words}<extra></extra>",
-    )  # fmt: skip
+    )
     fig.add_vline(x=0, line={"color": "#475569", "width": 1})
     fig.update_layout(
-        title=title, xaxis={"title": f"change in {words} when added (percentage points)", "zeroline": True},
-        height=140 + 40 * len(items), margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False,
-    )  # fmt: skip
+        title=title,
+        xaxis={"title": f"change in {words} when added (percentage points)", "zeroline": True},
+        height=140 + 40 * len(items),
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        showlegend=False,
+    )
     return fig
 
 
-WEIGHT_COLUMNS = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "gate", "up_proj": "up",
-                  "down_proj": "down"}  # fmt: skip
+WEIGHT_COLUMNS = {
+    "q_proj": "q",
+    "k_proj": "k",
+    "v_proj": "v",
+    "o_proj": "o",
+    "gate_proj": "gate",
+    "up_proj": "up",
+    "down_proj": "down",
+}
 """Projection -> column label of ``words_vs_weights`` (the linear layers of a Llama-style decoder layer)."""
 
 
@@ -654,37 +790,85 @@ def words_vs_weights(changes: dict | None, prompt_tokens_added: int | None = Non
         hover_left.append(left_row)
     unit = "relative change ‖ΔW‖/‖W‖ (%)" if relative else "‖ΔW‖ (no base weights to compare)"
     fig = make_subplots(
-        rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
-        subplot_titles=["Prompt engineering: weights changed",
-                        f"Fine-tuning (LoRA): {'relative' if relative else 'absolute'} change per layer"],
-    )  # fmt: skip
+        rows=1,
+        cols=2,
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+        subplot_titles=[
+            "Prompt engineering: weights changed",
+            f"Fine-tuning (LoRA): {'relative' if relative else 'absolute'} change per layer",
+        ],
+    )
     x = [WEIGHT_COLUMNS[p] for p in columns]
     # xgap/ygap let the grey background draw the cell grid, so the all-zero map still shows its cells.
     zeros = [[0.0] * len(columns) for _ in layers]
-    fig.add_heatmap(z=zeros, x=x, y=layers, coloraxis="coloraxis", text=hover_left, xgap=1, ygap=1,
-                    hovertemplate="%{text}<extra></extra>", name="prompt engineering", row=1, col=1)  # fmt: skip
-    fig.add_heatmap(z=right, x=x, y=layers, coloraxis="coloraxis", text=hover_right, xgap=1, ygap=1,
-                    hovertemplate="%{text}<extra></extra>", name="fine-tuning (LoRA)", row=1, col=2)  # fmt: skip
+    fig.add_heatmap(
+        z=zeros,
+        x=x,
+        y=layers,
+        coloraxis="coloraxis",
+        text=hover_left,
+        xgap=1,
+        ygap=1,
+        hovertemplate="%{text}<extra></extra>",
+        name="prompt engineering",
+        row=1,
+        col=1,
+    )
+    fig.add_heatmap(
+        z=right,
+        x=x,
+        y=layers,
+        coloraxis="coloraxis",
+        text=hover_right,
+        xgap=1,
+        ygap=1,
+        hovertemplate="%{text}<extra></extra>",
+        name="fine-tuning (LoRA)",
+        row=1,
+        col=2,
+    )
     total = changes.get("total_parameters")
     of_total = f" of {_millions(total)}" if total else ""
-    grows = f"the prompt grows by {prompt_tokens_added:,} tokens instead" if prompt_tokens_added is not None else (
-        "the prompt grows instead")  # fmt: skip
+    grows = (
+        f"the prompt grows by {prompt_tokens_added:,} tokens instead"
+        if prompt_tokens_added is not None
+        else ("the prompt grows instead")
+    )
     touched = int(changes.get("weights_touched") or 0)
     notes = [
         (0.23, f"0{of_total} weights change; {grows}"),
-        (0.77, f"{_millions(touched)}{of_total} weights change, from {changes.get('lora_parameters', 0):,} "
-               "trained LoRA numbers"),
-    ]  # fmt: skip
+        (
+            0.77,
+            f"{_millions(touched)}{of_total} weights change, from {changes.get('lora_parameters', 0):,} "
+            "trained LoRA numbers",
+        ),
+    ]
     for x_pos, text in notes:
-        fig.add_annotation(x=x_pos, y=-0.07, xref="paper", yref="paper", text=text, showarrow=False,
-                           xanchor="center", yanchor="top", font={"size": 12})  # fmt: skip
+        fig.add_annotation(
+            x=x_pos,
+            y=-0.07,
+            xref="paper",
+            yref="paper",
+            text=text,
+            showarrow=False,
+            xanchor="center",
+            yanchor="top",
+            font={"size": 12},
+        )
     top = max((v for row in right for v in row), default=0.0) or 1.0
     fig.update_layout(
-        title=title, height=max(320, 120 + 14 * len(layers)), margin={"l": 10, "r": 10, "t": 80, "b": 70},
+        title=title,
+        height=max(320, 120 + 14 * len(layers)),
+        margin={"l": 10, "r": 10, "t": 80, "b": 70},
         plot_bgcolor="#cbd5e1",
-        coloraxis={"colorscale": "Blues", "cmin": 0.0, "cmax": top,
-                   "colorbar": {"title": {"text": unit, "side": "right"}}},
-    )  # fmt: skip
+        coloraxis={
+            "colorscale": "Blues",
+            "cmin": 0.0,
+            "cmax": top,
+            "colorbar": {"title": {"text": unit, "side": "right"}},
+        },
+    )
     fig.update_yaxes(title_text="decoder layer", autorange="reversed", row=1, col=1)
     return fig
 
@@ -709,12 +893,21 @@ def challenge_scores(submissions: list[dict], metric: str | None = None) -> go.F
         if not mine:
             continue
         fig.add_box(
-            x=[label] * len(mine), y=[float(s["score"]) for s in mine], name=label, marker_color=color,
-            boxpoints="all", jitter=0.4, pointpos=0, text=[str(s.get("name", "")) for s in mine],
+            x=[label] * len(mine),
+            y=[float(s["score"]) for s in mine],
+            name=label,
+            marker_color=color,
+            boxpoints="all",
+            jitter=0.4,
+            pointpos=0,
+            text=[str(s.get("name", "")) for s in mine],
             hovertemplate=f"%{{text}}<br>{words}: %{{y:.1%}}<extra>{label}</extra>",
-        )  # fmt: skip
+        )
     fig.update_layout(
-        title=title, yaxis={"tickformat": ".0%", "range": [-0.05, 1.05], "title": f"{words} (higher is better)"},
-        height=380, margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False,
-    )  # fmt: skip
+        title=title,
+        yaxis={"tickformat": ".0%", "range": [-0.05, 1.05], "title": f"{words} (higher is better)"},
+        height=380,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        showlegend=False,
+    )
     return fig

@@ -704,8 +704,9 @@ class _Run:
 
             from ftvpe_core import engine
 
-            view = types.SimpleNamespace(model=self.peft_model, tokenizer=tokenizer, device=self.device,
-                                         weight_format="float32")  # fmt: skip
+            view = types.SimpleNamespace(
+                model=self.peft_model, tokenizer=tokenizer, device=self.device, weight_format="float32"
+            )
             self._engine = engine.Engine(view)
         return self._engine
 

@@ -168,16 +168,31 @@ def train_run(
     settings = train_settings(run_settings)
     probes = [e.prompt for e in data.splits["validation"][:PROBES]]
     result = models.compute(
-        finetune.train, loaded.model, loaded.tokenizer, data.splits["train"], data.splits["validation"], settings,
-        report, should_stop, probes, loaded.device, checkpoint, resume_from,
-    )  # fmt: skip
+        finetune.train,
+        loaded.model,
+        loaded.tokenizer,
+        data.splits["train"],
+        data.splits["validation"],
+        settings,
+        report,
+        should_stop,
+        probes,
+        loaded.device,
+        checkpoint,
+        resume_from,
+    )
     if result.status == "cancelled":
         return result, None
     trainable, total = finetune.trainable_parameters(result.peft_model)
     summary = {"dataset": data.name, **result.summary(), "trainable_parameters": trainable, "total_parameters": total}
     if measure_accuracy and data.task == "label" and data.splits.get("test"):
-        report({"phase": "accuracy", "fraction": 1.0,
-                "message": "Training done; measuring the base and tuned models on the test split"})  # fmt: skip
+        report(
+            {
+                "phase": "accuracy",
+                "fraction": 1.0,
+                "message": "Training done; measuring the base and tuned models on the test split",
+            }
+        )
         tuned = dataclasses.replace(loaded, model=result.peft_model)
         summary["test_accuracy_tuned"] = label_accuracy(tuned, data)
         with result.peft_model.disable_adapter():
@@ -211,8 +226,13 @@ def complete(store: RunStore, run_id: str, summary: dict) -> dict:
 def fail_unless_ended(store: RunStore, run_id: str, error: BaseException | str) -> None:
     """Mark a run failed with a message for the user, unless it already ended."""
     if store.get(run_id).status in ("queued", "running"):
-        message = error if isinstance(error, str) else str(error) if isinstance(error, FtvpeError) else (
-            f"{type(error).__name__}: {error}")  # fmt: skip
+        message = (
+            error
+            if isinstance(error, str)
+            else str(error)
+            if isinstance(error, FtvpeError)
+            else (f"{type(error).__name__}: {error}")
+        )
         store.fail(run_id, message)
 
 

@@ -20,15 +20,26 @@ class Section:
 
 
 TECHNIQUES = {
-    "role": ("Role assignment", "Tell the model who to be. The article's example: ask it to act as a marketing "
-             "expert before it drafts a campaign for a new skincare product, and the voice and structure change."),
-    "few-shot": ("Few-shot examples", "Show a couple of finished examples inside the prompt; the model copies "
-                 "their pattern and format for the new case."),
-    "cot": ("Chain-of-thought", "Ask for the reasoning step by step before the result, so the steps can be read "
-            "and checked (here the last line starts with 'Answer:')."),
-    "context": ("Context addition", "Add the background and the constraints: tone, audience, length, format, "
-                "facts the model cannot know."),
-}  # fmt: skip
+    "role": (
+        "Role assignment",
+        "Tell the model who to be. The article's example: ask it to act as a marketing "
+        "expert before it drafts a campaign for a new skincare product, and the voice and structure change.",
+    ),
+    "few-shot": (
+        "Few-shot examples",
+        "Show a couple of finished examples inside the prompt; the model copies "
+        "their pattern and format for the new case.",
+    ),
+    "cot": (
+        "Chain-of-thought",
+        "Ask for the reasoning step by step before the result, so the steps can be read "
+        "and checked (here the last line starts with 'Answer:').",
+    ),
+    "context": (
+        "Context addition",
+        "Add the background and the constraints: tone, audience, length, format, facts the model cannot know.",
+    ),
+}
 """Technique key -> (name, one-sentence explanation with the article's example where it has one)."""
 
 SECTIONS: tuple[Section, ...] = (

@@ -97,8 +97,13 @@ def connect(address: str) -> None:
     env = {"PYTHONPATH": root, **{k: os.environ[k] for k in passed if k in os.environ}}
     try:
         _reachable(address)
-        ray.init(address=address, namespace="ftvpe", runtime_env={"env_vars": env}, log_to_driver=False,
-                 logging_level="ERROR")  # fmt: skip
+        ray.init(
+            address=address,
+            namespace="ftvpe",
+            runtime_env={"env_vars": env},
+            log_to_driver=False,
+            logging_level="ERROR",
+        )
     except Exception as e:  # noqa: BLE001 - every way of not connecting reads the same to the user
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "auth" in repr(e.__cause__ or e.__context__ or e).lower():
@@ -196,8 +201,16 @@ def _finetune_on_node(job: dict, folder: Path, device: str, send, should_stop) -
             sent[0] = checkpoint.stat().st_mtime_ns
             send({"checkpoint": checkpoint.read_bytes()})
 
-    result, summary = jobs.train_run(job["settings"], job["dataset"], device, report, should_stop, checkpoint,
-                                     resume_from, job.get("measure_accuracy", True))  # fmt: skip
+    result, summary = jobs.train_run(
+        job["settings"],
+        job["dataset"],
+        device,
+        report,
+        should_stop,
+        checkpoint,
+        resume_from,
+        job.get("measure_accuracy", True),
+    )
     if summary is None:
         saved = checkpoint.read_bytes() if checkpoint.is_file() else None
         return {"status": "stopped", "summary": result.summary(), "checkpoint": saved}
@@ -245,9 +258,15 @@ def slots() -> int:
 class Dispatcher:
     """Submits claimed runs to the cluster and writes what they send back to the store."""
 
-    def __init__(self, store: RunStore, address: str, log: Callable[[str], None] = print,
-                 on_event: Callable[[dict], None] | None = None,
-                 on_progress: Callable[[float, str], None] | None = None, measure_accuracy: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: RunStore,
+        address: str,
+        log: Callable[[str], None] = print,
+        on_event: Callable[[dict], None] | None = None,
+        on_progress: Callable[[float, str], None] | None = None,
+        measure_accuracy: bool = True,
+    ) -> None:
         self.store, self.address, self.log = store, address, log
         self.on_event, self.on_progress, self.measure_accuracy = on_event, on_progress, measure_accuracy
         connect(address)
@@ -272,13 +291,25 @@ class Dispatcher:
         return slots()
 
     def write_status(self, error: str | None = None) -> None:
-        nodes = [f"{n['NodeManagerAddress']} ({int(n['Resources'].get('CPU', 0))} CPU, "
-                 f"{int(n['Resources'].get('GPU', 0))} GPU)" for n in self.ray.nodes() if n.get("Alive")]  # fmt: skip
+        nodes = [
+            f"{n['NodeManagerAddress']} ({int(n['Resources'].get('CPU', 0))} CPU, "
+            f"{int(n['Resources'].get('GPU', 0))} GPU)"
+            for n in self.ray.nodes()
+            if n.get("Alive")
+        ]
         per_run = self.per_run()
-        runners.write_cluster(self.store, {
-            "address": self.address, "time": time.time(), "nodes": nodes, "slots": self.slots(), "busy": len(self.refs),
-            "per_run": ", ".join(f"{v} {k[4:].upper()}" for k, v in per_run.items()), "error": error,
-        })  # fmt: skip
+        runners.write_cluster(
+            self.store,
+            {
+                "address": self.address,
+                "time": time.time(),
+                "nodes": nodes,
+                "slots": self.slots(),
+                "busy": len(self.refs),
+                "per_run": ", ".join(f"{v} {k[4:].upper()}" for k, v in per_run.items()),
+                "error": error,
+            },
+        )
 
     # -- runs ----------------------------------------------------------------------------------------
 
@@ -291,8 +322,11 @@ class Dispatcher:
                 job.update(self._compare_job(run))
             else:
                 checkpoint = jobs.resume_point(self.store, run_id)
-                job.update(settings=run.settings, dataset=jobs.run_dataset(self.store, run),
-                           checkpoint=checkpoint.read_bytes() if checkpoint else None)  # fmt: skip
+                job.update(
+                    settings=run.settings,
+                    dataset=jobs.run_dataset(self.store, run),
+                    checkpoint=checkpoint.read_bytes() if checkpoint else None,
+                )
             self.store.set_progress(run_id, 0.0, "Sent to the Ray cluster; waiting for a node")
             self.refs[run_id] = self.task.options(**self.per_run()).remote(job, self.inbox)
         except Exception as e:  # noqa: BLE001 - this run fails; the others go on
@@ -373,8 +407,10 @@ class Dispatcher:
             return {"status": "stopped", "summary": {}}
         where = self.nodes.get(run_id, "its node")
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        return {"status": "failed",
-                "error": f"the Ray worker training it on {where} died ({type(error).__name__}: {reason})"[:500]}  # fmt: skip
+        return {
+            "status": "failed",
+            "error": f"the Ray worker training it on {where} died ({type(error).__name__}: {reason})"[:500],
+        }
 
     def _store_result(self, run_id: str, out: dict) -> dict:
         kind = self.store.get(run_id).kind
@@ -438,12 +474,25 @@ def local_head(num_cpus: int, temp_dir: str | Path) -> Iterator[str]:
     ray_cli = str(Path(sys.executable).with_name("ray"))
     root = str(Path(__file__).resolve().parent.parent)
     head = subprocess.Popen(
-        [ray_cli, "start", "--head", "--block", f"--port={port}", f"--num-cpus={num_cpus}", "--num-gpus=0",
-         "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
-         "--object-store-memory=100000000"],
-        env={**os.environ, "PYTHONPATH": root}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            ray_cli,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            f"--num-cpus={num_cpus}",
+            "--num-gpus=0",
+            "--node-ip-address=127.0.0.1",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+            "--object-store-memory=100000000",
+        ],
+        env={**os.environ, "PYTHONPATH": root},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -487,9 +536,14 @@ def serve(store: RunStore, interrupted: Callable[[], bool], log=print, current: 
             dispatcher.pump()
             dispatcher.watch_cancels()
             dispatcher.collect()
-            full = "" if dispatcher.slots() else (
-                f"the Ray cluster at {address} has no room for a run: each asks {dispatcher.per_run()} (FTVPE_RAY_CPUS), "
-                "more than any node offers; add nodes or lower FTVPE_RAY_CPUS")  # fmt: skip
+            full = (
+                ""
+                if dispatcher.slots()
+                else (
+                    f"the Ray cluster at {address} has no room for a run: each asks {dispatcher.per_run()} (FTVPE_RAY_CPUS), "
+                    "more than any node offers; add nodes or lower FTVPE_RAY_CPUS"
+                )
+            )
             dispatcher.write_status(full or None)
             if not dispatcher.refs and not store.queue(kinds=runners.RAY_KINDS):
                 break
@@ -501,8 +555,9 @@ def serve(store: RunStore, interrupted: Callable[[], bool], log=print, current: 
     return taken
 
 
-def foreground(store: RunStore, address: str, run_id: str, on_event=None, on_progress=None,
-               measure_accuracy: bool = True) -> dict:  # fmt: skip
+def foreground(
+    store: RunStore, address: str, run_id: str, on_event=None, on_progress=None, measure_accuracy: bool = True
+) -> dict:
     """Send one queued run to the cluster from this process (the CLI) and follow it to its end; returns its
     summary. Ctrl-C stops it at its next step (interrupted, resumable)."""
     run = store.get(run_id)

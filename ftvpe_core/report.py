@@ -165,14 +165,16 @@ def _arms_table(arms: list[dict], metric: str | None) -> str:
     for arm in arms:
         color = figures.ARM_COLORS.get(arm.get("name"), "#cbd5e1")
         tokens = arm.get("mean_prompt_tokens")
-        rows.append([
-            f'<span class="swatch" style="background:{color}"></span>{_e(_arm_label(arm))}',
-            _e(_pct(arm.get("score"))),
-            _e(arm.get("n", "–")),
-            _e("–" if tokens is None else f"{tokens:.1f}"),
-            _e(_seconds(arm.get("mean_latency_s"))),
-            _e("none" if not arm.get("train_seconds") else _seconds(arm["train_seconds"], 1)),
-        ])  # fmt: skip
+        rows.append(
+            [
+                f'<span class="swatch" style="background:{color}"></span>{_e(_arm_label(arm))}',
+                _e(_pct(arm.get("score"))),
+                _e(arm.get("n", "–")),
+                _e("–" if tokens is None else f"{tokens:.1f}"),
+                _e(_seconds(arm.get("mean_latency_s"))),
+                _e("none" if not arm.get("train_seconds") else _seconds(arm["train_seconds"], 1)),
+            ]
+        )
     headers = ["Arm", figures.metric_words(metric), "Examples", "Mean prompt tokens", "Mean latency", "Training time"]
     return "<h2>Arms</h2>" + _table(headers, rows, numeric={1, 2, 3, 4, 5})
 
@@ -196,8 +198,12 @@ def _charts(result: dict, arms: list[dict], metric: str | None) -> str:
     parts = []
     for n, (div_id, fig) in enumerate(charts):
         fig.update_layout(template="plotly_white")
-        div = fig.to_html(full_html=False, include_plotlyjs="inline" if n == 0 else False, div_id=div_id,
-                          config={"displaylogo": False, "responsive": True})  # fmt: skip
+        div = fig.to_html(
+            full_html=False,
+            include_plotlyjs="inline" if n == 0 else False,
+            div_id=div_id,
+            config={"displaylogo": False, "responsive": True},
+        )
         parts.append(f'<div class="chart">{div}</div>')
     return "<h2>Charts</h2>" + "".join(parts)
 
@@ -247,9 +253,7 @@ def _examples_table(arms: list[dict]) -> str:
 def _forgetting_table(probes: list[dict] | None) -> str:
     if not probes:
         return ""
-    rows = [
-        [f'<div class="text">{_e(p.get(k))}</div>' for k in ("question", "base", "tuned")] for p in probes
-    ]  # fmt: skip
+    rows = [[f'<div class="text">{_e(p.get(k))}</div>' for k in ("question", "base", "tuned")] for p in probes]
     note = (
         '<p class="note">General questions outside the task, asked of the base model and of the fine-tuned one: '
         "what fine-tuning changed elsewhere.</p>"
@@ -302,32 +306,61 @@ def challenge_html(result: dict) -> str:
     chart and every submission. Names and prompts are escaped: they are shown as text."""
     title = f"Class challenge {result.get('code', '')}: {result.get('title', '')}"
     metric = result.get("metric")
-    sections = [f"<h1>{_e(title)}</h1>",
-                f'<p class="note">{_e(figures.metric_words(metric))} on {_e(result.get("hidden_n"))} hidden '
-                f"{_e(result.get('hidden_split'))} examples; {_date(result.get('created'))}.</p>"]  # fmt: skip
+    sections = [
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="note">{_e(figures.metric_words(metric))} on {_e(result.get("hidden_n"))} hidden '
+        f"{_e(result.get('hidden_split'))} examples; {_date(result.get('created'))}.</p>",
+    ]
     descriptions = result.get("descriptions") or {}
     for track, entries in (result.get("leaderboard") or {}).items():
-        rows = [[_e(e["rank"]), _e(e["name"]), _pct(e["score"]),
-                 _e(e["prompt_tokens"] if track == "prompt" else e["train_examples"]),
-                 _seconds(e.get("train_seconds"), 0) if track == "finetune" else _e(f"{e['mean_prompt_tokens']:.0f}"),
-                 f'<div class="text">{_e(descriptions.get(e["id"], descriptions.get(str(e["id"]), "")))}</div>']
-                for e in entries]  # fmt: skip
+        rows = [
+            [
+                _e(e["rank"]),
+                _e(e["name"]),
+                _pct(e["score"]),
+                _e(e["prompt_tokens"] if track == "prompt" else e["train_examples"]),
+                _seconds(e.get("train_seconds"), 0) if track == "finetune" else _e(f"{e['mean_prompt_tokens']:.0f}"),
+                f'<div class="text">{_e(descriptions.get(e["id"], descriptions.get(str(e["id"]), "")))}</div>',
+            ]
+            for e in entries
+        ]
         cost = "prompt tokens added" if track == "prompt" else "training examples"
         spent = "prompt tokens a call" if track == "prompt" else "training"
         label = "Prompt" if track == "prompt" else "Fine-tune"
-        sections.append(f"<h2>{label} leaderboard</h2>" + (
-            _table(["#", "name", figures.metric_words(metric), cost, spent, "submission"], rows, numeric=(0, 2, 3, 4))
-            if rows else '<p class="note">No scored submissions.</p>'))  # fmt: skip
+        sections.append(
+            f"<h2>{label} leaderboard</h2>"
+            + (
+                _table(
+                    ["#", "name", figures.metric_words(metric), cost, spent, "submission"], rows, numeric=(0, 2, 3, 4)
+                )
+                if rows
+                else '<p class="note">No scored submissions.</p>'
+            )
+        )
     fig = figures.challenge_scores(result.get("submissions") or [], metric)
     fig.update_layout(template="plotly_white")
-    div = fig.to_html(full_html=False, include_plotlyjs="inline", div_id="chart-challenge",
-                      config={"displaylogo": False, "responsive": True})  # fmt: skip
+    div = fig.to_html(
+        full_html=False,
+        include_plotlyjs="inline",
+        div_id="chart-challenge",
+        config={"displaylogo": False, "responsive": True},
+    )
     sections.append(f'<h2>Prompt or fine-tune?</h2><div class="chart">{div}</div>')
-    rows = [[_e(s["id"]), _e(s["name"]), _e(s["track"]), _e(s["status"]), _pct(s["score"]),
-             f'<div class="text">{_e(descriptions.get(s["id"], descriptions.get(str(s["id"]), "")))}</div>']
-            for s in result.get("submissions") or []]  # fmt: skip
-    sections.append("<h2>Every submission</h2>" + _table(["id", "name", "track", "status", "score", "submission"],
-                                                          rows, numeric=(0, 4)))  # fmt: skip
+    rows = [
+        [
+            _e(s["id"]),
+            _e(s["name"]),
+            _e(s["track"]),
+            _e(s["status"]),
+            _pct(s["score"]),
+            f'<div class="text">{_e(descriptions.get(s["id"], descriptions.get(str(s["id"]), "")))}</div>',
+        ]
+        for s in result.get("submissions") or []
+    ]
+    sections.append(
+        "<h2>Every submission</h2>"
+        + _table(["id", "name", "track", "status", "score", "submission"], rows, numeric=(0, 4))
+    )
     sections.append(f"<footer>Written by FT vs PE Studio {_e(__version__)}.</footer>")
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'

@@ -78,8 +78,13 @@ class LocalRunner:
         active = [r for r in store.list() if r.active]
         devices = {r.device for r in active if r.device} or {"cpu"}
         running = sum(r.status == "running" for r in active)
-        return Slots(self.name, len(active) - running, running, len(devices),
-                     f"this machine ({settings.node_name()}), one run at a time per device")  # fmt: skip
+        return Slots(
+            self.name,
+            len(active) - running,
+            running,
+            len(devices),
+            f"this machine ({settings.node_name()}), one run at a time per device",
+        )
 
     def foreground(self, store: RunStore, run_id: str, on_event=None, on_progress=None, measure_accuracy=True) -> dict:
         """Train a queued run here and now (the CLI); returns its summary."""
@@ -118,8 +123,15 @@ class RayRunner:
         if status.get("address") != self.address:  # written for another cluster: nothing known about this one
             status = {}
         where = f"the Ray cluster at {self.address}"
-        return Slots(self.name, len(active) - running, running, int(status.get("slots", 0)), where,
-                     list(status.get("nodes", [])), status.get("error"))  # fmt: skip
+        return Slots(
+            self.name,
+            len(active) - running,
+            running,
+            int(status.get("slots", 0)),
+            where,
+            list(status.get("nodes", [])),
+            status.get("error"),
+        )
 
     def foreground(self, store: RunStore, run_id: str, on_event=None, on_progress=None, measure_accuracy=True) -> dict:
         """Train a queued run on the cluster, dispatched from here (the CLI), and wait for it; returns its summary."""
@@ -171,8 +183,13 @@ def queue_place(store: RunStore, run: Run, slots: Slots) -> QueuePlace | None:
     typical = schedule.typical_run_s([r.finished - r.started for r in finished])
     running = [r for r in store.list() if r.status == "running" and (slots.runner == "ray" or r.device == run.device)]
     left = [_left_s(store, r, typical) for r in running]
-    return QueuePlace(ids.index(run.id) + 1, len(ids), schedule.start_estimate(ids.index(run.id) + 1,
-                      max(1, slots.slots if slots.runner == "ray" else 1), left, typical))  # fmt: skip
+    return QueuePlace(
+        ids.index(run.id) + 1,
+        len(ids),
+        schedule.start_estimate(
+            ids.index(run.id) + 1, max(1, slots.slots if slots.runner == "ray" else 1), left, typical
+        ),
+    )
 
 
 def _left_s(store: RunStore, run: Run, typical: float) -> float:

@@ -463,9 +463,12 @@ class RunStore:
     def interrupt(self, run_id: str) -> None:
         """Mark a running run as interrupted (its job process stops because the app stopped)."""
         self._transition(
-            run_id, ("running",), "interrupted", "status = 'interrupted', error = ?, finished = ?",
+            run_id,
+            ("running",),
+            "interrupted",
+            "status = 'interrupted', error = ?, finished = ?",
             (INTERRUPTED_ERROR, time.time()),
-        )  # fmt: skip
+        )
 
     def mark_cancelled(self, run_id: str) -> None:
         """Mark a run as cancelled (the job process calls this once it has stopped)."""

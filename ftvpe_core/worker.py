@@ -188,9 +188,14 @@ def ensure_worker(store: RunStore, device: str) -> bool:
                 # A new session: Ctrl-C in the app's terminal reaches the app, and the job process then
                 # sees its parent gone and stops cleanly instead of dying mid-write.
                 _started[key] = subprocess.Popen(
-                    command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    command,
+                    cwd=root,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
                     start_new_session=True,
-                )  # fmt: skip
+                )
         except OSError as e:
             raise FtvpeError(f"Could not start a job process: {e}") from e
     # Wait for it in the background so its exit status is collected as soon as it ends.

@@ -17,8 +17,10 @@ store = views.store()
 S = lessons.SECTIONS_BY_KEY
 
 st.title("📖 Learn: words or weights?")
-st.caption("Two ways to make a language model do what you want, in six short sections. Everything you can "
-           "switch or press here runs on the model in the sidebar, on this machine.")  # fmt: skip
+st.caption(
+    "Two ways to make a language model do what you want, in six short sections. Everything you can "
+    "switch or press here runs on the model in the sidebar, on this machine."
+)
 classroom.page(view.PAGE)
 classroom.publish(view.PAGE, {})
 
@@ -34,8 +36,10 @@ st.caption(S["finetuning"].try_it)
 names = recordings.available()
 st.selectbox("Recorded run", names, key="ln_replay_dataset", format_func=lambda n: n.replace("_", " ").capitalize())
 replay.show(st.session_state.ln_replay_dataset, key=f"ln_replay_{st.session_state.ln_replay_dataset}")
-st.markdown("Train one yourself in the [🛠️ Fine-Tune Lab]"
-            f"({guided.link('pages/2_Fine_Tune_Lab.py', {'dataset': st.session_state.ln_replay_dataset})}).")  # fmt: skip
+st.markdown(
+    "Train one yourself in the [🛠️ Fine-Tune Lab]"
+    f"({guided.link('pages/2_Fine_Tune_Lab.py', {'dataset': st.session_state.ln_replay_dataset})})."
+)
 
 st.header(S["weights"].title)
 st.markdown(S["weights"].body)

@@ -29,11 +29,18 @@ with c1.container(border=True):
     st.text_input("Act as…", key="pe_role", disabled=not st.session_state.pe_role_on, placeholder="a marketing expert")
 with c1.container(border=True):
     st.toggle("Few-shot examples", key="pe_fewshot_on", help="Worked examples shown as earlier turns of the chat.")
-    st.text_area("One example per line: input => output", key="pe_examples", height=100,
-                 disabled=not st.session_state.pe_fewshot_on)  # fmt: skip
+    st.text_area(
+        "One example per line: input => output",
+        key="pe_examples",
+        height=100,
+        disabled=not st.session_state.pe_fewshot_on,
+    )
 with c1.container(border=True):
-    st.toggle("Chain-of-thought", key="pe_cot_on",
-              help="Ask for step-by-step reasoning and a last line starting with 'Answer:', so the result can be checked.")  # fmt: skip
+    st.toggle(
+        "Chain-of-thought",
+        key="pe_cot_on",
+        help="Ask for step-by-step reasoning and a last line starting with 'Answer:', so the result can be checked.",
+    )
 with c2.container(border=True):
     st.toggle(
         "Context addition", key="pe_ctx_on", help="Background facts and constraints: tone, audience, length, format."
@@ -53,8 +60,14 @@ if not teaching:  # classroom mode hides the sampling knobs: greedy answers, the
         g[1].slider("Temperature", 0.0, 2.0, step=0.1, key="pe_temperature", help="0 = greedy: same answer every time.")
         g[2].slider("Top-p", 0.05, 1.0, step=0.05, key="pe_top_p", help="Used when temperature > 0.")
         g[3].number_input("Seed", 0, 2**31 - 1, key="pe_seed")
-        g[4].slider("Repetition penalty", 1.0, 2.0, step=0.05, key="pe_rep",
-                    help="Small models loop; above 1 makes repeated tokens less likely.")  # fmt: skip
+        g[4].slider(
+            "Repetition penalty",
+            1.0,
+            2.0,
+            step=0.05,
+            key="pe_rep",
+            help="Small models loop; above 1 makes repeated tokens less likely.",
+        )
 
 classroom.publish(lab.PAGE, lab.url_state())
 try:
@@ -89,8 +102,10 @@ if last:
         with col.container(border=True):
             st.markdown(f"**{label} prompt**")
             st.text(r["text"] or "(empty answer)")
-            st.caption(f"{r['prompt_tokens']} prompt tokens · {r['new_tokens']} new · first token "
-                       f"{r['ttft_s']:.2f} s · {r['tokens_per_s']:.1f} tokens/s")  # fmt: skip
+            st.caption(
+                f"{r['prompt_tokens']} prompt tokens · {r['new_tokens']} new · first token "
+                f"{r['ttft_s']:.2f} s · {r['tokens_per_s']:.1f} tokens/s"
+            )
             st.markdown(lab.check_lines([SimpleNamespace(**c) for c in o["checks"]]))
     tops = {label: [SimpleNamespace(**t) for t in o["top"]] for label, o in last["outputs"].items()}
     st.plotly_chart(figures.next_token_chart(tops), key="pe_next_token")

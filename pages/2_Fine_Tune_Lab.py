@@ -27,8 +27,12 @@ if ss.ft_source == lab.SOURCES[0]:
         "Built-in dataset", datasets.BUILTINS, key="ft_dataset", format_func=lambda n: loaders.dataset(n).title
     )
 else:
-    st.file_uploader("JSONL or CSV with prompt/response columns, or chat messages (up to 5 MB, 5,000 rows)",
-                     type=["jsonl", "ndjson", "json", "csv", "tsv"], key="ft_upload", on_change=lab.on_upload)  # fmt: skip
+    st.file_uploader(
+        "JSONL or CSV with prompt/response columns, or chat messages (up to 5 MB, 5,000 rows)",
+        type=["jsonl", "ndjson", "json", "csv", "tsv"],
+        key="ft_upload",
+        on_change=lab.on_upload,
+    )
     if ss[lab.UPLOAD_ERROR]:
         st.error(markdown.literal(ss[lab.UPLOAD_ERROR]["summary"]))  # it quotes the file
         st.markdown("\n".join(f"- {markdown.literal(p)}" for p in ss[lab.UPLOAD_ERROR]["problems"]))
@@ -50,8 +54,14 @@ else:
 
 st.header("2 · Settings")
 presets = finetune.PRESETS
-st.radio("Preset", list(presets), key="ft_preset", format_func=lambda p: presets[p].label, horizontal=True,
-         on_change=lab.apply_preset)  # fmt: skip
+st.radio(
+    "Preset",
+    list(presets),
+    key="ft_preset",
+    format_func=lambda p: presets[p].label,
+    horizontal=True,
+    on_change=lab.apply_preset,
+)
 st.caption(presets[ss.ft_preset].about)
 if not teaching:  # classroom mode keeps the preset's values
     lab.advanced_settings()
@@ -63,8 +73,10 @@ except FtvpeError as e:
 if train_settings is not None:
     n_train = min(len(data.splits["train"]), train_settings.max_train_examples or 10**9)
     steps = train_settings.total_steps(n_train)
-    st.caption(f"{steps} steps × {train_settings.batch_size} examples = {steps * train_settings.batch_size / n_train:.1f} "
-               f"passes over {n_train} training examples; validation every {train_settings.eval_every} steps.")  # fmt: skip
+    st.caption(
+        f"{steps} steps × {train_settings.batch_size} examples = {steps * train_settings.batch_size / n_train:.1f} "
+        f"passes over {n_train} training examples; validation every {train_settings.eval_every} steps."
+    )
     if handle.state == "ready":
         total = handle.result.parameters
         trainable = finetune.lora_parameters(
@@ -80,8 +92,15 @@ choice = loaders.choice()
 if st.button("🚀 Launch", type="primary", disabled=train_settings is None, key="ft_launch"):
     try:
         device = loaders.device()
-        ss.ft_run = jobs.submit(lab.launch_target(), train_settings, choice["name"], device, store, preset=ss.ft_preset,
-                                learner=views.learner())  # fmt: skip
+        ss.ft_run = jobs.submit(
+            lab.launch_target(),
+            train_settings,
+            choice["name"],
+            device,
+            store,
+            preset=ss.ft_preset,
+            learner=views.learner(),
+        )
         views.launch(store, device)
     except FtvpeError as e:
         st.error(markdown.literal(e))
@@ -103,8 +122,9 @@ def live(run_id):
     for r in now_active:
         a, b = st.columns([6, 1])
         a.markdown(f"{markdown.literal(views.label(r))} · {r.status}" + (" · stopping…" if r.cancel_requested else ""))
-        b.button("Cancel", key=f"ft_cancel_{r.id}", on_click=store.request_cancel, args=(r.id,),
-                 disabled=r.cancel_requested)  # fmt: skip
+        b.button(
+            "Cancel", key=f"ft_cancel_{r.id}", on_click=store.request_cancel, args=(r.id,), disabled=r.cancel_requested
+        )
     if run_id is None:
         st.info("Launch a run to see its progress here. Other sessions' jobs appear here too.")
         return
@@ -137,8 +157,10 @@ if handle.state != "ready":
     st.info("The chat waits for the base model to load.")
     st.stop()
 if run.settings.get("model") != choice["name"]:
-    st.warning(f"This run tuned {markdown.literal(run.settings.get('model'))}; the base answers come from the sidebar's "
-               f"model, {markdown.literal(choice['name'])}. Pick the same model in the sidebar for a fair comparison.")  # fmt: skip
+    st.warning(
+        f"This run tuned {markdown.literal(run.settings.get('model'))}; the base answers come from the sidebar's "
+        f"model, {markdown.literal(choice['name'])}. Pick the same model in the sidebar for a fair comparison."
+    )
 test = jobs.run_dataset(store, run).splits.get("test") or [datasets.Example("Hello! What can you do?", "")]
 st.text_area("Your message (sent to both models)", value=test[0].prompt, key="ft_chat_prompt", max_chars=4000)
 if st.button("Ask both", key="ft_ask", type="primary"):

@@ -31,22 +31,38 @@ if own:
     c1.text_area("Your text (sent as the user's message)", key="tl_text", height=80, max_chars=prompts.MAX_TASK_CHARS)
 else:
     view.keep_valid("tl_example", list(range(len(test))))
-    c1.selectbox("Example from the test split", range(len(test)), key="tl_example",
-                 format_func=lambda i: f"{i + 1}. {test[i].prompt[:80]}")  # fmt: skip
-c2.multiselect("Engineered prompt: techniques", prompts.TECHNIQUES, key="tl_techniques",
-               help="Built for the example exactly as the Compare page builds its engineered arm.")  # fmt: skip
+    c1.selectbox(
+        "Example from the test split",
+        range(len(test)),
+        key="tl_example",
+        format_func=lambda i: f"{i + 1}. {test[i].prompt[:80]}",
+    )
+c2.multiselect(
+    "Engineered prompt: techniques",
+    prompts.TECHNIQUES,
+    key="tl_techniques",
+    help="Built for the example exactly as the Compare page builds its engineered arm.",
+)
 classroom.publish(view.PAGE, view.url_state())
 adapters = view.adapter_menu(ss.tl_dataset)
 view.keep_valid("tl_adapter", [None, *adapters], view.default_adapter(adapters))
-c2.selectbox("Fine-tuned adapter", [None, *adapters], key="tl_adapter",
-             format_func=lambda a: "none: compare the two prompts only" if a is None else adapters[a])  # fmt: skip
+c2.selectbox(
+    "Fine-tuned adapter",
+    [None, *adapters],
+    key="tl_adapter",
+    format_func=lambda a: "none: compare the two prompts only" if a is None else adapters[a],
+)
 if not adapters:
     c2.info(view.HOW_TO_GET_ONE)
 options = view.follow_options(ss.tl_adapter is not None, not own)
 view.keep_valid("tl_follow", options, lens.TUNED if ss.tl_adapter else lens.ENGINEERED)
-c2.selectbox("Answer to step through", options, key="tl_follow",
-             help="The greedy answer of one condition, or the dataset's reference answer. Every condition is then "
-             "read on exactly these tokens.")  # fmt: skip
+c2.selectbox(
+    "Answer to step through",
+    options,
+    key="tl_follow",
+    help="The greedy answer of one condition, or the dataset's reference answer. Every condition is then "
+    "read on exactly these tokens.",
+)
 
 if st.button("🔍 Look", type="primary", key="tl_look"):
     try:

@@ -21,8 +21,9 @@ teaching = classroom.page(view.PAGE, apply=view.apply_url_state)
 view.challenge_loader(store)
 
 c1, c2 = st.columns(2)
-c1.selectbox("Task (its held-out test split)", datasets.BUILTINS, key="cp_task",
-             format_func=lambda n: loaders.dataset(n).title)  # fmt: skip
+c1.selectbox(
+    "Task (its held-out test split)", datasets.BUILTINS, key="cp_task", format_func=lambda n: loaders.dataset(n).title
+)
 from_challenge = (ss.cp_challenge or {}).get("run_id")
 tuned = [
     r for r in store.list("finetune") if r.status == "complete" and (r.dataset == ss.cp_task or r.id == from_challenge)
@@ -31,31 +32,52 @@ options = [None] + [r.id for r in tuned]
 if "cp_run" not in ss or ss.cp_run not in options:  # first visit or another task: its newest run
     ss.cp_run = options[1] if len(options) > 1 else None
 by_id = {r.id: r for r in tuned}
-c2.selectbox("Fine-tuned run", options, key="cp_run",
-             format_func=lambda i: "none: compare the prompt arms only" if i is None else views.label(by_id[i]),
-             help="A complete run trained on this task in the Fine-Tune Lab.")  # fmt: skip
+c2.selectbox(
+    "Fine-tuned run",
+    options,
+    key="cp_run",
+    format_func=lambda i: "none: compare the prompt arms only" if i is None else views.label(by_id[i]),
+    help="A complete run trained on this task in the Fine-Tune Lab.",
+)
 if not tuned:
     c2.caption("No complete run on this task yet: train one in the 🛠️ Fine-Tune Lab for the tuned arms.")
-c1.multiselect("Engineered prompt: techniques", prompts.TECHNIQUES, key="cp_techniques",
-               disabled=ss.cp_best or ss.cp_prompt is not None)  # fmt: skip
+c1.multiselect(
+    "Engineered prompt: techniques",
+    prompts.TECHNIQUES,
+    key="cp_techniques",
+    disabled=ss.cp_best or ss.cp_prompt is not None,
+)
 if not teaching:  # classroom mode: the whole test split, forgetting probe on, no long studies
-    c1.checkbox("Use the ablation's best combination instead", key="cp_best",
-                help="Scores all 16 combinations on up to 20 examples first, then engineers the prompt arms with the best.")  # fmt: skip
+    c1.checkbox(
+        "Use the ablation's best combination instead",
+        key="cp_best",
+        help="Scores all 16 combinations on up to 20 examples first, then engineers the prompt arms with the best.",
+    )
     c2.number_input("Examples to score (0 = the whole test split)", 0, 10_000, key="cp_limit")
     o1, o2, o3 = st.columns(3)
     o1.checkbox("Forgetting probe", key="cp_forgetting", help="Ten general questions, base vs tuned.")
     o2.checkbox("Technique ablation (16 prompts)", key="cp_ablation", help="Every combination of the four techniques.")
-    o3.checkbox("Data efficiency (trains 3 adapters)", key="cp_efficiency",
-                help="k-shot prompting (k = 0, 1, 2, 4, 8) against LoRA on 10, 50 and all examples. Several minutes.")  # fmt: skip
+    o3.checkbox(
+        "Data efficiency (trains 3 adapters)",
+        key="cp_efficiency",
+        help="k-shot prompting (k = 0, 1, 2, 4, 8) against LoRA on 10, 50 and all examples. Several minutes.",
+    )
 classroom.publish(view.PAGE, view.url_state())
 
 if st.button("⚖️ Run the comparison", type="primary", key="cp_launch"):
     try:
         cs = compare.CompareSettings(
-            task=ss.cp_task, run_id=ss.cp_run, techniques=tuple(ss.cp_techniques), limit=int(ss.cp_limit),
-            model=loaders.choice()["name"], forgetting=ss.cp_forgetting, ablation=ss.cp_ablation,
-            efficiency=ss.cp_efficiency, best_techniques=ss.cp_best and ss.cp_prompt is None, prompt=ss.cp_prompt,
-        )  # fmt: skip
+            task=ss.cp_task,
+            run_id=ss.cp_run,
+            techniques=tuple(ss.cp_techniques),
+            limit=int(ss.cp_limit),
+            model=loaders.choice()["name"],
+            forgetting=ss.cp_forgetting,
+            ablation=ss.cp_ablation,
+            efficiency=ss.cp_efficiency,
+            best_techniques=ss.cp_best and ss.cp_prompt is None,
+            prompt=ss.cp_prompt,
+        )
         device = loaders.device()
         ss.cp_show = compare.submit(cs, store, device, learner=views.learner())
         views.launch(store, device)

@@ -14,8 +14,10 @@ ss = st.session_state
 ss.setdefault("qz_graded", False)
 
 st.title("🎓 Prompt or fine-tune?")
-st.caption(f"{len(quiz.QUESTIONS)} situations. For each, pick what you would reach for first; then see why, and "
-           "where in the app to try it yourself.")  # fmt: skip
+st.caption(
+    f"{len(quiz.QUESTIONS)} situations. For each, pick what you would reach for first; then see why, and "
+    "where in the app to try it yourself."
+)
 classroom.sidebar_toggle()
 classroom.page(PAGE)
 classroom.publish(PAGE, {})
@@ -23,8 +25,16 @@ classroom.publish(PAGE, {})
 for n, q in enumerate(quiz.QUESTIONS, 1):
     with st.container(border=True):
         st.markdown(f"**{n}.** {q.scenario}")
-        st.radio("Your choice", quiz.ANSWERS, index=None, key=f"qz_{q.key}", horizontal=True,
-                 format_func=quiz.ANSWER_LABELS.get, disabled=ss.qz_graded, label_visibility="collapsed")  # fmt: skip
+        st.radio(
+            "Your choice",
+            quiz.ANSWERS,
+            index=None,
+            key=f"qz_{q.key}",
+            horizontal=True,
+            format_func=quiz.ANSWER_LABELS.get,
+            disabled=ss.qz_graded,
+            label_visibility="collapsed",
+        )
         if ss.qz_graded:
             chosen = ss.get(f"qz_{q.key}")
             verdict = "✅ Right" if chosen == q.answer else ("⬜ Not answered" if chosen is None else "❌ Not quite")

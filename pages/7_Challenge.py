@@ -53,8 +53,10 @@ tabs = st.tabs([f"Submit a {challenges.TRACK_LABELS[t].lower()}" for t in info["
 for tab, track in zip(tabs, info["tracks"]):
     with tab:
         if track == "prompt":
-            st.caption(f"Budget: at most {info['max_prompt_tokens']} tokens added to each input. Each hidden input "
-                       "becomes the task of your prompt.")  # fmt: skip
+            st.caption(
+                f"Budget: at most {info['max_prompt_tokens']} tokens added to each input. Each hidden input "
+                "becomes the task of your prompt."
+            )
             try:
                 fields = view.prompt_form()
             except FtvpeError as e:
@@ -66,13 +68,16 @@ for tab, track in zip(tabs, info["tracks"]):
                     worker.ensure_worker(store, loaders.device())
                     st.success(f"Submission {sid} is queued: it is scored on the hidden test in the background.")
         else:
-            st.caption(f"Budget: at most {info['max_train_examples']} training examples and {info['max_steps']} "
-                       "steps of the quick preset.")  # fmt: skip
+            st.caption(
+                f"Budget: at most {info['max_train_examples']} training examples and {info['max_steps']} "
+                "steps of the quick preset."
+            )
             train = challenges.training_examples(store, code)
             steps, examples, lr, rank = view.finetune_form(info, train)
             if st.button("Train and submit", type="primary", key="ch_submit_finetune"):
-                sid = view.safely(challenges.submit_finetune, store, code, name, steps, examples, lr, rank,
-                                  loaders.device())  # fmt: skip
+                sid = view.safely(
+                    challenges.submit_finetune, store, code, name, steps, examples, lr, rank, loaders.device()
+                )
                 if sid is not None:
                     worker.ensure_worker(store, loaders.device())
                     st.success(f"Submission {sid} is queued: it trains, then is scored on the hidden test.")

@@ -46,21 +46,26 @@ if challenge is None:
     st.stop()
 if ss.th_fresh:
     with st.container(border=True):
-        st.markdown("**Your teacher key, shown only this once.** Keep it to reopen this view, close the "
-                    "challenge or export its results; only a salted hash of it is stored.")  # fmt: skip
+        st.markdown(
+            "**Your teacher key, shown only this once.** Keep it to reopen this view, close the "
+            "challenge or export its results; only a salted hash of it is stored."
+        )
         st.code(key, language=None)
         st.button("I have saved the key", key="th_saved", on_click=lambda: ss.update(th_fresh=False))
 view.join_box(code)
-st.markdown(f"**{markdown.literal(challenge.title)}** · {view.closes_text(challenge.closes)} · hidden split: "
-            f"{challenge.settings.hidden_split} ({len(challenges.hidden_task(challenge).examples)} examples)")  # fmt: skip
+st.markdown(
+    f"**{markdown.literal(challenge.title)}** · {view.closes_text(challenge.closes)} · hidden split: "
+    f"{challenge.settings.hidden_split} ({len(challenges.hidden_task(challenge).examples)} examples)"
+)
 
 c1, c2, c3, c4 = st.columns(4)
 if challenge.open:
     c1.button("Close the challenge", key="th_close", on_click=view.safely, args=(challenges.close, store, code, key))
 else:
     c1.button("Reopen for 30 min", key="th_reopen", on_click=view.safely, args=(challenges.reopen, store, code, key))
-c2.download_button("Results as CSV", challenges.export_csv(store, code, key), f"challenge-{code}.csv",
-                   "text/csv", key="th_csv")  # fmt: skip
+c2.download_button(
+    "Results as CSV", challenges.export_csv(store, code, key), f"challenge-{code}.csv", "text/csv", key="th_csv"
+)
 if c3.button("Prepare the HTML report", key="th_prepare"):
     ss.th_html = report.challenge_html(challenges.export(store, code, key))
 if ss.th_html:
@@ -91,15 +96,26 @@ def live() -> None:
     st.plotly_chart(figures.challenge_scores(entries, metric), key="th_chart", width="stretch")
     summary = challenges.track_summary(entries)
     st.dataframe(
-        [{"track": challenges.TRACK_LABELS[t], "scored": s["n"], "mean": view.pct(s["mean_score"]),
-          "best": view.pct(s["best_score"]),
-          "prompt tokens a call": "–" if s["mean_prompt_tokens"] is None else f"{s['mean_prompt_tokens']:.0f}",
-          "training s": "–" if t == "prompt" or s["mean_train_seconds"] is None else f"{s['mean_train_seconds']:.0f}"}
-         for t, s in summary.items()], hide_index=True, width="stretch",
-    )  # fmt: skip
+        [
+            {
+                "track": challenges.TRACK_LABELS[t],
+                "scored": s["n"],
+                "mean": view.pct(s["mean_score"]),
+                "best": view.pct(s["best_score"]),
+                "prompt tokens a call": "–" if s["mean_prompt_tokens"] is None else f"{s['mean_prompt_tokens']:.0f}",
+                "training s": "–"
+                if t == "prompt" or s["mean_train_seconds"] is None
+                else f"{s['mean_train_seconds']:.0f}",
+            }
+            for t, s in summary.items()
+        ],
+        hide_index=True,
+        width="stretch",
+    )
     view.best_side_by_side(challenges.best_pair(store, code))
-    st.markdown(f"⚖️ [Score the best prompt and the best run in Compare](/Compare?challenge={code}) (the key is "
-                "asked there)")  # fmt: skip
+    st.markdown(
+        f"⚖️ [Score the best prompt and the best run in Compare](/Compare?challenge={code}) (the key is asked there)"
+    )
 
 
 live()

@@ -31,10 +31,24 @@ def tiny_adapter(tiny_loaded, tmp_path_factory):
 
 def test_adapters_bench_serves_both_ways_and_says_which_is_faster(tiny_model_dir, tiny_adapter):
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "adapters.py"), "--model", str(tiny_model_dir), "--adapter",
-         str(tiny_adapter), "--pairs", "2", "--new-tokens", "3", "--json"],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "bench" / "adapters.py"),
+            "--model",
+            str(tiny_model_dir),
+            "--adapter",
+            str(tiny_adapter),
+            "--pairs",
+            "2",
+            "--new-tokens",
+            "3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     for way in ("turns", "mixed_batch", "generate_reference"):
@@ -44,9 +58,22 @@ def test_adapters_bench_serves_both_ways_and_says_which_is_faster(tiny_model_dir
 
 def test_adapters_bench_without_an_adapter_folder_exits_2_in_one_line(tiny_model_dir, tmp_path):
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "adapters.py"), "--model", str(tiny_model_dir), "--adapter",
-         str(tmp_path / "none"), "--pairs", "1", "--new-tokens", "2"],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "bench" / "adapters.py"),
+            "--model",
+            str(tiny_model_dir),
+            "--adapter",
+            str(tmp_path / "none"),
+            "--pairs",
+            "1",
+            "--new-tokens",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and lines[-1].startswith("error:") and "Adapter folder not found" in lines[-1]

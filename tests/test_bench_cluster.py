@@ -22,10 +22,25 @@ if importlib.util.find_spec("ray") is None:
 
 def test_cluster_bench_json_times_both_runners_for_each_k(ray_head, tiny_model_dir, tmp_path):
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "cluster.py"), "--model", str(tiny_model_dir), "--k", "1",
-         "--steps", "2", "--address", ray_head, "--json"],
-        capture_output=True, text=True, timeout=280, cwd=REPO, env={**os.environ, "FTVPE_HOME": str(tmp_path)},
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "bench" / "cluster.py"),
+            "--model",
+            str(tiny_model_dir),
+            "--k",
+            "1",
+            "--steps",
+            "2",
+            "--address",
+            ray_head,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=REPO,
+        env={**os.environ, "FTVPE_HOME": str(tmp_path)},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     assert report["k"] == [1] and report["ray_slots"] == 2 and report["address"] == ray_head
@@ -33,12 +48,18 @@ def test_cluster_bench_json_times_both_runners_for_each_k(ray_head, tiny_model_d
         one = report[runner]["1"]
         assert one["runs"] == 1 and one["wall_s"] > 0 and len(one["per_run_s"]) == 1, runner
     assert report["local"]["1"]["nodes"] != report["ray"]["1"]["nodes"]  # this machine's name vs the Ray node
-    assert report["ray_vs_local"]["1"] == pytest.approx(report["local"]["1"]["wall_s"] / report["ray"]["1"]["wall_s"],
-                                                        rel=1e-2)  # fmt: skip
+    assert report["ray_vs_local"]["1"] == pytest.approx(
+        report["local"]["1"]["wall_s"] / report["ray"]["1"]["wall_s"], rel=1e-2
+    )
 
 
 def test_cluster_bench_refuses_a_bad_k_in_one_line(tiny_model_dir):
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "cluster.py"), "--k", "0", "--address", "x:1"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cluster.py"), "--k", "0", "--address", "x:1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and lines[-1].startswith("error:") and "--k takes whole numbers" in lines[-1]

@@ -19,16 +19,52 @@ def _run(capsys, *argv):
 
 
 def test_a_demo_prepared_from_the_command_line(capsys, tmp_path, tiny_model_dir):
-    rc, out, _ = _run(capsys, "challenge", "create", "--task", "support-triage", "--hidden-limit", "3",
-                      "--max-steps", "2", "--max-examples", "5", "--model", str(tiny_model_dir), "--json")  # fmt: skip
+    rc, out, _ = _run(
+        capsys,
+        "challenge",
+        "create",
+        "--task",
+        "support-triage",
+        "--hidden-limit",
+        "3",
+        "--max-steps",
+        "2",
+        "--max-examples",
+        "5",
+        "--model",
+        str(tiny_model_dir),
+        "--json",
+    )
     assert rc == 0
     created = json.loads(out)
     code, key = created["code"], created["key"]
-    rc, out, _ = _run(capsys, "challenge", "submit", "--code", code, "--name", "Ada", "--role", "a triage assistant",
-                      "--format", "one word")  # fmt: skip
+    rc, out, _ = _run(
+        capsys,
+        "challenge",
+        "submit",
+        "--code",
+        code,
+        "--name",
+        "Ada",
+        "--role",
+        "a triage assistant",
+        "--format",
+        "one word",
+    )
     assert rc == 0 and out.startswith("submission 1 by Ada: ") and "on 3 hidden examples" in out
-    rc, out, _ = _run(capsys, "challenge", "submit", "--code", code.lower(), "--name", "Bob", "--finetune",
-                      "--pick", "1,2,3", "--json")  # fmt: skip
+    rc, out, _ = _run(
+        capsys,
+        "challenge",
+        "submit",
+        "--code",
+        code.lower(),
+        "--name",
+        "Bob",
+        "--finetune",
+        "--pick",
+        "1,2,3",
+        "--json",
+    )
     entry = json.loads(out)
     assert rc == 0 and entry["status"] == "scored" and entry["train_examples"] == 3 and entry["n"] == 3
 
@@ -53,16 +89,30 @@ def test_a_demo_prepared_from_the_command_line(capsys, tmp_path, tiny_model_dir)
 
 @pytest.mark.parametrize(
     "extra, words",
-    [(["--finetune", "--steps", "9"], "You asked for 9 training steps; this challenge allows at most 2."),
-     (["--finetune", "--examples", "50"], "You picked 50 training examples; this challenge allows at most 5."),
-     (["--finetune", "--pick", "1,x"], "--pick takes example numbers"),
-     (["--cot", "--steps", "2"], "go with --finetune"),
-     (["--finetune", "--cot"], "either a prompt"),
-     (["--role", "x " * 400], "this challenge allows at most 300.")],
-)  # fmt: skip
+    [
+        (["--finetune", "--steps", "9"], "You asked for 9 training steps; this challenge allows at most 2."),
+        (["--finetune", "--examples", "50"], "You picked 50 training examples; this challenge allows at most 5."),
+        (["--finetune", "--pick", "1,x"], "--pick takes example numbers"),
+        (["--cot", "--steps", "2"], "go with --finetune"),
+        (["--finetune", "--cot"], "either a prompt"),
+        (["--role", "x " * 400], "this challenge allows at most 300."),
+    ],
+)
 def test_bad_submissions_exit_2_with_one_line(capsys, tiny_model_dir, extra, words):
-    rc, out, _ = _run(capsys, "challenge", "create", "--task", "support_triage", "--max-steps", "2",
-                      "--max-examples", "5", "--model", str(tiny_model_dir), "--json")  # fmt: skip
+    rc, out, _ = _run(
+        capsys,
+        "challenge",
+        "create",
+        "--task",
+        "support_triage",
+        "--max-steps",
+        "2",
+        "--max-examples",
+        "5",
+        "--model",
+        str(tiny_model_dir),
+        "--json",
+    )
     code = json.loads(out)["code"]
     rc, out, err = _run(capsys, "challenge", "submit", "--code", code, "--name", "Ada", *extra)
     assert rc == 2 and out == "" and len(err.splitlines()) == 1 and words in err and "Traceback" not in err

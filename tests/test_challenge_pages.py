@@ -38,8 +38,19 @@ def _ok(at):
 def _texts(at) -> str:
     """Every piece of text the page shows: markdown, captions, headings, messages, code, tables, widgets."""
     parts = []
-    for kind in ("markdown", "caption", "title", "header", "subheader", "error", "warning", "success", "info",
-                 "code", "text"):  # fmt: skip
+    for kind in (
+        "markdown",
+        "caption",
+        "title",
+        "header",
+        "subheader",
+        "error",
+        "warning",
+        "success",
+        "info",
+        "code",
+        "text",
+    ):
         parts += [str(e.value) for e in at.get(kind)]
     parts += [e.value.to_string() for e in at.dataframe]
     for kind in ("selectbox", "multiselect"):
@@ -120,8 +131,9 @@ def test_a_teacher_creates_a_challenge_and_a_learner_submits_through_the_link(ho
 
 def test_wrong_keys_unknown_codes_and_budget_overruns_are_clear_and_keep_what_was_typed(home, tiny_model_dir):
     store = RunStore(home)
-    code, _ = challenges.create(store, challenges.ChallengeSettings(task="support_triage", max_prompt_tokens=3,
-                                                                    model=str(tiny_model_dir)))  # fmt: skip
+    code, _ = challenges.create(
+        store, challenges.ChallengeSettings(task="support_triage", max_prompt_tokens=3, model=str(tiny_model_dir))
+    )
     teacher = _ok(AppTest.from_file(TEACHER, default_timeout=60).run())
     teacher.text_input(key="th_open_code").input(code)
     teacher.text_input(key="th_open_key").input("guess")

@@ -20,8 +20,16 @@ PROMPT = {"enabled": ["role", "context"], "role": "a support triage assistant", 
 
 
 def _create(store, tiny_model_dir, **overrides):
-    s = challenges.ChallengeSettings(**{"task": "support_triage", "hidden_limit": HIDDEN, "max_steps": 2,
-                                        "max_train_examples": 8, "model": str(tiny_model_dir), **overrides})  # fmt: skip
+    s = challenges.ChallengeSettings(
+        **{
+            "task": "support_triage",
+            "hidden_limit": HIDDEN,
+            "max_steps": 2,
+            "max_train_examples": 8,
+            "model": str(tiny_model_dir),
+            **overrides,
+        }
+    )
     return challenges.create(store, s)
 
 
@@ -51,9 +59,13 @@ def test_the_teacher_key_is_stored_only_as_a_salted_hash_and_a_wrong_key_changes
     with store.reading() as conn:
         salts = [r["key_salt"] for r in conn.execute("SELECT key_salt FROM challenges")]
     assert len(set(salts)) == 2
-    for action in (lambda k: challenges.close(store, code, k), lambda k: challenges.reopen(store, code, k),
-                   lambda k: challenges.export_csv(store, code, k), lambda k: challenges.reveal(store, code, k),
-                   lambda k: challenges.remove_submission(store, code, k, 1)):  # fmt: skip
+    for action in (
+        lambda k: challenges.close(store, code, k),
+        lambda k: challenges.reopen(store, code, k),
+        lambda k: challenges.export_csv(store, code, k),
+        lambda k: challenges.reveal(store, code, k),
+        lambda k: challenges.remove_submission(store, code, k, 1),
+    ):
         with pytest.raises(FtvpeError, match=f"Wrong teacher key for challenge {code}; nothing was changed"):
             action(other_key)
     assert challenges.get(store, code).open
@@ -149,8 +161,9 @@ def test_submissions_are_scored_on_the_hidden_test_in_the_job_queue(tiny_model_d
         challenges.compare_arms(store, code, "nope")
     arms = challenges.compare_arms(store, code, key)
     assert arms["run_id"] == tuned["train_run"] and arms["names"] == {"prompt": "Ada", "finetune": "Bob"}
-    settings = compare.CompareSettings(task=arms["task"], run_id=arms["run_id"], prompt=arms["prompt"], limit=2,
-                                       forgetting=False)  # fmt: skip
+    settings = compare.CompareSettings(
+        task=arms["task"], run_id=arms["run_id"], prompt=arms["prompt"], limit=2, forgetting=False
+    )
     result = compare.run_comparison(settings, store)
     by_name = {a["name"]: a for a in result["arms"]}
     assert by_name["prompt"]["techniques"] == ["role", "context"] and by_name["tuned"]["techniques"] == []
@@ -166,19 +179,31 @@ def test_submissions_are_scored_on_the_hidden_test_in_the_job_queue(tiny_model_d
 
 def test_the_leaderboard_keeps_each_learners_best_and_breaks_ties_on_cost():
     def entry(name, track, score, created, tokens=None, examples=None):
-        return {"id": created, "name": name, "track": track, "score": score, "created": created,
-                "prompt_tokens": tokens, "train_examples": examples}  # fmt: skip
+        return {
+            "id": created,
+            "name": name,
+            "track": track,
+            "score": score,
+            "created": created,
+            "prompt_tokens": tokens,
+            "train_examples": examples,
+        }
 
     entries = [
-        entry("Ada", "prompt", 0.5, 1, tokens=80), entry("Ada", "prompt", 0.75, 2, tokens=90),
-        entry("Bob", "prompt", 0.75, 3, tokens=40), entry("Cy", "prompt", 0.75, 0, tokens=40),
+        entry("Ada", "prompt", 0.5, 1, tokens=80),
+        entry("Ada", "prompt", 0.75, 2, tokens=90),
+        entry("Bob", "prompt", 0.75, 3, tokens=40),
+        entry("Cy", "prompt", 0.75, 0, tokens=40),
         entry("Dee", "prompt", None, 4, tokens=10),
-        entry("Eve", "finetune", 0.9, 5, examples=30), entry("Fay", "finetune", 0.9, 6, examples=10),
-    ]  # fmt: skip
+        entry("Eve", "finetune", 0.9, 5, examples=30),
+        entry("Fay", "finetune", 0.9, 6, examples=10),
+    ]
     board = challenges.leaderboard(None, "X", entries)
     assert [(e["name"], e["rank"], e["score"]) for e in board["prompt"]] == [
-        ("Cy", 1, 0.75), ("Bob", 2, 0.75), ("Ada", 3, 0.75)
-    ]  # fmt: skip
+        ("Cy", 1, 0.75),
+        ("Bob", 2, 0.75),
+        ("Ada", 3, 0.75),
+    ]
     assert [e["name"] for e in board["finetune"]] == ["Fay", "Eve"]
     summary = challenges.track_summary(entries)
     assert summary["prompt"]["n"] == 4 and summary["prompt"]["best_score"] == 0.75
@@ -190,8 +215,14 @@ def test_learner_side_outputs_never_hold_the_hidden_inputs(tiny_model_dir, tiny_
     code, _ = _create(store, tiny_model_dir, hidden_limit=0)
     challenges.join(store, code, "Ada")
     challenges.submit_prompt(store, code, "Ada", PROMPT, tiny_loaded.count_tokens, device="cpu")
-    seen = json.dumps([challenges.public(store, code), challenges.training_examples(store, code),
-                       challenges.submissions(store, code), challenges.leaderboard(store, code)])  # fmt: skip
+    seen = json.dumps(
+        [
+            challenges.public(store, code),
+            challenges.training_examples(store, code),
+            challenges.submissions(store, code),
+            challenges.leaderboard(store, code),
+        ]
+    )
     hidden = _hidden_prompts()
     assert len(hidden) == 45 and not any(json.dumps(p)[1:-1] in seen for p in hidden)
     assert json.dumps(challenges.public(store, code)["examples"][0]["prompt"])[1:-1] in seen  # training is shown
@@ -244,7 +275,12 @@ def test_a_schema_2_store_gains_the_challenge_tables_and_keeps_its_runs(tmp_path
 def test_the_track_chart_has_one_box_per_track_and_an_empty_titled_figure_without_scores():
     empty = figures.challenge_scores([], "accuracy")
     assert "Accuracy on the hidden test" in empty.layout.title.text and not empty.data
-    fig = figures.challenge_scores([{"track": "prompt", "score": 0.5, "name": "Ada"},
-                                    {"track": "finetune", "score": 0.9, "name": "Bob"},
-                                    {"track": "finetune", "score": None, "name": "Cy"}], "accuracy")  # fmt: skip
+    fig = figures.challenge_scores(
+        [
+            {"track": "prompt", "score": 0.5, "name": "Ada"},
+            {"track": "finetune", "score": 0.9, "name": "Bob"},
+            {"track": "finetune", "score": None, "name": "Cy"},
+        ],
+        "accuracy",
+    )
     assert [t.name for t in fig.data] == ["Prompt", "Fine-tune"] and list(fig.data[1].y) == [0.9]

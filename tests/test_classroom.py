@@ -25,11 +25,21 @@ pytestmark = pytest.mark.timeout(300)
 
 def test_decode_keeps_valid_values_and_names_each_bad_one():
     state, problems = classroom.decode(
-        {"preset": "skincare", "techniques": "context,role", "dataset": "brand-voice", "train": "overfit",
-         "task": "Write a haiku."}
-    )  # fmt: skip
-    assert state == {"preset": "skincare", "techniques": ["role", "context"], "dataset": "brand_voice",
-                     "train": "overfit", "task": "Write a haiku."}  # fmt: skip
+        {
+            "preset": "skincare",
+            "techniques": "context,role",
+            "dataset": "brand-voice",
+            "train": "overfit",
+            "task": "Write a haiku.",
+        }
+    )
+    assert state == {
+        "preset": "skincare",
+        "techniques": ["role", "context"],
+        "dataset": "brand_voice",
+        "train": "overfit",
+        "task": "Write a haiku.",
+    }
     assert problems == []
     state, problems = classroom.decode({"preset": "nope", "techniques": "role,magic", "dataset": "x", "train": "y"})
     assert state == {"techniques": ["role"]}
@@ -48,8 +58,13 @@ def test_decode_refuses_an_empty_or_oversized_task_and_reads_the_last_of_repeate
 
 
 def test_encode_then_decode_gives_the_state_back_and_empty_techniques_survive():
-    state = {"preset": "triage", "techniques": ["few-shot", "context"], "task": "Route this: refund?",
-             "dataset": "domain_knowledge", "train": "thorough"}  # fmt: skip
+    state = {
+        "preset": "triage",
+        "techniques": ["few-shot", "context"],
+        "task": "Route this: refund?",
+        "dataset": "domain_knowledge",
+        "train": "thorough",
+    }
     assert classroom.decode(classroom.encode(state)) == (state, [])
     assert classroom.encode({"techniques": []}) == {"techniques": ""}
     assert classroom.decode({"techniques": ""}) == ({"techniques": []}, [])
@@ -62,7 +77,7 @@ def test_links_open_a_page_by_its_url_path_with_the_experiment():
     assert (
         classroom.link(
             "pages/1_Prompt_Lab.py", {"preset": "travel", "techniques": ["context", "role"]}, classroom=True, step=2
-        )  # fmt: skip
+        )
         == "/Prompt_Lab?classroom=1&step=2&preset=travel&techniques=role,context"
     )
     assert classroom.link("pages/5_Quiz.py") == "/Quiz"
@@ -110,8 +125,11 @@ def _texts(at: AppTest) -> str:
 
 
 def test_a_prompt_lab_link_opens_its_experiment_in_classroom_mode(tiny_app):
-    at = _open(tiny_app, "pages/1_Prompt_Lab.py",
-               {"classroom": "1", "step": "2", "preset": "skincare", "techniques": "role", "task": "Sell socks."})  # fmt: skip
+    at = _open(
+        tiny_app,
+        "pages/1_Prompt_Lab.py",
+        {"classroom": "1", "step": "2", "preset": "skincare", "techniques": "role", "task": "Sell socks."},
+    )
     ss = at.session_state
     assert ss.pe_preset == "skincare" and ss.pe_role == presets.get("skincare").spec.role
     assert ss.pe_role_on and not ss.pe_ctx_on and ss.pe_task == "Sell socks."
@@ -142,14 +160,18 @@ def test_a_bad_link_warns_and_still_opens_the_page(tiny_app):
     assert [e for e in at.expander if "Generation settings" in e.label]  # not classroom: knobs shown
 
 
-CRAFTED_LINK = {"preset": "[Sign in again](http://example.invalid/login)",
-                "techniques": "![x](http://example.invalid/pixel.png)",
-                "dataset": "<a href='http://example.invalid'>x</a>", "train": "**bold** `code` # heading"}  # fmt: skip
+CRAFTED_LINK = {
+    "preset": "[Sign in again](http://example.invalid/login)",
+    "techniques": "![x](http://example.invalid/pixel.png)",
+    "dataset": "<a href='http://example.invalid'>x</a>",
+    "train": "**bold** `code` # heading",
+}
 """A link made to phish: every value Markdown that would render as a link, an image, HTML or markup."""
 
 
-@pytest.mark.parametrize("page", ["pages/1_Prompt_Lab.py", "pages/2_Fine_Tune_Lab.py", "pages/3_Token_Lens.py",
-                                  "pages/4_Compare.py"])  # fmt: skip
+@pytest.mark.parametrize(
+    "page", ["pages/1_Prompt_Lab.py", "pages/2_Fine_Tune_Lab.py", "pages/3_Token_Lens.py", "pages/4_Compare.py"]
+)
 def test_a_crafted_link_is_quoted_literally_in_the_warnings(tiny_app, page):
     at = _open(tiny_app, page, CRAFTED_LINK)
     warnings = [w.value for w in at.warning]

@@ -19,21 +19,39 @@ def tuned_run(tiny_model_dir) -> str:
 
 
 def _arm(name, score, tokens, latency, train=0.0):
-    return {"name": name, "label": compare.ARM_LABELS[name], "score": score, "n": 10, "mean_prompt_tokens": tokens,
-            "mean_latency_s": latency, "train_seconds": train, "techniques": [], "examples": []}  # fmt: skip
+    return {
+        "name": name,
+        "label": compare.ARM_LABELS[name],
+        "score": score,
+        "n": 10,
+        "mean_prompt_tokens": tokens,
+        "mean_latency_s": latency,
+        "train_seconds": train,
+        "techniques": [],
+        "examples": [],
+    }
 
 
 def _result(*arms, forgetting=None):
-    return {"task": {"name": "support_triage", "title": "Support triage", "metric": "accuracy", "n": 10},
-            "arms": list(arms), "techniques": ["role", "few-shot"], "forgetting": forgetting,
-            "run": {"steps": 40, "dataset": "support_triage", "trainable_parameters": 1000, "total_parameters": 100000}}  # fmt: skip
+    return {
+        "task": {"name": "support_triage", "title": "Support triage", "metric": "accuracy", "n": 10},
+        "arms": list(arms),
+        "techniques": ["role", "few-shot"],
+        "forgetting": forgetting,
+        "run": {"steps": 40, "dataset": "support_triage", "trainable_parameters": 1000, "total_parameters": 100000},
+    }
 
 
 @pytest.mark.parametrize(
     "field, value, words",
-    [("techniques", ("role", "magic"), "Unknown technique 'magic'"), ("limit", -1, r"0 \(all\) or more"),
-     ("metric", "bleu", "Unknown metric 'bleu'"), ("task", " ", "Name a task"), ("batch_size", 0, "between 1 and 64")],
-)  # fmt: skip
+    [
+        ("techniques", ("role", "magic"), "Unknown technique 'magic'"),
+        ("limit", -1, r"0 \(all\) or more"),
+        ("metric", "bleu", "Unknown metric 'bleu'"),
+        ("task", " ", "Name a task"),
+        ("batch_size", 0, "between 1 and 64"),
+    ],
+)
 def test_settings_refuse_bad_values_with_readable_messages(field, value, words):
     with pytest.raises(FtvpeError, match=words):
         compare.CompareSettings(**{"task": "support_triage", field: value})
@@ -59,8 +77,9 @@ def test_recommendation_follows_the_numbers():
 
 
 def test_measured_table_fills_the_six_rows_with_numbers():
-    rows = compare.measured_table(_result(_arm("base", 0.05, 40, 0.3), _arm("prompt", 0.40, 240, 0.6),
-                                          _arm("tuned", 0.90, 40, 0.3, 45.0)))  # fmt: skip
+    rows = compare.measured_table(
+        _result(_arm("base", 0.05, 40, 0.3), _arm("prompt", 0.40, 240, 0.6), _arm("tuned", 0.90, 40, 0.3, 45.0))
+    )
     assert [r["Feature"] for r in rows] == ["Purpose", "Method", "Difficulty", "Cost", "Speed", "Use case"]
     cost = rows[3]
     assert cost["Fine-tuning"] == "45 s of training, then 40 prompt tokens a call"
@@ -107,8 +126,9 @@ def test_submit_refuses_a_run_that_is_not_complete(tiny_model_dir):
 
 
 def test_efficiency_study_scores_k_shots_and_three_loras(tiny_model_dir):
-    settings = compare.CompareSettings(task="support_triage", model=str(tiny_model_dir), limit=3, forgetting=False,
-                                       efficiency=True, efficiency_steps=1)  # fmt: skip
+    settings = compare.CompareSettings(
+        task="support_triage", model=str(tiny_model_dir), limit=3, forgetting=False, efficiency=True, efficiency_steps=1
+    )
     eff = compare.run_comparison(settings)["efficiency"]
     assert [p["k"] for p in eff["kshot"]] == [0, 1, 2, 4, 8]
     assert [p["n"] for p in eff["lora"]] == [10, 50, 159]  # all: the training split minus 8 held back
@@ -117,8 +137,9 @@ def test_efficiency_study_scores_k_shots_and_three_loras(tiny_model_dir):
 
 def test_cli_compare_json_html_and_ablate(capsys, tmp_path, tiny_model_dir, tuned_run):
     html = tmp_path / "report.html"
-    code = cli.main(["compare", "--task", "support-triage", "--run", tuned_run, "--limit", "4", "--json",
-                     "--html", str(html)])  # fmt: skip
+    code = cli.main(
+        ["compare", "--task", "support-triage", "--run", tuned_run, "--limit", "4", "--json", "--html", str(html)]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     arms = json.loads(out)["arms"]
@@ -129,8 +150,11 @@ def test_cli_compare_json_html_and_ablate(capsys, tmp_path, tiny_model_dir, tune
     # The tiny model's context (256 tokens) holds few-shot + chain-of-thought prompts only for short examples.
     short = tmp_path / "short.jsonl"
     words = ["good day", "train trip", "hello world", "the night", "a time", "this line"]
-    short.write_text("".join(json.dumps({"prompt": f"{w} {i}", "response": ["yes", "no"][i % 2]}) + "\n"
-                             for i, w in enumerate(words * 2)))  # fmt: skip
+    short.write_text(
+        "".join(
+            json.dumps({"prompt": f"{w} {i}", "response": ["yes", "no"][i % 2]}) + "\n" for i, w in enumerate(words * 2)
+        )
+    )
     code = cli.main(["ablate", "--task", str(short), "--limit", "2", "--model", str(tiny_model_dir), "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -147,8 +171,11 @@ def test_cli_compare_json_html_and_ablate(capsys, tmp_path, tiny_model_dir, tune
 def test_best_techniques_engineer_the_prompt_with_the_ablations_winner(tmp_path, tiny_model_dir):
     short = tmp_path / "short.jsonl"
     words = ["good day", "train trip", "hello world", "the night", "a time", "this line"]
-    short.write_text("".join(json.dumps({"prompt": f"{w} {i}", "response": ["yes", "no"][i % 2]}) + "\n"
-                             for i, w in enumerate(words * 2)))  # fmt: skip
+    short.write_text(
+        "".join(
+            json.dumps({"prompt": f"{w} {i}", "response": ["yes", "no"][i % 2]}) + "\n" for i, w in enumerate(words * 2)
+        )
+    )
     settings = compare.CompareSettings(task=str(short), model=str(tiny_model_dir), limit=2, best_techniques=True)
     result = compare.run_comparison(settings)
     assert len(result["ablation"]) == 16 and result["gains"] is not None
@@ -157,7 +184,9 @@ def test_best_techniques_engineer_the_prompt_with_the_ablations_winner(tmp_path,
 
 
 def test_best_combination_prefers_the_score_then_fewer_tokens():
-    combos = [{"techniques": [], "score": 0.5, "mean_prompt_tokens": 40},
-              {"techniques": ["role"], "score": 0.7, "mean_prompt_tokens": 60},
-              {"techniques": ["role", "cot"], "score": 0.7, "mean_prompt_tokens": 90}]  # fmt: skip
+    combos = [
+        {"techniques": [], "score": 0.5, "mean_prompt_tokens": 40},
+        {"techniques": ["role"], "score": 0.7, "mean_prompt_tokens": 60},
+        {"techniques": ["role", "cot"], "score": 0.7, "mean_prompt_tokens": 90},
+    ]
     assert compare.best_combination(combos) == ["role"]

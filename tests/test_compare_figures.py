@@ -9,8 +9,17 @@ from ftvpe_core import figures
 
 
 def _arm(name, score, latency, train=0.0, label=None, n=45):
-    return {"name": name, "label": label or name.title(), "score": score, "n": n, "mean_prompt_tokens": 40.0,
-            "mean_latency_s": latency, "train_seconds": train, "techniques": [], "examples": []}  # fmt: skip
+    return {
+        "name": name,
+        "label": label or name.title(),
+        "score": score,
+        "n": n,
+        "mean_prompt_tokens": 40.0,
+        "mean_latency_s": latency,
+        "train_seconds": train,
+        "techniques": [],
+        "examples": [],
+    }
 
 
 ARMS = [
@@ -121,11 +130,16 @@ def test_break_even_is_empty_without_timed_arms():
 
 
 EFFICIENCY = {
-    "kshot": [{"k": k, "score": s, "mean_prompt_tokens": 30 + 25 * k} for k, s in
-              [(2, 0.3), (0, 0.05), (1, 0.2), (4, 0.4), (8, 0.5)]],
-    "lora": [{"n": 10, "score": 0.2, "train_seconds": 3.0}, {"n": 50, "score": 0.6, "train_seconds": 12.0},
-             {"n": 167, "score": 0.9, "train_seconds": 45.0}],
-}  # fmt: skip
+    "kshot": [
+        {"k": k, "score": s, "mean_prompt_tokens": 30 + 25 * k}
+        for k, s in [(2, 0.3), (0, 0.05), (1, 0.2), (4, 0.4), (8, 0.5)]
+    ],
+    "lora": [
+        {"n": 10, "score": 0.2, "train_seconds": 3.0},
+        {"n": 50, "score": 0.6, "train_seconds": 12.0},
+        {"n": 167, "score": 0.9, "train_seconds": 45.0},
+    ],
+}
 
 
 def test_data_efficiency_plots_both_series_on_a_log_axis_with_zero_at_the_left_edge():

@@ -44,8 +44,12 @@ def test_a_comparison_runs_as_a_job_and_shows_arms_table_examples_and_report(tin
         time.sleep(0.5)
         at.run()
         _ok(at)
-    assert [m.label for m in at.metric] == ["Base, plain prompt", "Base + engineered prompt", "Fine-tuned",
-                                            "Fine-tuned + prompt"]  # fmt: skip
+    assert [m.label for m in at.metric] == [
+        "Base, plain prompt",
+        "Base + engineered prompt",
+        "Fine-tuned",
+        "Fine-tuned + prompt",
+    ]
     table = at.table[0].value
     assert list(table["Feature"]) == ["Purpose", "Method", "Difficulty", "Cost", "Speed", "Use case"]
     examples = at.dataframe[0].value

@@ -590,8 +590,15 @@ def test_example_to_dict_omits_empty_optional_fields():
     assert Example("p", "r", ["f"], "s").to_dict() == {"prompt": "p", "response": "r", "facts": ["f"], "system": "s"}
 
 
-@pytest.mark.parametrize("argv", [["datasets", "check", "{f}"], ["finetune", "--dataset", "{f}"],
-                                  ["compare", "--task", "{f}"], ["ablate", "--task", "{f}"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["datasets", "check", "{f}"],
+        ["finetune", "--dataset", "{f}"],
+        ["compare", "--task", "{f}"],
+        ["ablate", "--task", "{f}"],
+    ],
+)
 @pytest.mark.parametrize("trouble", ["unreadable", "huge", "folder"])
 def test_a_dataset_file_that_cannot_be_read_is_one_line_in_every_command(tmp_path, monkeypatch, capsys, argv, trouble):
     from ftvpe_core import cli

@@ -335,8 +335,16 @@ def test_a_resumed_run_ends_with_the_adapter_of_a_run_that_never_stopped(tiny_lo
     checkpoint = tmp_path / finetune.CHECKPOINT_FILE
     events = []
     if how == "stopped":  # a cancel or the app stopping: the checkpoint is written at the step it stops
-        first = finetune.train(copy.deepcopy(tiny_loaded.model), tok, train, val, settings, events.append,
-                               should_stop=lambda: len(events) >= 12, checkpoint=checkpoint)  # fmt: skip
+        first = finetune.train(
+            copy.deepcopy(tiny_loaded.model),
+            tok,
+            train,
+            val,
+            settings,
+            events.append,
+            should_stop=lambda: len(events) >= 12,
+            checkpoint=checkpoint,
+        )
         assert first.status == "cancelled" and finetune.checkpoint_step(checkpoint) == 12
     else:  # killed at step 13: the last evaluation's checkpoint (step 10) is what is left
 
@@ -383,8 +391,14 @@ def test_resume_refuses_a_checkpoint_of_other_settings_and_a_file_that_is_not_on
     tok = tiny_loaded.tokenizer
     finetune.train(copy.deepcopy(tiny_loaded.model), tok, toy_examples(8), [], fast(max_steps=5), checkpoint=checkpoint)
     with pytest.raises(FtvpeError, match="other settings or data"):
-        finetune.train(copy.deepcopy(tiny_loaded.model), tok, toy_examples(8), [], fast(max_steps=5, rank=2),
-                       resume_from=checkpoint)  # fmt: skip
+        finetune.train(
+            copy.deepcopy(tiny_loaded.model),
+            tok,
+            toy_examples(8),
+            [],
+            fast(max_steps=5, rank=2),
+            resume_from=checkpoint,
+        )
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint at all")
     with pytest.raises(FtvpeError, match="not a readable training checkpoint"):
@@ -396,17 +410,29 @@ def test_probe_answers_come_from_the_engine_and_equal_greedy_generate(fresh, tin
     tok = tiny_loaded.tokenizer
     events = []
     probes = ["hello world ?", "good day ?"]
-    result = finetune.train(fresh, tok, toy_examples(8), toy_examples(4, 5), fast(max_steps=5, restore_best=False),
-                            events.append, probes=probes)  # fmt: skip
+    result = finetune.train(
+        fresh,
+        tok,
+        toy_examples(8),
+        toy_examples(4, 5),
+        fast(max_steps=5, restore_best=False),
+        events.append,
+        probes=probes,
+    )
     model = result.peft_model  # the weights the last evaluation answered with
     expected = []
     for probe in probes:
         text = tok.apply_chat_template([{"role": "user", "content": probe}], add_generation_prompt=True, tokenize=False)
         ids = torch.tensor([tok.encode(text, add_special_tokens=False)])
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                 max_new_tokens=finetune.PROBE_NEW_TOKENS, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id)  # fmt: skip
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=finetune.PROBE_NEW_TOKENS,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
         expected.append((probe, tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()))
     assert events[-1]["samples"] == expected
     assert any(answer for _, answer in expected)  # something was generated, so the comparison says something

@@ -48,11 +48,13 @@ def test_loss_curves_draw_train_and_validation_and_the_overfitting_marker():
 
 
 def test_loss_overlay_gives_each_run_one_colour_and_skips_runs_without_losses():
-    fig = figures.loss_overlay({
-        "run a": {"train_loss": [(1, 1.0)], "val_loss": [(1, 0.9)]},
-        "run b": {"train_loss": [(1, 2.0)]},
-        "run c": {},
-    })  # fmt: skip
+    fig = figures.loss_overlay(
+        {
+            "run a": {"train_loss": [(1, 1.0)], "val_loss": [(1, 0.9)]},
+            "run b": {"train_loss": [(1, 2.0)]},
+            "run c": {},
+        }
+    )
     assert [t.name for t in fig.data] == ["run a · validation", "run a · train", "run b · train"]
     assert fig.data[0].line.color == fig.data[1].line.color != fig.data[2].line.color
     assert not figures.loss_overlay({"run c": {}}).data

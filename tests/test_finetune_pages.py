@@ -140,8 +140,10 @@ def test_an_upload_error_lists_its_problems_and_keeps_the_previous_upload(tiny_a
     good = datasets.load_builtin("support_triage")
     good.name, good.title = "mine", "My tickets"
     at.session_state[lab.UPLOADED] = good
-    at.session_state[lab.UPLOAD_ERROR] = {"summary": "bad.jsonl was not loaded: line 3: not JSON.",
-                                          "problems": ["line 3: not JSON"]}  # fmt: skip
+    at.session_state[lab.UPLOAD_ERROR] = {
+        "summary": "bad.jsonl was not loaded: line 3: not JSON.",
+        "problems": ["line 3: not JSON"],
+    }
     at.session_state["ft_source"] = lab.SOURCES[1]
     at.run()
     _ok(at)
@@ -202,15 +204,25 @@ def test_launch_trains_in_a_job_process_then_the_chat_answers_with_both_models(t
 
 def test_a_second_session_sees_the_running_job_and_can_cancel_it(tiny_app):
     store = RunStore(tiny_app.home)
-    run_id = jobs.submit("support_triage", finetune.TrainSettings(max_steps=5000, eval_every=1000, batch_size=2,
-                         max_length=32), str(tiny_app.model), "cpu", store)  # fmt: skip
+    run_id = jobs.submit(
+        "support_triage",
+        finetune.TrainSettings(max_steps=5000, eval_every=1000, batch_size=2, max_length=32),
+        str(tiny_app.model),
+        "cpu",
+        store,
+    )
     from ftvpe_core import worker
 
     worker.ensure_worker(store, "cpu")
-    at = _until(tiny_app.page(LAB),
-                lambda a: any("Step" in getattr(p, "text", "") for p in a.get("progress")) or
-                any(b.key == f"ft_cancel_{run_id}" for b in a.button) and store.metrics(run_id).get("train_loss"),
-                "the running job to show")  # fmt: skip
+    at = _until(
+        tiny_app.page(LAB),
+        lambda a: (
+            any("Step" in getattr(p, "text", "") for p in a.get("progress"))
+            or any(b.key == f"ft_cancel_{run_id}" for b in a.button)
+            and store.metrics(run_id).get("train_loss")
+        ),
+        "the running job to show",
+    )
     at.button(key=f"ft_cancel_{run_id}").click()
     at.run()
     _ok(at)
@@ -223,8 +235,9 @@ def test_a_second_session_sees_the_running_job_and_can_cancel_it(tiny_app):
 
 
 def _finished_run(app: TinyApp, **overrides) -> str:
-    settings = finetune.TrainSettings(**{"max_steps": 3, "eval_every": 1, "batch_size": 4, "max_length": 48,
-                                         "max_val_examples": 4, **overrides})  # fmt: skip
+    settings = finetune.TrainSettings(
+        **{"max_steps": 3, "eval_every": 1, "batch_size": 4, "max_length": 48, "max_val_examples": 4, **overrides}
+    )
     return jobs.run_finetune("support_triage", settings, str(app.model), RunStore(app.home), measure_accuracy=False)[
         "run_id"
     ]

@@ -35,9 +35,17 @@ def test_finetune_json_reports_the_run_and_stores_it_complete_with_its_adapter(c
     shown = json.loads(out)
     assert shown["status"] == "complete" and len(shown["metrics"]["train_loss"]) == 3
     code, out, err = _run(
-        capsys, "generate", "My card was charged twice.", "--adapter", run.id, "--model", str(tiny_model_dir),
-        "--max-new-tokens", "3", "--json",
-    )  # fmt: skip
+        capsys,
+        "generate",
+        "My card was charged twice.",
+        "--adapter",
+        run.id,
+        "--model",
+        str(tiny_model_dir),
+        "--max-new-tokens",
+        "3",
+        "--json",
+    )
     assert code == 0, err
     assert json.loads(out)["model"].endswith(f"+ adapter {run.id}")
     code, _, err = _run(capsys, "generate", "hi", "--adapter", run.id, "--dtype", "q4", "--model", str(tiny_model_dir))

@@ -122,8 +122,14 @@ def test_each_decision_is_made_in_one_place():
         assert [rel(p) for p in APP_SOURCES if constant in _string_constants(p)] == ["ftvpe_core/adapters.py"]
     # 'auto' becomes a device when a model is loaded or a job is queued, and for pages in loaders.device
     resolving = sorted(rel(p) for p in APP_SOURCES if _calls(p, "pick_device"))
-    assert resolving == ["ftvpe_core/challenges.py", "ftvpe_core/cli.py", "ftvpe_core/compare.py", "ftvpe_core/jobs.py",
-                         "ftvpe_core/models.py", "ftvpe_core/ui/loaders.py"]  # fmt: skip
+    assert resolving == [
+        "ftvpe_core/challenges.py",
+        "ftvpe_core/cli.py",
+        "ftvpe_core/compare.py",
+        "ftvpe_core/jobs.py",
+        "ftvpe_core/models.py",
+        "ftvpe_core/ui/loaders.py",
+    ]
     # cached models live in ui/loaders.py (run_views caches the store, learn_view a measurement)
     cached = sorted(rel(p) for p in APP_SOURCES if "cache_resource" in p.read_text() and "models.load" in p.read_text())
     assert cached == ["ftvpe_core/ui/loaders.py"]

@@ -87,8 +87,9 @@ def test_an_adapter_moves_the_distributions_and_identical_conditions_do_not(tiny
     same = lens.build({"A": (tiny_loaded, MESSAGES), "B": (tiny_loaded, MESSAGES)}, "Typed", answer_text=ANSWER)
     assert same.distances == pytest.approx([0.0] * same.n_positions, abs=1e-6)
     assert not any(same.disagree(i) for i in range(same.n_positions))
-    moved = lens.build({lens.PLAIN: (tiny_loaded, MESSAGES), lens.TUNED: (tuned_loaded, MESSAGES)}, "Typed",
-                       answer_text=ANSWER)  # fmt: skip
+    moved = lens.build(
+        {lens.PLAIN: (tiny_loaded, MESSAGES), lens.TUNED: (tuned_loaded, MESSAGES)}, "Typed", answer_text=ANSWER
+    )
     assert min(moved.distances) > 0.01
     assert moved.followed_prob[lens.PLAIN] != pytest.approx(moved.followed_prob[lens.TUNED], abs=1e-3)
     far = moved.most_divergent()
@@ -97,16 +98,20 @@ def test_an_adapter_moves_the_distributions_and_identical_conditions_do_not(tiny
 
 
 def test_a_prompt_changes_the_distributions_on_the_same_weights(tiny_loaded):
-    found = lens.build({lens.PLAIN: (tiny_loaded, MESSAGES), lens.ENGINEERED: (tiny_loaded, ENGINEERED)},
-                       lens.PLAIN, max_new_tokens=4)  # fmt: skip
+    found = lens.build(
+        {lens.PLAIN: (tiny_loaded, MESSAGES), lens.ENGINEERED: (tiny_loaded, ENGINEERED)}, lens.PLAIN, max_new_tokens=4
+    )
     assert found.prompt_tokens[lens.ENGINEERED] > found.prompt_tokens[lens.PLAIN]
     assert min(found.distances) > 0.0
     assert found.messages[lens.ENGINEERED] == ENGINEERED
 
 
 def test_the_lens_survives_a_json_round_trip(tiny_loaded):
-    found = lens.build({lens.PLAIN: (tiny_loaded, MESSAGES), lens.ENGINEERED: (tiny_loaded, ENGINEERED)},
-                       lens.ENGINEERED, max_new_tokens=4)  # fmt: skip
+    found = lens.build(
+        {lens.PLAIN: (tiny_loaded, MESSAGES), lens.ENGINEERED: (tiny_loaded, ENGINEERED)},
+        lens.ENGINEERED,
+        max_new_tokens=4,
+    )
     again = lens.Lens.from_dict(json.loads(json.dumps(found.to_dict())))
     assert again == found
     with pytest.raises(FtvpeError, match="not a saved token lens"):

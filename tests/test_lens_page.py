@@ -25,8 +25,9 @@ def _complete_run(app: TinyApp) -> str:
     from transformers import AutoModelForCausalLM
 
     store = RunStore(app.home)
-    run_id = store.create("finetune", "support_triage", {"model": str(app.model), "preset": "quick",
-                                                         "dataset_title": "Support triage"})  # fmt: skip
+    run_id = store.create(
+        "finetune", "support_triage", {"model": str(app.model), "preset": "quick", "dataset_title": "Support triage"}
+    )
     store.start(run_id, os.getpid(), "cpu")
     config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(app.model), config)

@@ -33,8 +33,11 @@ def test_lessons_and_guided_steps_copy_no_run_of_words_from_the_seed_article():
     copied = []
     for name, text in _texts().items():
         ws = words(text)
-        copied += [f"{name}: {' '.join(ws[i : i + COPY_RUN])}" for i in range(len(ws) - COPY_RUN + 1)
-                   if tuple(ws[i : i + COPY_RUN]) in seed_runs]  # fmt: skip
+        copied += [
+            f"{name}: {' '.join(ws[i : i + COPY_RUN])}"
+            for i in range(len(ws) - COPY_RUN + 1)
+            if tuple(ws[i : i + COPY_RUN]) in seed_runs
+        ]
     assert not copied, "\n".join(copied)
 
 

@@ -86,9 +86,17 @@ def test_home_shows_comparison_table_link_and_model_status(tiny_app):
     assert {"Fine-tuning", "Prompt engineering"} <= set(table.columns)
     links = at.get("page_link")
     assert [link.value for link in links] == [
-        "Learn", "Prompt Lab", "Fine-Tune Lab", "Token Lens", "Compare", "Quiz", "Runs", "Challenge", "Teacher",
+        "Learn",
+        "Prompt Lab",
+        "Fine-Tune Lab",
+        "Token Lens",
+        "Compare",
+        "Quiz",
+        "Runs",
+        "Challenge",
+        "Teacher",
         "Start the guided demo in classroom mode",
-    ]  # fmt: skip
+    ]
 
     deadline = time.monotonic() + READY_WITHIN_S
     while not at.success:

@@ -46,8 +46,9 @@ def on_ray(ray_head, monkeypatch):
 
 
 def _settings(**overrides):
-    return finetune.TrainSettings(**{"max_steps": 4, "batch_size": 4, "max_length": 48, "eval_every": 2,
-                                     "max_val_examples": 4, **overrides})  # fmt: skip
+    return finetune.TrainSettings(
+        **{"max_steps": 4, "batch_size": 4, "max_length": 48, "eval_every": 2, "max_val_examples": 4, **overrides}
+    )
 
 
 def _run(capsys, *argv):
@@ -67,12 +68,14 @@ def test_with_ray_unset_nothing_imports_ray_and_the_runner_is_local():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
-def test_an_unreachable_cluster_is_one_clear_line_in_the_cli_and_fails_queued_runs_with_it(ray_head, monkeypatch,
-                                                                                          capsys, tiny_model_dir):  # fmt: skip
+def test_an_unreachable_cluster_is_one_clear_line_in_the_cli_and_fails_queued_runs_with_it(
+    ray_head, monkeypatch, capsys, tiny_model_dir
+):
     monkeypatch.setenv("FTVPE_RAY_ADDRESS", f"127.0.0.1:{_free_port()}")  # nobody listens there
     started = time.monotonic()
-    code, out, err = _run(capsys, "finetune", "--dataset", "support_triage", "--steps", "2", "--model",
-                          str(tiny_model_dir))  # fmt: skip
+    code, out, err = _run(
+        capsys, "finetune", "--dataset", "support_triage", "--steps", "2", "--model", str(tiny_model_dir)
+    )
     assert time.monotonic() - started < 30
     lines = err.strip().splitlines()
     assert (code, out) == (2, "") and len(lines) == 1, err
@@ -108,8 +111,9 @@ def test_an_unreachable_cluster_is_named_on_the_page_and_its_queued_run_fails_wi
 
 
 def test_cli_finetune_trains_on_ray_and_its_curves_and_adapter_reach_the_store(on_ray, capsys, tiny_model_dir):
-    code, out, err = _run(capsys, "finetune", "--dataset", "support_triage", "--steps", "4", "--model",
-                          str(tiny_model_dir), "--json")  # fmt: skip
+    code, out, err = _run(
+        capsys, "finetune", "--dataset", "support_triage", "--steps", "4", "--model", str(tiny_model_dir), "--json"
+    )
     assert code == 0, err
     summary = json.loads(out)
     assert summary["status"] == "complete" and summary["steps"] == 4 and "test_accuracy_tuned" in summary
@@ -123,8 +127,18 @@ def test_cli_finetune_trains_on_ray_and_its_curves_and_adapter_reach_the_store(o
     folder = store.artifact_dir(run.id)
     assert (folder / "adapter_model.safetensors").is_file() and (folder / jobs.METRICS_FILE).is_file()
     assert not (folder / finetune.CHECKPOINT_FILE).exists()  # removed once complete, as locally
-    code, out, err = _run(capsys, "generate", "My card was charged twice.", "--adapter", run.id, "--model",
-                          str(tiny_model_dir), "--max-new-tokens", "3", "--json")  # fmt: skip
+    code, out, err = _run(
+        capsys,
+        "generate",
+        "My card was charged twice.",
+        "--adapter",
+        run.id,
+        "--model",
+        str(tiny_model_dir),
+        "--max-new-tokens",
+        "3",
+        "--json",
+    )
     assert code == 0 and json.loads(out)["model"].endswith(f"+ adapter {run.id}"), err
 
     code, out, err = _run(capsys, "compare", "--task", "support_triage", "--run", run.id, "--limit", "2", "--json")
@@ -137,8 +151,11 @@ def test_cli_finetune_trains_on_ray_and_its_curves_and_adapter_reach_the_store(o
 
 def test_two_learners_train_at_once_and_a_third_run_waits_its_turn(on_ray, tiny_model_dir):
     store = RunStore()
-    submit = lambda who: jobs.submit("support_triage", _settings(max_steps=12, eval_every=6), str(tiny_model_dir),  # noqa: E731
-                                     device="cpu", store=store, learner=who)  # fmt: skip
+
+    def submit(who: str) -> str:
+        settings = _settings(max_steps=12, eval_every=6)
+        return jobs.submit("support_triage", settings, str(tiny_model_dir), device="cpu", store=store, learner=who)
+
     ann1, ann2, bob1 = submit("ann"), submit("ann"), submit("bob")
     assert [r.id for r in store.queue()] == [ann1, bob1, ann2]  # bob's first run before ann's second
     lines = []
@@ -168,8 +185,12 @@ def test_cancel_a_killed_worker_and_an_app_stop_on_ray_and_the_next_run_still_co
         for run_id in (cancelled, killed):
             store.start(run_id, os.getpid(), "cpu", ray_runner.PENDING_NODE)
             dispatcher.submit(run_id)
-        _wait(lambda: step() is not None and all(len(store.metrics(i).get("val_loss", [])) >= 1
-                                                   for i in (cancelled, killed)), what="both runs to train")  # fmt: skip
+        _wait(
+            lambda: (
+                step() is not None and all(len(store.metrics(i).get("val_loss", [])) >= 1 for i in (cancelled, killed))
+            ),
+            what="both runs to train",
+        )
         store.request_cancel(cancelled)
         os.kill(dispatcher.workers[killed], signal.SIGKILL)
         _wait(lambda: step() is not None and not dispatcher.refs, what="both runs to end")

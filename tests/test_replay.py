@@ -27,7 +27,7 @@ def _recording(steps: int = 6) -> dict:
             {"step": s, "probe": f"probe {i}", "answer": f"answer {i} at {s}"}
             for s in range(2, steps + 1, 2)
             for i in range(2)
-        ],  # fmt: skip
+        ],
         "summary": {"steps": steps, "train_seconds": 12.5},
         "recorded_with": "python -m ftvpe_core finetune --dataset toy (tiny model, 1-core CPU, 2026-11-24)",
     }

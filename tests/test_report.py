@@ -13,16 +13,33 @@ PLOTLY_JS_HEADER = re.compile(r"\* plotly\.js v\d")
 
 def _examples(arm, passed):
     return [
-        {"index": i, "prompt": f"Message {i}: where is my parcel?", "reference": "shipping",
-         "answer": ATTACK if (arm == "base" and i == 0) else f"{arm} answer {i}", "score": float(p), "passed": p,
-         "detail": "names no label" if not p else "", "prompt_tokens": 37, "latency_s": 0.2}
+        {
+            "index": i,
+            "prompt": f"Message {i}: where is my parcel?",
+            "reference": "shipping",
+            "answer": ATTACK if (arm == "base" and i == 0) else f"{arm} answer {i}",
+            "score": float(p),
+            "passed": p,
+            "detail": "names no label" if not p else "",
+            "prompt_tokens": 37,
+            "latency_s": 0.2,
+        }
         for i, p in enumerate(passed)
-    ]  # fmt: skip
+    ]
 
 
 def _arm(name, label, score, latency, train, passed):
-    return {"name": name, "label": label, "score": score, "n": len(passed), "mean_prompt_tokens": 38.2,
-            "mean_latency_s": latency, "train_seconds": train, "techniques": [], "examples": _examples(name, passed)}  # fmt: skip
+    return {
+        "name": name,
+        "label": label,
+        "score": score,
+        "n": len(passed),
+        "mean_prompt_tokens": 38.2,
+        "mean_latency_s": latency,
+        "train_seconds": train,
+        "techniques": [],
+        "examples": _examples(name, passed),
+    }
 
 
 RESULT = {
@@ -73,8 +90,14 @@ def page():
 def test_report_is_a_standalone_page_with_the_run_details(page):
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "<title>Fine-tuning vs prompt engineering: Support triage</title>" in page
-    for text in ("support_triage", "SmolLM2-135M-Instruct (embedded)", "cpu", "20261123-231432-b4a4",
-                 "role, few-shot, context", "2025-11-23 23:20 UTC"):  # fmt: skip
+    for text in (
+        "support_triage",
+        "SmolLM2-135M-Instruct (embedded)",
+        "cpu",
+        "20261123-231432-b4a4",
+        "role, few-shot, context",
+        "2025-11-23 23:20 UTC",
+    ):
         assert text in page
     # Offline: nothing is fetched from the network (plotly.js links to its site only in comments and strings).
     assert not re.search(r"<script[^>]+src=", page) and not re.search(r"<link[^>]+href=", page)

@@ -8,8 +8,14 @@ from ftvpe_core.schedule import Waiting
 
 
 def test_each_learner_gets_a_turn_before_anybodys_second_run():
-    queued = [Waiting("a1", "ann", 1), Waiting("a2", "ann", 2), Waiting("a3", "ann", 3), Waiting("b1", "bob", 4),
-              Waiting("c1", "cat", 5), Waiting("b2", "bob", 6)]  # fmt: skip
+    queued = [
+        Waiting("a1", "ann", 1),
+        Waiting("a2", "ann", 2),
+        Waiting("a3", "ann", 3),
+        Waiting("b1", "bob", 4),
+        Waiting("c1", "cat", 5),
+        Waiting("b2", "bob", 6),
+    ]
     assert schedule.fair_order(queued, {}) == ["a1", "b1", "c1", "a2", "b2", "a3"]
 
 

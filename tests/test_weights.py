@@ -66,8 +66,9 @@ def test_counts_match_peft_and_the_base_model(lora, tiny_model_dir):
     assert changes["lora_parameters"] == trainable
     assert changes["lora_parameters"] == finetune.lora_parameters(lora["base"].config, RANK, TARGETS)
     assert changes["total_parameters"] == sum(p.numel() for p in lora["base"].parameters())
-    assert changes["weights_touched"] == sum(_weight(lora["base"], m["layer"], m["projection"]).numel()
-                                             for m in changes["matrices"])  # fmt: skip
+    assert changes["weights_touched"] == sum(
+        _weight(lora["base"], m["layer"], m["projection"]).numel() for m in changes["matrices"]
+    )
     json.dumps(changes)  # JSON-safe
 
 
@@ -97,8 +98,10 @@ def test_a_float16_copy_of_the_adapter_measures_nearly_the_same(lora, tmp_path):
     from safetensors.torch import load_file, save_file
 
     src = lora["folder"]
-    save_file({k: v.half() for k, v in load_file(src / "adapter_model.safetensors").items()},
-              tmp_path / "adapter_model.safetensors")  # fmt: skip
+    save_file(
+        {k: v.half() for k, v in load_file(src / "adapter_model.safetensors").items()},
+        tmp_path / "adapter_model.safetensors",
+    )
     (tmp_path / "adapter_config.json").write_text((src / "adapter_config.json").read_text())
     half, full = weights.adapter_changes(tmp_path), weights.adapter_changes(src)
     for a, b in zip(half["matrices"], full["matrices"]):

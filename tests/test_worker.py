@@ -20,8 +20,9 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def _settings(**overrides):
-    return finetune.TrainSettings(**{"max_steps": 2, "batch_size": 4, "max_length": 48, "eval_every": 2,
-                                     "max_val_examples": 4, **overrides})  # fmt: skip
+    return finetune.TrainSettings(
+        **{"max_steps": 2, "batch_size": 4, "max_length": 48, "eval_every": 2, "max_val_examples": 4, **overrides}
+    )
 
 
 def _wait(predicate, timeout=90.0, what="the condition"):
@@ -106,8 +107,9 @@ def test_ensure_worker_starts_one_process_that_trains_the_run(tiny_model_dir):
 
 
 def _start_long_run(store, tiny_model_dir):
-    run_id = jobs.submit("support_triage", _settings(max_steps=5000, eval_every=1000), str(tiny_model_dir),
-                         device="cpu", store=store)  # fmt: skip
+    run_id = jobs.submit(
+        "support_triage", _settings(max_steps=5000, eval_every=1000), str(tiny_model_dir), device="cpu", store=store
+    )
     return run_id
 
 
@@ -143,8 +145,9 @@ def test_a_job_process_whose_app_stops_marks_its_run_interrupted(tiny_model_dir)
     app = subprocess.Popen(
         ["bash", "-c", f'"{sys.executable}" -m ftvpe_core worker --device cpu --parent $$ & wait'],
         env={**os.environ, "FTVPE_HOME": str(store.home)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _wait(lambda: store.metrics(run_id).get("train_loss"), what="training to start")
     app.kill()
     app.wait()
@@ -173,8 +176,9 @@ def test_a_job_process_leaves_within_seconds_of_its_app_even_mid_phase(tiny_mode
     app = subprocess.Popen(
         ["bash", "-c", f'"{sys.executable}" "{script}" $$ & wait'],
         env={**os.environ, "FTVPE_HOME": str(store.home), "PYTHONPATH": str(Path(worker.__file__).parents[1])},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _wait(lambda: store.get(run_id).status == "running", what="the run to start")
     pid = store.get(run_id).pid
     app.send_signal(how)

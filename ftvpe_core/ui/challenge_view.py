@@ -25,9 +25,21 @@ RANKS = (4, 8, 16)
 def init_learner() -> None:
     ss = st.session_state
     ss.setdefault("ch_code", str(st.query_params.get("challenge", ""))[:12])
-    for key, value in {"ch_name": "", "ch_joined": None, "ch_joined_code": None, "ch_techniques": ["role"],
-                       "ch_role": "", "ch_examples": "", "ch_facts": "", "ch_format": "", "ch_tone": "",
-                       "ch_random": True, "ch_picks": [], "ch_lr": 2e-3, "ch_rank": 8}.items():  # fmt: skip
+    for key, value in {
+        "ch_name": "",
+        "ch_joined": None,
+        "ch_joined_code": None,
+        "ch_techniques": ["role"],
+        "ch_role": "",
+        "ch_examples": "",
+        "ch_facts": "",
+        "ch_format": "",
+        "ch_tone": "",
+        "ch_random": True,
+        "ch_picks": [],
+        "ch_lr": 2e-3,
+        "ch_rank": 8,
+    }.items():
         ss.setdefault(key, value)
 
 
@@ -64,16 +76,23 @@ def closes_text(closes: float) -> str:
 def prompt_form() -> dict:
     """The Prompt Lab's techniques and fields (no task: each hidden input is the task); returns the fields."""
     ss = st.session_state
-    st.multiselect("Techniques", prompts.TECHNIQUES, key="ch_techniques",
-                   format_func=lambda t: prompts.TECHNIQUE_LABELS[t])  # fmt: skip
+    st.multiselect(
+        "Techniques", prompts.TECHNIQUES, key="ch_techniques", format_func=lambda t: prompts.TECHNIQUE_LABELS[t]
+    )
     c1, c2 = st.columns(2)
     c1.text_input("Role: who answers", key="ch_role", placeholder="a customer-support triage assistant")
     c1.text_area("Few-shot examples, one a line: input => output", key="ch_examples", height=120)
     c2.text_area("Context: background and instructions", key="ch_facts", height=80)
     c2.text_input("Context: answer format", key="ch_format", placeholder="a single word")
     c2.text_input("Context: tone", key="ch_tone")
-    return {"enabled": tuple(ss.ch_techniques), "role": ss.ch_role, "examples": text_to_examples(ss.ch_examples),
-            "facts": ss.ch_facts, "output_format": ss.ch_format, "tone": ss.ch_tone}  # fmt: skip
+    return {
+        "enabled": tuple(ss.ch_techniques),
+        "role": ss.ch_role,
+        "examples": text_to_examples(ss.ch_examples),
+        "facts": ss.ch_facts,
+        "output_format": ss.ch_format,
+        "tone": ss.ch_tone,
+    }
 
 
 def finetune_form(info: dict, train: list[dict]) -> tuple[int, int | list[int], float, int]:
@@ -87,12 +106,17 @@ def finetune_form(info: dict, train: list[dict]) -> tuple[int, int | list[int], 
     c1.select_slider("LoRA rank", RANKS, key="ch_rank")
     c2.toggle("Draw the training examples at random", key="ch_random")
     if ss.ch_random:
-        c2.number_input(f"How many (at most {info['max_train_examples']})", 1, info["max_train_examples"],
-                        key="ch_count")  # fmt: skip
+        c2.number_input(
+            f"How many (at most {info['max_train_examples']})", 1, info["max_train_examples"], key="ch_count"
+        )
         examples: int | list[int] = int(ss.ch_count)
     else:
-        c2.multiselect(f"Pick up to {info['max_train_examples']} training examples", list(range(len(train))),
-                       key="ch_picks", format_func=lambda i: f"{i + 1}. {train[i]['response']}: {train[i]['prompt'][:70]}")  # fmt: skip
+        c2.multiselect(
+            f"Pick up to {info['max_train_examples']} training examples",
+            list(range(len(train))),
+            key="ch_picks",
+            format_func=lambda i: f"{i + 1}. {train[i]['response']}: {train[i]['prompt'][:70]}",
+        )
         examples = list(ss.ch_picks)
     return int(ss.ch_steps), examples, float(ss.ch_lr), int(ss.ch_rank)
 
@@ -102,10 +126,18 @@ def history(entries: list[dict]) -> None:
     if not entries:
         st.caption("No submissions yet.")
         return
-    rows = [{"#": e["id"], "track": challenges.TRACK_LABELS[e["track"]], "status": e["status"],
-             "score": pct(e["score"]), "cost": _cost(e), "time": time.strftime("%H:%M:%S", time.localtime(e["created"])),
-             "now": e["progress"] if e["status"] in ("waiting", "training", "scoring") else ""}
-            for e in reversed(entries)]  # fmt: skip
+    rows = [
+        {
+            "#": e["id"],
+            "track": challenges.TRACK_LABELS[e["track"]],
+            "status": e["status"],
+            "score": pct(e["score"]),
+            "cost": _cost(e),
+            "time": time.strftime("%H:%M:%S", time.localtime(e["created"])),
+            "now": e["progress"] if e["status"] in ("waiting", "training", "scoring") else "",
+        }
+        for e in reversed(entries)
+    ]
     st.dataframe(rows, hide_index=True, width="stretch")
     for e in entries:
         if e["error"]:
@@ -145,8 +177,11 @@ def create_form(teaching: bool) -> tuple[challenges.ChallengeSettings, datasets.
     with st.form("th_create"):
         c1, c2 = st.columns(2)
         task = c1.selectbox("Task", datasets.BUILTINS, key="th_task")
-        upload = None if teaching else c1.file_uploader("…or your own JSONL/CSV", type=["jsonl", "csv", "json"],
-                                                        key="th_upload")  # fmt: skip
+        upload = (
+            None
+            if teaching
+            else c1.file_uploader("…or your own JSONL/CSV", type=["jsonl", "csv", "json"], key="th_upload")
+        )
         title = c1.text_input("Title for the class (optional)", key="th_title", max_chars=120)
         hidden = c1.radio("Hidden test split", challenges.HIDDEN_SPLITS, key="th_hidden", horizontal=True)
         metric = c1.selectbox("Metric", ["(the task's own)", *evaluate.METRICS], key="th_metric")
@@ -160,11 +195,18 @@ def create_form(teaching: bool) -> tuple[challenges.ChallengeSettings, datasets.
             return None
     data = datasets.parse_upload(upload.getvalue(), upload.name) if upload is not None else None
     settings = challenges.ChallengeSettings(
-        task=data.name if data else task, title=title, hidden_split=hidden, tracks=tracks,
-        metric=None if metric.startswith("(") else metric, max_prompt_tokens=int(tokens),
-        max_train_examples=int(examples), max_steps=int(steps), minutes=int(minutes), hidden_limit=int(limit),
+        task=data.name if data else task,
+        title=title,
+        hidden_split=hidden,
+        tracks=tracks,
+        metric=None if metric.startswith("(") else metric,
+        max_prompt_tokens=int(tokens),
+        max_train_examples=int(examples),
+        max_steps=int(steps),
+        minutes=int(minutes),
+        hidden_limit=int(limit),
         model=loaders.choice()["name"],
-    )  # fmt: skip
+    )
     return settings, data
 
 

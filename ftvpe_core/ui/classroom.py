@@ -53,9 +53,13 @@ def _toggled() -> None:
 def sidebar_toggle() -> None:
     """The switch, at the top of the sidebar."""
     st.session_state[TOGGLE] = on()  # a widget's value survives page changes only through session state
-    st.sidebar.toggle("🏫 Classroom mode", key=TOGGLE, on_change=_toggled,
-                      help="Larger type, fewer controls, and a guided sequence of steps through the demo. "
-                           "Add ?classroom=1 to a link to open it this way.")  # fmt: skip
+    st.sidebar.toggle(
+        "🏫 Classroom mode",
+        key=TOGGLE,
+        on_change=_toggled,
+        help="Larger type, fewer controls, and a guided sequence of steps through the demo. "
+        "Add ?classroom=1 to a link to open it this way.",
+    )
 
 
 def page(path: str, apply: Callable[[dict], None] | None = None) -> bool:
@@ -122,8 +126,9 @@ def guide(path: str) -> None:
     steps = classroom.STEPS
     with st.container(border=True, key="cl_guide"):
         if n is None:
-            st.markdown(f"**Classroom mode is on.** The guided demo has {len(steps)} steps, from the lesson to "
-                        "the quiz.")  # fmt: skip
+            st.markdown(
+                f"**Classroom mode is on.** The guided demo has {len(steps)} steps, from the lesson to the quiz."
+            )
             _step_link(0, f"Start the guided demo: 1 · {steps[0].title} ▶")
             return
         st.markdown(f"**Step {n + 1} of {len(steps)} · {steps[n].title}**")

@@ -45,8 +45,10 @@ def challenge_loader(store) -> None:
             st.rerun()
     if loaded:
         names = loaded["names"]
-        st.info(f"Arms from a class challenge: the best prompt ({markdown.literal(names.get('prompt', 'none'))}) "
-                f"and the best run ({markdown.literal(names.get('finetune', 'none'))}).")  # fmt: skip
+        st.info(
+            f"Arms from a class challenge: the best prompt ({markdown.literal(names.get('prompt', 'none'))}) "
+            f"and the best run ({markdown.literal(names.get('finetune', 'none'))})."
+        )
         if st.button("Forget the challenge's arms", key="cp_ch_forget"):
             ss.cp_prompt = ss.cp_challenge = None
             st.rerun()
@@ -82,14 +84,19 @@ def example_rows(result: dict) -> list[dict]:
 def show(result: dict, key: str) -> None:
     """Everything a comparison measured, top to bottom: scores, recommendation, table, costs, examples."""
     task, arms = result["task"], result["arms"]
-    st.caption(f"{markdown.literal(task['title'])} · {task['n']} held-out examples · metric: {task['metric']} · "
-               f"{markdown.literal(result['model'])} on {result['device']}" + (f" · run {result['run_id']}" if result.get("run_id") else ""))  # fmt: skip
+    st.caption(
+        f"{markdown.literal(task['title'])} · {task['n']} held-out examples · metric: {task['metric']} · "
+        f"{markdown.literal(result['model'])} on {result['device']}"
+        + (f" · run {result['run_id']}" if result.get("run_id") else "")
+    )
     st.plotly_chart(figures.arm_scores(arms, task["metric"]), key=f"{key}_scores")
     cols = st.columns(len(arms))
     for col, arm in zip(cols, arms):
         col.metric(arm["label"], f"{100 * arm['score']:.0f} %")
-        col.caption(f"{arm['mean_prompt_tokens']:.0f} prompt tokens · {arm['mean_latency_s']:.2f} s/answer · "
-                    f"training {arm['train_seconds']:.0f} s")  # fmt: skip
+        col.caption(
+            f"{arm['mean_prompt_tokens']:.0f} prompt tokens · {arm['mean_latency_s']:.2f} s/answer · "
+            f"training {arm['train_seconds']:.0f} s"
+        )
     st.subheader("Prompt or fine-tune?")
     st.markdown(result["recommendation"])
     st.subheader("The comparison table, measured")
@@ -107,5 +114,10 @@ def show(result: dict, key: str) -> None:
         if result.get("gains"):
             st.plotly_chart(figures.technique_gains_chart(result["gains"]), key=f"{key}_gains")
     # Built only when clicked: the report embeds plotly.js (about 5 MB).
-    st.download_button("⬇️ HTML report (opens offline)", lambda: report.html(result), file_name=f"comparison-{key}.html",
-                       mime="text/html", key=f"{key}_report")  # fmt: skip
+    st.download_button(
+        "⬇️ HTML report (opens offline)",
+        lambda: report.html(result),
+        file_name=f"comparison-{key}.html",
+        mime="text/html",
+        key=f"{key}_report",
+    )

@@ -15,12 +15,25 @@ DEFAULT_PRESET = "quick"
 PAGE = "pages/2_Fine_Tune_Lab.py"
 SOURCES = ("Built-in", "Upload your own")
 KEYS = {
-    "ft_rank": "rank", "ft_alpha": "alpha", "ft_dropout": "dropout", "ft_lr": "learning_rate",
-    "ft_steps": "max_steps", "ft_epochs": "epochs", "ft_batch": "batch_size", "ft_max_len": "max_length",
-    "ft_warmup": "warmup_fraction", "ft_wd": "weight_decay", "ft_eval_every": "eval_every",
-    "ft_patience": "early_stopping_patience", "ft_targets": "target_modules", "ft_max_train": "max_train_examples",
-    "ft_max_val": "max_val_examples", "ft_restore_best": "restore_best", "ft_bf16": "bf16", "ft_seed": "seed",
-}  # fmt: skip
+    "ft_rank": "rank",
+    "ft_alpha": "alpha",
+    "ft_dropout": "dropout",
+    "ft_lr": "learning_rate",
+    "ft_steps": "max_steps",
+    "ft_epochs": "epochs",
+    "ft_batch": "batch_size",
+    "ft_max_len": "max_length",
+    "ft_warmup": "warmup_fraction",
+    "ft_wd": "weight_decay",
+    "ft_eval_every": "eval_every",
+    "ft_patience": "early_stopping_patience",
+    "ft_targets": "target_modules",
+    "ft_max_train": "max_train_examples",
+    "ft_max_val": "max_val_examples",
+    "ft_restore_best": "restore_best",
+    "ft_bf16": "bf16",
+    "ft_seed": "seed",
+}
 """Widget key -> TrainSettings field: one widget per field."""
 UPLOADED = "ft_uploaded"
 UPLOAD_ERROR = "ft_upload_error"
@@ -28,12 +41,22 @@ CHATS = "ft_chats"
 LENGTHS = "ft_lengths"
 CHAT_SETTINGS = GenerationSettings(max_new_tokens=80)
 LIMITS: dict[str, tuple[float, float | None]] = {
-    "rank": (1, 256), "alpha": (0.0, 4096.0), "dropout": (0.0, 0.9), "learning_rate": (1e-6, 0.1),
-    "max_steps": (1, finetune.MAX_STEPS), "epochs": (0.0, float(finetune.MAX_EPOCHS)), "batch_size": (1, 256),
-    "max_length": (16, 4096), "warmup_fraction": (0.0, 0.5), "weight_decay": (0.0, 1.0), "eval_every": (1, None),
-    "early_stopping_patience": (0, None), "max_train_examples": (0, None), "max_val_examples": (0, None),
+    "rank": (1, 256),
+    "alpha": (0.0, 4096.0),
+    "dropout": (0.0, 0.9),
+    "learning_rate": (1e-6, 0.1),
+    "max_steps": (1, finetune.MAX_STEPS),
+    "epochs": (0.0, float(finetune.MAX_EPOCHS)),
+    "batch_size": (1, 256),
+    "max_length": (16, 4096),
+    "warmup_fraction": (0.0, 0.5),
+    "weight_decay": (0.0, 1.0),
+    "eval_every": (1, None),
+    "early_stopping_patience": (0, None),
+    "max_train_examples": (0, None),
+    "max_val_examples": (0, None),
     "seed": (0, None),
-}  # fmt: skip
+}
 """TrainSettings' limits per field, (lowest, highest or None), stated beside each box. The boxes themselves
 have no min/max: a widget would silently put back its default, while TrainSettings names the limit and
 Launch waits (tests/test_finetune_pages.py holds these to TrainSettings' checks)."""
@@ -85,8 +108,17 @@ def settings_from_widgets() -> finetune.TrainSettings:
     """TrainSettings from the widgets; raises FtvpeError with the knob's problem."""
     ss = st.session_state
     values = {name: ss[key] for key, name in KEYS.items()}
-    for name in ("rank", "max_steps", "batch_size", "max_length", "eval_every", "early_stopping_patience",
-                 "max_train_examples", "max_val_examples", "seed"):  # fmt: skip
+    for name in (
+        "rank",
+        "max_steps",
+        "batch_size",
+        "max_length",
+        "eval_every",
+        "early_stopping_patience",
+        "max_train_examples",
+        "max_val_examples",
+        "seed",
+    ):
         if isinstance(values[name], float) and values[name].is_integer():
             values[name] = int(values[name])
     return finetune.TrainSettings(**values)

@@ -38,7 +38,7 @@ BUILDERS = {
                 "Small balcony, big harvest: five vegetables that grow happily in pots, even for beginners.",
             )
         ],
-    ),  # fmt: skip
+    ),
     "ln_patient": presets.get("patient").spec,
 }
 QUIZ_GRADED = "ln_quiz_graded"
@@ -68,8 +68,10 @@ def prompt_builder(prefix: str, handle, preset: str) -> dict[str, BuiltPrompt]:
     spec = _spec(prefix)
     built = prompt_lab.show_prompts(spec, handle, key=f"{prefix}_bar")
     techniques = [t for t in spec.enabled if t != "few-shot"]  # the Prompt Lab's preset has no example
-    st.markdown(f"[Open this experiment in the ✍️ Prompt Lab]"
-                f"({classroom.link('pages/1_Prompt_Lab.py', {'preset': preset, 'techniques': techniques})})")  # fmt: skip
+    st.markdown(
+        f"[Open this experiment in the ✍️ Prompt Lab]"
+        f"({classroom.link('pages/1_Prompt_Lab.py', {'preset': preset, 'techniques': techniques})})"
+    )
     _ask(prefix, handle, built)
     return built
 
@@ -83,8 +85,15 @@ def tokens_added(built: dict[str, BuiltPrompt]) -> int:
 def _ask(prefix: str, handle, built: dict) -> None:
     ss = st.session_state
     ready = handle.state == "ready"
-    if st.button("▶ Ask the model both", key=f"{prefix}_ask", disabled=not ready,
-                 help="Greedy answers of up to 80 tokens from the model in the sidebar.") and ready:  # fmt: skip
+    if (
+        st.button(
+            "▶ Ask the model both",
+            key=f"{prefix}_ask",
+            disabled=not ready,
+            help="Greedy answers of up to 80 tokens from the model in the sidebar.",
+        )
+        and ready
+    ):
         try:
             with st.spinner("The model is answering both prompts…"):
                 ss[f"{prefix}_answers"] = {
@@ -135,8 +144,9 @@ def words_vs_weights(store: RunStore, prompt_tokens_added: int | None) -> None:
     folder, model_name = sources[label]
     base = weights.base_weights_for(model_name)
     try:
-        changes = _changes(str(folder), None if base is None else str(base),
-                           (folder / adapters.WEIGHTS_FILE).stat().st_mtime)  # fmt: skip
+        changes = _changes(
+            str(folder), None if base is None else str(base), (folder / adapters.WEIGHTS_FILE).stat().st_mtime
+        )
     except FtvpeError as e:
         st.error(markdown.literal(e))
         return
@@ -148,17 +158,21 @@ def measured_table(store: RunStore) -> None:
     """The six rows from the newest complete comparison on this machine, if there is one."""
     done = [r for r in store.list("compare") if r.status == "complete"]
     if not done:
-        st.caption("No comparison has run on this machine yet: [run one on the ⚖️ Compare page]"
-                   f"({classroom.link('pages/4_Compare.py', {'dataset': 'support_triage'})}) to fill these rows "
-                   "with measured numbers.")  # fmt: skip
+        st.caption(
+            "No comparison has run on this machine yet: [run one on the ⚖️ Compare page]"
+            f"({classroom.link('pages/4_Compare.py', {'dataset': 'support_triage'})}) to fill these rows "
+            "with measured numbers."
+        )
         return
     try:
         result = compare.load_result(store, done[0].id)
     except FtvpeError as e:
         st.caption(f"The newest comparison cannot be read: {markdown.literal(e)}")
         return
-    st.markdown(f"**Measured on this machine**: {markdown.literal(result['task']['title'])}, {result['task']['n']} held-out examples "
-                f"(comparison {done[0].id}).")  # fmt: skip
+    st.markdown(
+        f"**Measured on this machine**: {markdown.literal(result['task']['title'])}, {result['task']['n']} held-out examples "
+        f"(comparison {done[0].id})."
+    )
     st.table(result["table"], hide_index=True)
 
 
@@ -169,8 +183,15 @@ def mini_quiz() -> None:
     for n, q in enumerate(questions, 1):
         with st.container(border=True):
             st.markdown(f"**{n}.** {q.scenario}")
-            st.radio("Your choice", quiz.ANSWERS, index=None, key=f"ln_q_{q.key}", horizontal=True,
-                     format_func=quiz.ANSWER_LABELS.get, label_visibility="collapsed")  # fmt: skip
+            st.radio(
+                "Your choice",
+                quiz.ANSWERS,
+                index=None,
+                key=f"ln_q_{q.key}",
+                horizontal=True,
+                format_func=quiz.ANSWER_LABELS.get,
+                label_visibility="collapsed",
+            )
             if ss[QUIZ_GRADED]:
                 chosen = ss.get(f"ln_q_{q.key}")
                 verdict = (

@@ -17,8 +17,13 @@ ATTEMPTS = "pe_attempts"
 LAST = "pe_last"
 DEFAULT_PRESET = "travel"
 TOGGLES = {"role": "pe_role_on", "few-shot": "pe_fewshot_on", "cot": "pe_cot_on", "context": "pe_ctx_on"}
-GENERATION_DEFAULTS = {"pe_max_new": 160, "pe_temperature": 0.0, "pe_top_p": 1.0, "pe_seed": 0,
-                       "pe_rep": GenerationSettings.repetition_penalty}  # fmt: skip
+GENERATION_DEFAULTS = {
+    "pe_max_new": 160,
+    "pe_temperature": 0.0,
+    "pe_top_p": 1.0,
+    "pe_seed": 0,
+    "pe_rep": GenerationSettings.repetition_penalty,
+}
 PAGE = "pages/1_Prompt_Lab.py"
 
 

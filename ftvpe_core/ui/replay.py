@@ -53,8 +53,13 @@ def show(dataset: str, key: str) -> None:
 
     playing = st.session_state[playing_key]
     c1, c2, _ = st.columns([1, 1, 4])
-    c1.button("⏸️ Pause" if playing else "▶️ Play", key=f"{key}_play", on_click=_toggle, args=(key, total),
-              help="Play the recorded run back, step by step, at about 4 steps a second.")  # fmt: skip
+    c1.button(
+        "⏸️ Pause" if playing else "▶️ Play",
+        key=f"{key}_play",
+        on_click=_toggle,
+        args=(key, total),
+        help="Play the recorded run back, step by step, at about 4 steps a second.",
+    )
     c2.button("⏮️ Restart", key=f"{key}_restart", on_click=_restart, args=(key,))
 
     @st.fragment(run_every=TICK_SECONDS if playing else None)
@@ -62,13 +67,21 @@ def show(dataset: str, key: str) -> None:
         if st.session_state[playing_key]:
             st.session_state[step_key] = min(int(st.session_state[step_key]) + STEPS_PER_TICK, total)
         step = st.session_state[step_key]
-        st.slider("Recorded step", 0, max(total, 1), key=step_key, disabled=total == 0,
-                  help="Drag to any step of the recorded run.")  # fmt: skip
+        st.slider(
+            "Recorded step",
+            0,
+            max(total, 1),
+            key=step_key,
+            disabled=total == 0,
+            help="Drag to any step of the recorded run.",
+        )
         now = recordings.frame(recording, step)
         st.progress(now["fraction"], text=f"Step {now['step']} of {now['total_steps']} (recorded)")
         marker = finetune.overfit_step(now["metrics"].get("val_loss") or [])
-        st.plotly_chart(figures.loss_curves(now["metrics"], total, marker, title="Training and validation loss "
-                                            "(recorded run)"), key=f"{key}_curves")  # fmt: skip
+        st.plotly_chart(
+            figures.loss_curves(now["metrics"], total, marker, title="Training and validation loss (recorded run)"),
+            key=f"{key}_curves",
+        )
         run_views.probe_answers([(x["step"], x["probe"], x.get("answer")) for x in now["samples"]])
         if now["done"]:
             summary = now["summary"] or {}

@@ -15,8 +15,7 @@ from ftvpe_core import FtvpeError, figures, finetune, jobs, runners
 from ftvpe_core.runs import Run, RunStore
 from ftvpe_core.ui import markdown
 
-STATUS_ICONS = {"queued": "⏳", "running": "🏃", "complete": "✅", "failed": "❌", "cancelled": "⏹️",
-                "interrupted": "⚠️"}  # fmt: skip
+STATUS_ICONS = {"queued": "⏳", "running": "🏃", "complete": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️"}
 
 
 @st.cache_resource(show_spinner=False)
@@ -65,8 +64,10 @@ def queue_summary(store: RunStore) -> None:
         st.error(f"Runs cannot start: {markdown.literal(slots.error)}")
     nodes = f" · nodes: {markdown.literal(', '.join(slots.nodes))}" if slots.nodes else ""
     free = f"{slots.free} free slot(s) of {slots.slots}" if slots.slots else "slots known once a run is sent"
-    st.caption(f"🖥️ Runs train on {markdown.literal(slots.where)}: {slots.queued} queued · {slots.running} running · "
-               f"{free}{nodes}. Queued runs take turns by learner.")  # fmt: skip
+    st.caption(
+        f"🖥️ Runs train on {markdown.literal(slots.where)}: {slots.queued} queued · {slots.running} running · "
+        f"{free}{nodes}. Queued runs take turns by learner."
+    )
 
 
 def where(run: Run) -> str:
@@ -105,8 +106,10 @@ def progress(store: RunStore, run: Run, metrics: dict) -> None:
             eta_text = " · stopping…"
         st.progress(min(step / total, 1.0) if total else 0.0, text=f"Step {step} of {total or '?'}{eta_text}")
     elif run.status == "complete":
-        st.success(f"✅ Complete: {run.summary.get('steps', step)} steps in {run.summary.get('train_seconds', 0):.0f} s"
-                   f" ({run.summary.get('status', 'completed').replace('_', ' ')}).")  # fmt: skip
+        st.success(
+            f"✅ Complete: {run.summary.get('steps', step)} steps in {run.summary.get('train_seconds', 0):.0f} s"
+            f" ({run.summary.get('status', 'completed').replace('_', ' ')})."
+        )
     elif run.status == "failed":
         st.error(f"❌ Failed: {markdown.literal(run.error)}")
     elif run.status == "cancelled":
@@ -127,8 +130,10 @@ def queued(store: RunStore, run: Run) -> None:
         st.info("⏳ Queued.")
         return
     eta = "any moment now" if place.starts_in_s < 1 else f"in about {place.starts_in_s:.0f} s"
-    st.info(f"⏳ Queued: position {place.position} of {place.of}; it should start {eta} ({slots.slots} run(s) "
-            f"train at once on {markdown.literal(slots.where)}; learners take turns).")  # fmt: skip
+    st.info(
+        f"⏳ Queued: position {place.position} of {place.of}; it should start {eta} ({slots.slots} run(s) "
+        f"train at once on {markdown.literal(slots.where)}; learners take turns)."
+    )
 
 
 def resume(store: RunStore, run: Run, key: str) -> None:
@@ -139,8 +144,10 @@ def resume(store: RunStore, run: Run, key: str) -> None:
         if run.status in ("interrupted", "failed") and run.kind == "finetune":
             st.caption("It stopped before its first checkpoint (written at each evaluation): launch it again.")
         return
-    help_text = ("Continue from the checkpoint written at the last evaluation (or where it was stopped): the "
-                 "adapter, the optimizer and the batch order carry on, so it ends as if it had never stopped.")  # fmt: skip
+    help_text = (
+        "Continue from the checkpoint written at the last evaluation (or where it was stopped): the "
+        "adapter, the optimizer and the batch order carry on, so it ends as if it had never stopped."
+    )
     if st.button(f"▶️ Resume from step {step}", key=key, type="primary", help=help_text):
         try:
             jobs.resume(store, run.id)
@@ -156,8 +163,10 @@ def curves(run: Run, metrics: dict, key: str) -> None:
     marker = finetune.overfit_step(metrics.get("val_loss") or [])
     st.plotly_chart(figures.loss_curves(metrics, total, marker), key=key)
     if marker is not None:
-        st.caption(f"🔴 The validation loss was lowest at step {marker} and rose after it: the model started to "
-                   "memorise its training examples instead of learning the task (overfitting).")  # fmt: skip
+        st.caption(
+            f"🔴 The validation loss was lowest at step {marker} and rose after it: the model started to "
+            "memorise its training examples instead of learning the task (overfitting)."
+        )
 
 
 def samples(store: RunStore, run: Run) -> None:
@@ -209,9 +218,14 @@ def download(store: RunStore, run: Run, key: str) -> None:
     """The adapter as a zip, built when clicked (a few MB)."""
     if run.status != "complete":
         return
-    st.download_button("⬇️ Download the adapter (zip)", lambda: jobs.adapter_zip(store, run.id),
-                       file_name=f"adapter-{run.id}.zip", mime="application/zip", key=key,
-                       help="adapter_model.safetensors + adapter_config.json (load with peft) and the run's record.")  # fmt: skip
+    st.download_button(
+        "⬇️ Download the adapter (zip)",
+        lambda: jobs.adapter_zip(store, run.id),
+        file_name=f"adapter-{run.id}.zip",
+        mime="application/zip",
+        key=key,
+        help="adapter_model.safetensors + adapter_config.json (load with peft) and the run's record.",
+    )
 
 
 def table(runs: list[Run]) -> list[dict]:
@@ -220,20 +234,22 @@ def table(runs: list[Run]) -> list[dict]:
     for r in runs:
         s, summ = r.settings, r.summary or {}
         took = duration(r)
-        rows.append({
-            "run": r.id,
-            "status": f"{STATUS_ICONS.get(r.status, '')} {r.status}",
-            "dataset": s.get("dataset_title", r.dataset),
-            "preset": finetune.preset_label(s),
-            "settings": f"r={s.get('rank')} lr={s.get('learning_rate')} steps={s.get('max_steps') if not s.get('epochs') else str(s.get('epochs')) + ' epochs'}",
-            "model": s.get("model"),
-            "device": r.device,
-            "node": r.node,
-            "duration (s)": round(took) if took is not None else None,
-            "final train loss": summ.get("final_train_loss"),
-            "best val loss": summ.get("best_val_loss"),
-            "test accuracy": summ.get("test_accuracy_tuned"),
-        })  # fmt: skip
+        rows.append(
+            {
+                "run": r.id,
+                "status": f"{STATUS_ICONS.get(r.status, '')} {r.status}",
+                "dataset": s.get("dataset_title", r.dataset),
+                "preset": finetune.preset_label(s),
+                "settings": f"r={s.get('rank')} lr={s.get('learning_rate')} steps={s.get('max_steps') if not s.get('epochs') else str(s.get('epochs')) + ' epochs'}",
+                "model": s.get("model"),
+                "device": r.device,
+                "node": r.node,
+                "duration (s)": round(took) if took is not None else None,
+                "final train loss": summ.get("final_train_loss"),
+                "best val loss": summ.get("best_val_loss"),
+                "test accuracy": summ.get("test_accuracy_tuned"),
+            }
+        )
     return rows
 
 
