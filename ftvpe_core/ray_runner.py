@@ -463,6 +463,10 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+ONE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's switch for multi-node clusters; "0" keeps a head on one machine on loopback addresses."""
+
+
 @contextlib.contextmanager
 def local_head(num_cpus: int, temp_dir: str | Path) -> Iterator[str]:
     """A Ray head on this machine for the block (``ray start --head --block``, no dashboard, no usage stats),
@@ -471,6 +475,10 @@ def local_head(num_cpus: int, temp_dir: str | Path) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # Ray turns 127.0.0.1 into this machine's network address (for other nodes to reach), so its processes would
+    # talk over that interface; with clusters off (its switch for laptops) every one of them stays on loopback.
+    # Set here, the head, this process's driver and every job process started after it inherit it.
+    os.environ[ONE_MACHINE_ENV] = "0"
     ray_cli = str(Path(sys.executable).with_name("ray"))
     root = str(Path(__file__).resolve().parent.parent)
     head = subprocess.Popen(

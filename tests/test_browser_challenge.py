@@ -2,8 +2,9 @@
 browser contexts through the link, one submits a prompt and one a quick fine-tune (a tiny budget), and the
 teacher's page shows both on the leaderboard with scores; no learner page shows a hidden example.
 
-With FTVPE_UPDATE_SCREENSHOT=1 a second fine-tune learner joins (the README's three-learner run) and the
-teacher's view is copied to ``assets/screenshot-challenge.png``.
+With FTVPE_UPDATE_SCREENSHOT=1 it is the README's run, a few minutes long: budgets of a real lesson (80 training
+examples, 40 steps, all 45 hidden examples scored), a second fine-tune learner who trains on 8 examples only, and
+the teacher's view copied to ``assets/screenshot-challenge.png``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from tests.test_browser import (  # noqa: F401 - fixtures
 
 README_SCREENSHOT = REPO / "assets" / "screenshot-challenge.png"
 SCORED_MS = 360_000  # the job process scores them one after another; on a busy 2-core machine, minutes
+README_RUN = os.environ.get("FTVPE_UPDATE_SCREENSHOT") == "1"
+# (training examples, training steps, hidden examples scored): a lesson's budgets for the README, tiny ones otherwise
+BUDGETS = (80, 40, 0) if README_RUN else (4, 2, 4)
 
 pytestmark = [
     pytest.mark.browser,
@@ -69,9 +73,9 @@ def test_a_teacher_and_learners_run_a_support_triage_challenge(browser, app_url)
     expect(teacher.get_by_role("heading", name="Teacher")).to_be_visible()
     # The first start converts the GGUF file once; learners count their prompt's tokens with its tokenizer.
     expect(teacher.get_by_text(re.compile("^Ready: "))).to_be_visible(timeout=MODEL_READY_MS)
-    _fill_number(teacher, "Fine-tune budget: training examples", 4)
-    _fill_number(teacher, "Fine-tune budget: training steps", 2)
-    _fill_number(teacher, "Hidden examples scored (0 = all)", 4)
+    _fill_number(teacher, "Fine-tune budget: training examples", BUDGETS[0])
+    _fill_number(teacher, "Fine-tune budget: training steps", BUDGETS[1])
+    _fill_number(teacher, "Hidden examples scored (0 = all)", BUDGETS[2])
     teacher.get_by_role("button", name="Create the challenge").click()
     heading = teacher.get_by_role("heading", name=re.compile("Join code:"))
     expect(heading).to_be_visible(timeout=60_000)
@@ -84,14 +88,21 @@ def test_a_teacher_and_learners_run_a_support_triage_challenge(browser, app_url)
     ana = _join(browser, app_url, code, "Ana")
     ana.get_by_role("textbox", name="Role: who answers").fill("a customer-support triage assistant")
     ana.get_by_role("textbox", name="Role: who answers").press("Tab")
+    if README_RUN:
+        ana.get_by_role("textbox", name="Context: answer format").fill(
+            "one word: billing, shipping, technical or account"
+        )
+        ana.get_by_role("textbox", name="Context: answer format").press("Tab")
     ana.get_by_role("button", name="Submit the prompt").click()
     expect(ana.get_by_text("is queued")).to_be_visible(timeout=60_000)
 
-    tuners = ["Ben", "Cleo"] if os.environ.get("FTVPE_UPDATE_SCREENSHOT") == "1" else ["Ben"]
+    tuners = ["Ben", "Cleo"] if README_RUN else ["Ben"]
     learners = {"Ana": ana}
     for name in tuners:
         page = learners[name] = _join(browser, app_url, code, name)
         page.get_by_role("tab", name="Submit a fine-tune").click()
+        if name == "Cleo":  # the whole budget against a tenth of it
+            _fill_number(page, f"How many (at most {BUDGETS[0]})", 8)
         page.get_by_role("button", name="Train and submit").click()
         expect(page.get_by_text("it trains, then is scored")).to_be_visible(timeout=60_000)
 
@@ -104,7 +115,7 @@ def test_a_teacher_and_learners_run_a_support_triage_challenge(browser, app_url)
     expect(teacher.get_by_text("Your teacher key, shown only this once.")).to_have_count(0)
     shot = ARTIFACTS / "challenge_teacher.png"
     _screenshot(teacher, shot)
-    if os.environ.get("FTVPE_UPDATE_SCREENSHOT") == "1":
+    if README_RUN:
         shutil.copyfile(shot, README_SCREENSHOT)
 
     hidden = [e.prompt for e in datasets.load_builtin("support_triage").splits["test"]]
