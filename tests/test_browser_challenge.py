@@ -88,11 +88,6 @@ def test_a_teacher_and_learners_run_a_support_triage_challenge(browser, app_url)
     ana = _join(browser, app_url, code, "Ana")
     ana.get_by_role("textbox", name="Role: who answers").fill("a customer-support triage assistant")
     ana.get_by_role("textbox", name="Role: who answers").press("Tab")
-    if README_RUN:
-        ana.get_by_role("textbox", name="Context: answer format").fill(
-            "one word: billing, shipping, technical or account"
-        )
-        ana.get_by_role("textbox", name="Context: answer format").press("Tab")
     ana.get_by_role("button", name="Submit the prompt").click()
     expect(ana.get_by_text("is queued")).to_be_visible(timeout=60_000)
 
