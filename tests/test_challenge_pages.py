@@ -90,9 +90,15 @@ def test_a_teacher_creates_a_challenge_and_a_learner_submits_through_the_link(ho
     _ok(learner.run())
     assert learner.session_state["ch_joined"] == NAME
     assert any(markdown.literal(NAME) in m.value for m in learner.markdown)  # shown as text
-    learner.multiselect(key="ch_techniques").set_value(["role", "context"])
     learner.text_input(key="ch_role").input("a triage assistant")
     learner.text_input(key="ch_format").input("one word")
+    _ok(learner.run())  # a context field filled while context is off: said, not silently dropped
+    assert [w.value for w in learner.warning if "not sent" in w.value] == [
+        "Filled in but switched off, so not sent: Context addition. Add it under Techniques to use it."
+    ]
+    learner.multiselect(key="ch_techniques").set_value(["role", "context"])
+    _ok(learner.run())
+    assert not [w for w in learner.warning if "not sent" in w.value]
     learner.button(key="ch_submit_prompt").click()
     _ok(learner.run())
     assert any("is queued" in s.value for s in learner.success)

@@ -85,6 +85,11 @@ def prompt_form() -> dict:
     c2.text_area("Context: background and instructions", key="ch_facts", height=80)
     c2.text_input("Context: answer format", key="ch_format", placeholder="a single word")
     c2.text_input("Context: tone", key="ch_tone")
+    filled = {"role": ss.ch_role, "few-shot": ss.ch_examples, "context": ss.ch_facts or ss.ch_format or ss.ch_tone}
+    unused = [t for t, text in filled.items() if text.strip() and t not in ss.ch_techniques]
+    if unused:
+        names = ", ".join(prompts.TECHNIQUE_LABELS[t] for t in unused)
+        st.warning(f"Filled in but switched off, so not sent: {names}. Add it under Techniques to use it.")
     return {
         "enabled": tuple(ss.ch_techniques),
         "role": ss.ch_role,
