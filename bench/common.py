@@ -8,6 +8,37 @@ import os
 import sys
 from collections.abc import Callable
 
+DECODE_MESSAGES = [{"role": "user", "content": "Explain in a few short paragraphs how a railway timetable is planned."}]
+"""The decode benches' short chat prompt."""
+FACTS = [
+    "The night train leaves Vienna at 21:40 and reaches Venice at 08:55 the next morning.",
+    "Sleeper cabins hold up to four people and come with breakfast served at the seat.",
+    "Children under six travel free when they share a bed with an adult.",
+    "Bicycles must be booked in advance and travel in the last carriage.",
+    "The train stops in Villach for twenty minutes while carriages are coupled.",
+    "Pets under ten kilograms may travel in a closed carrier at no extra cost.",
+]
+FACTS_QUESTION = "Using only these facts, when does the night train arrive in Venice?"
+
+
+def facts_messages(size: Callable[[list[dict]], int], target: int) -> list[dict]:
+    """A chat prompt of about ``target`` tokens by ``size`` (chat template included): background facts, repeated,
+    the last one cut word by word while the prompt stays at or above the target."""
+
+    def build(lines: list[str]) -> list[dict]:
+        content = "Background facts:\n" + "\n".join(f"- {f}" for f in lines) + f"\n\n{FACTS_QUESTION}"
+        return [{"role": "user", "content": content}]
+
+    lines: list[str] = []
+    while size(build(lines)) < target:
+        lines.append(FACTS[len(lines) % len(FACTS)])
+    while lines and len(lines[-1].split()) > 1:
+        shorter = [*lines[:-1], lines[-1].rsplit(" ", 1)[0]]
+        if size(build(shorter)) < target:
+            break
+        lines = shorter
+    return build(lines)
+
 
 def use_all_threads() -> int:
     """Let torch use every CPU, on this thread and on the app's compute thread (``models.compute``), where the

@@ -44,16 +44,7 @@ TARGET_WARM_LOAD_S = 3.0
 TTFT_PROMPT_TOKENS = 200
 EXTRA_FORMATS = ("q4", "float32", "int8", "bfloat16")
 
-DECODE_MESSAGES = [{"role": "user", "content": "Explain in a few short paragraphs how a railway timetable is planned."}]
-FACTS = [
-    "The night train leaves Vienna at 21:40 and reaches Venice at 08:55 the next morning.",
-    "Sleeper cabins hold up to four people and come with breakfast served at the seat.",
-    "Children under six travel free when they share a bed with an adult.",
-    "Bicycles must be booked in advance and travel in the last carriage.",
-    "The train stops in Villach for twenty minutes while carriages are coupled.",
-    "Pets under ten kilograms may travel in a closed carrier at no extra cost.",
-]
-TTFT_QUESTION = "Using only these facts, when does the night train arrive in Venice?"
+DECODE_MESSAGES = common.DECODE_MESSAGES
 
 
 def ttft_messages(tokenizer, target: int = TTFT_PROMPT_TOKENS) -> tuple[list[dict], int]:
@@ -63,20 +54,7 @@ def ttft_messages(tokenizer, target: int = TTFT_PROMPT_TOKENS) -> tuple[list[dic
         The messages and their exact token count through the chat template.
     """
 
-    def build(lines: list[str]) -> list[dict]:
-        content = "Background facts:\n" + "\n".join(f"- {f}" for f in lines) + f"\n\n{TTFT_QUESTION}"
-        return [{"role": "user", "content": content}]
-
-    lines: list[str] = []
-    while count_chat_tokens(tokenizer, build(lines)) < target:
-        lines.append(FACTS[len(lines) % len(FACTS)])
-    # Trim the last fact word by word while the prompt stays at or above the target.
-    while lines and len(lines[-1].split()) > 1:
-        shorter = [*lines[:-1], lines[-1].rsplit(" ", 1)[0]]
-        if count_chat_tokens(tokenizer, build(shorter)) < target:
-            break
-        lines = shorter
-    messages = build(lines)
+    messages = common.facts_messages(lambda m: count_chat_tokens(tokenizer, m), target)
     return messages, count_chat_tokens(tokenizer, messages)
 
 

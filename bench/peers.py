@@ -55,16 +55,7 @@ PEER_ANSWER_TIMEOUT_S = 600
 
 SHORT = "35"
 LONG = "200"
-SHORT_MESSAGES = [{"role": "user", "content": "Explain in a few short paragraphs how a railway timetable is planned."}]
-FACTS = [
-    "The night train leaves Vienna at 21:40 and reaches Venice at 08:55 the next morning.",
-    "Sleeper cabins hold up to four people and come with breakfast served at the seat.",
-    "Children under six travel free when they share a bed with an adult.",
-    "Bicycles must be booked in advance and travel in the last carriage.",
-    "The train stops in Villach for twenty minutes while carriages are coupled.",
-    "Pets under ten kilograms may travel in a closed carrier at no extra cost.",
-]
-LONG_QUESTION = "Using only these facts, when does the night train arrive in Venice?"
+SHORT_MESSAGES = common.DECODE_MESSAGES
 
 SIDES = ("llamacpp", "app_q4", "app_int8", "transformers_float32")
 LABELS = {
@@ -275,26 +266,10 @@ class Transformers:
 
 
 def long_messages(loaded, target: int) -> list[dict]:
-    """A chat prompt of about ``target`` tokens (chat template included): background facts, repeated, the last
-    one cut word by word while the prompt stays at or above the target."""
+    """A chat prompt of about ``target`` tokens (chat template included) through the app's tokenizer."""
     from ftvpe_core import generation
 
-    def build(lines: list[str]) -> list[dict]:
-        content = "Background facts:\n" + "\n".join(f"- {f}" for f in lines) + f"\n\n{LONG_QUESTION}"
-        return [{"role": "user", "content": content}]
-
-    def size(lines: list[str]) -> int:
-        return len(generation.encode_chat(loaded, build(lines)))
-
-    lines: list[str] = []
-    while size(lines) < target:
-        lines.append(FACTS[len(lines) % len(FACTS)])
-    while lines and len(lines[-1].split()) > 1:
-        shorter = [*lines[:-1], lines[-1].rsplit(" ", 1)[0]]
-        if size(shorter) < target:
-            break
-        lines = shorter
-    return build(lines)
+    return common.facts_messages(lambda messages: len(generation.encode_chat(loaded, messages)), target)
 
 
 def measure(sides: dict, prompts: dict, runs: int) -> dict:
