@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import streamlit as st
+from streamlit import config
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
@@ -22,8 +23,9 @@ ENTRY = "app.py"
 def through_app() -> None:
     """Rerun through app.py when this page was started by the ``pages/`` folder; otherwise nothing.
 
-    Outside a server started on app.py (an AppTest of one page file) the page runs as it is."""
-    if not PagesManager.uses_pages_directory:
+    Outside a server started on app.py the page runs as it is: an AppTest (which resets Streamlit's choice before
+    every run, so a hand-over there would repeat at every run) or a page file run alone."""
+    if not PagesManager.uses_pages_directory or config.get_option("global.appTest"):
         return
     ctx = get_script_run_ctx()
     if ctx is None or Path(ctx.pages_manager.main_script_path).name != ENTRY:
