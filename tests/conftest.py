@@ -143,3 +143,21 @@ def ray_head():
                 ray.shutdown()
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def run_bench(script: str, *args: str, timeout: float = 300):
+    """``python bench/SCRIPT ARGS`` from the repository root, as a user runs it; the finished process."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, str(REPO / "bench" / script), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def bench_json(script: str, *args: str) -> dict:
+    """The JSON report of a bench script that must succeed (its stderr's tail when it does not)."""
+    import json
+
+    done = run_bench(script, *args, "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)

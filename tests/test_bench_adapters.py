@@ -3,14 +3,10 @@ on the tiny random model with an adapter trained on it."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 from ftvpe_core import adapters
-from tests.conftest import REPO
+from tests.conftest import bench_json, run_bench
 
 
 @pytest.fixture(scope="module")
@@ -30,50 +26,15 @@ def tiny_adapter(tiny_loaded, tmp_path_factory):
 
 
 def test_adapters_bench_serves_both_ways_and_says_which_is_faster(tiny_model_dir, tiny_adapter):
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "adapters.py"),
-            "--model",
-            str(tiny_model_dir),
-            "--adapter",
-            str(tiny_adapter),
-            "--pairs",
-            "2",
-            "--new-tokens",
-            "3",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout)
+    flags = ("--adapter", str(tiny_adapter), "--pairs", "2", "--new-tokens", "3")
+    report = bench_json("adapters.py", "--model", str(tiny_model_dir), *flags)
     for way in ("turns", "mixed_batch", "generate_reference"):
         assert report[way]["new_tokens"] == 2 * 2 * 3 and report[way]["agg_tok_s"] > 0, way  # every row, every token
     assert report["faster"] in ("turns", "mixed_batch") and report["turns_vs_mixed"] > 0
 
 
 def test_adapters_bench_without_an_adapter_folder_exits_2_in_one_line(tiny_model_dir, tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "adapters.py"),
-            "--model",
-            str(tiny_model_dir),
-            "--adapter",
-            str(tmp_path / "none"),
-            "--pairs",
-            "1",
-            "--new-tokens",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
+    flags = ("--adapter", str(tmp_path / "none"), "--pairs", "1", "--new-tokens", "2")
+    done = run_bench("adapters.py", "--model", str(tiny_model_dir), *flags)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and lines[-1].startswith("error:") and "Adapter folder not found" in lines[-1]

@@ -4,14 +4,10 @@ the session's local Ray head."""
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import bench_json, run_bench
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 if importlib.util.find_spec("ray") is None:
@@ -20,29 +16,9 @@ if importlib.util.find_spec("ray") is None:
     )
 
 
-def test_cluster_bench_json_times_both_runners_for_each_k(ray_head, tiny_model_dir, tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "cluster.py"),
-            "--model",
-            str(tiny_model_dir),
-            "--k",
-            "1",
-            "--steps",
-            "2",
-            "--address",
-            ray_head,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=280,
-        cwd=REPO,
-        env={**os.environ, "FTVPE_HOME": str(tmp_path)},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout)
+def test_cluster_bench_json_times_both_runners_for_each_k(ray_head, tiny_model_dir):
+    flags = ("--model", str(tiny_model_dir), "--k", "1", "--steps", "2", "--address", ray_head)
+    report = bench_json("cluster.py", *flags)  # its stores in this test's own data folder (conftest)
     assert report["k"] == [1] and report["ray_slots"] == 2 and report["address"] == ray_head
     for runner in ("local", "ray"):
         one = report[runner]["1"]
@@ -54,12 +30,6 @@ def test_cluster_bench_json_times_both_runners_for_each_k(ray_head, tiny_model_d
 
 
 def test_cluster_bench_refuses_a_bad_k_in_one_line(tiny_model_dir):
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "cluster.py"), "--k", "0", "--address", "x:1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
+    done = run_bench("cluster.py", "--k", "0", "--address", "x:1", timeout=120)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and lines[-1].startswith("error:") and "--k takes whole numbers" in lines[-1]
