@@ -65,6 +65,17 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def note_busy_machine(report: dict, threads: int) -> None:
+    """Record the closing load average; note when other processes shared the CPU."""
+    report["load_average_end"] = os.getloadavg()
+    busiest = max(report["load_average_start"][0], report["load_average_end"][0])
+    if busiest > threads:
+        report["notes"].append(
+            f"the machine was busy (1-min load average up to {busiest:.1f} on {threads} CPUs): other processes "
+            "shared the CPU; every figure, ratios included, is unreliable: rerun on a quiet machine"
+        )
+
+
 def log(message: str) -> None:
     """A progress line on stderr (stdout holds the table or the JSON object)."""
     print(f"[bench] {message}", file=sys.stderr, flush=True)

@@ -291,7 +291,7 @@ def run(args: argparse.Namespace) -> dict:
         measure_warm_load(args, report, device)
         results, load_s = measure_decoding(args, report, source, device, default_format)
     add_rows(report, results, load_s, default_format)
-    note_busy_machine(report, threads)
+    common.note_busy_machine(report, threads)
     add_targets(report, default_format)
     return report
 
@@ -454,17 +454,6 @@ def add_rows(report: dict, results: dict, load_s: dict, default_format: str) -> 
         row["ttft_ratio"] = baseline["ttft_s"] / row["ttft_s"]
         row["default"] = fmt == default_format
         report["formats"][fmt] = row
-
-
-def note_busy_machine(report: dict, threads: int) -> None:
-    """Record the closing load average; note when other processes shared the CPU."""
-    report["load_average_end"] = os.getloadavg()
-    busiest = max(report["load_average_start"][0], report["load_average_end"][0])
-    if busiest > threads:
-        report["notes"].append(
-            f"the machine was busy (1-min load average up to {busiest:.1f} on {threads} CPUs): other processes "
-            "shared the CPU; every figure, ratios included, is unreliable: rerun on a quiet machine"
-        )
 
 
 def add_targets(report: dict, default_format: str) -> None:

@@ -359,7 +359,7 @@ def run(args) -> dict:
         if peer is not None:
             peer.close()
     add_figures(report, results)
-    note_busy_machine(report, threads)
+    common.note_busy_machine(report, threads)
     return report
 
 
@@ -444,17 +444,6 @@ def add_figures(report: dict, results: dict) -> None:
         for side in SIDES[1:]
         if side in results and "llamacpp" in results
     }
-
-
-def note_busy_machine(report: dict, threads: int) -> None:
-    """Record the closing load average; note when other processes shared the CPU."""
-    report["load_average_end"] = os.getloadavg()
-    busiest = max(report["load_average_start"][0], report["load_average_end"][0])
-    if busiest > threads:
-        report["notes"].append(
-            f"the machine was busy (1-min load average up to {busiest:.1f} on {threads} CPUs): other processes "
-            "shared the CPU; every figure, ratios included, is unreliable: rerun on a quiet machine"
-        )
 
 
 def _verdict(ok: bool | None) -> str:

@@ -802,32 +802,21 @@ def words_vs_weights(changes: dict | None, prompt_tokens_added: int | None = Non
     x = [WEIGHT_COLUMNS[p] for p in columns]
     # xgap/ygap let the grey background draw the cell grid, so the all-zero map still shows its cells.
     zeros = [[0.0] * len(columns) for _ in layers]
-    fig.add_heatmap(
-        z=zeros,
-        x=x,
-        y=layers,
-        coloraxis="coloraxis",
-        text=hover_left,
-        xgap=1,
-        ygap=1,
-        hovertemplate="%{text}<extra></extra>",
-        name="prompt engineering",
-        row=1,
-        col=1,
-    )
-    fig.add_heatmap(
-        z=right,
-        x=x,
-        y=layers,
-        coloraxis="coloraxis",
-        text=hover_right,
-        xgap=1,
-        ygap=1,
-        hovertemplate="%{text}<extra></extra>",
-        name="fine-tuning (LoRA)",
-        row=1,
-        col=2,
-    )
+    panels = ((zeros, hover_left, "prompt engineering"), (right, hover_right, "fine-tuning (LoRA)"))
+    for col, (z, text, name) in enumerate(panels, 1):
+        fig.add_heatmap(
+            z=z,
+            x=x,
+            y=layers,
+            coloraxis="coloraxis",
+            text=text,
+            xgap=1,
+            ygap=1,
+            hovertemplate="%{text}<extra></extra>",
+            name=name,
+            row=1,
+            col=col,
+        )
     total = changes.get("total_parameters")
     of_total = f" of {_millions(total)}" if total else ""
     grows = (

@@ -171,8 +171,9 @@ def test_an_upload_whose_name_is_markdown_is_named_literally(tiny_app):
         assert "](" not in s and "<b>" not in s, s
 
 
-def test_launch_trains_in_a_job_process_then_the_chat_answers_with_both_models(tiny_app):
-    at = open_lab(tiny_app)
+def launch_small_run(app: TinyApp) -> tuple[AppTest, str]:
+    """The Fine-Tune Lab with a 4-step run launched (evaluations at steps 2 and 4); the page and the run's id."""
+    at = open_lab(app)
     at.number_input(key="ft_steps").set_value(4)
     at.number_input(key="ft_eval_every").set_value(2)
     at.number_input(key="ft_max_val").set_value(4)
@@ -180,7 +181,11 @@ def test_launch_trains_in_a_job_process_then_the_chat_answers_with_both_models(t
     at.button(key="ft_launch").click()
     at.run()
     _ok(at)
-    run_id = at.session_state["ft_run"]
+    return at, at.session_state["ft_run"]
+
+
+def test_launch_trains_in_a_job_process_then_the_chat_answers_with_both_models(tiny_app):
+    at, run_id = launch_small_run(tiny_app)
     assert run_id
     at = _until(at, lambda a: any("Complete" in s.value for s in a.success), "the run to complete")
     store = RunStore(tiny_app.home)

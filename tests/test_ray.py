@@ -217,16 +217,9 @@ def test_cancel_a_killed_worker_and_an_app_stop_on_ray_and_the_next_run_still_co
 
 def test_a_run_launched_from_the_page_trains_on_ray_and_shows_where(on_ray, tiny_app):
     from ftvpe_core.ui import markdown
-    from tests.test_finetune_pages import _until, open_lab
+    from tests.test_finetune_pages import _until, launch_small_run
 
-    at = open_lab(tiny_app)
-    at.number_input(key="ft_steps").set_value(4)
-    at.number_input(key="ft_eval_every").set_value(2)
-    at.number_input(key="ft_max_val").set_value(4)
-    at.run()
-    at.button(key="ft_launch").click()
-    at.run()
-    run_id = at.session_state["ft_run"]
+    at, run_id = launch_small_run(tiny_app)
     at = _until(at, lambda a: any("Complete" in s.value for s in a.success), "the run to complete", timeout=120)
     store = RunStore()
     run = store.get(run_id)
