@@ -312,7 +312,7 @@ class Engine:
             tokenizer=loaded.tokenizer,
         )
         self.settings = settings or EngineSettings.for_device(loaded.device)
-        self.batched = fastpath.supports(loaded.model)
+        self.batched = fastpath.use_decode_attention(loaded.model)
         self._lock = threading.Condition()
         self._waiting: list[Request] = []
         self._prefilling: list[Request] = []
@@ -645,7 +645,7 @@ class Engine:
                 longest = max(len(r.prompt_ids) + r.settings.max_new_tokens for r in active)
                 fits = self.settings.kv_cache_mb * 2**20 // self._kv_bytes(1, longest)
                 most = max(len(active), min(self.settings.max_batch, fits))
-                self._slots.ensure(len(active), longest, request._cache, most)
+                self._slots.ensure(len(active), longest + fastpath.SPARE, request._cache, most)
                 self._slots.add(request._cache)
                 request._cache = None
             self.peak_rows = max(self.peak_rows, len(self._rows))

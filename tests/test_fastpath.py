@@ -1,6 +1,7 @@
 """The lean decoding step computes exactly what the model's own forward pass computes."""
 
 import copy
+import types
 
 import torch
 from transformers import DynamicCache
@@ -11,14 +12,15 @@ from ftvpe_core.settings import GenerationSettings
 PROMPT = [{"role": "user", "content": "write a short story about a cat"}]
 
 
-def _batched_steps_agree(model, prompts, tokens):
+def _batched_steps_agree(model, prompts, tokens, exact=False):
     """Rows of different lengths decode together in one slot cache; each row's logits must equal its own
-    full forward pass with a DynamicCache."""
+    full forward pass with a DynamicCache: bit for bit if ``exact`` (4-bit weights, whose kernel gives a row the
+    same numbers in any batch), else to 1e-5 (float32 matrix products are blocked by the batch's size)."""
     with torch.inference_mode():
         refs, lens = [], []
         heads, dim = model.config.num_key_value_heads, model.config.hidden_size // model.config.num_attention_heads
         layers = model.config.num_hidden_layers
-        keys = [torch.zeros((len(prompts) + 1, heads, 64, dim)) for _ in range(layers)]  # one spare row
+        keys = [torch.zeros((len(prompts) + 1, heads, 128, dim)) for _ in range(layers)]  # one spare row
         values = [torch.zeros_like(k) for k in keys]
         for row, ids in enumerate(prompts):
             cache = DynamicCache(config=model.config)
@@ -34,7 +36,10 @@ def _batched_steps_agree(model, prompts, tokens):
             assert got.shape == (len(prompts), model.config.vocab_size)
             for row, cache in enumerate(refs):
                 out = model(input_ids=torch.tensor([[row_tokens[row]]]), past_key_values=cache, use_cache=True)
-                assert torch.allclose(got[row], out.logits[0, -1], atol=1e-5, rtol=1e-5)
+                if exact:
+                    assert torch.equal(got[row], out.logits[0, -1])
+                else:
+                    assert torch.allclose(got[row], out.logits[0, -1], atol=1e-5, rtol=1e-5)
             lens = [n + 1 for n in lens]
         for index, layer in enumerate(refs[0].layers):  # the written keys are the model's own
             assert torch.allclose(keys[index][0, :, : lens[0]], layer.keys[0], atol=1e-6)
@@ -95,7 +100,7 @@ def test_q4_step_with_fused_matrices_matches_the_full_forward(tiny_model_dir, ti
         assert quant.fused(layer.mlp, "gate_up").sizes == [64, 64]
     short = generation.encode_chat(tiny_loaded, PROMPT)
     long = generation.encode_chat(tiny_loaded, [{"role": "user", "content": "write a long story about a cat " * 3}])
-    models.compute(_batched_steps_agree, model, [short, long, short[:-2]], [5, 9, 13, 21])
+    models.compute(_batched_steps_agree, model, [short, long, short[:-2], short], [5, 9, 13, 21], True)
 
 
 def test_fused_matrices_give_the_same_logits_bit_for_bit_as_separate_layers(tiny_model_dir):
@@ -117,3 +122,67 @@ def test_fused_matrices_give_the_same_logits_bit_for_bit_as_separate_layers(tiny
         del layer.self_attn.__dict__["fused_qkv"], layer.mlp.__dict__["fused_gate_up"]
     fastpath._plans.pop(model, None)
     assert torch.equal(fused, models.compute(run, model))
+
+
+def test_attention_spans_avoid_the_scalar_tail_and_keep_buffers_aligned():
+    for n in [1, 2, 15, 16, 17, 100, fastpath.SHORT, fastpath.SHORT + 1, 2000]:
+        span = fastpath.attention_span(n)
+        assert n <= span - span % 16  # every real position is in the kernel's vector part
+        assert span % 16 == 14 and span - n < fastpath.SPARE
+    assert fastpath.attention_span(fastpath.SHORT) <= 512  # short rows stay within one block of the kernel
+
+
+def test_each_row_of_a_batch_attends_bit_for_bit_as_it_does_alone_and_in_the_models_forward():
+    """The classroom case, with SmolLM2-135M's attention shapes (9 query heads of 64 over 3 key/value heads):
+    rows of equal lengths (one preset run by many), neighbours of other lengths and rows past SHORT (a call of
+    their own) in one step; every row's attention output equals its output alone and that of the model's own
+    attention function (``decode_attention``, the one-token steps of a forward pass). With plain spans (a
+    multiple of 16, or each row's own length), rows that the kernel hands to its second thread differ in the
+    last bits."""
+    seen = [40, 40, 40, 40, 40, 40, 7, 130, fastpath.SHORT + 3, 301, fastpath.SHORT, 600, 3, 40, 41, 250]
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn((len(seen), 9, 1, 64), generator=generator)
+    keys = torch.randn((len(seen), 3, 600 + fastpath.SPARE, 64), generator=generator)
+    values = torch.randn(keys.shape, generator=generator)
+    module = types.SimpleNamespace(num_key_value_groups=3, is_causal=True)
+
+    def run():
+        with torch.inference_mode():
+            calls = fastpath.attention_calls(seen, keys.shape[2], "cpu", torch.float32)
+            together = fastpath.attend(query, keys, values, calls, 0.125)
+            alone, forward = [], []
+            for i, n in enumerate(seen):
+                row = slice(i, i + 1)
+                one = fastpath.attention_calls([n], keys.shape[2], "cpu", torch.float32)
+                alone.append(fastpath.attend(query[row], keys[row], values[row], one, 0.125))
+                out, _ = fastpath.decode_attention(
+                    module, query[row], keys[row, :, :n], values[row, :, :n], None, scaling=0.125
+                )
+                forward.append(out.transpose(1, 2))
+        return calls, together, alone, forward
+
+    calls, together, alone, forward = models.compute(run)
+    assert [(first, end) for first, end, _, _ in calls] == [(0, 8), (8, 9), (9, 11), (11, 12), (12, 16)]
+    for i, n in enumerate(seen):
+        assert torch.equal(together[i : i + 1], alone[i]), f"row {i} ({n} positions) alone"
+        assert torch.equal(together[i : i + 1], forward[i]), f"row {i} ({n} positions) in the forward pass"
+    assert not torch.equal(together[0], together[1])  # rows hold different caches, so they really differ
+
+
+def test_a_loaded_model_steps_with_the_engines_attention_and_prompts_keep_sdpa(tiny_loaded):
+    model = tiny_loaded.model
+    assert model.config._attn_implementation == fastpath.ATTENTION
+    ids = torch.tensor([generation.encode_chat(tiny_loaded, PROMPT)])
+
+    def logits():
+        with torch.inference_mode():
+            return model(input_ids=ids).logits
+
+    ours = models.compute(logits)
+    try:
+        model.set_attn_implementation("sdpa")
+        stock = models.compute(logits)
+    finally:
+        fastpath.use_decode_attention(model)
+    assert torch.equal(ours, stock)  # a prompt (several tokens) goes through sdpa as before
+    assert model.config._attn_implementation == fastpath.ATTENTION
