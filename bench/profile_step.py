@@ -39,7 +39,7 @@ def _timed_steps(model, rows: int, positions: int, steps: int) -> dict:
 
     from ftvpe_core import fastpath
 
-    keys, values = _slot_cache(model.config, rows, positions + 3 * steps + fastpath.SPARE)
+    keys, values = _slot_cache(model.config, rows, positions + 3 * steps + 8)
     tokens = [5 + i for i in range(rows)]
     with torch.inference_mode():
         for i in range(3):

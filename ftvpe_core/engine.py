@@ -49,7 +49,7 @@ TURNS_S = 0.05
 """Longest run of turns before other work on the compute thread gets its go."""
 _LENGTH_STEP = 64
 """The slot cache grows in steps of this many positions (a class's prompts plus answers of 128 tokens fit in 192
-to 320 positions; steps of 256 made a class's cache half as big again)."""
+to 256 positions; steps of 256 could make the cache nearly twice what it holds)."""
 
 
 @dataclass
@@ -313,7 +313,7 @@ class Engine:
             tokenizer=loaded.tokenizer,
         )
         self.settings = settings or EngineSettings.for_device(loaded.device)
-        self.batched = fastpath.use_decode_attention(loaded.model)
+        self.batched = fastpath.supports(loaded.model)
         self._lock = threading.Condition()
         self._waiting: list[Request] = []
         self._prefilling: list[Request] = []
@@ -425,9 +425,7 @@ class Engine:
             self._lock.notify_all()
 
     def _kv_bytes(self, rows: int, length: int) -> int:
-        """Bytes of the slot cache for ``rows`` requests of up to ``length`` tokens (with the step's spare
-        positions, in steps of _LENGTH_STEP)."""
-        length = -(-(length + fastpath.SPARE) // _LENGTH_STEP) * _LENGTH_STEP
+        length = -(-length // _LENGTH_STEP) * _LENGTH_STEP
         return rows * length * self._token_bytes
 
     # Scheduling (scheduler thread)
@@ -648,7 +646,7 @@ class Engine:
                 longest = max(len(r.prompt_ids) + r.settings.max_new_tokens for r in active)
                 fits = self.settings.kv_cache_mb * 2**20 // self._kv_bytes(1, longest)
                 most = max(len(active), min(self.settings.max_batch, fits))
-                self._slots.ensure(len(active), longest + fastpath.SPARE, request._cache, most)
+                self._slots.ensure(len(active), longest, request._cache, most)
                 self._slots.add(request._cache)
                 request._cache = None
             self.peak_rows = max(self.peak_rows, len(self._rows))

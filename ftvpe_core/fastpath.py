@@ -13,18 +13,16 @@ than a 4-bit matrix product of this size), takes the layers' modules from a plan
 q4 models multiplies q/k/v and gate/up with one fused 4-bit matrix each (``quant.fused``; the same numbers
 column for column as three and two calls).
 
-Attention over the cache is the one place where rows of a batch meet, and torch's CPU attention kernel gives
-a row's numbers that depend, in the last bits, on the span it is called over (a span's last ``length % 16``
-positions go through a scalar tail) and on which thread's scratch buffer it lands in (the buffers' alignment
-follows the span). A greedy answer can turn on those bits, so a row must get the same numbers whatever else is
-in the batch. ``decode_attention`` fixes the call: a row attending to n positions is computed over a span of
-``attention_span(n)`` positions (a multiple of 16, plus 14), the positions past n masked out. Over such spans
-the masked positions add exact zeros and every thread's buffer has the same alignment, so the numbers are the
-same alone or in any batch (tests/test_fastpath.py checks it row by row). Rows of up to SHORT positions share
-one call; a longer row (the kernel then splits the span into blocks of 512) gets a call of its own. The same
-function is the model's own attention for one-token steps (``use_decode_attention``, set when a model is loaded),
-so the model's forward pass, the engine alone and the engine batched all give the same tokens. Prompts (several
-tokens) keep transformers' ``sdpa`` attention.
+Attention over the cache is the one place where rows of a batch meet, and each row attends in a call of its
+own, exactly the call the model's forward pass makes for that sequence alone (one sequence, its own span, no
+mask). torch's CPU attention kernel gives a row numbers that depend, in the last bits, on the call: a span's
+last ``length % 16`` positions go through a scalar tail (so a masked call over a longer span differs), and
+it hands a call's heads to threads whose scratch buffers are aligned differently (so rows of one length in one
+call differ from each alone on two threads). With 4-bit weights a near tie turns on such bits often enough
+that eight learners running one preset together got another answer than alone on 2 of 7 presets when rows of
+one length shared a call. One call per row costs about a tenth of a 20-row step against one masked call over
+all rows (bench/README.md); in exchange, every row's numbers are those of the model's own forward pass,
+whatever else is in the batch.
 """
 
 from __future__ import annotations
@@ -35,97 +33,6 @@ from typing import Any
 from ftvpe_core import quant
 
 _plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-ATTENTION = "ftvpe_decode"
-"""The name ``decode_attention`` is registered under in transformers' attention functions."""
-SHORT = 496
-"""Rows attending to at most this many positions share one attention call (their spans stay within 512)."""
-SPARE = 32
-"""Positions a slot cache needs past its longest row (``attention_span`` rounds up by at most 29)."""
-
-
-def attention_span(positions: int) -> int:
-    """The span a row attending to ``positions`` positions is computed over: a multiple of 16 plus 14, at least
-    ``positions``. The real positions stay clear of the kernel's scalar tail, and each thread's scratch buffer
-    (span + 2 + head_dim numbers) keeps the same 32-byte alignment."""
-    return -(-positions // 16) * 16 + 14
-
-
-def attention_calls(seen: list[int], length: int, device: Any, dtype: Any) -> list[tuple]:
-    """How rows attending to ``seen[i]`` positions each are grouped into attention calls: (first row, end row,
-    span, additive mask (rows, 1, 1, span)), neighbouring rows of up to SHORT positions in one call, a longer
-    row alone. ``length``: the positions the cache holds (a ValueError if a span needs more)."""
-    import torch
-
-    groups: list[list[int]] = []
-    for i, n in enumerate(seen):
-        if groups and n <= SHORT and seen[groups[-1][0]] <= SHORT:
-            groups[-1][1] = i + 1
-        else:
-            groups.append([i, i + 1])
-    calls = []
-    for first, end in groups:
-        span = attention_span(max(seen[first:end]))
-        if span > length:
-            raise ValueError(f"The cache holds {length} positions; attending to {max(seen)} needs {span}.")
-        past = torch.arange(span, device=device)[None, :] >= torch.tensor(seen[first:end], device=device)[:, None]
-        mask = torch.zeros(past.shape, dtype=dtype, device=device).masked_fill_(past, float("-inf"))
-        calls.append((first, end, span, mask[:, None, None, :]))
-    return calls
-
-
-def attend(query: Any, keys: Any, values: Any, calls: list[tuple], scaling: float) -> Any:
-    """Attention of one new position per row: query (B, heads, 1, D) over keys and values (B, kv_heads, length,
-    D), as ``attention_calls`` grouped the rows; (B, heads, 1, D)."""
-    import torch
-    from torch.nn.functional import scaled_dot_product_attention
-
-    parts = [
-        scaled_dot_product_attention(
-            query[first:end],
-            keys[first:end, :, :span],
-            values[first:end, :, :span],
-            attn_mask=mask,
-            scale=scaling,
-            enable_gqa=True,
-        )
-        for first, end, span, mask in calls
-    ]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
-def decode_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs) -> tuple:
-    """A transformers attention function: a one-token step of one sequence is computed as ``decode_step``
-    computes each row (see the module's notes); anything else (prompts, padded batches) goes to ``sdpa``."""
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    plain = attention_mask is None or (attention_mask.dtype == torch.bool and bool(attention_mask.all()))
-    if query.shape[0] != 1 or query.shape[2] != 1 or not plain or kwargs.get("dropout", 0.0):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    n = key.shape[2]
-    span = attention_span(n)
-    padded_key = key.new_zeros((*key.shape[:2], span, key.shape[3]))
-    padded_value = value.new_zeros(padded_key.shape)
-    padded_key[:, :, :n], padded_value[:, :, :n] = key, value
-    calls = attention_calls([n], span, query.device, query.dtype)
-    out = attend(query, padded_key, padded_value, calls, kwargs.get("scaling") or query.shape[-1] ** -0.5)
-    return out.transpose(1, 2).contiguous(), None
-
-
-def use_decode_attention(model: Any) -> bool:
-    """Make ``decode_attention`` the model's attention, if ``decode_step`` serves it; returns whether it is."""
-    if not supports(model):
-        return False
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    if ATTENTION not in ALL_ATTENTION_FUNCTIONS:
-        AttentionInterface.register(ATTENTION, decode_attention)
-        AttentionMaskInterface.register(ATTENTION, sdpa_mask)
-    if model.config._attn_implementation != ATTENTION:
-        model.set_attn_implementation(ATTENTION)
-    return True
 
 
 def supports(model: Any) -> bool:
@@ -140,12 +47,7 @@ def supports(model: Any) -> bool:
         and not getattr(config, "mlp_bias", False)
         and rope.get("rope_type", "default") == "default"
         and getattr(config, "pretraining_tp", 1) == 1
-        and _head_dim(config) % 8 == 0  # see attention_span
     )
-
-
-def _head_dim(config: Any) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 class _Layer:
@@ -187,6 +89,25 @@ def _plan(model: Any) -> _Plan:
     return plan
 
 
+def attend(query: Any, keys: Any, values: Any, lens: list[int], scaling: float) -> Any:
+    """Attention of one new position per row: query (B, heads, 1, D) over row i's first lens[i] + 1 positions of
+    keys and values (rows, kv_heads, length, D); (B, heads, 1, D). One call per row (see the module's notes)."""
+    import torch
+    from torch.nn.functional import scaled_dot_product_attention
+
+    parts = [
+        scaled_dot_product_attention(
+            query[i : i + 1],
+            keys[i : i + 1, :, : n + 1],
+            values[i : i + 1, :, : n + 1],
+            scale=scaling,
+            enable_gqa=True,
+        )
+        for i, n in enumerate(lens)
+    ]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def decode_step(model: Any, tokens: list[int], lens: list[int], keys: list, values: list) -> Any:
     """Logits (B, V) of the next position after one new token per row; writes the tokens' keys and values.
 
@@ -196,9 +117,7 @@ def decode_step(model: Any, tokens: list[int], lens: list[int], keys: list, valu
         keys, values: per layer a (rows, kv_heads, length, head_dim) tensor; rows [0, B) are the batch's, row i
             holding its tokens at positions [0, lens[i]).
 
-    Must run under ``torch.inference_mode()``. The cache must hold SPARE positions past the longest row.
-    Neighbouring rows of up to SHORT positions attend in one masked call, a longer row alone, each over its
-    ``attention_span`` (see the module's notes), so each row's numbers are those of ``decode_attention``.
+    Must run under ``torch.inference_mode()``. Each row attends in a call of its own (see the module's notes).
     """
     import torch
     from torch.nn.functional import silu
@@ -212,7 +131,6 @@ def decode_step(model: Any, tokens: list[int], lens: list[int], keys: list, valu
     cos, sin = plan.rotary(hidden, where[:, None])  # (B, 1, D) each
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, 1, D): broadcast over heads
     same = all(n == lens[0] for n in lens)
-    calls = attention_calls([n + 1 for n in lens], keys[0].shape[2], device, hidden.dtype)
     rows = torch.arange(b, device=device)
     fused = b <= quant.DECODE_ROWS  # above, a q4 layer multiplies with its bfloat16 copy instead
     for index, layer in enumerate(plan.layers):
@@ -236,7 +154,7 @@ def decode_step(model: Any, tokens: list[int], lens: list[int], keys: list, valu
         else:
             layer_keys[rows, :, where] = k[:, :, 0]
             layer_values[rows, :, where] = v[:, :, 0]
-        out = attend(q, layer_keys, layer_values, calls, plan.scaling)
+        out = attend(q, layer_keys, layer_values, lens, plan.scaling)
         hidden = hidden + layer.o(out.transpose(1, 2).reshape(b, 1, -1))
         x = layer.norm2(hidden)
         if fused and layer.gate_up is not None:

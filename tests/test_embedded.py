@@ -133,9 +133,9 @@ def test_engine_greedy_answers_equal_the_plain_loop_alone_and_batched(weights, e
 
 
 def test_a_class_running_one_preset_together_gets_the_answer_each_gets_alone(embedded_q4):
-    """Eight learners press Run on the same preset at once: one batch of rows of one length. Before the engine
-    fixed its attention spans, four of the eight got another answer than alone on these two presets (rows on
-    the kernel's second thread differed in the last bits, and the 4-bit model's near ties went the other way)."""
+    """Eight learners press Run on the same preset at once: one batch of rows of one length. When such rows shared
+    one attention call, four of the eight got another answer than alone on these two presets (rows on the
+    kernel's second thread differed in the last bits, and the 4-bit model's near ties went the other way)."""
     from ftvpe_core import engine
 
     settings = GenerationSettings(max_new_tokens=80, repetition_penalty=1.0, stop_at_end=False)
@@ -145,6 +145,8 @@ def test_a_class_running_one_preset_together_gets_the_answer_each_gets_alone(emb
             embedded_q4, prompts.build(presets.get(key).spec, embedded_q4.count_tokens).messages
         )
         alone = scheduler.generate(ids, settings).tokens
+        expected = reference_greedy(embedded_q4, ids, settings.max_new_tokens)  # ends at an end token
+        assert alone[: len(expected)] == expected, key
         together = [scheduler.submit(ids, settings) for _ in range(8)]
         assert [r.wait(120).tokens for r in together] == [alone] * 8, key
     assert scheduler.peak_rows == 8

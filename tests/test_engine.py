@@ -193,8 +193,8 @@ def test_memory_limits_refuse_or_queue_requests(lively, fresh):
     # Two requests that each fit alone but not together run one after the other.
     settings = GenerationSettings(max_new_tokens=30, repetition_penalty=1.0, stop_at_end=False)
     ids = ids_of(lively, PROMPTS[0])
-    assert len(ids) + 30 + fastpath.SPARE <= 128  # a row's share: prompt, new tokens, the step's spare positions
-    rows_fit = 2**20 // (128 * per_token)  # in steps of 64 positions
+    assert len(ids) + 30 <= 64  # a row's share: prompt and new tokens, in steps of 64 positions
+    rows_fit = 2**20 // (64 * per_token)
     scheduler = fresh(kv_cache_mb=1, max_batch=64)
     requests = [scheduler.submit(ids, settings) for _ in range(rows_fit + 2)]
     for r in requests:
