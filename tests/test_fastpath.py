@@ -20,7 +20,7 @@ def _batched_steps_agree(model, prompts, tokens, exact=False):
         refs, lens = [], []
         heads, dim = model.config.num_key_value_heads, model.config.hidden_size // model.config.num_attention_heads
         layers = model.config.num_hidden_layers
-        keys = [torch.zeros((len(prompts) + 1, heads, 128, dim)) for _ in range(layers)]  # one spare row
+        keys = [torch.zeros((len(prompts) + 1, heads, 64, dim)) for _ in range(layers)]  # one spare row
         values = [torch.zeros_like(k) for k in keys]
         for row, ids in enumerate(prompts):
             cache = DynamicCache(config=model.config)
