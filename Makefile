@@ -41,8 +41,10 @@ browser:
 run: setup
 	$(BIN)/streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
+# The suite on every core (pytest-xdist; `make test TEST_WORKERS=0` runs it in this one process).
+TEST_WORKERS ?= auto
 test: setup-dev browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 lint: setup-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

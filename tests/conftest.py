@@ -3,11 +3,22 @@ app on that model for the page tests (``tiny_app``).
 
 Embedded-model tests share one data folder for the whole run (``FTVPE_TEST_HOME``, default
 ``.ftvpe-test-home`` in the repository) so the GGUF-to-safetensors cache is built once and reused.
+
+``make test`` runs the suite on every core with pytest-xdist (``-n auto --dist loadgroup``). What that needs:
+- the browser tests run on one worker (xdist group ``browser``: their Streamlit servers share the embedded data
+  folder, its job processes and ``test-artifacts/``), and so do the Ray tests (group ``ray``: one local Ray head
+  per run, whose token lives in ``~/.ray``); the groups are given here from the ``browser`` and ``ray`` marks;
+- the embedded model's cache is converted once, under a file lock, before the first embedded test
+  (``pytest_runtest_setup``);
+- torch in each worker uses its share of the cores (two workers on two cores: one thread each), except in tests
+  marked ``all_cores``, which check what the kernels' threads could change (batch invariance) as the app runs.
+Every other fixture is per test (``tmp_path``) or per worker (session scope: a worker is its own process).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +34,79 @@ PAGE_TIMEOUT = 90
 _USER_SETTINGS = ("FTVPE_HOME", "FTVPE_MODEL", "FTVPE_DEVICE", "FTVPE_DTYPE", "FTVPE_ALLOW_DOWNLOAD")
 
 
+XDIST_GROUPS = ("browser", "ray")
+"""Marks whose tests run together on one xdist worker (``--dist loadgroup``), one group per mark."""
+ALL_CORES_MODULES = ("test_embedded.py", "test_engine.py", "test_fastpath.py")
+"""Modules marked ``all_cores`` here (so their owners' edits and this list do not meet): batch invariance and bit
+for bit answers, which the kernels' threads could break (a row on the second thread) and one thread would hide."""
+
+
 def embedded_home() -> Path:
     """The data folder shared by the embedded-model tests of one run (and the runs after it)."""
     return Path(os.environ.get("FTVPE_TEST_HOME") or REPO / ".ftvpe-test-home")
+
+
+def worker_threads() -> int:
+    """Torch threads for a test in this process: all cores when it is the only test process (no xdist, or one
+    worker), else this worker's share of them (at least one)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in ALL_CORES_MODULES:
+            item.add_marker(pytest.mark.all_cores)
+        for mark in XDIST_GROUPS:
+            if item.get_closest_marker(mark):
+                item.add_marker(pytest.mark.xdist_group(mark))
+
+
+def _set_torch_threads(n: int) -> None:
+    """``n`` intra-op threads on this thread and on the app's compute thread, where its forward passes run (new
+    threads start with this thread's count)."""
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    models = sys.modules.get("ftvpe_core.models")
+    if models is not None and models._compute_pool is not None:
+        models.compute(torch.set_num_threads, n)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads(request):
+    """Each test starts with this worker's share of the cores (a bench run in this process sets all of them), or
+    with every core when marked ``all_cores``. Without xdist that is torch's own default, every core."""
+    cores = os.cpu_count() or 1
+    wanted = cores if request.node.get_closest_marker("all_cores") else worker_threads()
+    if wanted != cores or "torch" in sys.modules:
+        _set_torch_threads(wanted)
+
+
+_embedded_cached = False
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures: a module-scoped one may load the embedded model
+def pytest_runtest_setup(item):
+    """Before the first embedded test of this process: the embedded model's safetensors cache, converted from the
+    GGUF file once (a browser test's server needs it too). Under a file lock: xdist workers that get here at once
+    (or two runs sharing FTVPE_TEST_HOME) wait while one converts, then find it done."""
+    global _embedded_cached
+    if _embedded_cached or not item.get_closest_marker("embedded"):
+        return
+    import fcntl
+
+    from ftvpe_core import models
+
+    home = embedded_home()
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".convert.lock", "w") as lock, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FTVPE_HOME", str(home))
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        models.cache_gguf(models.embedded_gguf_path())
+    _embedded_cached = True
 
 
 @pytest.fixture(autouse=True)
