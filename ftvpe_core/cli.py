@@ -591,7 +591,9 @@ def cmd_challenge(args) -> int:
         elif entry["score"] is None:
             raise FtvpeError(f"Submission {entry['id']} was not scored: {entry['error'] or entry['status']}")
         else:
-            print(f"submission {entry['id']} by {entry['name']}: {entry['score']:.1%} on {entry['n']} hidden examples")
+            print(
+                f"submission {entry['id']} by {entry['name']}: {entry['score']:.1%} on {entry['n']} hidden examples (the live board's public part)"
+            )
     return 0
 
 
