@@ -181,7 +181,9 @@ def test_compare_of_a_challenges_best_never_shows_a_hidden_example(tiny_model_di
     hidden = _hidden(store, code, key)
     # Compare scores (and shows) the task's examples: none of them is hidden, however many it is asked for.
     assert not _shows_any(json.dumps([e.to_dict() for e in evaluate.load_task(arms["task"]).examples]), hidden)
-    settings = compare.CompareSettings(task=arms["task"], prompt=arms["prompt"], limit=3, forgetting=False)
+    settings = compare.CompareSettings(
+        task=arms["task"], prompt=arms["prompt"], limit=3, model=str(tiny_model_dir), forgetting=False
+    )
     result = compare.run_comparison(settings, store)
     assert result["arms"][0]["examples"] and not _shows_any(json.dumps(result), hidden)
 
