@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftvpe_core import FtvpeError, finetune, recordings
+from ftvpe_core import FtvpeError, datasets, finetune, recordings
 from ftvpe_core.runs import RunStore
 
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -113,6 +113,8 @@ def available(store: RunStore, dataset: str | None = None) -> list[Available]:
     found = []
     for run in store.list("finetune"):
         folder = store.artifact_dir(run.id)
+        if datasets.is_challenge_run(run.dataset):
+            continue  # a class challenge's fine-tune is its learner's: no classmate chats with or compares it
         if run.status == "complete" and (dataset is None or run.dataset == dataset) and exists(folder):
             found.append(
                 Available(

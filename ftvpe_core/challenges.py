@@ -1,5 +1,5 @@
 """Class challenges: a teacher poses a task, learners answer it with a prompt or a fine-tune, and a hidden
-split of the data scores every submission.
+set of examples scores every submission.
 
 A challenge lives in the run store's SQLite file (tables ``challenges``, ``challenge_learners`` and
 ``challenge_submissions``), so a restart keeps it. ``create`` returns a short join code and a teacher key;
@@ -10,9 +10,15 @@ examples they pick or drawn at random). A submission is scored by a run of kind 
 process (``worker``) executes with ``evaluate.run_arm``, the batched evaluation Compare uses; a fine-tune
 is first an ordinary 'finetune' run (``jobs.submit``) on the chosen training examples, queued just before.
 
-The hidden split never goes to a learner: ``public`` shows the task and the training split, scores are
-numbers only, scoring errors are reworded without the inputs, and only ``execute`` (to score) and ``reveal``
-(with the teacher key) read the hidden examples. This module does not import streamlit or torch.
+The hidden set never goes to a learner. On a built-in task it is the dataset's held-back set
+(``datasets.load_held_back``), written for challenges and in none of the splits that pages, the CLI and Compare
+show; on an upload it is the split the teacher names. As on Kaggle it is shuffled once per challenge (a seed
+stored with it) into a public part, whose scores the live leaderboard shows, and a private part that only the
+teacher's final ranking (``final``, ``export``) uses, so probing the live board learns nothing that counts.
+``public`` shows the task and the training split, scores are numbers only, nothing learners see is measured on
+the hidden inputs' lengths, scoring errors are reworded without the inputs (the cause goes to the job log), and
+only ``execute`` (to score) and ``reveal`` (with the teacher key) read the hidden examples. This module does not
+import streamlit or torch.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import json
 import random
 import secrets
 import sqlite3
+import sys
 import time
+import traceback
 import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -39,6 +47,13 @@ TRACKS = ("prompt", "finetune")
 TRACK_CHOICES = {"both": TRACKS, "prompt": ("prompt",), "finetune": ("finetune",)}
 TRACK_LABELS = {"prompt": "Prompt", "finetune": "Fine-tune"}
 HIDDEN_SPLITS = ("test", "validation")
+"""The splits of an upload that may be its hidden set (a built-in task always uses its held-back set)."""
+PARTS = ("public", "private")
+"""The two parts of a hidden set: the live leaderboard scores the public one, the final ranking the private one."""
+PUBLIC_SHARE = 0.4
+"""Share of the hidden examples in the public part (Kaggle's competitions use 20-50%)."""
+MIN_HIDDEN = 20
+"""Fewest hidden examples a challenge scores: enough for a public part and a private part of 8 and 12."""
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 """No 0/O or 1/I: a code read off a projector is typed right."""
 CODE_LENGTH = 6
@@ -63,7 +78,8 @@ class ChallengeSettings:
     title: str = ""
     """Shown to learners; empty: the dataset's title."""
     hidden_split: str = "test"
-    """The split that scores submissions and that nobody sees: 'test' or 'validation'."""
+    """An upload's split that scores submissions and that nobody sees: 'test' or 'validation'. A built-in task
+    always scores on its held-back set, which no page shows."""
     metric: str | None = None
     """Score with this metric instead of the dataset's own (evaluate.METRICS)."""
     tracks: str = "both"
@@ -80,6 +96,9 @@ class ChallengeSettings:
     """Score only the first this many hidden examples (quicker in class); 0 scores them all."""
     model: str | None = None
     """The base model every submission uses (None: the default one)."""
+    seed: int | None = None
+    """Shuffles the hidden set into its public and private parts (None: drawn at create); stored, so the parts
+    never change."""
 
     def __post_init__(self) -> None:
         if not str(self.task).strip():
@@ -102,6 +121,8 @@ class ChallengeSettings:
                 raise FtvpeError(
                     f"{name.replace('_', ' ').capitalize()} must be between {low} and {high}, got {value!r}."
                 )
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise FtvpeError(f"The seed must be a whole number, got {self.seed!r}.")
         if len(self.title) > 120:
             raise FtvpeError(f"The title is {len(self.title)} characters long; the limit is 120.")
 
@@ -121,6 +142,8 @@ class Challenge:
     closes: float
     closed: bool
     data: datasets.Dataset
+    builtin: bool = False
+    """A built-in task: its hidden set is the dataset's held-back set, not one of ``data``'s splits."""
 
     @property
     def open(self) -> bool:
@@ -153,8 +176,43 @@ def _check_key(row: sqlite3.Row, key: str) -> None:
 
 def _challenge(row: sqlite3.Row) -> Challenge:
     s = ChallengeSettings(**json.loads(row["settings_json"]))
-    data = jobs.dataset_from_dict(json.loads(row["data_json"])) if row["data_json"] else datasets.load_builtin(s.task)
-    return Challenge(row["code"], row["title"], s, row["created"], row["closes"], bool(row["closed"]), data)
+    builtin = not row["data_json"]
+    data = datasets.load_builtin(s.task) if builtin else jobs.dataset_from_dict(json.loads(row["data_json"]))
+    if s.seed is None:  # a challenge created before the seed was stored: one fixed by its code
+        s = dataclasses.replace(s, seed=int.from_bytes(hashlib.sha256(row["code"].encode()).digest()[:4], "big"))
+    return Challenge(row["code"], row["title"], s, row["created"], row["closes"], bool(row["closed"]), data, builtin)
+
+
+def _hidden_pool(data: datasets.Dataset, settings: ChallengeSettings, builtin: bool) -> list[datasets.Example]:
+    """Every hidden example, in file order: a built-in task's held-back set, or an upload's hidden split."""
+    return datasets.load_held_back(data.name) if builtin else list(data.splits.get(settings.hidden_split) or [])
+
+
+def _parts(
+    pool: list[datasets.Example], settings: ChallengeSettings
+) -> tuple[list[datasets.Example], list[datasets.Example]]:
+    """(public, private): the pool shuffled by the challenge's seed, cut to ``hidden_limit``, then split."""
+    order = list(pool)
+    random.Random(settings.seed).shuffle(order)
+    if settings.hidden_limit:
+        order = order[: settings.hidden_limit]
+    n_public = max(1, round(len(order) * PUBLIC_SHARE)) if order else 0
+    return order[:n_public], order[n_public:]
+
+
+def hidden_source(challenge: Challenge) -> str:
+    """Where a challenge's hidden examples come from, in one sentence for the teacher."""
+    public, private = _parts(_hidden_pool(challenge.data, challenge.settings, challenge.builtin), challenge.settings)
+    where = (
+        f"the held-back set of {challenge.data.title}, written for challenges and shown on no page, in no split "
+        "and by no command a learner uses"
+        if challenge.builtin
+        else f"the {challenge.settings.hidden_split} split of the uploaded {challenge.data.title}"
+    )
+    return (
+        f"Hidden examples: {len(public) + len(private)} from {where}; the live leaderboard scores {len(public)} "
+        f"of them (public part) and the final ranking the other {len(private)} (private part)."
+    )
 
 
 # Teacher
@@ -169,9 +227,24 @@ def create(store: RunStore, settings: ChallengeSettings, data: datasets.Dataset 
     """
     builtin = data is None and datasets.is_builtin(settings.task)
     data = data if data is not None else datasets.load(settings.task)
-    hidden = data.splits.get(settings.hidden_split) or []
-    if not hidden:
-        raise FtvpeError(f"{data.title} has no '{settings.hidden_split}' examples to use as the hidden test.")
+    if settings.seed is None:
+        settings = dataclasses.replace(settings, seed=secrets.randbelow(2**31))
+    pool = _hidden_pool(data, settings, builtin)
+    public_part, private_part = _parts(pool, settings)
+    hidden = public_part + private_part
+    if len(hidden) < MIN_HIDDEN:
+        where = "held-back set" if builtin else f"'{settings.hidden_split}' split"
+        if settings.hidden_limit and len(pool) >= MIN_HIDDEN:
+            why = f"'Hidden examples scored' is {settings.hidden_limit}; set it to 0 (all) or at least {MIN_HIDDEN}"
+        elif builtin:
+            why = "this built-in task ships too few held-back examples"
+        else:
+            rows = -(-MIN_HIDDEN * 100 // (20 if settings.hidden_split == "test" else 15))
+            why = f"upload a file of at least {rows} rows (the {settings.hidden_split} split is a share of it)"
+        raise FtvpeError(
+            f"{data.title} has {len(hidden)} hidden examples in its {where}; a challenge needs at least "
+            f"{MIN_HIDDEN}, a public part for the live leaderboard and a private part for the final ranking: {why}."
+        )
     if not data.splits.get("train"):
         raise FtvpeError(f"{data.title} has no training examples for learners to read and train on.")
     evaluate.task_from(data, hidden, data.splits["train"], settings.metric)  # the metric fits the data
@@ -254,9 +327,13 @@ def remove_submission(store: RunStore, code: str, key: str, submission_id: int) 
 
 
 def reveal(store: RunStore, code: str, key: str) -> list[dict]:
-    """The hidden examples (teacher only), as {'prompt', 'response'} in scoring order."""
+    """The hidden examples (teacher only), as {'part', 'prompt', 'response'} in scoring order: the public part
+    first, then the private part."""
     challenge = check_key(store, code, key)
-    return [e.to_dict() for e in hidden_task(challenge).examples]
+    public_part, private_part = _parts(
+        _hidden_pool(challenge.data, challenge.settings, challenge.builtin), challenge.settings
+    )
+    return [{"part": part, **e.to_dict()} for part, es in zip(PARTS, (public_part, private_part)) for e in es]
 
 
 def list_challenges(store: RunStore) -> list[dict]:
@@ -275,17 +352,21 @@ def list_challenges(store: RunStore) -> list[dict]:
 # What learners see
 
 
-def hidden_task(challenge: Challenge) -> evaluate.Task:
-    """The hidden test as an evaluation task (few-shot pool: the training split). Never for a learner's eyes."""
+def hidden_task(challenge: Challenge, part: str | None = None) -> evaluate.Task:
+    """The hidden set as an evaluation task (few-shot pool: the training split), the public part first; only
+    one part when ``part`` names it. Never for a learner's eyes."""
+    if part is not None and part not in PARTS:
+        raise FtvpeError(f"The part must be one of {', '.join(PARTS)}, got {part!r}.")
     s = challenge.settings
-    hidden = challenge.data.splits[s.hidden_split]
-    return evaluate.task_from(challenge.data, hidden, challenge.data.splits["train"], s.metric, s.hidden_limit or None)
+    public_part, private_part = _parts(_hidden_pool(challenge.data, s, challenge.builtin), s)
+    hidden = {"public": public_part, "private": private_part}.get(part, public_part + private_part)
+    return evaluate.task_from(challenge.data, hidden, challenge.data.splits["train"], s.metric)
 
 
 def _eval_split(challenge: Challenge) -> list[datasets.Example]:
     """Validation examples for a fine-tune: the split that is neither train nor hidden (else the training
-    split's last few)."""
-    other = "validation" if challenge.settings.hidden_split == "test" else "test"
+    split's last few). A built-in task hides none of its splits: its validation split."""
+    other = "validation" if challenge.builtin or challenge.settings.hidden_split == "test" else "test"
     return (challenge.data.splits.get(other) or challenge.data.splits["train"][-VALIDATION_EXAMPLES:])[
         :VALIDATION_EXAMPLES
     ]
@@ -537,11 +618,11 @@ def submit_finetune(
     sid, challenge = _reserve(store, code, name, "finetune", spec, None, len(indices))
     device = device or settings_module.pick_device()
     data = datasets.Dataset(
-        name=f"challenge_{challenge.code.lower()}",
+        name=datasets.CHALLENGE_RUN,  # no join code: the run's record and download name no challenge
         title=f"{challenge.title} ({name})",
         task=c.data.task,
         metric=c.data.metric,
-        description=f"Challenge {challenge.code}: {len(indices)} training examples.",
+        description=f"A class challenge's fine-tune: {len(indices)} training examples.",
         labels=list(c.data.labels),
         rules=dict(c.data.rules),
         splits={"train": [train[i] for i in indices], "validation": _eval_split(challenge), "test": []},
@@ -567,8 +648,52 @@ def _learner_error(e: BaseException) -> str:
     return f"Scoring on the hidden test failed ({type(e).__name__}); your teacher can read the job's log."
 
 
+class _Stopped(Exception):
+    """A scoring run stops between answers: removed by the teacher (cancelled) or the app stopping."""
+
+    def __init__(self, interrupted: bool):
+        super().__init__("interrupted" if interrupted else "cancelled")
+        self.interrupted = interrupted
+
+
+def _check_stop(store: RunStore, run_id: str, interrupted: Callable[[], bool] | None) -> None:
+    """Raise _Stopped when the teacher removed the submission (its run's cancel flag) or the app stops."""
+    if interrupted is not None and interrupted():
+        raise _Stopped(True)
+    if store.cancel_requested(run_id):
+        raise _Stopped(False)
+
+
+def _summary(task: evaluate.Task, arm: evaluate.ArmResult, n_public: int, train_seconds: float) -> dict:
+    """A score run's summary: the public part's score (the live board) and the private part's (the final
+    ranking), from the arm's examples in scoring order (public first). Nothing in it is measured on the hidden
+    inputs' lengths (no prompt tokens a call, no latency): what a prompt costs is the tokens it adds itself."""
+    scores = [r.score for r in arm.examples]
+    public_scores, private_scores = scores[:n_public], scores[n_public:]
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    return {
+        "score": mean(public_scores),
+        "n": len(public_scores),
+        "private_score": mean(private_scores),
+        "private_n": len(private_scores),
+        "metric": task.metric,
+        "train_seconds": train_seconds,
+    }
+
+
+def _log_cause(run_id: str, e: BaseException) -> None:
+    """The real cause of a failed score, traceback and all, on the job process's log (its stderr) for the
+    teacher; the learner reads only the reworded error."""
+    print(f"Run {run_id}: scoring failed; the cause (the learner sees a reworded message):", file=sys.stderr)
+    traceback.print_exception(e, file=sys.stderr)
+    sys.stderr.flush()
+
+
 def execute(store: RunStore, run_id: str, interrupted: Callable[[], bool] | None = None) -> dict:
-    """Score a claimed 'challenge' run on the hidden test; the summary (numbers only) goes to the store."""
+    """Score a claimed 'challenge' run on the hidden set; the summary (numbers only) goes to the store.
+
+    Between answers it stops when the teacher removes the submission (marked cancelled) or the app stops
+    (``interrupted`` says True: marked interrupted)."""
     run = store.get(run_id)
     try:
         challenge = get(store, run.settings["code"])
@@ -579,6 +704,7 @@ def execute(store: RunStore, run_id: str, interrupted: Callable[[], bool] | None
             ).fetchone()
         if sub is None or sub["removed"]:
             raise FtvpeError("This submission was removed by the teacher.")
+        _check_stop(store, run_id, interrupted)
         adapter, train_s, template = None, 0.0, None
         if track == "finetune":
             train = store.get(run.settings["train_run"])
@@ -595,30 +721,34 @@ def execute(store: RunStore, run_id: str, interrupted: Callable[[], bool] | None
         if template is not None and prompt_tokens(template, loaded.count_tokens) > challenge.settings.max_prompt_tokens:
             raise FtvpeError(f"The prompt is over this challenge's {challenge.settings.max_prompt_tokens} tokens.")
         task = hidden_task(challenge)
+        n_public = len(hidden_task(challenge, "public").examples)
         store.set_progress(run_id, 0.1, f"Scoring on {len(task.examples)} hidden examples")
 
         def progress(done: int, total: int) -> None:
+            _check_stop(store, run_id, interrupted)  # between answers: Remove and app stop are honoured
             store.set_progress(run_id, 0.1 + 0.9 * done / max(total, 1), f"Scored {done} of {total} hidden examples")
 
         try:
             arm = evaluate.run_arm(
                 loaded, task, track, TRACK_LABELS[track], (), train_s, on_progress=progress, template=template
             )
+        except _Stopped:
+            raise
         except Exception as e:  # noqa: BLE001 - reworded: the original may quote a hidden input
             raise FtvpeError(_learner_error(e)) from e
-        summary = {
-            "score": arm.score,
-            "n": arm.n,
-            "metric": task.metric,
-            "mean_prompt_tokens": arm.mean_prompt_tokens,
-            "mean_latency_s": arm.mean_latency_s,
-            "train_seconds": train_s,
-        }
+        summary = _summary(task, arm, n_public, train_s)
         store.artifact_dir(run_id)
         store.finish(run_id, summary)
         return {"run_id": run_id, "status": "complete", **summary}
+    except _Stopped as stop:
+        if stop.interrupted:
+            store.interrupt(run_id)
+        else:
+            store.mark_cancelled(run_id)
+        return {"run_id": run_id, "status": str(stop)}
     except BaseException as e:
         if store.get(run_id).status in ("queued", "running"):
+            _log_cause(run_id, e)
             store.fail(run_id, str(e) if isinstance(e, FtvpeError) else _learner_error(e))
         raise
 
@@ -652,10 +782,20 @@ _STATUS_WORDS = {
 }
 
 
-def submissions(store: RunStore, code: str, name: str | None = None) -> list[dict]:
+def _check_part(part: str) -> None:
+    if part not in PARTS:
+        raise FtvpeError(f"The part must be one of {', '.join(PARTS)}, got {part!r}.")
+
+
+def submissions(store: RunStore, code: str, name: str | None = None, part: str = "public") -> list[dict]:
     """Every submission kept (of one learner, when ``name`` is given), oldest first, with its status, score and
-    costs: ``prompt_tokens`` (added to each input), ``mean_prompt_tokens`` (a call, as scored),
-    ``train_examples`` and ``train_seconds``."""
+    costs: ``prompt_tokens`` (added to each input), ``train_examples`` and ``train_seconds``.
+
+    Args:
+        part: whose score ``score`` and ``n`` hold: 'public' (the live board: what learners see) or
+            'private' (the final ranking, teacher only; the entries then also hold ``public_score``).
+    """
+    _check_part(part)
     query = (
         "SELECT s.*, r.status AS status, r.summary_json AS summary, r.error AS error, r.progress_json AS progress, "
         "t.status AS train_status, (SELECT MAX(step) FROM metrics m WHERE m.run_id = s.train_run) AS train_step "
@@ -687,15 +827,14 @@ def submissions(store: RunStore, code: str, name: str | None = None) -> list[dic
                 "status": "training" if training else _STATUS_WORDS.get(status, status),
                 "progress": now,
                 "error": r["error"] if status == "failed" else None,
-                "score": summary.get("score"),
-                "n": summary.get("n"),
+                "score": summary.get("score" if part == "public" else "private_score"),
+                "n": summary.get("n" if part == "public" else "private_n"),
                 "prompt_tokens": r["prompt_tokens"],
-                "mean_prompt_tokens": summary.get("mean_prompt_tokens"),
                 "train_examples": r["train_examples"],
                 "train_seconds": summary.get("train_seconds"),
-                "mean_latency_s": summary.get("mean_latency_s"),
                 "train_run": r["train_run"],
                 "spec": spec,
+                **({"public_score": summary.get("score")} if part == "private" else {}),
             }
         )
     return out
@@ -706,10 +845,18 @@ def cost(entry: dict) -> int:
     return int(entry["prompt_tokens"] if entry["track"] == "prompt" else entry["train_examples"]) or 0
 
 
-def leaderboard(store: RunStore, code: str, entries: list[dict] | None = None) -> dict[str, list[dict]]:
+def leaderboard(
+    store: RunStore, code: str, entries: list[dict] | None = None, part: str = "public"
+) -> dict[str, list[dict]]:
     """Per track, each learner's best scored submission, best first: higher score, then fewer prompt tokens
-    or training examples, then earlier. Each entry gains its ``rank``."""
-    entries = submissions(store, code) if entries is None else entries
+    or training examples, then earlier. Each entry gains its ``rank``.
+
+    Args:
+        entries: ``submissions`` already read (their ``score`` is then the part they were read for).
+        part: 'public' (the live board learners see) or 'private' (the final ranking: ``final``).
+    """
+    _check_part(part)
+    entries = submissions(store, code, part=part) if entries is None else entries
     best: dict[tuple[str, str], dict] = {}
     order = lambda e: (-e["score"], cost(e), e["created"])  # noqa: E731
     for e in entries:
@@ -724,12 +871,20 @@ def leaderboard(store: RunStore, code: str, entries: list[dict] | None = None) -
     return board
 
 
+def final(store: RunStore, code: str, key: str) -> dict[str, list[dict]]:
+    """The final ranking (teacher key needed): each learner's best on the private part of the hidden set,
+    which no learner's board ever showed, so probing the live board could not tune a submission to it."""
+    check_key(store, code, key)
+    return leaderboard(store, code, part="private")
+
+
 def _mean(entries: list[dict], key: str) -> float | None:
     return sum(e.get(key) or 0 for e in entries) / len(entries) if entries else None
 
 
 def track_summary(entries: list[dict]) -> dict[str, dict]:
-    """Per track: scored submissions, mean and best score, and mean cost (prompt tokens a call, training s)."""
+    """Per track: scored submissions, mean and best score, and mean cost (``mean_prompt_tokens``: the tokens a
+    prompt adds to each input, never a count of the hidden inputs; training s)."""
     out = {}
     for track in TRACKS:
         scored = [e for e in entries if e["track"] == track and e["score"] is not None]
@@ -737,7 +892,7 @@ def track_summary(entries: list[dict]) -> dict[str, dict]:
             "n": len(scored),
             "mean_score": _mean(scored, "score"),
             "best_score": max((e["score"] for e in scored), default=None),
-            "mean_prompt_tokens": _mean(scored, "mean_prompt_tokens"),
+            "mean_prompt_tokens": _mean(scored, "prompt_tokens"),
             "mean_train_seconds": _mean(scored, "train_seconds"),
         }
     return out
@@ -763,9 +918,9 @@ def describe(entry: dict) -> str:
     )
 
 
-def best_pair(store: RunStore, code: str) -> dict[str, dict | None]:
-    """The top entry of each track (None where nobody scored yet)."""
-    board = leaderboard(store, code)
+def best_pair(store: RunStore, code: str, part: str = "public") -> dict[str, dict | None]:
+    """The top entry of each track (None where nobody scored yet) on the live board (or the final ranking)."""
+    board = leaderboard(store, code, part=part)
     return {t: (board[t][0] if board[t] else None) for t in TRACKS}
 
 
@@ -781,8 +936,10 @@ def _csv_cell(value: object) -> object:
 
 
 def export_csv(store: RunStore, code: str, key: str) -> str:
-    """Every submission kept, one row each (teacher key needed)."""
-    check_key(store, code, key)
+    """Every submission kept, one row each (teacher key needed): its live score (public part) and its final
+    score (private part)."""
+    c = check_key(store, code, key)
+    public_n = len(hidden_task(c, "public").examples)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(
@@ -794,14 +951,15 @@ def export_csv(store: RunStore, code: str, key: str) -> str:
             "status",
             "score",
             "hidden_examples",
+            "final_score",
+            "final_examples",
             "prompt_tokens_added",
-            "prompt_tokens_per_call",
             "train_examples",
             "train_seconds",
             "submission",
         ]
     )
-    for e in submissions(store, code):
+    for e in submissions(store, code, part="private"):
         writer.writerow(
             [
                 _csv_cell(v)
@@ -811,10 +969,11 @@ def export_csv(store: RunStore, code: str, key: str) -> str:
                     e["track"],
                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["created"])),
                     e["status"],
+                    None if e["public_score"] is None else round(e["public_score"], 4),
+                    public_n,
                     None if e["score"] is None else round(e["score"], 4),
                     e["n"],
                     e["prompt_tokens"],
-                    None if e["mean_prompt_tokens"] is None else round(e["mean_prompt_tokens"], 1),
                     e["train_examples"],
                     None if e["train_seconds"] is None else round(e["train_seconds"], 1),
                     describe(e),
@@ -825,37 +984,43 @@ def export_csv(store: RunStore, code: str, key: str) -> str:
 
 
 def export(store: RunStore, code: str, key: str) -> dict:
-    """The challenge's results as one JSON-ready dict (``report.challenge_html`` writes it as a page)."""
+    """The challenge's results as one JSON-ready dict (``report.challenge_html`` writes it as a page): the
+    final ranking on the private part (``leaderboard``; each entry also holds its ``public_score``) and the live
+    board as learners saw it (``public_leaderboard``)."""
     c = check_key(store, code, key)
-    entries = submissions(store, code)
+    entries = submissions(store, code, part="private")
     return {
         "code": c.code,
         "title": c.title,
         "metric": c.settings.metric or c.data.metric,
-        "hidden_split": c.settings.hidden_split,
+        "hidden_split": "held-back" if c.builtin else c.settings.hidden_split,
+        "hidden_source": hidden_source(c),
         "hidden_n": len(hidden_task(c).examples),
+        "public_n": len(hidden_task(c, "public").examples),
+        "private_n": len(hidden_task(c, "private").examples),
         "created": c.created,
         "submissions": entries,
-        "leaderboard": leaderboard(store, code, entries),
+        "leaderboard": leaderboard(store, code, entries, part="private"),
+        "public_leaderboard": leaderboard(store, code, part="public"),
         "tracks": track_summary(entries),
         "descriptions": {e["id"]: describe(e) for e in entries},
     }
 
 
 def compare_arms(store: RunStore, code: str, key: str) -> dict:
-    """What Compare needs to score a challenge's best prompt and best run (teacher key needed: Compare shows
-    every example it scores): {'task', 'run_id', 'prompt', 'names'}.
+    """What Compare needs to score a challenge's best prompt and best run (by the final ranking) on the task's
+    public test split, which holds none of the hidden examples: {'task', 'run_id', 'prompt', 'names'}.
 
     Raises:
-        FtvpeError: a challenge Compare cannot score (an upload, or a hidden validation split), or no scores yet.
+        FtvpeError: a challenge Compare cannot score (an upload: Compare scores built-in tasks), or no scores yet.
     """
     c = check_key(store, code, key)
-    if not datasets.is_builtin(c.settings.task) or c.settings.hidden_split != "test":
+    if not c.builtin:
         raise FtvpeError(
-            f"Compare scores a built-in task's test split; challenge {c.code} hides the "
-            f"{c.settings.hidden_split} split of {c.data.title}, so Compare cannot score it."
+            f"Compare scores a built-in task's public test split; challenge {c.code} is on the uploaded "
+            f"{c.data.title}, so Compare cannot score it."
         )
-    best = best_pair(store, code)
+    best = best_pair(store, code, part="private")
     if best["prompt"] is None and best["finetune"] is None:
         raise FtvpeError(f"Nobody has a score in challenge {c.code} yet.")
     return {

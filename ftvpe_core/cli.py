@@ -182,7 +182,8 @@ def _challenge_parser(sub) -> None:
         "--hidden-split",
         default="test",
         choices=challenges.HIDDEN_SPLITS,
-        help="the split that scores and that nobody sees",
+        help="an uploaded file's split that scores and that nobody sees (a built-in task always scores on its "
+        "held-back set)",
     )
     create.add_argument("--metric", help=f"score with this metric: {', '.join(challenges.evaluate.METRICS)}")
     create.add_argument("--tracks", default="both", choices=tuple(challenges.TRACK_CHOICES))
@@ -190,7 +191,12 @@ def _challenge_parser(sub) -> None:
     create.add_argument("--max-examples", type=int, default=40, help="fine-tune budget: training examples")
     create.add_argument("--max-steps", type=int, default=40, help="fine-tune budget: training steps")
     create.add_argument("--minutes", type=int, default=60, help="how long it stays open")
-    create.add_argument("--hidden-limit", type=int, default=0, help="score only the first N hidden examples")
+    create.add_argument(
+        "--hidden-limit",
+        type=int,
+        default=0,
+        help=f"score only N hidden examples (0: all; at least {challenges.MIN_HIDDEN})",
+    )
     create.add_argument("--model", help="the base model of every submission")
     for name, text in (
         ("list", "every challenge"),
@@ -585,7 +591,9 @@ def cmd_challenge(args) -> int:
         elif entry["score"] is None:
             raise FtvpeError(f"Submission {entry['id']} was not scored: {entry['error'] or entry['status']}")
         else:
-            print(f"submission {entry['id']} by {entry['name']}: {entry['score']:.1%} on {entry['n']} hidden examples")
+            print(
+                f"submission {entry['id']} by {entry['name']}: {entry['score']:.1%} on {entry['n']} hidden examples (the live board's public part)"
+            )
     return 0
 
 

@@ -32,6 +32,11 @@ MAX_LABELS = 20
 LABEL_WORDS = 3
 BUILTINS = ("support_triage", "brand_voice", "domain_knowledge")
 """The built-in datasets, quickest demo first."""
+HELD_BACK_FILE = "challenge.jsonl"
+"""Each built-in dataset's held-back set: examples written for class challenges only, in none of its splits."""
+CHALLENGE_RUN = "challenge-run"
+"""The dataset name of a challenge's fine-tuning run: no upload takes it (uploads are named with [a-z0-9_])
+and it names no challenge, so a run's record or download never carries another class's join code."""
 
 MB = 1024 * 1024
 MAX_UPLOAD_BYTES = 5 * MB
@@ -150,20 +155,24 @@ def builtin_names() -> list[str]:
     return [n for n in BUILTINS if n in found] + [n for n in found if n not in BUILTINS]
 
 
-def load_builtin(name: str) -> Dataset:
-    """A built-in dataset with its card and all three splits."""
+def _folder(name: str) -> Path:
     names = builtin_names()
     if name not in names:
         raise FtvpeError(f"Unknown dataset '{name}': choose one of {', '.join(names) or '(none installed)'}.")
-    folder = assets_dir() / name
+    return assets_dir() / name
+
+
+def _jsonl_examples(path: Path) -> list[Example]:
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [Example(r["prompt"], r["response"], list(r.get("facts", [])), r.get("system", "")) for r in rows]
+
+
+def load_builtin(name: str) -> Dataset:
+    """A built-in dataset with its card and all three public splits (never its held-back set)."""
+    folder = _folder(name)
     card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
-    splits = {}
-    for split in SPLITS:
-        with open(folder / f"{split}.jsonl", encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        splits[split] = [
-            Example(r["prompt"], r["response"], list(r.get("facts", [])), r.get("system", "")) for r in rows
-        ]
+    splits = {split: _jsonl_examples(folder / f"{split}.jsonl") for split in SPLITS}
     return Dataset(
         name=card["name"],
         title=card["title"],
@@ -174,6 +183,22 @@ def load_builtin(name: str) -> Dataset:
         rules=dict(card.get("rules", {})),
         splits=splits,
     )
+
+
+def load_held_back(name: str) -> list[Example]:
+    """A built-in dataset's held-back set (``HELD_BACK_FILE``): the hidden test of a class challenge on it.
+
+    No page, no CLI listing and no split reads these: only a challenge's scoring and the teacher's reveal
+    (``challenges``) do, so no learner can have seen them before or during the challenge. Empty when the
+    dataset ships none."""
+    path = _folder(name) / HELD_BACK_FILE
+    return _jsonl_examples(path) if path.is_file() else []
+
+
+def is_challenge_run(dataset_name: str) -> bool:
+    """Whether a fine-tuning run trains for a class challenge (by its dataset's name: ``CHALLENGE_RUN``, or
+    'challenge_<code>' as runs queued before 2026-12-07 were named)."""
+    return dataset_name == CHALLENGE_RUN or re.fullmatch(r"challenge_[a-z2-9]{6}", dataset_name) is not None
 
 
 # Uploads

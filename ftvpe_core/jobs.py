@@ -350,7 +350,9 @@ def adapter_zip(store: RunStore, run_id: str) -> bytes:
             if not (folder / name).is_file():
                 raise FtvpeError(f"Run '{run_id}' is missing {name} in {folder}.")
             z.write(folder / name, f"{run_id}/{name}")
-        z.writestr(f"{run_id}/run.json", json.dumps(dataclasses.asdict(run), indent=2, sort_keys=True))
+        # Who queued it stays out: a class challenge's learner id would name its join code.
+        record = {k: v for k, v in dataclasses.asdict(run).items() if k not in ("learner", "pid")}
+        z.writestr(f"{run_id}/run.json", json.dumps(record, indent=2, sort_keys=True))
         if (folder / METRICS_FILE).is_file():
             z.write(folder / METRICS_FILE, f"{run_id}/{METRICS_FILE}")
     return buffer.getvalue()

@@ -309,7 +309,9 @@ def challenge_html(result: dict) -> str:
     sections = [
         f"<h1>{_e(title)}</h1>",
         f'<p class="note">{_e(figures.metric_words(metric))} on {_e(result.get("hidden_n"))} hidden '
-        f"{_e(result.get('hidden_split'))} examples; {_date(result.get('created'))}.</p>",
+        f"{_e(result.get('hidden_split'))} examples; {_date(result.get('created'))}. "
+        f"{_e(result.get('hidden_source', ''))} The leaderboards below are the final ranking (private part); "
+        "the live score is what the class saw.</p>",
     ]
     descriptions = result.get("descriptions") or {}
     for track, entries in (result.get("leaderboard") or {}).items():
@@ -318,20 +320,21 @@ def challenge_html(result: dict) -> str:
                 _e(e["rank"]),
                 _e(e["name"]),
                 _pct(e["score"]),
+                _pct(e.get("public_score")),
                 _e(e["prompt_tokens"] if track == "prompt" else e["train_examples"]),
-                _seconds(e.get("train_seconds"), 0) if track == "finetune" else _e(f"{e['mean_prompt_tokens']:.0f}"),
                 f'<div class="text">{_e(descriptions.get(e["id"], descriptions.get(str(e["id"]), "")))}</div>',
             ]
             for e in entries
         ]
         cost = "prompt tokens added" if track == "prompt" else "training examples"
-        spent = "prompt tokens a call" if track == "prompt" else "training"
         label = "Prompt" if track == "prompt" else "Fine-tune"
         sections.append(
             f"<h2>{label} leaderboard</h2>"
             + (
                 _table(
-                    ["#", "name", figures.metric_words(metric), cost, spent, "submission"], rows, numeric=(0, 2, 3, 4)
+                    ["#", "name", f"final {figures.metric_words(metric)}", "live score", cost, "submission"],
+                    rows,
+                    numeric=(0, 2, 3, 4),
                 )
                 if rows
                 else '<p class="note">No scored submissions.</p>'
@@ -353,13 +356,14 @@ def challenge_html(result: dict) -> str:
             _e(s["track"]),
             _e(s["status"]),
             _pct(s["score"]),
+            _pct(s.get("public_score")),
             f'<div class="text">{_e(descriptions.get(s["id"], descriptions.get(str(s["id"]), "")))}</div>',
         ]
         for s in result.get("submissions") or []
     ]
     sections.append(
         "<h2>Every submission</h2>"
-        + _table(["id", "name", "track", "status", "score", "submission"], rows, numeric=(0, 4))
+        + _table(["id", "name", "track", "status", "final score", "live score", "submission"], rows, numeric=(0, 4, 5))
     )
     sections.append(f"<footer>Written by FT vs PE Studio {_e(__version__)}.</footer>")
     return (

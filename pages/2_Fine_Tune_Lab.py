@@ -104,7 +104,7 @@ if st.button("🚀 Launch", type="primary", disabled=train_settings is None, key
         views.launch(store, device)
     except FtvpeError as e:
         st.error(markdown.literal(e))
-all_runs = store.list("finetune")
+all_runs = views.listed(store)  # a class challenge's fine-tunes are its learners' own
 active = [r for r in all_runs if r.active]
 by_id = {r.id: r for r in all_runs}
 if ss.ft_run not in by_id:  # first visit (or deleted on the Runs page): the running run, else the newest
@@ -118,7 +118,7 @@ run_id = ss.ft_run
 def live(run_id):
     views.tick(store)
     views.queue_summary(store)
-    now_active = [r for r in reversed(store.list("finetune")) if r.active]  # running first, then the queue
+    now_active = [r for r in reversed(views.listed(store)) if r.active]  # running first, then the queue
     for r in now_active:
         a, b = st.columns([6, 1])
         a.markdown(f"{markdown.literal(views.label(r))} · {r.status}" + (" · stopping…" if r.cancel_requested else ""))

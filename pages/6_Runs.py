@@ -16,10 +16,13 @@ views.queue_summary(store)
 st.title("📈 Runs")
 if st.session_state.get("rn_message"):
     st.toast(markdown.literal(st.session_state.pop("rn_message")))
-st.caption("Every fine-tuning run on this machine, from any browser session or the command line.")
+st.caption(
+    "Every fine-tuning run on this machine, from any browser session or the command line. Class challenge "
+    "fine-tunes are not listed: each learner follows theirs on the 🏆 Challenge page, and only the teacher removes one."
+)
 classroom.page("pages/6_Runs.py")
 classroom.publish("pages/6_Runs.py", {})
-runs = store.list("finetune")
+runs = views.listed(store)
 if not runs:
     st.info("No runs yet. Launch one in the 🛠️ Fine-Tune Lab (or with `python -m ftvpe_core finetune`).")
     st.stop()

@@ -53,10 +53,8 @@ if ss.th_fresh:
         st.code(key, language=None)
         st.button("I have saved the key", key="th_saved", on_click=lambda: ss.update(th_fresh=False))
 view.join_box(code)
-st.markdown(
-    f"**{markdown.literal(challenge.title)}** · {view.closes_text(challenge.closes)} · hidden split: "
-    f"{challenge.settings.hidden_split} ({len(challenges.hidden_task(challenge).examples)} examples)"
-)
+st.markdown(f"**{markdown.literal(challenge.title)}** · {view.closes_text(challenge.closes)}")
+st.caption(challenges.hidden_source(challenge))
 
 c1, c2, c3, c4 = st.columns(4)
 if challenge.open:
@@ -102,7 +100,7 @@ def live() -> None:
                 "scored": s["n"],
                 "mean": view.pct(s["mean_score"]),
                 "best": view.pct(s["best_score"]),
-                "prompt tokens a call": "–" if s["mean_prompt_tokens"] is None else f"{s['mean_prompt_tokens']:.0f}",
+                "prompt tokens added": "–" if s["mean_prompt_tokens"] is None else f"{s['mean_prompt_tokens']:.0f}",
                 "training s": "–"
                 if t == "prompt" or s["mean_train_seconds"] is None
                 else f"{s['mean_train_seconds']:.0f}",

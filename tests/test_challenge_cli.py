@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ftvpe_core import cli, datasets
+from ftvpe_core import challenges, cli, runs
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -26,7 +26,7 @@ def test_a_demo_prepared_from_the_command_line(capsys, tmp_path, tiny_model_dir)
         "--task",
         "support-triage",
         "--hidden-limit",
-        "3",
+        "20",
         "--max-steps",
         "2",
         "--max-examples",
@@ -51,7 +51,7 @@ def test_a_demo_prepared_from_the_command_line(capsys, tmp_path, tiny_model_dir)
         "--format",
         "one word",
     )
-    assert rc == 0 and out.startswith("submission 1 by Ada: ") and "on 3 hidden examples" in out
+    assert rc == 0 and out.startswith("submission 1 by Ada: ") and "on 8 hidden examples" in out
     rc, out, _ = _run(
         capsys,
         "challenge",
@@ -73,7 +73,7 @@ def test_a_demo_prepared_from_the_command_line(capsys, tmp_path, tiny_model_dir)
     rc, out, _ = _run(capsys, "challenge", "list")
     assert code in out and "2 learners" in out
     everything_shown = out
-    hidden = [e.prompt for e in datasets.load_builtin("support_triage").splits["test"]]
+    hidden = [e["prompt"] for e in challenges.reveal(runs.RunStore(), code, key)]
     assert not any(p in everything_shown + err for p in hidden)
 
     rc, out, err = _run(capsys, "challenge", "close", "--code", code, "--key", "not-the-key")

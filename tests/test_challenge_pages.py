@@ -64,7 +64,7 @@ def _form_button(at, form_key):
 
 
 def _create(at, **values):
-    at.number_input(key="th_limit").set_value(values.get("limit", 3))
+    at.number_input(key="th_limit").set_value(values.get("limit", challenges.MIN_HIDDEN))
     at.number_input(key="th_steps").set_value(2)
     at.number_input(key="th_examples").set_value(5)
     at.number_input(key="th_tokens").set_value(values.get("tokens", 300))
@@ -107,7 +107,7 @@ def test_a_teacher_creates_a_challenge_and_a_learner_submits_through_the_link(ho
     history = learner.dataframe[1].value
     assert list(history["status"]) == ["scored"] and history["score"][0].endswith("%")
     assert NAME in learner.dataframe[2].value["name"].tolist()  # the leaderboard, as data
-    hidden = [e.prompt for e in datasets.load_builtin("support_triage").splits["test"]]
+    hidden = [e.prompt for e in datasets.load_held_back("support_triage")]
     shown = _texts(learner)
     assert not any(p in shown for p in hidden)
 

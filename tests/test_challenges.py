@@ -15,7 +15,7 @@ from ftvpe_core.runs import RunStore
 
 pytestmark = pytest.mark.timeout(180)
 
-HIDDEN = 4
+HIDDEN = challenges.MIN_HIDDEN
 PROMPT = {"enabled": ["role", "context"], "role": "a support triage assistant", "output_format": "one word"}
 
 
@@ -34,7 +34,7 @@ def _create(store, tiny_model_dir, **overrides):
 
 
 def _hidden_prompts():
-    return [e.prompt for e in datasets.load_builtin("support_triage").splits["test"]]
+    return [e.prompt for e in datasets.load_held_back("support_triage")]
 
 
 def _fail_pending(store, code, name):
@@ -143,8 +143,8 @@ def test_submissions_are_scored_on_the_hidden_test_in_the_job_queue(tiny_model_d
     assert [s["status"] for s in subs] == ["scored", "scored"], subs
     prompt, tuned = subs
     for s in subs:
-        assert 0.0 <= s["score"] <= 1.0 and s["n"] == HIDDEN
-    assert prompt["prompt_tokens"] > 0 and prompt["mean_prompt_tokens"] > prompt["prompt_tokens"]
+        assert 0.0 <= s["score"] <= 1.0 and s["n"] == round(HIDDEN * challenges.PUBLIC_SHARE)  # the public part
+    assert prompt["prompt_tokens"] > 0 and "mean_prompt_tokens" not in prompt
     assert tuned["train_examples"] == 4 and tuned["train_seconds"] > 0
     train_run = store.get(tuned["train_run"])
     assert train_run.kind == "finetune" and train_run.status == "complete"
@@ -154,7 +154,9 @@ def test_submissions_are_scored_on_the_hidden_test_in_the_job_queue(tiny_model_d
     # The hidden examples went to no learner-side file: the fine-tune's data holds only its training picks.
     saved = (store.artifact_dir(train_run.id) / "dataset.json").read_text()
     assert not any(p in saved for p in _hidden_prompts())
-    assert [e["prompt"] for e in challenges.reveal(store, code, key)] == _hidden_prompts()[:HIDDEN]
+    revealed = challenges.reveal(store, code, key)
+    assert len(revealed) == HIDDEN and {e["prompt"] for e in revealed} <= set(_hidden_prompts())
+    assert [e["part"] for e in revealed] == ["public"] * subs[0]["n"] + ["private"] * (HIDDEN - subs[0]["n"])
 
     # Compare (teacher key) scores the best prompt and the best run as its engineered and tuned arms.
     with pytest.raises(FtvpeError, match="Wrong teacher key"):
@@ -224,7 +226,7 @@ def test_learner_side_outputs_never_hold_the_hidden_inputs(tiny_model_dir, tiny_
         ]
     )
     hidden = _hidden_prompts()
-    assert len(hidden) == 45 and not any(json.dumps(p)[1:-1] in seen for p in hidden)
+    assert len(hidden) == 48 and not any(json.dumps(p)[1:-1] in seen for p in hidden)
     assert json.dumps(challenges.public(store, code)["examples"][0]["prompt"])[1:-1] in seen  # training is shown
     # A scoring error is reworded so it cannot quote a hidden input.
     error = FtvpeError(f"Prompt 3 of 45: {hidden[2]} is 900 tokens; the model's context is 256.")

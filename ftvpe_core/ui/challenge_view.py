@@ -151,8 +151,7 @@ def history(entries: list[dict]) -> None:
 
 def _cost(e: dict) -> str:
     if e["track"] == "prompt":
-        per_call = f", {e['mean_prompt_tokens']:.0f} a call" if e["mean_prompt_tokens"] is not None else ""
-        return f"+{e['prompt_tokens']} prompt tokens{per_call}"
+        return f"+{e['prompt_tokens']} prompt tokens"  # what the prompt adds, never a hidden input's length
     trained = f", {e['train_seconds']:.0f} s training" if e["train_seconds"] is not None else ""
     return f"{e['train_examples']} examples{trained}"
 
@@ -178,17 +177,18 @@ def leaderboard(board: dict, metric: str, presenter: bool = False) -> None:
 
 
 def create_form(teaching: bool) -> tuple[challenges.ChallengeSettings, datasets.Dataset | None] | None:
-    """The new-challenge form; returns the settings (and an upload) when the teacher presses Create."""
+    """The new-challenge form; returns the settings (and an upload) when the teacher presses Create. The upload
+    is offered in classroom mode (``teaching``) too: a teacher's own data is the surest hidden set."""
     with st.form("th_create"):
         c1, c2 = st.columns(2)
         task = c1.selectbox("Task", datasets.BUILTINS, key="th_task")
-        upload = (
-            None
-            if teaching
-            else c1.file_uploader("…or your own JSONL/CSV", type=["jsonl", "csv", "json"], key="th_upload")
+        upload = c1.file_uploader("…or your own JSONL/CSV", type=["jsonl", "csv", "json"], key="th_upload")
+        c1.caption(
+            "A built-in task is scored on its held-back set: examples written for challenges that no page shows. "
+            f"An upload is scored on the split you pick below (at least {challenges.MIN_HIDDEN} examples)."
         )
         title = c1.text_input("Title for the class (optional)", key="th_title", max_chars=120)
-        hidden = c1.radio("Hidden test split", challenges.HIDDEN_SPLITS, key="th_hidden", horizontal=True)
+        hidden = c1.radio("Hidden split of an upload", challenges.HIDDEN_SPLITS, key="th_hidden", horizontal=True)
         metric = c1.selectbox("Metric", ["(the task's own)", *evaluate.METRICS], key="th_metric")
         tracks = c2.radio("Tracks", tuple(challenges.TRACK_CHOICES), key="th_tracks", horizontal=True)
         tokens = c2.number_input("Prompt budget: tokens added to each input", 1, 8192, 300, key="th_tokens")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, figures, finetune, jobs, runners
+from ftvpe_core import FtvpeError, datasets, figures, finetune, jobs, runners
 from ftvpe_core.runs import Run, RunStore
 from ftvpe_core.ui import markdown
 
@@ -32,6 +32,13 @@ def store() -> RunStore:
     from ftvpe_core import settings
 
     return _store(str(settings.data_home()))
+
+
+def listed(store: RunStore) -> list[Run]:
+    """The fine-tuning runs any browser may open, cancel, resume or delete: every one but a class challenge's.
+    A challenge's fine-tune belongs to its learner: the Challenge page follows it and only the teacher (key)
+    removes it, so no classmate can stop or delete it from here."""
+    return [r for r in store.list("finetune") if not datasets.is_challenge_run(r.dataset)]
 
 
 def tick(store: RunStore) -> None:
