@@ -3,6 +3,7 @@ export; bad input exits 2 with one line on stderr and no hidden example in any o
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -18,7 +19,7 @@ def _run(capsys, *argv):
     return code, out, err
 
 
-def test_a_demo_prepared_from_the_command_line(capsys, tmp_path, tiny_model_dir):
+def test_a_demo_prepared_from_the_command_line(capsys, monkeypatch, tmp_path, tiny_model_dir):
     rc, out, _ = _run(
         capsys,
         "challenge",
@@ -76,12 +77,15 @@ def test_a_demo_prepared_from_the_command_line(capsys, tmp_path, tiny_model_dir)
     hidden = [e.prompt for e in datasets.load_builtin("support_triage").splits["test"]]
     assert not any(p in everything_shown + err for p in hidden)
 
-    rc, out, err = _run(capsys, "challenge", "close", "--code", code, "--key", "not-the-key")
+    monkeypatch.setenv("FTVPE_TEACHER_KEY", "not-the-key")
+    rc, out, err = _run(capsys, "challenge", "close", "--code", code)
     assert rc == 2 and out == "" and err == f"error: Wrong teacher key for challenge {code}; nothing was changed.\n"
-    rc, out, _ = _run(capsys, "challenge", "export", "--code", code, "--key", key, "--html", str(tmp_path / "r.html"))
+    monkeypatch.setattr("sys.stdin", io.StringIO(key + "\n"))  # --key - reads it from stdin, over the variable
+    rc, out, _ = _run(capsys, "challenge", "export", "--code", code, "--key", "-", "--html", str(tmp_path / "r.html"))
     assert rc == 0 and out.splitlines()[0].startswith("id,name,track") and len(out.splitlines()) == 3
     assert "Fine-tune leaderboard" in (tmp_path / "r.html").read_text()
-    rc, out, _ = _run(capsys, "challenge", "close", "--code", code, "--key", key)
+    monkeypatch.setenv("FTVPE_TEACHER_KEY", key)
+    rc, out, _ = _run(capsys, "challenge", "close", "--code", code)
     assert rc == 0 and out == f"{code} closed\n"
     rc, _, err = _run(capsys, "challenge", "submit", "--code", code, "--name", "Ada", "--cot")
     assert rc == 2 and err == f"error: Challenge {code} is closed; it takes no more names or submissions.\n"
@@ -95,7 +99,8 @@ def test_a_demo_prepared_from_the_command_line(capsys, tmp_path, tiny_model_dir)
         (["--finetune", "--pick", "1,x"], "--pick takes example numbers"),
         (["--cot", "--steps", "2"], "go with --finetune"),
         (["--finetune", "--cot"], "either a prompt"),
-        (["--role", "x " * 400], "this challenge allows at most 300."),
+        (["--context", "x " * 400], "this challenge allows at most 300."),
+        (["--role", "x " * 400], "The role is 800 characters long; the limit is 300."),
     ],
 )
 def test_bad_submissions_exit_2_with_one_line(capsys, tiny_model_dir, extra, words):
