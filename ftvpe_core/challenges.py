@@ -430,8 +430,8 @@ def join(store: RunStore, code: str, name: str, joins: int = 0) -> Joined:
         settings = _challenge_settings(row)
         if joins >= settings.max_joins:
             raise FtvpeError(
-                f"This browser has joined challenge {row['code']} under {joins} names already, the most it may. "
-                "Rejoin with your token instead."
+                f"This browser has already joined challenge {row['code']} under {joins} "
+                f"name{'' if joins == 1 else 's'}, the most it may. Rejoin with your token instead."
             )
         _claim(conn, row, settings, name, token)
     return Joined(name, token)

@@ -35,6 +35,7 @@ st.markdown(
     f"**{figures.metric_words(info['metric'])}** on hidden examples · {view.closes_text(info['closes'])}."
 )
 view.token_note()
+view.switch_name()
 if not info["open"]:
     st.warning("This challenge is closed: it takes no more submissions. The leaderboard below is final.")
 with st.expander(f"Examples from the training split ({info['train_size']} in all)", expanded=True):

@@ -228,7 +228,7 @@ def test_a_challenge_takes_at_most_its_learners_and_a_browser_session_a_few_name
 
     small, _ = _create(store, tiny_model_dir, max_joins=2)
     challenges.join(store, small, "Ada", joins=1)
-    with pytest.raises(FtvpeError, match="has joined challenge .* under 2 names already"):
+    with pytest.raises(FtvpeError, match="has already joined challenge .* under 2 names, the most it may"):
         challenges.join(store, small, "Bob", joins=2)
     with pytest.raises(FtvpeError, match="Max joins must be between 1 and 100"):
         challenges.ChallengeSettings(task="support_triage", max_joins=0)

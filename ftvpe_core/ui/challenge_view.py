@@ -131,6 +131,17 @@ def token_note() -> None:
         st.button("I have kept it", key="ch_kept", on_click=lambda: ss.update(ch_token=None, ch_token_link=None))
 
 
+def switch_name() -> None:
+    """Leave this name (its token brings it back) to join under another; the session's joins still count."""
+    ss = st.session_state
+
+    def leave() -> None:
+        ss.update(ch_joined=None, ch_joined_code=None, ch_token=None, ch_token_link=None, ch_name="")
+        st.query_params.pop("rejoin", None)
+
+    st.button("Not you? Join under another name", key="ch_switch", on_click=leave)
+
+
 def prompt_form() -> dict:
     """The Prompt Lab's techniques and fields (no task: each hidden input is the task); returns the fields."""
     ss = st.session_state
