@@ -169,10 +169,11 @@ def test_the_teacher_key_comes_from_the_environment_or_stdin_and_one_on_the_comm
 
 def test_a_refused_submit_takes_no_name_and_a_taken_name_needs_its_rejoin_token(capsys, monkeypatch, tiny_model_dir):
     code, _ = _create(capsys, tiny_model_dir)
-    rc, _, err = _run(capsys, "challenge", "submit", "--code", code, "--name", "Zed", "--role", "r" * 400)
-    assert rc == 2 and "The role is 400 characters long" in err
-    rc, out, _ = _run(capsys, "challenge", "list")
-    assert "0 learners" in out  # the refused submission took no name
+    for refused in (["--finetune", "--steps", "99"], ["--role", "r" * 400]):
+        rc, _, err = _run(capsys, "challenge", "submit", "--code", code, "--name", "Zed", *refused)
+        assert rc == 2 and err.startswith("error: ")
+        rc, out, _ = _run(capsys, "challenge", "list")
+        assert "0 learners" in out  # the refused submission took no name
     rc, out, _ = _run(capsys, "challenge", "submit", "--code", code, "--name", "Zed", "--cot", "--json")
     entry = json.loads(out)
     assert rc == 0 and entry["name"] == "Zed" and entry["status"] == "scored" and len(entry["rejoin"]) >= 12

@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 
-from ftvpe_core import FtvpeError, challenges, names, runs
+from ftvpe_core import FtvpeError, challenges, runs
 from ftvpe_core.runs import RunStore
 
 pytestmark = pytest.mark.timeout(180)
@@ -151,6 +151,8 @@ def test_the_confusables_come_from_the_kept_library_with_unicodes_data_offline(m
     monkeypatch.setattr(socket, "socket", no_network)
     from confusable_homoglyphs import confusables
 
+    from ftvpe_core import names
+
     importlib.reload(confusables)  # reads Unicode's data again, from the package's own files
     names._prototypes.cache_clear()
     assert names.lookalike("\u0440ay\u0440al", ["paypal"]) == "paypal"  # Cyrillic р is Latin p
@@ -194,12 +196,12 @@ def test_a_schema_4_store_gains_name_keys_in_place_and_the_board_keeps_names_the
             )
 
     again = RunStore(store.home)
+    board = challenges.leaderboard(again, code)["prompt"]
+    assert sorted((e["name"], e["score"]) for e in board) == [("ÉVA", 0.5), ("éva", 0.75)]
     with again.reading() as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 5 == runs.SCHEMA_VERSION
         keys = conn.execute("SELECT name, name_key FROM challenge_learners ORDER BY joined").fetchall()
     assert [tuple(k) for k in keys] == [("ÉVA", "éva"), ("éva", "éva\x00éva")]  # the first keeps the key
-    board = challenges.leaderboard(again, code)["prompt"]
-    assert sorted((e["name"], e["score"]) for e in board) == [("ÉVA", 0.5), ("éva", 0.75)]
     assert [s["name"] for s in challenges.submissions(again, code, "ÉVA")] == ["ÉVA"]
     with pytest.raises(FtvpeError, match="already joined"):
         challenges.join(again, code, "Éva")
