@@ -61,18 +61,19 @@ def key(name: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", str(name)).casefold())
 
 
-def skeletons(name: str) -> frozenset[str]:
-    """The name's confusables skeletons, as written and case-folded (before and after: ``B0b`` is ``BOb``,
-    then ``bob``): two names with a skeleton in common look the same."""
-    written = _skeleton(unicodedata.normalize("NFKC", name))
-    return frozenset({written, _skeleton(key(name)), _skeleton(written.casefold())})
+def skeletons(name: str) -> tuple[str, str]:
+    """The name's confusables skeletons as written and as keyed (case-folded): two names look the same when
+    either agrees (``Ian`` and ``lan`` as written, ``Аlice`` and ``alice`` once folded; ``Ian`` and ``Lan``
+    in neither)."""
+    return _skeleton(unicodedata.normalize("NFKC", name)), _skeleton(key(name))
 
 
 def lookalike(name: str, taken: list[str]) -> str | None:
     """The first of the ``taken`` names this one could be mistaken for (its own key excluded), or None."""
-    mine, own = skeletons(name), key(name)
+    written, folded = skeletons(name)
+    own = key(name)
     for other in taken:
-        if key(other) != own and mine & skeletons(other):
+        if key(other) != own and any(a == b for a, b in zip((written, folded), skeletons(other))):
             return other
     return None
 
