@@ -53,6 +53,14 @@ PLACEHOLDER = "(each hidden input goes here)"
 """The task of a stored prompt template; scoring replaces it with each hidden input."""
 FIELD_CHARS = {"role": 300, "examples": 6000, "facts": 6000, "audience": 200, "tone": 100, "output_format": 200}
 """Most characters in each prompt field (the examples: inputs and outputs together); the form's limits too."""
+FIELD_LABELS = {
+    "role": "role is",
+    "examples": "few-shot examples are",
+    "facts": "background is",
+    "audience": "audience is",
+    "tone": "tone is",
+    "output_format": "answer format is",
+}
 TECHNIQUE_FIELDS = {
     "role": ("role",),
     "few-shot": ("examples",),
@@ -499,7 +507,7 @@ def template_from(fields: dict) -> prompts.PromptSpec:
         value = kept.get(field)
         length = sum(len(str(part)) for e in examples for part in e) if field == "examples" else len(str(value or ""))
         if length > limit:
-            label = "few-shot examples are" if field == "examples" else f"{field.replace('_', ' ')} is"
+            label = FIELD_LABELS[field]
             raise FtvpeError(f"The {label} {length:,} characters long; the limit is {limit:,}. Shorten it.")
     return prompts.PromptSpec(task=PLACEHOLDER, **kept)
 
