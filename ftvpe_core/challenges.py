@@ -381,8 +381,12 @@ def _hash_token(token: str, salt: bytes) -> bytes:
 
 
 def _learner(conn: sqlite3.Connection, code: str, name: str) -> sqlite3.Row | None:
+    """The learner of this name: by its key, or by the exact name first (two names a schema 4 store kept
+    apart may share a key, the later one stored with its key set apart)."""
     return conn.execute(
-        "SELECT * FROM challenge_learners WHERE code = ? AND name_key = ?", (code, names.key(name))
+        "SELECT * FROM challenge_learners WHERE code = ? AND (name_key = ? OR name = ? COLLATE BINARY) "
+        "ORDER BY name = ? COLLATE BINARY DESC LIMIT 1",
+        (code, names.key(name), name, name),
     ).fetchone()
 
 
@@ -567,7 +571,7 @@ def _reserve(
                 _hash_token(token, learner["token_salt"]), learner["token_hash"]
             ):
                 raise _taken(name)
-        key = names.key(name) if learner is None else learner["name_key"]
+        key = names.key(clean_name(name)) if learner is None else learner["name_key"]
         if _pending(conn, row["code"], now, key):
             raise FtvpeError("You already have a submission being scored; wait for its score, then submit again.")
         recent = conn.execute(
@@ -583,7 +587,11 @@ def _reserve(
             raise FtvpeError(
                 f"The class's queue is full: {waiting} submissions are waiting to be scored. Try again in a minute."
             )
-        shown = _claim(conn, row, challenge.settings, name, token) if learner is None else learner["name"]
+        # A new name is checked here, with the submission; a joined one is looked up by its key only, so a name
+        # an older version let in (schema 4) still submits.
+        shown = (
+            learner["name"] if learner is not None else _claim(conn, row, challenge.settings, clean_name(name), token)
+        )
         cur = conn.execute(
             "INSERT INTO challenge_submissions "
             "(code, name, name_key, track, created, spec_json, prompt_tokens, train_examples) "
@@ -638,7 +646,6 @@ def submit_prompt(
         FtvpeError: a closed or unknown challenge, a bad or overlong field, a prompt over the token budget, a
             pending submission, too many in a minute or a full queue.
     """
-    name = clean_name(name)
     limit = get(store, code).settings.max_prompt_tokens
     template = template_from(fields)
     chars = prompt_chars(template)
@@ -711,7 +718,7 @@ def submit_finetune(
         **overrides,
     )
     spec = {"settings": train_settings.to_dict(), "examples": indices, "picked": picked}
-    sid, challenge, name = _reserve(store, code, clean_name(name), "finetune", spec, None, len(indices), token)
+    sid, challenge, name = _reserve(store, code, name, "finetune", spec, None, len(indices), token)
     device = device or settings_module.pick_device()
     data = datasets.Dataset(
         name=f"challenge_{challenge.code.lower()}",
@@ -840,9 +847,11 @@ def submissions(store: RunStore, code: str, name: str | None = None) -> list[dic
         "WHERE s.code = ? AND s.removed = 0"
     )
     params: tuple = (normal_code(code),)
-    if name is not None:
-        query, params = query + " AND s.name_key = ?", (*params, names.key(name))
     with store.reading() as conn:
+        if name is not None:
+            learner = _learner(conn, params[0], name)
+            key = learner["name_key"] if learner is not None else names.key(name)
+            query, params = query + " AND s.name_key = ?", (*params, key)
         rows = conn.execute(query + " ORDER BY s.created, s.id", params).fetchall()
     out = []
     for r in rows:

@@ -57,8 +57,10 @@ def clean(name: str) -> str:
 
 
 def key(name: str) -> str:
-    """The form names are compared and stored by: NFKC, case-folded (``clean`` it first)."""
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", str(name)).casefold())
+    """The form names are compared and stored by: NFKC, case-folded, runs of spaces made one (``clean`` a new
+    name first)."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", str(name)).casefold())
+    return " ".join(folded.split())
 
 
 def skeletons(name: str) -> tuple[str, str]:

@@ -203,7 +203,12 @@ def test_a_schema_4_store_gains_name_keys_in_place_and_the_board_keeps_names_the
         assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 5 == runs.SCHEMA_VERSION
         keys = conn.execute("SELECT name, name_key FROM challenge_learners ORDER BY joined").fetchall()
     assert [tuple(k) for k in keys] == [("ÉVA", "éva"), ("éva", "éva\x00éva")]  # the first keeps the key
-    assert [s["name"] for s in challenges.submissions(again, code, "ÉVA")] == ["ÉVA"]
+    assert [s["score"] for s in challenges.submissions(again, code, "ÉVA")] == [0.5]
+    assert [s["score"] for s in challenges.submissions(again, code, "éva")] == [0.75]  # each keeps their own
+    for run_id in scored:
+        assert not again.get(run_id).active
+    challenges.submit_prompt(again, code, "éva", PROMPT, None)  # the page's session still holds 'éva'
+    assert [s["name"] for s in challenges.submissions(again, code, "éva")] == ["éva", "éva"]
     with pytest.raises(FtvpeError, match="already joined"):
         challenges.join(again, code, "Éva")
     assert challenges.rejoin  # old names have no token: they rejoin in the session they joined in
