@@ -35,11 +35,10 @@ import sqlite3
 import sys
 import time
 import traceback
-import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from ftvpe_core import FtvpeError, adapters, datasets, evaluate, finetune, jobs, models, prompts
+from ftvpe_core import FtvpeError, adapters, datasets, evaluate, finetune, jobs, models, names, prompts
 from ftvpe_core import settings as settings_module
 from ftvpe_core.runs import RunStore
 
@@ -57,7 +56,7 @@ MIN_HIDDEN = 20
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 """No 0/O or 1/I: a code read off a projector is typed right."""
 CODE_LENGTH = 6
-MAX_NAME_CHARS = 30
+MAX_NAME_CHARS = names.MAX_NAME_CHARS
 PER_MINUTE = 3
 """Submissions a learner may make in any 60 seconds."""
 SHOWN_EXAMPLES = 5
@@ -67,6 +66,27 @@ VALIDATION_EXAMPLES = 8
 """Examples a fine-tune measures its validation loss on (from the split that is neither train nor hidden)."""
 PLACEHOLDER = "(each hidden input goes here)"
 """The task of a stored prompt template; scoring replaces it with each hidden input."""
+FIELD_CHARS = {"role": 300, "examples": 6000, "facts": 6000, "audience": 200, "tone": 100, "output_format": 200}
+"""Most characters in each prompt field (the examples: inputs and outputs together); the form's limits too."""
+FIELD_LABELS = {
+    "role": "role is",
+    "examples": "few-shot examples are",
+    "facts": "background is",
+    "audience": "audience is",
+    "tone": "tone is",
+    "output_format": "answer format is",
+}
+TECHNIQUE_FIELDS = {
+    "role": ("role",),
+    "few-shot": ("examples",),
+    "context": ("facts", "tone", "audience", "words", "output_format"),
+}
+"""The fields each technique sends; a switched-off technique's fields are dropped before a prompt is stored."""
+CHARS_PER_TOKEN = 8
+"""A prompt longer than this many characters per token of the budget is refused before it is tokenized (a
+token of ordinary text is about 4 characters), so a huge text costs no tokenizer time."""
+TOKEN_BYTES = 9
+"""A rejoin token's randomness: 72 bits, 12 characters to type."""
 
 
 @dataclass
@@ -99,6 +119,12 @@ class ChallengeSettings:
     seed: int | None = None
     """Shuffles the hidden set into its public and private parts (None: drawn at create); stored, so the parts
     never change."""
+    max_learners: int = 60
+    """Most names that may join (a class and its visitors)."""
+    max_joins: int = 3
+    """Names one browser session may join under (a rejoin with a token does not count)."""
+    max_queued: int = 40
+    """Most submissions waiting or being scored at once, the whole class together; more wait their turn."""
 
     def __post_init__(self) -> None:
         if not str(self.task).strip():
@@ -115,6 +141,9 @@ class ChallengeSettings:
             ("max_steps", 1, finetune.MAX_STEPS),
             ("minutes", 1, 7 * 24 * 60),
             ("hidden_limit", 0, datasets.MAX_ROWS),
+            ("max_learners", 1, 1000),
+            ("max_joins", 1, 100),
+            ("max_queued", 1, 1000),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -174,8 +203,12 @@ def _check_key(row: sqlite3.Row, key: str) -> None:
         raise FtvpeError(f"Wrong teacher key for challenge {row['code']}; nothing was changed.")
 
 
+def _challenge_settings(row: sqlite3.Row) -> ChallengeSettings:
+    return ChallengeSettings(**json.loads(row["settings_json"]))
+
+
 def _challenge(row: sqlite3.Row) -> Challenge:
-    s = ChallengeSettings(**json.loads(row["settings_json"]))
+    s = _challenge_settings(row)
     builtin = not row["data_json"]
     data = datasets.load_builtin(s.task) if builtin else jobs.dataset_from_dict(json.loads(row["data_json"]))
     if s.seed is None:  # a challenge created before the seed was stored: one fixed by its code
@@ -401,15 +434,20 @@ def training_examples(store: RunStore, code: str) -> list[dict]:
 
 
 def clean_name(name: str) -> str:
-    """A display name checked: 1 to MAX_NAME_CHARS characters, no control characters."""
-    name = " ".join(str(name).split())
-    if not name:
-        raise FtvpeError("Type a display name.")
-    if len(name) > MAX_NAME_CHARS:
-        raise FtvpeError(f"Your name is {len(name)} characters long; the limit is {MAX_NAME_CHARS}.")
-    if any(unicodedata.category(ch).startswith("C") for ch in name):
-        raise FtvpeError("Your name has invisible control characters; type it again.")
-    return name
+    """A display name checked (``names.clean``: NFKC, visible, no look-alike scripts, 1 to MAX_NAME_CHARS)."""
+    return names.clean(name)
+
+
+class Joined(str):
+    """A name taken in a challenge, as a str (callers that want only the name use it as one), with its rejoin
+    ``token``: shown once, only its hash is kept."""
+
+    token: str
+
+    def __new__(cls, name: str, token: str) -> Joined:
+        joined = super().__new__(cls, name)
+        joined.token = token
+        return joined
 
 
 def _check_open(row: sqlite3.Row) -> None:
@@ -417,19 +455,97 @@ def _check_open(row: sqlite3.Row) -> None:
         raise FtvpeError(f"Challenge {row['code']} is closed; it takes no more names or submissions.")
 
 
-def join(store: RunStore, code: str, name: str) -> str:
-    """Join a challenge under a display name (unique within it, ignoring case); returns the cleaned name."""
+def _hash_token(token: str, salt: bytes) -> bytes:
+    # The token is random (72 bits), not a password: a salted SHA-256 cannot be reversed, and a slow KDF
+    # would make every rejoin scan of a class cost seconds.
+    return hashlib.sha256(salt + str(token).strip().encode("utf-8")).digest()
+
+
+def _learner(conn: sqlite3.Connection, code: str, name: str) -> sqlite3.Row | None:
+    """The learner of this name: by its key, or by the exact name first (two names a schema 4 store kept
+    apart may share a key, the later one stored with its key set apart)."""
+    return conn.execute(
+        "SELECT * FROM challenge_learners WHERE code = ? AND (name_key = ? OR name = ? COLLATE BINARY) "
+        "ORDER BY name = ? COLLATE BINARY DESC LIMIT 1",
+        (code, names.key(name), name, name),
+    ).fetchone()
+
+
+def _taken(name: str) -> FtvpeError:
+    return FtvpeError(
+        f"Someone already joined as '{name}'. If that is you, rejoin with your token; otherwise pick another name."
+    )
+
+
+def _claim(conn: sqlite3.Connection, row: sqlite3.Row, settings: ChallengeSettings, name: str, token: str) -> str:
+    """Take a free name for a learner with this rejoin token (inside the caller's write transaction)."""
+    existing = _learner(conn, row["code"], name)
+    if existing is not None:
+        raise _taken(name)
+    taken = [r["name"] for r in conn.execute("SELECT name FROM challenge_learners WHERE code = ?", (row["code"],))]
+    if len(taken) >= settings.max_learners:
+        raise FtvpeError(
+            f"Challenge {row['code']} is full: {settings.max_learners} learners have joined. Ask your teacher."
+        )
+    other = names.lookalike(name, taken)
+    if other is not None:
+        raise FtvpeError(f"'{name}' looks too much like '{other}', who already joined; pick another name.")
+    salt = secrets.token_bytes(16)
+    conn.execute(
+        "INSERT INTO challenge_learners (code, name, joined, name_key, token_salt, token_hash) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (row["code"], name, time.time(), names.key(name), salt, _hash_token(token, salt)),
+    )
+    return name
+
+
+def new_token() -> str:
+    """A fresh rejoin token."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def join(store: RunStore, code: str, name: str, joins: int = 0) -> Joined:
+    """Join a challenge under a display name nobody else has (``names.key``) and nothing taken looks like.
+
+    Args:
+        joins: names this browser session already joined under (the page counts them); the challenge's
+            ``max_joins`` caps it.
+
+    Returns:
+        The cleaned name, with its rejoin token as ``.token``: shown once, it lets the learner back in after
+        a reload, in a new tab or after a restart (``rejoin``).
+    """
     name = clean_name(name)
+    token = new_token()
     with store.writing() as conn:
         row = _row(conn, code)
         _check_open(row)
-        try:
-            conn.execute(
-                "INSERT INTO challenge_learners (code, name, joined) VALUES (?, ?, ?)", (row["code"], name, time.time())
+        settings = _challenge_settings(row)
+        if joins >= settings.max_joins:
+            raise FtvpeError(
+                f"This browser has already joined challenge {row['code']} under {joins} "
+                f"name{'' if joins == 1 else 's'}, the most it may. Rejoin with your token instead."
             )
-        except sqlite3.IntegrityError:
-            raise FtvpeError(f"Someone already joined as '{name}'; pick another name.") from None
-    return name
+        _claim(conn, row, settings, name, token)
+    return Joined(name, token)
+
+
+def rejoin(store: RunStore, code: str, token: str) -> str:
+    """The name a rejoin token belongs to in this challenge (open or closed); FtvpeError for any other token."""
+    token = str(token).strip()
+    with store.reading() as conn:
+        row = _row(conn, code)
+        rows = conn.execute(
+            "SELECT name, token_salt, token_hash FROM challenge_learners WHERE code = ? AND token_hash IS NOT NULL",
+            (row["code"],),
+        ).fetchall()
+    found = None
+    for r in rows:  # every row is checked, so the time taken says nothing about which one matched
+        if hmac.compare_digest(_hash_token(token, r["token_salt"]), r["token_hash"]):
+            found = r["name"]
+    if found is None or not token:
+        raise FtvpeError(f"That is not a rejoin token of challenge {row['code']}; check it (capitals count).")
+    return found
 
 
 # Submitting
@@ -458,21 +574,67 @@ def learners(store: RunStore, code: str) -> list[str]:
 
 def template_from(fields: dict) -> prompts.PromptSpec:
     """A prompt template from the Prompt Lab's fields (``enabled``, ``role``, ``examples``, ...); its task is a
-    placeholder that scoring replaces with each hidden input."""
+    placeholder that scoring replaces with each hidden input. The fields of switched-off techniques are
+    dropped; each kept field is at most its FIELD_CHARS."""
     known = {f.name for f in dataclasses.fields(prompts.PromptSpec)} - {"task"}
     unknown = sorted(set(fields) - known)
     if unknown:
         raise FtvpeError(f"Unknown prompt field {', '.join(unknown)}.")
-    spec = prompts.PromptSpec(task=PLACEHOLDER, **fields)
-    if not spec.enabled:
+    enabled = set(fields.get("enabled") or ())
+    dropped = {f for t, fs in TECHNIQUE_FIELDS.items() if t not in enabled for f in fs}
+    kept = {k: v for k, v in fields.items() if k not in dropped}
+    if not enabled & set(prompts.TECHNIQUES):
         raise FtvpeError("Switch on at least one technique: the plain prompt is everybody's starting point.")
-    return spec
+    examples = kept.get("examples") or []
+    if not isinstance(examples, list | tuple) or not all(isinstance(e, list | tuple) and len(e) == 2 for e in examples):
+        raise FtvpeError("Give the few-shot examples as (input, output) pairs.")
+    for field, limit in FIELD_CHARS.items():
+        value = kept.get(field)
+        length = sum(len(str(part)) for e in examples for part in e) if field == "examples" else len(str(value or ""))
+        if length > limit:
+            label = FIELD_LABELS[field]
+            raise FtvpeError(f"The {label} {length:,} characters long; the limit is {limit:,}. Shorten it.")
+    return prompts.PromptSpec(task=PLACEHOLDER, **kept)
+
+
+def prompt_chars(template: prompts.PromptSpec) -> int:
+    """Characters a prompt's fields add (what the token budget is bounded by before tokenizing)."""
+    t = template
+    return len(t.role) + sum(len(i) + len(o) for i, o in t.examples) + sum(len(v) for v in t.context_parts().values())
+
+
+def _pending(conn: sqlite3.Connection, code: str, now: float, name_key: str | None = None) -> int:
+    """Submissions waiting or being scored (of one learner when ``name_key`` is given); one written in the
+    last minute without its score run yet counts too."""
+    query = (
+        "SELECT COUNT(*) FROM challenge_submissions s LEFT JOIN runs r ON r.id = s.score_run "
+        "WHERE s.code = ? AND s.removed = 0 AND "
+        "((s.score_run IS NULL AND s.created > ?) OR r.status IN ('queued', 'running'))"
+    )
+    params: tuple = (code, now - 60)
+    if name_key is not None:
+        query, params = query + " AND s.name_key = ?", (*params, name_key)
+    return conn.execute(query, params).fetchone()[0]
 
 
 def _reserve(
-    store: RunStore, code: str, name: str, track: str, spec: dict, tokens: int | None, examples: int | None
-) -> tuple[int, Challenge]:
-    """Check the rules and record a submission without runs yet, in one transaction; returns its id."""
+    store: RunStore,
+    code: str,
+    name: str,
+    track: str,
+    spec: dict,
+    tokens: int | None,
+    examples: int | None,
+    token: str | None = None,
+) -> tuple[int, Challenge, str]:
+    """Check the rules and record a submission without runs yet, in one transaction; returns its id, the
+    challenge and the learner's name as joined.
+
+    Args:
+        token: None when the caller has the learner joined (a page's session); else the name's rejoin token,
+            or for a free name the token it is taken with, in the same transaction as the submission, so a
+            refused submission takes no name.
+    """
     now = time.time()
     with store.writing() as conn:
         row = _row(conn, code)
@@ -482,32 +644,42 @@ def _reserve(
             raise FtvpeError(
                 f"Challenge {row['code']} takes {TRACK_LABELS[challenge.settings.open_tracks[0]]} submissions only."
             )
-        if (
-            conn.execute("SELECT 1 FROM challenge_learners WHERE code = ? AND name = ?", (row["code"], name)).fetchone()
-            is None
-        ):
+        learner = _learner(conn, row["code"], name)
+        if learner is None and token is None:
             raise FtvpeError(f"Join challenge {row['code']} first.")
-        pending = conn.execute(
-            "SELECT COUNT(*) FROM challenge_submissions s LEFT JOIN runs r ON r.id = s.score_run "
-            "WHERE s.code = ? AND s.name = ? AND s.removed = 0 AND "
-            "((s.score_run IS NULL AND s.created > ?) OR r.status IN ('queued', 'running'))",
-            (row["code"], name, now - 60),
-        ).fetchone()[0]
-        if pending:
+        if learner is not None and token is not None:
+            if learner["token_hash"] is None or not hmac.compare_digest(
+                _hash_token(token, learner["token_salt"]), learner["token_hash"]
+            ):
+                raise _taken(name)
+        key = names.key(clean_name(name)) if learner is None else learner["name_key"]
+        if _pending(conn, row["code"], now, key):
             raise FtvpeError("You already have a submission being scored; wait for its score, then submit again.")
         recent = conn.execute(
-            "SELECT created FROM challenge_submissions WHERE code = ? AND name = ? AND created > ? ORDER BY created",
-            (row["code"], name, now - 60),
+            "SELECT created FROM challenge_submissions WHERE code = ? AND name_key = ? AND created > ? "
+            "ORDER BY created",
+            (row["code"], key, now - 60),
         ).fetchall()
         if len(recent) >= PER_MINUTE:
             wait = 60 - (now - recent[0]["created"])
             raise FtvpeError(f"At most {PER_MINUTE} submissions a minute; try again in {wait:.0f} s.")
-        cur = conn.execute(
-            "INSERT INTO challenge_submissions (code, name, track, created, spec_json, prompt_tokens, train_examples) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (row["code"], name, track, now, json.dumps(spec), tokens, examples),
+        waiting = _pending(conn, row["code"], now)
+        if waiting >= challenge.settings.max_queued:
+            raise FtvpeError(
+                f"The class's queue is full: {waiting} submissions are waiting to be scored. Try again in a minute."
+            )
+        # A new name is checked here, with the submission; a joined one is looked up by its key only, so a name
+        # an older version let in (schema 4) still submits.
+        shown = (
+            learner["name"] if learner is not None else _claim(conn, row, challenge.settings, clean_name(name), token)
         )
-        return int(cur.lastrowid), challenge
+        cur = conn.execute(
+            "INSERT INTO challenge_submissions "
+            "(code, name, name_key, track, created, spec_json, prompt_tokens, train_examples) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (row["code"], shown, key, track, now, json.dumps(spec), tokens, examples),
+        )
+        return int(cur.lastrowid), challenge, shown
 
 
 def _queue_score(
@@ -542,23 +714,32 @@ def submit_prompt(
     fields: dict,
     count_tokens: prompts.CountTokens | None,
     device: str | None = None,
+    token: str | None = None,
 ) -> int:
     """Submit a prompt (the Prompt Lab's technique fields, without a task); returns the submission's id.
 
     Args:
         count_tokens: the model's token counter (``LoadedModel.count_tokens``), for the prompt budget.
+        token: see ``_reserve``: None for a learner joined in this session, else the name's rejoin token (a
+            free name is taken with it only if the submission is accepted).
 
     Raises:
-        FtvpeError: a closed or unknown challenge, a bad field, a prompt over the token budget, a pending
-            submission or too many in a minute.
+        FtvpeError: a closed or unknown challenge, a bad or overlong field, a prompt over the token budget, a
+            pending submission, too many in a minute or a full queue.
     """
-    template = template_from(fields)
-    tokens = prompt_tokens(template, count_tokens)
     limit = get(store, code).settings.max_prompt_tokens
+    template = template_from(fields)
+    chars = prompt_chars(template)
+    if chars > CHARS_PER_TOKEN * limit:  # refused before the tokenizer reads a huge text
+        raise FtvpeError(
+            f"Your prompt adds {chars:,} characters to each input, more than {limit:,} tokens can hold (at most "
+            f"{CHARS_PER_TOKEN * limit:,} characters, {CHARS_PER_TOKEN} a token); this challenge allows at most {limit:,}."
+        )
+    tokens = prompt_tokens(template, count_tokens)
     if tokens > limit:
         raise FtvpeError(f"Your prompt adds {tokens:,} tokens to each input; this challenge allows at most {limit:,}.")
     spec = {"prompt": {k: v for k, v in template.to_dict().items() if k != "task"}}
-    sid, challenge = _reserve(store, code, clean_name(name), "prompt", spec, tokens, None)
+    sid, challenge, _ = _reserve(store, code, name, "prompt", spec, tokens, None, token)
     _queue_score(store, sid, challenge, "prompt", device or settings_module.pick_device())
     return sid
 
@@ -573,6 +754,7 @@ def submit_finetune(
     rank: int | None = None,
     device: str | None = None,
     seed: int = 0,
+    token: str | None = None,
 ) -> int:
     """Submit a fine-tune: the quick preset with ``steps`` steps on training examples; returns its id.
 
@@ -580,6 +762,7 @@ def submit_finetune(
         examples: how many training examples to draw at random, or the indices (0-based, in the training split)
             of the ones the learner picked.
         learning_rate, rank: override the quick preset's.
+        token: as for ``submit_prompt``.
     """
     c = get(store, code)
     s, train = c.settings, c.data.splits["train"]
@@ -601,6 +784,8 @@ def submit_finetune(
         )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps > s.max_steps:
         raise FtvpeError(f"You asked for {steps} training steps; this challenge allows at most {s.max_steps}.")
+    if steps < 1:
+        raise FtvpeError(f"Train for at least 1 step, got {steps}.")
     overrides = {k: v for k, v in {"learning_rate": learning_rate, "rank": rank}.items() if v is not None}
     quick = finetune.PRESETS["quick"].values
     train_settings = finetune.from_preset(
@@ -614,8 +799,7 @@ def submit_finetune(
         **overrides,
     )
     spec = {"settings": train_settings.to_dict(), "examples": indices, "picked": picked}
-    name = clean_name(name)
-    sid, challenge = _reserve(store, code, name, "finetune", spec, None, len(indices))
+    sid, challenge, name = _reserve(store, code, name, "finetune", spec, None, len(indices), token)
     device = device or settings_module.pick_device()
     data = datasets.Dataset(
         name=datasets.CHALLENGE_RUN,  # no join code: the run's record and download name no challenge
@@ -788,8 +972,9 @@ def _check_part(part: str) -> None:
 
 
 def submissions(store: RunStore, code: str, name: str | None = None, part: str = "public") -> list[dict]:
-    """Every submission kept (of one learner, when ``name`` is given), oldest first, with its status, score and
-    costs: ``prompt_tokens`` (added to each input), ``train_examples`` and ``train_seconds``.
+    """Every submission kept (of one learner, when ``name`` is given: compared by ``names.key``), oldest first,
+    with its name ``key``, status, score and costs: ``prompt_tokens`` (added to each input), ``train_examples``
+    and ``train_seconds``.
 
     Args:
         part: whose score ``score`` and ``n`` hold: 'public' (the live board: what learners see) or
@@ -803,9 +988,11 @@ def submissions(store: RunStore, code: str, name: str | None = None, part: str =
         "WHERE s.code = ? AND s.removed = 0"
     )
     params: tuple = (normal_code(code),)
-    if name is not None:
-        query, params = query + " AND s.name = ?", (*params, name)
     with store.reading() as conn:
+        if name is not None:
+            learner = _learner(conn, params[0], name)
+            key = learner["name_key"] if learner is not None else names.key(name)
+            query, params = query + " AND s.name_key = ?", (*params, key)
         rows = conn.execute(query + " ORDER BY s.created, s.id", params).fetchall()
     out = []
     for r in rows:
@@ -822,6 +1009,7 @@ def submissions(store: RunStore, code: str, name: str | None = None, part: str =
             {
                 "id": r["id"],
                 "name": r["name"],
+                "key": r["name_key"] or names.key(r["name"]),
                 "track": r["track"],
                 "created": r["created"],
                 "status": "training" if training else _STATUS_WORDS.get(status, status),
@@ -848,7 +1036,7 @@ def cost(entry: dict) -> int:
 def leaderboard(
     store: RunStore, code: str, entries: list[dict] | None = None, part: str = "public"
 ) -> dict[str, list[dict]]:
-    """Per track, each learner's best scored submission, best first: higher score, then fewer prompt tokens
+    """Per track, each learner's (``key``'s) best scored submission, best first: higher score, then fewer prompt tokens
     or training examples, then earlier. Each entry gains its ``rank``.
 
     Args:
@@ -862,7 +1050,7 @@ def leaderboard(
     for e in entries:
         if e["score"] is None:
             continue
-        key = (e["track"], e["name"].lower())
+        key = (e["track"], e.get("key") or names.key(e["name"]))
         if key not in best or order(e) < order(best[key]):
             best[key] = e
     board: dict[str, list[dict]] = {t: [] for t in TRACKS}

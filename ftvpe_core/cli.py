@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +30,9 @@ from ftvpe_core import (
     worker,
 )
 from ftvpe_core.settings import GenerationSettings
+
+TEACHER_KEY_ENV = "FTVPE_TEACHER_KEY"
+REJOIN_TOKEN_ENV = "FTVPE_REJOIN_TOKEN"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -198,6 +202,9 @@ def _challenge_parser(sub) -> None:
         help=f"score only N hidden examples (0: all; at least {challenges.MIN_HIDDEN})",
     )
     create.add_argument("--model", help="the base model of every submission")
+    create.add_argument("--max-learners", type=int, default=60, help="most learners who may join")
+    create.add_argument("--max-joins", type=int, default=3, help="names one browser session may join under")
+    create.add_argument("--max-queued", type=int, default=40, help="most submissions waiting to be scored at once")
     for name, text in (
         ("list", "every challenge"),
         ("show", "a challenge's task, budgets and leaderboard"),
@@ -209,14 +216,26 @@ def _challenge_parser(sub) -> None:
         if name != "list":
             c.add_argument("--code", required=True)
         if name in ("close", "reopen", "export"):
-            c.add_argument("--key", required=True, help="the teacher key")
+            c.add_argument(
+                "--key",
+                help=f"the teacher key: '-' reads it from stdin; without --key it comes from {TEACHER_KEY_ENV}. "
+                "Avoid --key KEY: other users see command lines (ps) and shells keep them in history",
+            )
         if name == "export":
             c.add_argument("--csv", metavar="FILE", help="write the CSV here instead of stdout")
             c.add_argument("--html", metavar="FILE", help="also write the HTML report")
     create.add_argument("--json", action="store_true", help="print one JSON object")
     sm = ch_sub.add_parser("submit", help="submit a prompt or a fine-tune and score it here (to prepare a demo)")
     sm.add_argument("--code", required=True)
-    sm.add_argument("--name", required=True, help="the learner's display name (joined if new)")
+    sm.add_argument(
+        "--name", required=True, help="the learner's display name (taken, with a new rejoin token, once accepted)"
+    )
+    sm.add_argument(
+        "--rejoin",
+        metavar="TOKEN",
+        help=f"the name's rejoin token, to submit again under a taken name: '-' reads it from stdin; without "
+        f"--rejoin it comes from {REJOIN_TOKEN_ENV} when set",
+    )
     _technique_flags(sm, task=False)
     ft = sm.add_argument_group("fine-tune (instead of a prompt)")
     ft.add_argument("--finetune", action="store_true", help="submit a fine-tune of the quick preset")
@@ -504,10 +523,31 @@ def _print_board(board: dict) -> None:
             print("  (no scores yet)")
 
 
-def _submit_challenge(args, store: runs.RunStore) -> dict:
+def _secret(flag: str | None, env: str, what: str, option: str, required: bool = True) -> str | None:
+    """A secret from ``--option -`` (stdin), the environment, or (with a warning) the command line."""
+    if flag == "-":
+        value = sys.stdin.readline().strip()
+        if not value:
+            raise FtvpeError(f"{option} - reads the {what} from stdin, but stdin gave an empty line.")
+        return value
+    if flag is not None:
+        print(
+            f"warning: a {what} on the command line is visible to other users (ps) and kept in shell history; "
+            f"set {env} or pass {option} - and type it on stdin instead.",
+            file=sys.stderr,
+        )
+        return flag
+    value = os.environ.get(env, "").strip()
+    if not value and required:
+        raise FtvpeError(f"Give the {what}: set {env}, or pass {option} - and type it on stdin.")
+    return value or None
+
+
+def _submit_challenge(args, store: runs.RunStore) -> tuple[dict, str | None]:
+    """Submit and score in the foreground; returns the entry and, for a name taken now, its rejoin token."""
     c = challenges.get(store, args.code)
-    if args.name.strip().lower() not in [n.lower() for n in challenges.learners(store, args.code)]:
-        challenges.join(store, args.code, args.name)
+    given = _secret(args.rejoin, REJOIN_TOKEN_ENV, "rejoin token", "--rejoin", required=False)
+    token = given or challenges.new_token()  # a free name is taken with it only if the submission is accepted
     fields = technique_fields(args)
     if args.finetune:
         if fields["enabled"]:
@@ -520,17 +560,25 @@ def _submit_challenge(args, store: runs.RunStore) -> dict:
             raise FtvpeError(
                 f"--pick takes example numbers separated by commas, e.g. 1,4,9; got '{args.pick}'."
             ) from None
-        examples = picks if picks is not None else (args.examples or c.settings.max_train_examples)
+        examples = picks if picks is not None else args.examples
         sid = challenges.submit_finetune(
-            store, args.code, args.name, args.steps or c.settings.max_steps, examples, args.lr, args.rank
+            store,
+            args.code,
+            args.name,
+            c.settings.max_steps if args.steps is None else args.steps,
+            c.settings.max_train_examples if examples is None else examples,
+            args.lr,
+            args.rank,
+            token=token,
         )
     else:
         if any(v is not None for v in (args.steps, args.examples, args.pick, args.lr, args.rank)):
             raise FtvpeError("--steps, --examples, --pick, --lr and --rank go with --finetune.")
         count = challenges.token_counter(c.settings.model)
-        sid = challenges.submit_prompt(store, args.code, args.name, fields, count)
+        sid = challenges.submit_prompt(store, args.code, args.name, fields, count, token=token)
     challenges.run_foreground(store, sid)
-    return next(s for s in challenges.submissions(store, args.code) if s["id"] == sid)
+    entry = next(s for s in challenges.submissions(store, args.code) if s["id"] == sid)
+    return entry, (None if given else token)
 
 
 def cmd_challenge(args) -> int:
@@ -549,6 +597,9 @@ def cmd_challenge(args) -> int:
             minutes=args.minutes,
             hidden_limit=args.hidden_limit,
             model=args.model,
+            max_learners=args.max_learners,
+            max_joins=args.max_joins,
+            max_queued=args.max_queued,
         )
         code, key = challenges.create(store, s)
         if args.json:
@@ -570,14 +621,16 @@ def cmd_challenge(args) -> int:
         )
         _print_board(challenges.leaderboard(store, args.code))
     elif command in ("close", "reopen"):
-        getattr(challenges, command)(store, args.code, args.key)
+        key = _secret(args.key, TEACHER_KEY_ENV, "teacher key", "--key")
+        getattr(challenges, command)(store, args.code, key)
         print(f"{challenges.normal_code(args.code)} {'closed' if command == 'close' else 'reopened'}")
     elif command == "export":
-        text = challenges.export_csv(store, args.code, args.key)
+        key = _secret(args.key, TEACHER_KEY_ENV, "teacher key", "--key")
+        text = challenges.export_csv(store, args.code, key)
         if args.html:
             from ftvpe_core import report
 
-            html = report.challenge_html(challenges.export(store, args.code, args.key))
+            html = report.challenge_html(challenges.export(store, args.code, key))
             _write_text(args.html, html)
             print(f"report: {args.html}", file=sys.stderr)
         if args.csv:
@@ -585,15 +638,22 @@ def cmd_challenge(args) -> int:
         else:
             sys.stdout.write(text)
     else:
-        entry = _submit_challenge(args, store)
+        entry, token = _submit_challenge(args, store)
         if args.json:
-            print(json.dumps({k: v for k, v in entry.items() if k != "spec"}))
-        elif entry["score"] is None:
-            raise FtvpeError(f"Submission {entry['id']} was not scored: {entry['error'] or entry['status']}")
+            print(json.dumps({**{k: v for k, v in entry.items() if k != "spec"}, "rejoin": token}))
         else:
-            print(
-                f"submission {entry['id']} by {entry['name']}: {entry['score']:.1%} on {entry['n']} hidden examples (the live board's public part)"
-            )
+            if entry["score"] is not None:
+                print(
+                    f"submission {entry['id']} by {entry['name']}: {entry['score']:.1%} on {entry['n']} hidden examples "
+                    "(the live board's public part)"
+                )
+            if token is not None:  # the name is taken even when scoring failed: its token is shown either way
+                print(
+                    f"rejoin token for {entry['name']}: {token}\n(keep it to submit as {entry['name']} again with "
+                    f"--rejoin - or {REJOIN_TOKEN_ENV}; it is shown only this once)"
+                )
+            if entry["score"] is None:
+                raise FtvpeError(f"Submission {entry['id']} was not scored: {entry['error'] or entry['status']}")
     return 0
 
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftvpe_core import FtvpeError, schedule, settings
+from ftvpe_core import FtvpeError, names, schedule, settings
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 STATUSES = ("queued", "running", "complete", "failed", "cancelled", "interrupted")
 KINDS = ("finetune", "compare", "challenge")
 """What a run does: train an adapter, compare four arms, or score a class challenge's submission."""
@@ -89,6 +89,9 @@ CREATE TABLE IF NOT EXISTS challenge_learners (
     code TEXT NOT NULL,
     name TEXT NOT NULL COLLATE NOCASE,
     joined REAL NOT NULL,
+    name_key TEXT,
+    token_salt BLOB,
+    token_hash BLOB,
     PRIMARY KEY (code, name)
 );
 CREATE TABLE IF NOT EXISTS challenge_submissions (
@@ -102,7 +105,8 @@ CREATE TABLE IF NOT EXISTS challenge_submissions (
     train_examples INTEGER,
     train_run TEXT,
     score_run TEXT,
-    removed INTEGER NOT NULL DEFAULT 0
+    removed INTEGER NOT NULL DEFAULT 0,
+    name_key TEXT
 );
 CREATE INDEX IF NOT EXISTS challenge_submissions_code ON challenge_submissions (code, name);
 """
@@ -272,6 +276,8 @@ class RunStore:
                     if column not in columns:
                         conn.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
                 # schema 3 -> 4: the challenge tables, made above by CREATE TABLE IF NOT EXISTS
+                if row[0] is None or row[0] < 5:  # schema 4 -> 5: names' keys and rejoin tokens
+                    _learner_keys(conn)
                 if row[0] is None or row[0] < SCHEMA_VERSION:
                     conn.execute("DELETE FROM schema_version")
                     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
@@ -593,6 +599,39 @@ class RunStore:
         path = self._run_dir(run_id)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def _learner_keys(conn: sqlite3.Connection) -> None:
+    """Schema 4 -> 5: each learner's name key (``names.key``) and rejoin token hash, each submission's name key.
+
+    A name key is unique within a challenge. Schema 4 compared names ignoring ASCII case only, so it may hold
+    names that now share a key (``ÉVA`` and ``éva``): the first to join keeps the key, a later one gets the
+    key followed by a NUL and its own name, which no typed name can equal, so both stay on the board.
+    """
+    for table, columns in (
+        ("challenge_learners", ("name_key TEXT", "token_salt BLOB", "token_hash BLOB")),
+        ("challenge_submissions", ("name_key TEXT",)),
+    ):
+        have = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column.split()[0] not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+    rows = conn.execute("SELECT rowid, code, name, name_key FROM challenge_learners ORDER BY joined, rowid").fetchall()
+    used = {(r["code"], r["name_key"]) for r in rows if r["name_key"] is not None}
+    for r in rows:
+        if r["name_key"] is not None:
+            continue
+        k = names.key(r["name"])
+        if (r["code"], k) in used:
+            k = f"{k}\x00{r['name']}"
+        used.add((r["code"], k))
+        conn.execute("UPDATE challenge_learners SET name_key = ? WHERE rowid = ?", (k, r["rowid"]))
+    conn.execute(
+        "UPDATE challenge_submissions SET name_key = (SELECT l.name_key FROM challenge_learners l "
+        "WHERE l.code = challenge_submissions.code AND l.name = challenge_submissions.name) WHERE name_key IS NULL"
+    )
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS challenge_learners_key ON challenge_learners (code, name_key)")
+    conn.execute("CREATE INDEX IF NOT EXISTS challenge_submissions_key ON challenge_submissions (code, name_key)")
 
 
 # Two steps on purpose: the summary first, the 'complete' mark last (tests fail between them).

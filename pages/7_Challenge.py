@@ -21,15 +21,7 @@ st.caption(content.CHALLENGE_INTRO)
 classroom.page(view.LEARNER)
 
 if ss.ch_joined is None:
-    with st.form("ch_join"):
-        st.text_input("Join code (from your teacher's screen)", key="ch_code", max_chars=12)
-        st.text_input("Your display name", key="ch_name", max_chars=challenges.MAX_NAME_CHARS)
-        pressed = st.form_submit_button("Join", type="primary")
-    if pressed:
-        name = view.safely(challenges.join, store, ss.ch_code, ss.ch_name)
-        if name is not None:
-            ss.ch_joined, ss.ch_joined_code = name, challenges.normal_code(ss.ch_code)
-            st.rerun()
+    view.join_form(store)
     st.stop()
 
 code, name = ss.ch_joined_code, ss.ch_joined
@@ -42,6 +34,8 @@ st.markdown(
     f"You are **{markdown.literal(name)}** in challenge **{code}**. Scored by "
     f"**{figures.metric_words(info['metric'])}** on hidden examples · {view.closes_text(info['closes'])}."
 )
+view.token_note()
+view.switch_name()
 if not info["open"]:
     st.warning("This challenge is closed: it takes no more submissions. The leaderboard below is final.")
 with st.expander(f"Examples from the training split ({info['train_size']} in all)", expanded=True):

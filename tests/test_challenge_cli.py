@@ -3,6 +3,7 @@ export; bad input exits 2 with one line on stderr and no hidden example in any o
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -18,7 +19,7 @@ def _run(capsys, *argv):
     return code, out, err
 
 
-def test_a_demo_prepared_from_the_command_line(capsys, tmp_path, tiny_model_dir):
+def test_a_demo_prepared_from_the_command_line(capsys, monkeypatch, tmp_path, tiny_model_dir):
     rc, out, _ = _run(
         capsys,
         "challenge",
@@ -76,12 +77,15 @@ def test_a_demo_prepared_from_the_command_line(capsys, tmp_path, tiny_model_dir)
     hidden = [e["prompt"] for e in challenges.reveal(runs.RunStore(), code, key)]
     assert not any(p in everything_shown + err for p in hidden)
 
-    rc, out, err = _run(capsys, "challenge", "close", "--code", code, "--key", "not-the-key")
+    monkeypatch.setenv("FTVPE_TEACHER_KEY", "not-the-key")
+    rc, out, err = _run(capsys, "challenge", "close", "--code", code)
     assert rc == 2 and out == "" and err == f"error: Wrong teacher key for challenge {code}; nothing was changed.\n"
-    rc, out, _ = _run(capsys, "challenge", "export", "--code", code, "--key", key, "--html", str(tmp_path / "r.html"))
+    monkeypatch.setattr("sys.stdin", io.StringIO(key + "\n"))  # --key - reads it from stdin, over the variable
+    rc, out, _ = _run(capsys, "challenge", "export", "--code", code, "--key", "-", "--html", str(tmp_path / "r.html"))
     assert rc == 0 and out.splitlines()[0].startswith("id,name,track") and len(out.splitlines()) == 3
     assert "Fine-tune leaderboard" in (tmp_path / "r.html").read_text()
-    rc, out, _ = _run(capsys, "challenge", "close", "--code", code, "--key", key)
+    monkeypatch.setenv("FTVPE_TEACHER_KEY", key)
+    rc, out, _ = _run(capsys, "challenge", "close", "--code", code)
     assert rc == 0 and out == f"{code} closed\n"
     rc, _, err = _run(capsys, "challenge", "submit", "--code", code, "--name", "Ada", "--cot")
     assert rc == 2 and err == f"error: Challenge {code} is closed; it takes no more names or submissions.\n"
@@ -93,9 +97,12 @@ def test_a_demo_prepared_from_the_command_line(capsys, tmp_path, tiny_model_dir)
         (["--finetune", "--steps", "9"], "You asked for 9 training steps; this challenge allows at most 2."),
         (["--finetune", "--examples", "50"], "You picked 50 training examples; this challenge allows at most 5."),
         (["--finetune", "--pick", "1,x"], "--pick takes example numbers"),
+        (["--finetune", "--steps", "0"], "Train for at least 1 step, got 0."),  # not the whole budget
+        (["--finetune", "--examples", "0"], "Train on at least 1 example, got 0."),
         (["--cot", "--steps", "2"], "go with --finetune"),
         (["--finetune", "--cot"], "either a prompt"),
-        (["--role", "x " * 400], "this challenge allows at most 300."),
+        (["--context", "x " * 400], "this challenge allows at most 300."),
+        (["--role", "x " * 400], "The role is 800 characters long; the limit is 300."),
     ],
 )
 def test_bad_submissions_exit_2_with_one_line(capsys, tiny_model_dir, extra, words):
@@ -121,3 +128,60 @@ def test_bad_submissions_exit_2_with_one_line(capsys, tiny_model_dir, extra, wor
 def test_an_unknown_code_is_a_clear_error(capsys):
     rc, _, err = _run(capsys, "challenge", "show", "--code", "ZZZZZZ")
     assert rc == 2 and err == "error: No challenge has the code 'ZZZZZZ'. Check the code your teacher showed.\n"
+
+
+def _create(capsys, tiny_model_dir) -> tuple[str, str]:
+    rc, out, _ = _run(
+        capsys, "challenge", "create", "--task", "support_triage", "--hidden-limit", "3", "--model", str(tiny_model_dir)
+    )
+    assert rc == 0, out
+    lines = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+    return lines["code"], lines["teacher key"]
+
+
+def test_the_teacher_key_comes_from_the_environment_or_stdin_and_one_on_the_command_line_warns(
+    capsys, monkeypatch, tiny_model_dir
+):
+    code, key = _create(capsys, tiny_model_dir)
+    rc, out, err = _run(capsys, "challenge", "close", "--code", code)
+    assert (
+        rc == 2 and err == "error: Give the teacher key: set FTVPE_TEACHER_KEY, or pass --key - and type it on stdin.\n"
+    )
+    monkeypatch.setenv("FTVPE_TEACHER_KEY", key)
+    rc, out, err = _run(capsys, "challenge", "close", "--code", code)
+    assert rc == 0 and out == f"{code} closed\n" and err == ""
+    monkeypatch.delenv("FTVPE_TEACHER_KEY")
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{key}\n"))
+    rc, out, err = _run(capsys, "challenge", "reopen", "--code", code, "--key", "-")
+    assert rc == 0 and out == f"{code} reopened\n" and err == ""
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    rc, _, err = _run(capsys, "challenge", "export", "--code", code, "--key", "-")
+    assert rc == 2 and "stdin gave an empty line" in err
+    rc, out, err = _run(capsys, "challenge", "close", "--code", code, "--key", key)  # still works, with a warning
+    assert rc == 0 and out == f"{code} closed\n"
+    assert err.startswith("warning: a teacher key on the command line is visible to other users (ps)")
+    for command in ("close", "reopen", "export"):
+        with pytest.raises(SystemExit):
+            cli.main(["challenge", command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "'-' reads it from stdin; without --key it comes from FTVPE_TEACHER_KEY" in text
+
+
+def test_a_refused_submit_takes_no_name_and_a_taken_name_needs_its_rejoin_token(capsys, monkeypatch, tiny_model_dir):
+    code, _ = _create(capsys, tiny_model_dir)
+    for refused in (["--finetune", "--steps", "99"], ["--role", "r" * 400]):
+        rc, _, err = _run(capsys, "challenge", "submit", "--code", code, "--name", "Zed", *refused)
+        assert rc == 2 and err.startswith("error: ")
+        rc, out, _ = _run(capsys, "challenge", "list")
+        assert "0 learners" in out  # the refused submission took no name
+    rc, out, _ = _run(capsys, "challenge", "submit", "--code", code, "--name", "Zed", "--cot", "--json")
+    entry = json.loads(out)
+    assert rc == 0 and entry["name"] == "Zed" and entry["status"] == "scored" and len(entry["rejoin"]) >= 12
+    token = entry["rejoin"]
+    rc, _, err = _run(capsys, "challenge", "submit", "--code", code, "--name", "zed", "--cot")
+    assert rc == 2 and err.startswith("error: Someone already joined as 'zed'.")
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{token}\n"))
+    rc, out, err = _run(capsys, "challenge", "submit", "--code", code, "--name", "zed", "--cot", "--rejoin", "-")
+    assert rc == 0 and out.startswith("submission 2 by Zed: ") and "rejoin token" not in out and err == ""
+    rc, out, _ = _run(capsys, "challenge", "list")
+    assert "1 learners" in out and "2 submissions" in out

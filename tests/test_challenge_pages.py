@@ -165,3 +165,88 @@ def test_wrong_keys_unknown_codes_and_budget_overruns_are_clear_and_keep_what_wa
     assert any(markdown.literal("this challenge allows at most 3.") in e.value for e in learner.error)
     assert challenges.submissions(store, code) == []
     assert learner.text_input(key="ch_role").value.startswith("a very thorough")
+
+
+def _join(at, name):
+    at.text_input(key="ch_name").input(name)
+    _form_button(at, "ch_join").click()
+    return _ok(at.run())
+
+
+def test_a_learner_comes_back_to_their_name_after_a_reload_or_in_a_new_tab_and_nobody_else_can(home, tiny_model_dir):
+    store = RunStore(home)
+    code, _ = challenges.create(store, challenges.ChallengeSettings(task="support_triage", model=str(tiny_model_dir)))
+    first = AppTest.from_file(LEARNER, default_timeout=60)
+    first.query_params["challenge"] = code
+    _join(_ok(first.run()), "Ada")
+    token = first.session_state["ch_token"]
+    assert first.session_state["ch_joined"] == "Ada" and challenges.rejoin(store, code, token) == "Ada"
+    shown = [c.value for c in first.code]
+    link = f"http://localhost:8501/Challenge?challenge={code}&rejoin={token}"
+    assert token in shown and link in shown and any("Keep this rejoin token" in m.value for m in first.markdown)
+    assert first.query_params["rejoin"] in (token, [token])  # a reload of this address rejoins
+    first.button(key="ch_kept").click()
+    _ok(first.run())
+    assert token not in [c.value for c in first.code]  # shown once
+
+    reload = AppTest.from_file(LEARNER, default_timeout=60)  # a new session with the same address
+    reload.query_params["challenge"] = code
+    reload.query_params["rejoin"] = token
+    _ok(reload.run())
+    assert reload.session_state["ch_joined"] == "Ada" and reload.session_state["ch_token"] is None
+    assert any("You are **Ada** in challenge" in m.value for m in reload.markdown)
+
+    tab = AppTest.from_file(LEARNER, default_timeout=60)  # a new tab without the link: the name is taken
+    tab.query_params["challenge"] = code
+    _join(_ok(tab.run()), "ada")
+    assert tab.session_state["ch_joined"] is None
+    assert any("Someone already joined as" in e.value for e in tab.error)
+    tab.text_input(key="ch_rejoin_token").input("not-my-token")
+    _form_button(tab, "ch_rejoin").click()
+    _ok(tab.run())
+    assert tab.session_state["ch_joined"] is None and any("not a rejoin token" in e.value for e in tab.error)
+    tab.text_input(key="ch_rejoin_token").input(token)
+    _form_button(tab, "ch_rejoin").click()
+    _ok(tab.run())
+    assert tab.session_state["ch_joined"] == "Ada" and tab.session_state["ch_joins"] == 0
+    assert challenges.learners(store, code) == ["Ada"]
+
+    # A bad token in a link is said, and the join form stays.
+    stale = AppTest.from_file(LEARNER, default_timeout=60)
+    stale.query_params["challenge"] = code
+    stale.query_params["rejoin"] = "stale"
+    _ok(stale.run())
+    assert stale.session_state["ch_joined"] is None and any("not a rejoin token" in e.value for e in stale.error)
+
+
+def test_the_teacher_sets_the_caps_a_browser_joins_a_few_names_and_every_prompt_field_is_limited(home):
+    teacher = _ok(AppTest.from_file(TEACHER, default_timeout=60).run())
+    teacher.number_input(key="th_learners").set_value(5)
+    teacher.number_input(key="th_joins").set_value(2)
+    teacher.number_input(key="th_queued").set_value(3)
+    teacher = _create(teacher)
+    code = teacher.session_state["th_code"]
+    s = challenges.get(RunStore(home), code).settings
+    assert (s.max_learners, s.max_joins, s.max_queued) == (5, 2, 3)
+
+    learner = AppTest.from_file(LEARNER, default_timeout=60)
+    learner.query_params["challenge"] = code
+    _join(_ok(learner.run()), "Ada")
+    limits = challenges.FIELD_CHARS
+    for key, field in (
+        ("ch_role", "role"),
+        ("ch_examples", "examples"),
+        ("ch_facts", "facts"),
+        ("ch_format", "output_format"),
+        ("ch_tone", "tone"),
+    ):
+        widget = next(w for w in [*learner.text_input, *learner.text_area] if w.key == key)
+        assert widget.max_chars == limits[field], key
+    learner.button(key="ch_switch").click()
+    _join(_ok(learner.run()), "Bob")
+    assert learner.session_state["ch_joined"] == "Bob"
+    learner.button(key="ch_switch").click()
+    _join(_ok(learner.run()), "Cy")
+    assert learner.session_state["ch_joined"] is None
+    assert any("has already joined challenge" in e.value and "under 2 names" in e.value for e in learner.error)
+    assert challenges.learners(RunStore(home), code) == ["Ada", "Bob"]

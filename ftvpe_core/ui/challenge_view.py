@@ -29,6 +29,10 @@ def init_learner() -> None:
         "ch_name": "",
         "ch_joined": None,
         "ch_joined_code": None,
+        "ch_joins": 0,
+        "ch_token": None,
+        "ch_token_link": None,
+        "ch_link_tried": False,
         "ch_techniques": ["role"],
         "ch_role": "",
         "ch_examples": "",
@@ -73,6 +77,71 @@ def closes_text(closes: float) -> str:
 # Learner
 
 
+def _enter(code: str, name: str, token: str | None = None) -> None:
+    ss = st.session_state
+    ss.ch_joined, ss.ch_joined_code = name, challenges.normal_code(code)
+    if token is not None:  # a new name: its token is shown once, and kept in the address for a reload
+        ss.ch_joins += 1
+        ss.ch_token, ss.ch_token_link = token, rejoin_link(ss.ch_joined_code, token)
+        st.query_params.update({"challenge": ss.ch_joined_code, "rejoin": token})
+
+
+def join_form(store) -> None:
+    """Join under a name, or come back to yours with its rejoin token (typed, or in the link: ``?rejoin=``)."""
+    ss = st.session_state
+    linked = str(st.query_params.get("rejoin", ""))[:40]
+    if linked and not ss.ch_link_tried:
+        ss.ch_link_tried = True
+        name = safely(challenges.rejoin, store, ss.ch_code, linked)
+        if name is not None:
+            _enter(ss.ch_code, name)
+            st.rerun()
+    with st.form("ch_join"):
+        st.text_input("Join code (from your teacher's screen)", key="ch_code", max_chars=12)
+        st.text_input("Your display name", key="ch_name", max_chars=challenges.MAX_NAME_CHARS)
+        pressed = st.form_submit_button("Join", type="primary")
+    if pressed:
+        joined = safely(challenges.join, store, ss.ch_code, ss.ch_name, ss.ch_joins)
+        if joined is not None:
+            _enter(ss.ch_code, str(joined), joined.token)
+            st.rerun()
+    with st.expander("Rejoin with my token (after a reload, in a new tab or on another device)"):
+        with st.form("ch_rejoin"):
+            st.text_input("Your rejoin token", key="ch_rejoin_token", max_chars=40, type="password")
+            if st.form_submit_button("Rejoin"):
+                name = safely(challenges.rejoin, store, ss.ch_code, ss.ch_rejoin_token)
+                if name is not None:
+                    _enter(ss.ch_code, name)
+                    st.rerun()
+
+
+def token_note() -> None:
+    """A new name's rejoin token and link, once, until the learner says they kept them."""
+    ss = st.session_state
+    if not ss.ch_token:
+        return
+    with st.container(border=True):
+        st.markdown(
+            "**Keep this rejoin token: it is shown only this once.** It brings you back to your name and your "
+            "submissions after a reload, in a new tab or on another device; nobody else can take your name. "
+            "Bookmark the link, or note the token (capitals count)."
+        )
+        st.code(ss.ch_token, language=None)
+        st.code(ss.ch_token_link, language=None, wrap_lines=True)
+        st.button("I have kept it", key="ch_kept", on_click=lambda: ss.update(ch_token=None, ch_token_link=None))
+
+
+def switch_name() -> None:
+    """Leave this name (its token brings it back) to join under another; the session's joins still count."""
+    ss = st.session_state
+
+    def leave() -> None:
+        ss.update(ch_joined=None, ch_joined_code=None, ch_token=None, ch_token_link=None, ch_name="")
+        st.query_params.pop("rejoin", None)
+
+    st.button("Not you? Join under another name", key="ch_switch", on_click=leave)
+
+
 def prompt_form() -> dict:
     """The Prompt Lab's techniques and fields (no task: each hidden input is the task); returns the fields."""
     ss = st.session_state
@@ -80,11 +149,21 @@ def prompt_form() -> dict:
         "Techniques", prompts.TECHNIQUES, key="ch_techniques", format_func=lambda t: prompts.TECHNIQUE_LABELS[t]
     )
     c1, c2 = st.columns(2)
-    c1.text_input("Role: who answers", key="ch_role", placeholder="a customer-support triage assistant")
-    c1.text_area("Few-shot examples, one a line: input => output", key="ch_examples", height=120)
-    c2.text_area("Context: background and instructions", key="ch_facts", height=80)
-    c2.text_input("Context: answer format", key="ch_format", placeholder="a single word")
-    c2.text_input("Context: tone", key="ch_tone")
+    limit = challenges.FIELD_CHARS
+    c1.text_input(
+        "Role: who answers",
+        key="ch_role",
+        placeholder="a customer-support triage assistant",
+        max_chars=limit["role"],
+    )
+    c1.text_area(
+        "Few-shot examples, one a line: input => output", key="ch_examples", height=120, max_chars=limit["examples"]
+    )
+    c2.text_area("Context: background and instructions", key="ch_facts", height=80, max_chars=limit["facts"])
+    c2.text_input(
+        "Context: answer format", key="ch_format", placeholder="a single word", max_chars=limit["output_format"]
+    )
+    c2.text_input("Context: tone", key="ch_tone", max_chars=limit["tone"])
     filled = {"role": ss.ch_role, "few-shot": ss.ch_examples, "context": ss.ch_facts or ss.ch_format or ss.ch_tone}
     unused = [t for t, text in filled.items() if text.strip() and t not in ss.ch_techniques]
     if unused:
@@ -196,6 +275,9 @@ def create_form(teaching: bool) -> tuple[challenges.ChallengeSettings, datasets.
         steps = c2.number_input("Fine-tune budget: training steps", 1, 2000, 40, key="th_steps")
         minutes = c2.number_input("Open for (minutes)", 1, 7 * 24 * 60, 45, key="th_minutes")
         limit = c2.number_input("Hidden examples scored (0 = all)", 0, 5000, 20, key="th_limit")
+        learners = c1.number_input("Most learners", 1, 1000, 60, key="th_learners")
+        joins = c1.number_input("Names one browser may join under", 1, 100, 3, key="th_joins")
+        queued = c1.number_input("Most submissions waiting to be scored", 1, 1000, 40, key="th_queued")
         if not st.form_submit_button("Create the challenge", type="primary"):
             return None
     data = datasets.parse_upload(upload.getvalue(), upload.name) if upload is not None else None
@@ -211,6 +293,9 @@ def create_form(teaching: bool) -> tuple[challenges.ChallengeSettings, datasets.
         minutes=int(minutes),
         hidden_limit=int(limit),
         model=loaders.choice()["name"],
+        max_learners=int(learners),
+        max_joins=int(joins),
+        max_queued=int(queued),
     )
     return settings, data
 
@@ -223,6 +308,11 @@ def join_link(code: str) -> str:
         url = ""
     origin = "/".join(url.split("/")[:3]) if url.startswith("http") else "http://localhost:8501"
     return f"{origin}/Challenge?challenge={code}"
+
+
+def rejoin_link(code: str, token: str) -> str:
+    """The join link with a learner's rejoin token: opening it brings them back to their name."""
+    return f"{join_link(code)}&rejoin={token}"
 
 
 def qr_png(text: str) -> bytes:
