@@ -67,7 +67,7 @@ def test_a_demo_prepared_from_the_command_line(capsys, monkeypatch, tmp_path, ti
         "--json",
     )
     entry = json.loads(out)
-    assert rc == 0 and entry["status"] == "scored" and entry["train_examples"] == 3 and entry["n"] == 3
+    assert rc == 0 and entry["status"] == "scored" and entry["train_examples"] == 3 and entry["n"] == 8
 
     rc, out, err = _run(capsys, "challenge", "show", "--code", code)
     assert rc == 0 and "Prompt leaderboard:" in out and " 1. Ada" in out and " 1. Bob" in out
@@ -132,7 +132,15 @@ def test_an_unknown_code_is_a_clear_error(capsys):
 
 def _create(capsys, tiny_model_dir) -> tuple[str, str]:
     rc, out, _ = _run(
-        capsys, "challenge", "create", "--task", "support_triage", "--hidden-limit", "3", "--model", str(tiny_model_dir)
+        capsys,
+        "challenge",
+        "create",
+        "--task",
+        "support_triage",
+        "--hidden-limit",
+        "20",
+        "--model",
+        str(tiny_model_dir),
     )
     assert rc == 0, out
     lines = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)

@@ -22,7 +22,13 @@ BIG = 5_000_000
 
 def _create(store, tiny_model_dir, **overrides):
     s = challenges.ChallengeSettings(
-        **{"task": "support_triage", "hidden_limit": 4, "max_steps": 2, "model": str(tiny_model_dir), **overrides}
+        **{
+            "task": "support_triage",
+            "hidden_limit": challenges.MIN_HIDDEN,
+            "max_steps": 2,
+            "model": str(tiny_model_dir),
+            **overrides,
+        }
     )
     return challenges.create(store, s)
 
