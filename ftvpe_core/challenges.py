@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from ftvpe_core import FtvpeError, adapters, datasets, evaluate, finetune, jobs, models, prompts
+from ftvpe_core import runs as runs_module
 from ftvpe_core import settings as settings_module
 from ftvpe_core.runs import RunStore
 
@@ -429,20 +430,30 @@ def _reserve(
         return int(cur.lastrowid), challenge
 
 
+def learner_key(code: str, name: str) -> str:
+    """Who a challenge run belongs to in the fair queue (``schedule``): each learner of each challenge takes turns
+    with every other learner (and with the Fine-Tune Lab's), however many runs one of them queues."""
+    return f"challenge:{normal_code(code)}:{name.casefold()}"
+
+
 def _queue_score(
     store: RunStore, sid: int, challenge: Challenge, track: str, device: str, train_run: str | None = None
 ) -> str:
+    name = _submission_name(store, sid)
     record = {
         "code": challenge.code,
         "submission": sid,
         "track": track,
         "train_run": train_run,
+        runs_module.AFTER_KEY: train_run,  # not scored before its fine-tune has ended (and again if it resumes)
         "model": challenge.settings.model or settings_module.default_model(),
         "dataset_title": challenge.title,
         "preset": "challenge",
     }
     try:
-        score_run = store.create("challenge", challenge.data.name, record, device)
+        score_run = store.create(
+            "challenge", challenge.data.name, record, device, learner=learner_key(challenge.code, name)
+        )
     except BaseException:
         with store.writing() as conn:
             conn.execute("UPDATE challenge_submissions SET removed = 1 WHERE id = ?", (sid,))
@@ -452,6 +463,11 @@ def _queue_score(
             "UPDATE challenge_submissions SET train_run = ?, score_run = ? WHERE id = ?", (train_run, score_run, sid)
         )
     return score_run
+
+
+def _submission_name(store: RunStore, sid: int) -> str:
+    with store.reading() as conn:
+        return conn.execute("SELECT name FROM challenge_submissions WHERE id = ?", (sid,)).fetchone()["name"]
 
 
 def submit_prompt(
@@ -547,7 +563,9 @@ def submit_finetune(
         splits={"train": [train[i] for i in indices], "validation": _eval_split(challenge), "test": []},
     )
     try:
-        train_run = jobs.submit(data, train_settings, s.model, device, store, preset="quick")
+        train_run = jobs.submit(
+            data, train_settings, s.model, device, store, preset="quick", learner=learner_key(challenge.code, name)
+        )
     except BaseException:
         with store.writing() as conn:
             conn.execute("UPDATE challenge_submissions SET removed = 1 WHERE id = ?", (sid,))
@@ -642,6 +660,9 @@ def run_foreground(store: RunStore, submission_id: int) -> dict:
 # Reading the results
 
 
+HALF_WRITTEN_S = 60.0
+"""A submission still without its score run this long after it was made was cut off half-written."""
+HALF_WRITTEN_ERROR = "This submission was cut off while it was being recorded (the server stopped); submit it again."
 _STATUS_WORDS = {
     "queued": "waiting",
     "running": "scoring",
@@ -672,10 +693,18 @@ def submissions(store: RunStore, code: str, name: str | None = None) -> list[dic
         summary = json.loads(r["summary"]) if r["summary"] else {}
         status = r["status"] or "queued"
         spec = json.loads(r["spec_json"])
-        training = r["train_status"] in ("queued", "running")
+        training = r["train_status"] in ("queued", "running", "interrupted")
+        error = r["error"] if status == "failed" else None
         if training:
             done = "" if r["train_step"] is None else f": step {r['train_step']} of {spec['settings']['max_steps']}"
-            now = "waiting for the job process" if r["train_status"] == "queued" else f"training{done}"
+            now = {
+                "queued": "waiting for the job process",
+                "running": f"training{done}",
+                "interrupted": f"interrupted{done}; it goes on when the app's job process starts again",
+            }[r["train_status"]]
+        elif r["score_run"] is None and time.time() - r["created"] > HALF_WRITTEN_S:
+            # Cut off between its two writes (the server stopped): it will never be scored.
+            status, now, error = "failed", "", HALF_WRITTEN_ERROR
         else:
             now = (json.loads(r["progress"] or "null") or {}).get("message", "")
         out.append(
@@ -686,7 +715,7 @@ def submissions(store: RunStore, code: str, name: str | None = None) -> list[dic
                 "created": r["created"],
                 "status": "training" if training else _STATUS_WORDS.get(status, status),
                 "progress": now,
-                "error": r["error"] if status == "failed" else None,
+                "error": error,
                 "score": summary.get("score"),
                 "n": summary.get("n"),
                 "prompt_tokens": r["prompt_tokens"],
@@ -695,6 +724,7 @@ def submissions(store: RunStore, code: str, name: str | None = None) -> list[dic
                 "train_seconds": summary.get("train_seconds"),
                 "mean_latency_s": summary.get("mean_latency_s"),
                 "train_run": r["train_run"],
+                "score_run": r["score_run"],
                 "spec": spec,
             }
         )
