@@ -71,13 +71,13 @@ _started_stores: set[str] = set()
 
 def _start_once(runner, store: RunStore) -> None:
     if str(store.home) not in _started_stores:
-        _started_stores.add(str(store.home))
         runner.start(store)
 
 
 def _recover(store: RunStore) -> list[str]:
     """After a restart: runs cut off by the last stop are marked interrupted, and a class challenge's are queued
     again (its scoring, and the fine-tunes a score waits for), to go on from their checkpoints."""
+    _started_stores.add(str(store.home))
     store.recover_interrupted()
     return store.requeue_interrupted(runs.lane_kinds("short"))
 

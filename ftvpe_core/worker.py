@@ -199,7 +199,9 @@ def _serve(store: RunStore, device: str, interrupted, log, current: dict | None 
         idle_since = time.monotonic()
         while not interrupted():
             run_ids = (
-                store.claim_many(device, os.getpid(), kinds=kinds, limit=spec.batch if spec else 1) if kinds != () else []
+                store.claim_many(device, os.getpid(), kinds=kinds, limit=spec.batch if spec else 1)
+                if kinds != ()
+                else []
             )
             if not run_ids:
                 if warm is not None and warm.wanted(idle_since):
