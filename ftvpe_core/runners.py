@@ -125,7 +125,7 @@ class LocalRunner:
             len(active) - running,
             running,
             len(devices),
-            f"this machine ({settings.node_name()}), one run at a time per device",
+            f"this machine ({settings.node_name()}), one training run at a time per device, a challenge's scoring beside it",
         )
 
     def foreground(self, store: RunStore, run_id: str, on_event=None, on_progress=None, measure_accuracy=True) -> dict:
