@@ -196,6 +196,9 @@ def _serve(store: RunStore, device: str, interrupted, log, current: dict | None 
 
             torch.set_num_threads(spec.threads)
         warm = _Warm(store, device, log, spec.keeps_model) if spec and spec.warm and kinds != () else None
+        # A lane on all the cores (training) polls this between steps: it gives the lanes beside it their cores
+        # while they work, so neither oversubscribes the machine (OpenMP teams stall when a core is taken).
+        polled = _Yielding(store, device, interrupted) if spec and not spec.threads and device == "cpu" else interrupted
         idle_since = time.monotonic()
         while not interrupted():
             run_ids = (
@@ -220,8 +223,9 @@ def _serve(store: RunStore, device: str, interrupted, log, current: dict | None 
             for kind, ids in by_kind.items():
                 log(f"Run(s) {', '.join(ids)}: started on {_key(device, lane)}.")
                 started = time.monotonic()
-                for summary in _execute(one, many, kind, ids, store, interrupted, jobs.execute):
-                    log(f"Run {summary.get('run_id')}: {summary.get('status')}{_why(summary)}.")
+                with _working(store, device, lane) if spec and spec.threads else contextlib.nullcontext():
+                    for summary in _execute(one, many, kind, ids, store, polled, jobs.execute):
+                        log(f"Run {summary.get('run_id')}: {summary.get('status')}{_why(summary)}.")
                 for run_id in ids:  # for a bench: the wall time of the pass it was in, and how many shared it
                     try:
                         store.log_metrics(run_id, 0, lane_run_s=time.monotonic() - started, lane_batch=len(ids))
@@ -246,6 +250,70 @@ def _execute(one: dict, many: dict, kind: str, ids: list[str], store: RunStore, 
         except Exception as e:  # noqa: BLE001 - the run is marked failed; go on with the queue
             out.append({"run_id": run_id, "status": "failed", "error": f"{type(e).__name__}: {e}"})
     return out
+
+
+def _working_path(store: RunStore, device: str, lane: str) -> Path:
+    return lock_path(store, device, lane).with_suffix(".working")
+
+
+@contextlib.contextmanager
+def _working(store: RunStore, device: str, lane: str | None) -> Iterator[None]:
+    """Hold the lane's 'working' lock while it executes runs (the training lane yields cores to it meanwhile)."""
+    path = _working_path(store, device, lane or "train")
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class _Yielding:
+    """``interrupted`` for a run on all the cores, which its training loop polls before every step: while a lane
+    beside it (one with its own threads, ``runs.Lane.threads``) executes runs, torch here uses that many threads
+    fewer, and all of them again once it is done. Looks at most every CHECK_S."""
+
+    CHECK_S = 0.25
+
+    def __init__(self, store: RunStore, device: str, interrupted) -> None:
+        self.interrupted = interrupted
+        self.beside = [
+            (_working_path(store, device, n), lane.threads) for n, lane in runs.LANES.items() if lane.threads
+        ]
+        self.full: int | None = None
+        self.checked = 0.0
+        self.yielded = 0
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self.checked >= self.CHECK_S:
+            self.checked = now
+            self._adjust()
+        return self.interrupted()
+
+    def _adjust(self) -> None:
+        import torch
+
+        if self.full is None:
+            self.full = torch.get_num_threads()
+        give = sum(threads for path, threads in self.beside if _held(path))
+        want = max(1, self.full - give)
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
+            self.yielded += want < self.full
+
+
+def _held(path: Path) -> bool:
+    """Whether another process holds the flock on ``path`` now."""
+    if not path.exists():
+        return False
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
 def _why(summary: dict) -> str:

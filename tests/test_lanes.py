@@ -149,6 +149,24 @@ def test_a_prompt_is_scored_by_a_warm_short_lane_while_a_fine_tune_trains(monkey
     _wait(lambda: not worker.busy(store, "cpu", "short") and not worker.busy(store, "cpu", "train"), 60, "lanes to go")
 
 
+def test_the_training_lane_gives_the_short_lane_its_core_between_steps_while_it_scores():
+    import torch
+
+    store = RunStore()
+    worker.lock_path(store, "cpu").parent.mkdir(parents=True, exist_ok=True)
+    full = torch.get_num_threads()
+    polled = worker._Yielding(store, "cpu", lambda: False)
+    polled.CHECK_S = 0.0
+    try:
+        assert polled() is False and torch.get_num_threads() == full
+        with worker._working(store, "cpu", "short"):  # the short lane scores
+            assert polled() is False and torch.get_num_threads() == max(1, full - runs.LANES["short"].threads)
+        polled()
+        assert torch.get_num_threads() == full  # done: training has every core again
+    finally:
+        torch.set_num_threads(full)
+
+
 def test_warm_models_are_those_of_open_challenges_busy_within_the_idle_time(tiny_model_dir):
     store = RunStore()
     code, key = _challenge(store, tiny_model_dir)
