@@ -31,7 +31,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from ftvpe_core import FtvpeError, adapters, datasets, evaluate, finetune, jobs, models, prompts
+from ftvpe_core import FtvpeError, adapters, datasets, evaluate, finetune, jobs, models, prompts, schedule
 from ftvpe_core import runs as runs_module
 from ftvpe_core import settings as settings_module
 from ftvpe_core.runs import RunStore
@@ -688,7 +688,7 @@ def submissions(store: RunStore, code: str, name: str | None = None) -> list[dic
         query, params = query + " AND s.name = ?", (*params, name)
     with store.reading() as conn:
         rows = conn.execute(query + " ORDER BY s.created, s.id", params).fetchall()
-    out = []
+    out, places = [], None
     for r in rows:
         summary = json.loads(r["summary"]) if r["summary"] else {}
         status = r["status"] or "queued"
@@ -705,6 +705,9 @@ def submissions(store: RunStore, code: str, name: str | None = None) -> list[dic
         elif r["score_run"] is None and time.time() - r["created"] > HALF_WRITTEN_S:
             # Cut off between its two writes (the server stopped): it will never be scored.
             status, now, error = "failed", "", HALF_WRITTEN_ERROR
+        elif status == "queued" and r["score_run"] is not None:
+            places = _score_places(store) if places is None else places
+            now = places.get(r["score_run"], "")
         else:
             now = (json.loads(r["progress"] or "null") or {}).get("message", "")
         out.append(
@@ -728,6 +731,27 @@ def submissions(store: RunStore, code: str, name: str | None = None) -> list[dic
                 "spec": spec,
             }
         )
+    return out
+
+
+def _score_places(store: RunStore) -> dict[str, str]:
+    """Each waiting score run's place in its lane, for its learner: 'queued for scoring: 2nd of 5, starts in
+    about 10 s' (the lane's job process scores a batch of them at once: ``runs.Lane.batch``)."""
+    lane = runs_module.KIND_LANES["challenge"]
+    batch = runs_module.LANES[lane].batch
+    queue = store.queue(kinds=runs_module.lane_kinds(lane))
+    if not queue:
+        return {}
+    ended = [r for r in store.list("challenge") if r.status == "complete" and r.started and r.finished][:10]
+    typical = schedule.typical_run_s([r.finished - r.started for r in ended])
+    now = time.time()
+    running = [now - r.started for r in store.list("challenge") if r.status == "running" and r.started]
+    left = [max(0.0, typical - max(running))] if running else []
+    out = {}
+    for i, run in enumerate(queue):
+        starts = schedule.start_estimate(i // batch + 1, 1, left, typical)
+        when = "any moment now" if starts < 1 else f"in about {starts:.0f} s"
+        out[run.id] = f"queued for scoring: {i + 1} of {len(queue)}, starts {when}"
     return out
 
 

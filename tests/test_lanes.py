@@ -78,6 +78,8 @@ def test_a_flooders_300_queued_runs_delay_another_learners_first_run_by_at_most_
     bob = _score_run(store, challenges.submit_prompt(store, code, "Bob", PROMPT, tiny_loaded.count_tokens, "cpu"))
     queue = [r.id for r in store.queue("cpu")]
     assert len(queue) == 301 and queue.index(bob) <= 1, queue.index(bob)
+    bob_entry = next(e for e in challenges.submissions(store, code, "Bob"))
+    assert bob_entry["status"] == "waiting" and bob_entry["progress"].startswith("queued for scoring: 2 of 301, starts")
     place = runners.queue_place(store, store.get(queue[40]), runners.current().slots(store))
     assert place is not None and (place.position, place.of) == (41, 301)  # in the lane's second batch
     assert place.starts_in_s == pytest.approx(60.0, abs=1)  # after the first (no score timed yet: a minute)
