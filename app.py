@@ -6,6 +6,9 @@ working). Each page is a flat script that sets itself up (sidebar, state default
 import streamlit as st
 
 from ftvpe_core import classroom, content
+from ftvpe_core.ui import loaders
+
+loaders.start_jobs()  # once per server: the job processes come up warm while a class challenge is open
 
 home = st.Page("home.py", title="Home", icon="🧪", default=True)
 sections: dict[str, list] = {"": [home]}

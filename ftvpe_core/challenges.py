@@ -38,7 +38,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from ftvpe_core import FtvpeError, adapters, datasets, evaluate, finetune, jobs, models, names, prompts
+from ftvpe_core import FtvpeError, adapters, datasets, evaluate, finetune, jobs, models, names, prompts, schedule
+from ftvpe_core import runs as runs_module
 from ftvpe_core import settings as settings_module
 from ftvpe_core.runs import RunStore
 
@@ -682,20 +683,30 @@ def _reserve(
         return int(cur.lastrowid), challenge, shown
 
 
+def learner_key(code: str, name: str) -> str:
+    """Who a challenge run belongs to in the fair queue (``schedule``): each learner of each challenge takes turns
+    with every other learner (and with the Fine-Tune Lab's), however many runs one of them queues."""
+    return f"challenge:{normal_code(code)}:{names.key(name)}"
+
+
 def _queue_score(
     store: RunStore, sid: int, challenge: Challenge, track: str, device: str, train_run: str | None = None
 ) -> str:
+    name = _submission_name(store, sid)
     record = {
         "code": challenge.code,
         "submission": sid,
         "track": track,
         "train_run": train_run,
+        runs_module.AFTER_KEY: train_run,  # not scored before its fine-tune has ended (and again if it resumes)
         "model": challenge.settings.model or settings_module.default_model(),
         "dataset_title": challenge.title,
         "preset": "challenge",
     }
     try:
-        score_run = store.create("challenge", challenge.data.name, record, device)
+        score_run = store.create(
+            "challenge", challenge.data.name, record, device, learner=learner_key(challenge.code, name)
+        )
     except BaseException:
         with store.writing() as conn:
             conn.execute("UPDATE challenge_submissions SET removed = 1 WHERE id = ?", (sid,))
@@ -705,6 +716,11 @@ def _queue_score(
             "UPDATE challenge_submissions SET train_run = ?, score_run = ? WHERE id = ?", (train_run, score_run, sid)
         )
     return score_run
+
+
+def _submission_name(store: RunStore, sid: int) -> str:
+    with store.reading() as conn:
+        return conn.execute("SELECT name FROM challenge_submissions WHERE id = ?", (sid,)).fetchone()["name"]
 
 
 def submit_prompt(
@@ -812,7 +828,9 @@ def submit_finetune(
         splits={"train": [train[i] for i in indices], "validation": _eval_split(challenge), "test": []},
     )
     try:
-        train_run = jobs.submit(data, train_settings, s.model, device, store, preset="quick")
+        train_run = jobs.submit(
+            data, train_settings, s.model, device, store, preset="quick", learner=learner_key(challenge.code, name)
+        )
     except BaseException:
         with store.writing() as conn:
             conn.execute("UPDATE challenge_submissions SET removed = 1 WHERE id = ?", (sid,))
@@ -956,6 +974,9 @@ def run_foreground(store: RunStore, submission_id: int) -> dict:
 # Reading the results
 
 
+HALF_WRITTEN_S = 60.0
+"""A submission still without its score run this long after it was made was cut off half-written."""
+HALF_WRITTEN_ERROR = "This submission was cut off while it was being recorded (the server stopped); submit it again."
 _STATUS_WORDS = {
     "queued": "waiting",
     "running": "scoring",
@@ -994,15 +1015,26 @@ def submissions(store: RunStore, code: str, name: str | None = None, part: str =
             key = learner["name_key"] if learner is not None else names.key(name)
             query, params = query + " AND s.name_key = ?", (*params, key)
         rows = conn.execute(query + " ORDER BY s.created, s.id", params).fetchall()
-    out = []
+    out, places = [], None
     for r in rows:
         summary = json.loads(r["summary"]) if r["summary"] else {}
         status = r["status"] or "queued"
         spec = json.loads(r["spec_json"])
-        training = r["train_status"] in ("queued", "running")
+        training = r["train_status"] in ("queued", "running", "interrupted")
+        error = r["error"] if status == "failed" else None
         if training:
             done = "" if r["train_step"] is None else f": step {r['train_step']} of {spec['settings']['max_steps']}"
-            now = "waiting for the job process" if r["train_status"] == "queued" else f"training{done}"
+            now = {
+                "queued": "waiting for the job process",
+                "running": f"training{done}",
+                "interrupted": f"interrupted{done}; it goes on when the app's job process starts again",
+            }[r["train_status"]]
+        elif r["score_run"] is None and time.time() - r["created"] > HALF_WRITTEN_S:
+            # Cut off between its two writes (the server stopped): it will never be scored.
+            status, now, error = "failed", "", HALF_WRITTEN_ERROR
+        elif status == "queued" and r["score_run"] is not None:
+            places = _score_places(store) if places is None else places
+            now = places.get(r["score_run"], "")
         else:
             now = (json.loads(r["progress"] or "null") or {}).get("message", "")
         out.append(
@@ -1014,17 +1046,39 @@ def submissions(store: RunStore, code: str, name: str | None = None, part: str =
                 "created": r["created"],
                 "status": "training" if training else _STATUS_WORDS.get(status, status),
                 "progress": now,
-                "error": r["error"] if status == "failed" else None,
+                "error": error,
                 "score": summary.get("score" if part == "public" else "private_score"),
                 "n": summary.get("n" if part == "public" else "private_n"),
                 "prompt_tokens": r["prompt_tokens"],
                 "train_examples": r["train_examples"],
                 "train_seconds": summary.get("train_seconds"),
                 "train_run": r["train_run"],
+                "score_run": r["score_run"],
                 "spec": spec,
                 **({"public_score": summary.get("score")} if part == "private" else {}),
             }
         )
+    return out
+
+
+def _score_places(store: RunStore) -> dict[str, str]:
+    """Each waiting score run's place in its lane, for its learner: 'queued for scoring: 2nd of 5, starts in
+    about 10 s' (the lane's job process scores a batch of them at once: ``runs.Lane.batch``)."""
+    lane = runs_module.KIND_LANES["challenge"]
+    batch = runs_module.LANES[lane].batch
+    queue = store.queue(kinds=runs_module.lane_kinds(lane))
+    if not queue:
+        return {}
+    ended = [r for r in store.list("challenge") if r.status == "complete" and r.started and r.finished][:10]
+    typical = schedule.typical_run_s([r.finished - r.started for r in ended])
+    now = time.time()
+    running = [now - r.started for r in store.list("challenge") if r.status == "running" and r.started]
+    left = [max(0.0, typical - max(running))] if running else []
+    out = {}
+    for i, run in enumerate(queue):
+        starts = schedule.start_estimate(i // batch + 1, 1, left, typical)
+        when = "any moment now" if starts < 1 else f"in about {starts:.0f} s"
+        out[run.id] = f"queued for scoring: {i + 1} of {len(queue)}, starts {when}"
     return out
 
 

@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="local",
         help="local (default): train here; ray: dispatch queued runs to FTVPE_RAY_ADDRESS's cluster",
     )
+    work.add_argument(
+        "--lane",
+        choices=tuple(runs.LANES),
+        help="serve only this lane: train (long runs, one at a time) or short (a challenge's scoring, batched, "
+        "kept warm while a challenge is open); default: every kind, one at a time, until the queue is empty",
+    )
     work.add_argument("--parent", type=int, help=argparse.SUPPRESS)
     return parser
 
@@ -668,7 +674,9 @@ def cmd_worker(args) -> int:
     if args.runner == "ray" and not settings.ray_address():
         raise FtvpeError("worker --runner ray needs FTVPE_RAY_ADDRESS (e.g. auto, or HOST:6379 of a Ray head).")
     device = worker.RAY if args.runner == "ray" else settings.pick_device(args.device)
-    taken = worker.serve(runs.RunStore(), device, args.parent, log=lambda m: print(m, file=sys.stderr, flush=True))
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    lane = None if device == worker.RAY else args.lane
+    taken = worker.serve(runs.RunStore(), device, args.parent, log=log, lane=lane)
     where = f"the Ray cluster at {settings.ray_address()}" if device == worker.RAY else device
     print(f"{taken} run(s) trained on {where}; the queue is empty.", file=sys.stderr)
     return 0

@@ -137,6 +137,7 @@ def resume_point(store: RunStore, run_id: str) -> Path | None:
     because the steps after it come again."""
     checkpoint = store.artifact_dir(run_id) / finetune.CHECKPOINT_FILE
     if not checkpoint.is_file():
+        store.trim(run_id, 0)  # queued again before its first checkpoint (a restart): it logs its steps afresh
         return None
     step = finetune.checkpoint_step(checkpoint)
     if step is None:
@@ -184,7 +185,13 @@ def train_run(
     if result.status == "cancelled":
         return result, None
     trainable, total = finetune.trainable_parameters(result.peft_model)
-    summary = {"dataset": data.name, **result.summary(), "trainable_parameters": trainable, "total_parameters": total}
+    summary = {
+        "dataset": data.name,
+        **result.summary(),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "load_seconds": loaded.load_seconds,  # the breakdown a bench reads: load, then train_seconds
+    }
     if measure_accuracy and data.task == "label" and data.splits.get("test"):
         report(
             {

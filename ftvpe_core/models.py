@@ -274,6 +274,20 @@ def _weights_folder(source: Source, allow_download: bool | None, progress: Progr
     return source.location
 
 
+_kept: dict[tuple, LoadedModel] | None = None
+"""Models loaded once and handed out again by ``load`` in this process, once ``keep_loaded`` is on."""
+
+
+def keep_loaded() -> None:
+    """From now on, ``load`` in this process keeps each base model it loads (no adapter) and returns the same one
+    for the same name, device and weights. For a job process that only runs inference (the short lane, which
+    scores one submission after another on a warm model): callers must never modify the model it returns (no
+    in-place adapter injection, no training), as with the app's shared ``st.cache_resource`` models."""
+    global _kept
+    if _kept is None:
+        _kept = {}
+
+
 def load(
     name: str | None = None,
     device: str | None = None,
@@ -292,7 +306,12 @@ def load(
         progress: called with (fraction, message) as loading goes on.
         adapter: a folder with a LoRA adapter (safetensors) to merge into float weights.
     """
-    return compute(_load, name, device, weight_format, allow_download, progress, adapter)
+    if _kept is None or adapter is not None:
+        return compute(_load, name, device, weight_format, allow_download, progress, adapter)
+    key = (name or settings.default_model(), settings.pick_device(device), weight_format or "auto")
+    if key not in _kept:
+        _kept[key] = compute(_load, name, device, weight_format, allow_download, progress, adapter)
+    return _kept[key]
 
 
 def _load(name, device, weight_format, allow_download, progress: Progress, adapter=None) -> LoadedModel:

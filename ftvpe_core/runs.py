@@ -33,6 +33,49 @@ SCHEMA_VERSION = 5
 STATUSES = ("queued", "running", "complete", "failed", "cancelled", "interrupted")
 KINDS = ("finetune", "compare", "challenge")
 """What a run does: train an adapter, compare four arms, or score a class challenge's submission."""
+
+
+@dataclass(frozen=True)
+class Lane:
+    """A lane of job processes: each device has one job process per lane, so short work never waits behind long."""
+
+    name: str
+    batch: int
+    """How many queued runs its job process claims at once (and executes together where the kind can)."""
+    threads: int | None
+    """Torch threads of its job process (None: torch's default, every core); a short lane beside a training one
+    takes one core, so training keeps most of the machine."""
+    warm: bool
+    """Whether its job process stays up (torch imported, model read) while a class challenge is open, waiting."""
+    keeps_model: bool
+    """Whether it keeps its loaded models between runs (inference only: training changes the model it loads)."""
+
+
+LANES = {
+    "train": Lane("train", batch=1, threads=None, warm=True, keeps_model=False),
+    "short": Lane("short", batch=32, threads=1, warm=True, keeps_model=True),
+}
+"""The lanes of job processes on a device: 'train' for long runs, 'short' for inference-only work of seconds."""
+KIND_LANES = {"finetune": "train", "compare": "train", "challenge": "short"}
+"""Which lane takes each kind of run: the one place that says which kinds are short (a step towards a job-kind
+registry). A Ray cluster trains the 'train' lane's kinds (``runners.RAY_KINDS``); the short lane stays here."""
+
+
+def lane_kinds(lane: str) -> tuple[str, ...]:
+    """The kinds of run a lane takes, in KINDS order."""
+    if lane not in LANES:
+        raise FtvpeError(f"Unknown lane '{lane}': choose from {', '.join(LANES)}.")
+    return tuple(k for k in KINDS if KIND_LANES[k] == lane)
+
+
+AFTER_KEY = "after"
+"""A run whose settings name another run under this key waits for it: it is not claimed while that run is queued,
+running or interrupted (a challenge's score waits for its fine-tune), and it is queued again when that run is."""
+_WAITS = (
+    f"NOT EXISTS (SELECT 1 FROM runs b WHERE b.id = json_extract(runs.settings_json, '$.{AFTER_KEY}') "
+    "AND b.status IN ('queued', 'running', 'interrupted'))"
+)
+"""SQL: the run (table ``runs``) waits for no unfinished run."""
 BUSY_TIMEOUT_S = 5.0
 KILLED_ERROR = "the training process stopped unexpectedly (killed or out of memory)"
 INTERRUPTED_ERROR = "the app stopped while this run was training"
@@ -375,21 +418,34 @@ class RunStore:
             node: where it runs (None: this machine); a Ray dispatcher sets it once the run has landed.
             kinds: only runs of these kinds (None: any).
         """
+        taken = self.claim_many(device, pid, node, kinds, limit=1)
+        return taken[0] if taken else None
+
+    def claim_many(
+        self,
+        device: str | None,
+        pid: int,
+        node: str | None = None,
+        kinds: tuple[str, ...] | None = None,
+        limit: int = 1,
+    ) -> list[str]:
+        """Take up to ``limit`` runs whose turn it is (as ``claim``, in one transaction), in their fair order: a
+        short lane's job process scores every waiting submission together."""
         with self._write() as conn:
-            order = self._fair_order(conn, device, kinds)
-            if not order:
-                return None
-            run_id = order[0]
-            device = device or conn.execute("SELECT device FROM runs WHERE id = ?", (run_id,)).fetchone()["device"]
-            conn.execute(
-                "UPDATE runs SET status = 'running', started = ?, pid = ?, device = ?, node = ? WHERE id = ?",
-                (time.time(), pid, device, node or settings.node_name(), run_id),
-            )
-        return run_id
+            order = self._fair_order(conn, device, kinds)[: max(1, int(limit))]
+            now = time.time()
+            for run_id in order:
+                where = device or conn.execute("SELECT device FROM runs WHERE id = ?", (run_id,)).fetchone()["device"]
+                conn.execute(
+                    "UPDATE runs SET status = 'running', started = ?, pid = ?, device = ?, node = ? WHERE id = ?",
+                    (now, pid, where, node or settings.node_name(), run_id),
+                )
+        return order
 
     @staticmethod
     def _fair_order(conn: sqlite3.Connection, device: str | None, kinds: tuple[str, ...] | None = None) -> list[str]:
-        query, params = "SELECT id, learner, created FROM runs WHERE status = 'queued'", ()
+        """Queued runs that can start now (none they wait for is unfinished: AFTER_KEY), in their fair order."""
+        query, params = f"SELECT id, learner, created FROM runs WHERE status = 'queued' AND {_WAITS}", ()
         if device is not None:
             query, params = query + " AND (device IS NULL OR device = ?)", (device,)
         if kinds is not None:
@@ -486,15 +542,47 @@ class RunStore:
             (time.time(),),
         )
 
-    def requeue(self, run_id: str, message: str = "Queued to resume") -> None:
-        """Queue an interrupted, failed or cancelled run again, to continue from its checkpoint."""
+    def requeue(self, run_id: str, message: str = "Queued to resume") -> list[str]:
+        """Queue an interrupted, failed or cancelled run again, to continue from its checkpoint; the runs that wait
+        for it (AFTER_KEY) and failed or were interrupted meanwhile are queued again too, to run after it (a
+        resumed fine-tune is scored). Returns those runs' ids."""
         self._transition(
             run_id,
             ("interrupted", "failed", "cancelled"),
             "resumed",
-            "status = 'queued', error = NULL, finished = NULL, pid = NULL, cancel_requested = 0, progress_json = ?",
+            _REQUEUE,
             (json.dumps({"fraction": 0.0, "message": message}),),
         )
+        with self._write() as conn:
+            after = [
+                r["id"]
+                for r in conn.execute(
+                    f"SELECT id FROM runs WHERE json_extract(settings_json, '$.{AFTER_KEY}') = ? "
+                    "AND status IN ('failed', 'interrupted') AND cancel_requested = 0",
+                    (run_id,),
+                )
+            ]
+            message = json.dumps({"fraction": 0.0, "message": f"Waiting for run {run_id}"})
+            for other in after:
+                conn.execute(f"UPDATE runs SET {_REQUEUE} WHERE id = ?", (message, other))
+        return after
+
+    def requeue_interrupted(self, kinds: tuple[str, ...]) -> list[str]:
+        """At a restart: queue again the interrupted runs of ``kinds`` (nobody is there to press Resume for a class
+        challenge's scoring) and the interrupted runs that an unfinished run waits for (its fine-tune); returns
+        their ids. Each continues from its checkpoint, if it has one."""
+        with self._write() as conn:
+            marks = ", ".join("?" * len(kinds))
+            rows = conn.execute(
+                f"SELECT id FROM runs WHERE status = 'interrupted' AND (kind IN ({marks}) OR id IN ("
+                f"SELECT json_extract(settings_json, '$.{AFTER_KEY}') FROM runs "
+                "WHERE status IN ('queued', 'running', 'interrupted')))",
+                tuple(kinds),
+            ).fetchall()
+            message = json.dumps({"fraction": 0.0, "message": "Queued again after a restart"})
+            for row in rows:
+                conn.execute(f"UPDATE runs SET {_REQUEUE} WHERE id = ?", (message, row["id"]))
+        return [row["id"] for row in rows]
 
     def trim(self, run_id: str, after_step: int) -> None:
         """Forget the metrics and samples logged after ``after_step`` (a resumed run logs them again)."""
@@ -568,6 +656,18 @@ class RunStore:
             rows = {r["id"]: r for r in conn.execute("SELECT * FROM runs WHERE status = 'queued'")}
         return [self._row_to_run(rows[run_id]) for run_id in order]
 
+    def warm_models(self, idle_s: float) -> list[str | None]:
+        """The base models of the class challenges that are open and were busy (posed, or a submission made) in the
+        last ``idle_s`` seconds; None stands for the default model. A warm job process keeps these loaded."""
+        with self._connect() as conn:
+            now = time.time()
+            rows = conn.execute(
+                "SELECT c.settings_json FROM challenges c WHERE c.closed = 0 AND c.closes > ? AND MAX(c.created, "
+                "COALESCE((SELECT MAX(s.created) FROM challenge_submissions s WHERE s.code = c.code), 0)) > ?",
+                (now, now - idle_s),
+            ).fetchall()
+        return list(dict.fromkeys(json.loads(r["settings_json"]).get("model") for r in rows))
+
     def cancel_requested(self, run_id: str) -> bool:
         """Whether the user asked this run to stop."""
         return self.get(run_id).cancel_requested
@@ -632,6 +732,9 @@ def _learner_keys(conn: sqlite3.Connection) -> None:
     )
     conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS challenge_learners_key ON challenge_learners (code, name_key)")
     conn.execute("CREATE INDEX IF NOT EXISTS challenge_submissions_key ON challenge_submissions (code, name_key)")
+
+
+_REQUEUE = "status = 'queued', error = NULL, finished = NULL, pid = NULL, cancel_requested = 0, progress_json = ?"
 
 
 # Two steps on purpose: the summary first, the 'complete' mark last (tests fail between them).

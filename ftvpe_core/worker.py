@@ -1,16 +1,20 @@
-"""Job processes: queued runs (fine-tuning, comparisons, challenge scoring) done one at a time per device, outside the app.
+"""Job processes: queued runs (fine-tuning, comparisons, challenge scoring) done outside the app, in lanes.
 
-The app queues a run (``jobs.submit``) and calls ``ensure_worker``, which starts
-``python -m ftvpe_core worker --device D`` when runs wait and no job process serves that device. The job
-process holds a lock file per device (so there is only ever one per device), claims queued runs in order
-and trains them with ``jobs.execute``; when the queue is empty it exits. Training in its own process means
-a crash or an out-of-memory kill takes down the job, never the app: the next poll (``reap``) marks the run
-failed. A job process started by the app stops when the app stops (it watches its parent) and marks its
-run interrupted; queued runs wait for the next start.
+The app queues a run (``jobs.submit``) and the runner (``runners``) calls ``ensure_worker``, which starts
+``python -m ftvpe_core worker --device D --lane L`` when runs wait for that lane of that device and no job process
+serves it. Each device has two lanes (``runs.LANES``, the kinds in each: ``runs.KIND_LANES``): 'train' takes long
+runs one at a time, 'short' takes inference-only work of seconds (a class challenge's scoring) beside it, every
+waiting run at once, so a prompt's score never waits behind a fine-tune. A job process holds a lock file per device
+and lane (so there is only ever one of each), claims queued runs in the store's fair order and executes them; when
+its lane is empty it exits, unless a class challenge is open and busy (``RunStore.warm_models``): then it stays up,
+its model loaded, for up to ``warm_idle_s()`` without work, so the next submission is scored at once. Training in
+its own process means a crash or an out-of-memory kill takes down the job, never the app: the next poll (``reap``)
+marks the run failed. A job process started by the app stops when the app stops (it watches its parent) and marks
+its run interrupted; queued runs wait for the next start.
 
 With a Ray cluster configured (``runners``), the app starts one job process for the whole cluster instead
 (``worker --runner ray``, key ``RAY``): the Ray dispatcher (``ray_runner``), with the same lock, parent watch and
-reaping.
+reaping; the short lane stays on this machine.
 
 This module does not import torch or streamlit; the job process does, through ``jobs``.
 """
@@ -24,10 +28,11 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ftvpe_core import FtvpeError
+from ftvpe_core import FtvpeError, runs
 from ftvpe_core.runs import RunStore
 
 STOP_GRACE_S = 5.0
@@ -35,23 +40,44 @@ STOP_GRACE_S = 5.0
 
 RAY = "ray"
 """The key (in place of a device) of the job process that dispatches queued runs to a Ray cluster."""
+WARM_POLL_S = 0.2
+"""How often a warm job process with nothing to do looks at the queue."""
+WARM_IDLE_S = 600.0
+"""How long a warm job process waits without work while a challenge is open (FTVPE_WARM_IDLE_S overrides)."""
 
+
+def warm_idle_s() -> float:
+    """Seconds a warm job process waits for work (FTVPE_WARM_IDLE_S, default WARM_IDLE_S; 0 keeps none warm)."""
+    try:
+        return max(0.0, float(os.environ.get("FTVPE_WARM_IDLE_S", WARM_IDLE_S)))
+    except ValueError:
+        value = os.environ["FTVPE_WARM_IDLE_S"]
+        raise FtvpeError(f"FTVPE_WARM_IDLE_S must be a number of seconds, got '{value}'.") from None
+
+
+def _key(device: str, lane: str | None) -> str:
+    """The lock's and the log's name of a device's lane (the train lane keeps the device's own name)."""
+    return device if lane in (None, "train") or device == RAY else f"{device}-{lane}"
+
+
+_IMPORTED = time.monotonic()
+"""About when this process started (a job process imports this module first): its start-up cost is measured."""
 _started: dict[tuple[str, str], subprocess.Popen] = {}
 _started_lock = threading.Lock()
 
 
-def lock_path(store: RunStore, device: str) -> Path:
-    """The lock file a job process holds while it serves ``device``."""
-    safe = "".join(c if c.isalnum() else "-" for c in device)
+def lock_path(store: RunStore, device: str, lane: str | None = None) -> Path:
+    """The lock file a job process holds while it serves ``device``'s ``lane`` (None: the train lane)."""
+    safe = "".join(c if c.isalnum() else "-" for c in _key(device, lane))
     return store.home / "locks" / f"worker-{safe}.lock"
 
 
 @contextlib.contextmanager
-def _device_lock(store: RunStore, device: str) -> Iterator[bool]:
-    """Hold the device's lock for the block; yields False (holding nothing) when another process has it.
+def _device_lock(store: RunStore, device: str, lane: str | None = None) -> Iterator[bool]:
+    """Hold the lane's lock for the block; yields False (holding nothing) when another process has it.
 
     An flock dies with its process, so a killed job process never leaves a stale lock behind."""
-    path = lock_path(store, device)
+    path = lock_path(store, device, lane)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
         try:
@@ -65,18 +91,21 @@ def _device_lock(store: RunStore, device: str) -> Iterator[bool]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def busy(store: RunStore, device: str) -> bool:
-    """Whether a job process serves ``device`` now."""
-    with _device_lock(store, device) as got:
+def busy(store: RunStore, device: str, lane: str | None = None) -> bool:
+    """Whether a job process serves ``device``'s ``lane`` (None: the train lane) now."""
+    with _device_lock(store, device, lane) as got:
         return not got
 
 
-def serve(store: RunStore, device: str, parent_pid: int | None = None, log=print) -> int:
-    """Train queued runs for ``device`` one after another until none is left; returns how many it took.
+def serve(store: RunStore, device: str, parent_pid: int | None = None, log=print, lane: str | None = None) -> int:
+    """Execute queued runs for ``device`` until none is left; returns how many it took.
 
     Args:
         parent_pid: the app's process; when it is gone (or SIGTERM arrives) the current run stops, is
             marked interrupted, and no further run starts.
+        lane: serve only this lane's kinds (``runs.LANES``), with its batch size, threads and warm wait; None
+            serves every kind one run at a time and leaves when the queue is empty (the CLI's plain
+            ``worker``; it holds the train lane's lock).
     """
     stop = threading.Event()
     finished = threading.Event()
@@ -96,7 +125,7 @@ def serve(store: RunStore, device: str, parent_pid: int | None = None, log=print
             target=_watch_parent, args=(parent_pid, stop, finished, current, store, log), daemon=True
         ).start()
     try:
-        return _serve(store, device, interrupted, log, current)
+        return _serve(store, device, interrupted, log, current, lane)
     finally:
         finished.set()
         for sig, handler in previous.items():
@@ -126,35 +155,203 @@ def _watch_parent(parent_pid: int, stop, finished, current: dict, store: RunStor
     os._exit(3)
 
 
-def _serve(store: RunStore, device: str, interrupted, log, current: dict | None = None) -> int:
-    from ftvpe_core import challenges, compare, jobs, runners
+def _execute_many(store: RunStore, run_ids: list[str], interrupted=None) -> list[dict]:
+    """Score several claimed challenge runs: ``challenges.execute_many``'s signature, executing them one by one
+    until that batched pass lands (swap this table entry for it then)."""
+    from ftvpe_core import challenges
 
-    executors = {"compare": compare.execute, "challenge": challenges.execute}
+    out = []
+    for run_id in run_ids:
+        try:
+            out.append(challenges.execute(store, run_id, interrupted=interrupted))
+        except Exception as e:  # noqa: BLE001 - marked failed; the others of the batch go on
+            out.append({"run_id": run_id, "status": "failed", "error": f"{type(e).__name__}: {e}"})
+    return out
 
+
+def _executors() -> tuple[dict[str, Callable], dict[str, Callable]]:
+    """(kind -> execute one run, kind -> execute several claimed together); kinds missing run ``jobs.execute``."""
+    from ftvpe_core import challenges, compare
+
+    return {"compare": compare.execute, "challenge": challenges.execute}, {"challenge": _execute_many}
+
+
+def _serve(store: RunStore, device: str, interrupted, log, current: dict | None = None, lane: str | None = None) -> int:
+    from ftvpe_core import jobs, runners
+
+    one, many = _executors()
+    spec = runs.LANES[lane] if lane else None
+    kinds = runners.local_kinds(lane)
     taken = 0
-    with _device_lock(store, device) as got:
+    with _device_lock(store, device, lane) as got:
         if not got:
-            log(f"Another job process already serves {device}; nothing to do.")
+            log(f"Another job process already serves {_key(device, lane)}; nothing to do.")
             return 0
         if device == RAY:
             from ftvpe_core import ray_runner
 
             return ray_runner.serve(store, interrupted, log, current)
+        if spec and spec.threads:
+            import torch
+
+            torch.set_num_threads(spec.threads)
+        warm = _Warm(store, device, log, spec.keeps_model) if spec and spec.warm and kinds != () else None
+        # A lane on all the cores (training) polls this between steps: it gives the lanes beside it their cores
+        # while they work, so neither oversubscribes the machine (OpenMP teams stall when a core is taken).
+        polled = _Yielding(store, device, interrupted) if spec and not spec.threads and device == "cpu" else interrupted
+        idle_since = time.monotonic()
         while not interrupted():
-            run_id = store.claim(device, os.getpid(), kinds=runners.local_kinds())
-            if run_id is None:
+            run_ids = (
+                store.claim_many(device, os.getpid(), kinds=kinds, limit=spec.batch if spec else 1)
+                if kinds != ()
+                else []
+            )
+            if not run_ids:
+                if warm is not None and warm.wanted(idle_since):
+                    time.sleep(WARM_POLL_S)
+                    continue
                 break
-            taken += 1
+            if taken == 0:  # how long this process took to start and load before its first run
+                for run_id in run_ids:
+                    store.log_metrics(run_id, 0, lane_process_s=time.monotonic() - _IMPORTED)
+            taken += len(run_ids)
             if current is not None:
-                current["run"] = run_id
-            log(f"Run {run_id}: started on {device}.")
-            try:
-                execute = executors.get(store.get(run_id).kind, jobs.execute)
-                summary = execute(store, run_id, interrupted=interrupted)
-                log(f"Run {run_id}: {summary.get('status')}.")
-            except Exception as e:  # the run is marked failed; go on with the queue
-                log(f"Run {run_id}: failed: {type(e).__name__}: {e}")
+                current["run"], current["runs"] = run_ids[0], list(run_ids)
+            by_kind: dict[str, list[str]] = {}
+            for run_id in run_ids:
+                by_kind.setdefault(store.get(run_id).kind, []).append(run_id)
+            for kind, ids in by_kind.items():
+                log(f"Run(s) {', '.join(ids)}: started on {_key(device, lane)}.")
+                started = time.monotonic()
+                with _working(store, device, lane) if spec and spec.threads else contextlib.nullcontext():
+                    for summary in _execute(one, many, kind, ids, store, polled, jobs.execute):
+                        log(f"Run {summary.get('run_id')}: {summary.get('status')}{_why(summary)}.")
+                for run_id in ids:  # for a bench: the wall time of the pass it was in, and how many shared it
+                    try:
+                        store.log_metrics(run_id, 0, lane_run_s=time.monotonic() - started, lane_batch=len(ids))
+                    except FtvpeError:
+                        pass  # deleted meanwhile
+            idle_since = time.monotonic()
     return taken
+
+
+def _execute(one: dict, many: dict, kind: str, ids: list[str], store: RunStore, interrupted, default) -> list[dict]:
+    """Execute claimed runs of one kind: together where the kind can, else one by one; a run that fails is
+    marked failed (by its execute) and the others go on."""
+    if kind in many and len(ids) > 1:
+        try:
+            return many[kind](store, ids, interrupted=interrupted)
+        except Exception as e:  # noqa: BLE001 - each run is marked failed by the batch; go on with the queue
+            return [{"run_id": run_id, "status": "failed", "error": f"{type(e).__name__}: {e}"} for run_id in ids]
+    out = []
+    for run_id in ids:
+        try:
+            out.append(one.get(kind, default)(store, run_id, interrupted=interrupted))
+        except Exception as e:  # noqa: BLE001 - the run is marked failed; go on with the queue
+            out.append({"run_id": run_id, "status": "failed", "error": f"{type(e).__name__}: {e}"})
+    return out
+
+
+def _working_path(store: RunStore, device: str, lane: str) -> Path:
+    return lock_path(store, device, lane).with_suffix(".working")
+
+
+@contextlib.contextmanager
+def _working(store: RunStore, device: str, lane: str | None) -> Iterator[None]:
+    """Hold the lane's 'working' lock while it executes runs (the training lane yields cores to it meanwhile)."""
+    path = _working_path(store, device, lane or "train")
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class _Yielding:
+    """``interrupted`` for a run on all the cores, which its training loop polls before every step: while a lane
+    beside it (one with its own threads, ``runs.Lane.threads``) executes runs, torch here uses that many threads
+    fewer, and all of them again once it is done. Looks at most every CHECK_S."""
+
+    CHECK_S = 0.25
+
+    def __init__(self, store: RunStore, device: str, interrupted) -> None:
+        self.interrupted = interrupted
+        self.beside = [
+            (_working_path(store, device, n), lane.threads) for n, lane in runs.LANES.items() if lane.threads
+        ]
+        self.full: int | None = None
+        self.checked = 0.0
+        self.yielded = 0
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self.checked >= self.CHECK_S:
+            self.checked = now
+            self._adjust()
+        return self.interrupted()
+
+    def _adjust(self) -> None:
+        import torch
+
+        if self.full is None:
+            self.full = torch.get_num_threads()
+        give = sum(threads for path, threads in self.beside if _held(path))
+        want = max(1, self.full - give)
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
+            self.yielded += want < self.full
+
+
+def _held(path: Path) -> bool:
+    """Whether another process holds the flock on ``path`` now."""
+    if not path.exists():
+        return False
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def _why(summary: dict) -> str:
+    return f": {summary['error']}" if summary.get("status") == "failed" and summary.get("error") else ""
+
+
+class _Warm:
+    """A lane's job process kept warm: while a challenge is open and busy, it waits for work, up to
+    ``warm_idle_s()`` without any, with torch imported and the challenge's model read once (kept loaded between
+    runs, ``models.keep_loaded``, where the lane keeps models)."""
+
+    def __init__(self, store: RunStore, device: str, log, keep: bool) -> None:
+        self.store, self.device, self.log, self.keep = store, device, log, keep
+        self.idle_s = warm_idle_s()
+        self.loaded: set = set()
+
+    def wanted(self, idle_since: float) -> bool:
+        if self.idle_s <= 0 or time.monotonic() - idle_since > self.idle_s:
+            return False
+        wanted = self.store.warm_models(self.idle_s)
+        for name in wanted:
+            if name not in self.loaded:
+                self.loaded.add(name)
+                self._load(name)
+        return bool(wanted)
+
+    def _load(self, name: str | None) -> None:
+        from ftvpe_core import adapters, models
+
+        if self.keep:
+            models.keep_loaded()
+        try:
+            # The same load a score makes (float32, the adapters' format): kept, so scoring reuses it.
+            loaded = models.load(name, device=self.device, weight_format=adapters.WEIGHT_FORMAT)
+            kept = "kept loaded" if self.keep else "read once"
+            self.log(f"Warm: {loaded.source.label} on {self.device}, {kept} ({loaded.load_seconds:.1f} s).")
+        except Exception as e:  # noqa: BLE001 - a run on it fails with the reason; waiting goes on
+            self.log(f"Could not keep {name or 'the default model'} warm: {type(e).__name__}: {e}")
 
 
 def _reap_children() -> None:
@@ -164,14 +361,18 @@ def _reap_children() -> None:
                 del _started[key]
 
 
-def ensure_worker(store: RunStore, device: str) -> bool:
-    """Start a job process for ``device`` when runs wait for it and none serves it; True when one started.
+def ensure_worker(
+    store: RunStore, device: str, lane: str | None = None, kinds: tuple[str, ...] | None = None, warm: bool = False
+) -> bool:
+    """Start a job process for ``device``'s ``lane`` when runs of ``kinds`` wait for it (or ``warm``: it waits for
+    them, loaded) and none serves it; True when one started.
 
     The job process is this process's child and stops when this process stops."""
     _reap_children()
-    if not store.queue(None if device == RAY else device) or busy(store, device):
+    waiting = warm or store.queue(None if device == RAY else device, kinds)
+    if not waiting or busy(store, device, lane):
         return False
-    key = (str(store.home), device)
+    key = (str(store.home), _key(device, lane))
     with _started_lock:
         proc = _started.get(key)
         if proc is not None and proc.poll() is None:
@@ -181,10 +382,10 @@ def ensure_worker(store: RunStore, device: str) -> bool:
         env = {**os.environ, "FTVPE_HOME": str(store.home)}
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        serves = ["--runner", "ray"] if device == RAY else ["--device", device]
+        serves = ["--runner", "ray"] if device == RAY else ["--device", device, *(["--lane", lane] if lane else [])]
         command = [sys.executable, "-m", "ftvpe_core", "worker", *serves, "--parent", str(os.getpid())]
         try:
-            with open(log_dir / f"worker-{lock_path(store, device).stem[7:]}.log", "ab") as log:
+            with open(log_dir / f"worker-{lock_path(store, device, lane).stem[7:]}.log", "ab") as log:
                 # A new session: Ctrl-C in the app's terminal reaches the app, and the job process then
                 # sees its parent gone and stops cleanly instead of dying mid-write.
                 _started[key] = subprocess.Popen(

@@ -3,7 +3,7 @@ and watch the score, your own history and the leaderboard."""
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, challenges, content, figures, worker
+from ftvpe_core import FtvpeError, challenges, content, figures
 from ftvpe_core.ui import challenge_view as view
 from ftvpe_core.ui import classroom, loaders, markdown, navigation
 from ftvpe_core.ui import run_views as views
@@ -59,7 +59,7 @@ for tab, track in zip(tabs, info["tracks"]):
             if st.button("Submit the prompt", type="primary", key="ch_submit_prompt", disabled=fields is None):
                 sid = view.safely(view.submit_prompt, store, code, name, fields, info["model"], loaders.device())
                 if sid is not None:
-                    worker.ensure_worker(store, loaders.device())
+                    views.launch(store, loaders.device())
                     st.success(f"Submission {sid} is queued: it is scored on the hidden test in the background.")
         else:
             st.caption(
@@ -73,7 +73,7 @@ for tab, track in zip(tabs, info["tracks"]):
                     challenges.submit_finetune, store, code, name, steps, examples, lr, rank, loaders.device()
                 )
                 if sid is not None:
-                    worker.ensure_worker(store, loaders.device())
+                    views.launch(store, loaders.device())
                     st.success(f"Submission {sid} is queued: it trains, then is scored on the hidden test.")
 
 

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(240)
 def home(monkeypatch, tmp_path, tiny_model_dir) -> Path:
     monkeypatch.setenv("FTVPE_MODEL", str(tiny_model_dir))
     monkeypatch.setenv("FTVPE_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(worker, "ensure_worker", lambda store, device: False)  # the test serves the queue itself
+    monkeypatch.setattr(worker, "ensure_worker", lambda *a, **k: False)  # the test serves the queue itself
     return tmp_path / "home"
 
 

@@ -120,7 +120,8 @@ def test_each_decision_is_made_in_one_place():
     # the adapter's file names and the weights it runs on: ftvpe_core/adapters.py
     for constant in ("adapter_model.safetensors", "adapter_config.json"):
         assert [rel(p) for p in APP_SOURCES if constant in _string_constants(p)] == ["ftvpe_core/adapters.py"]
-    # 'auto' becomes a device when a model is loaded or a job is queued, and for pages in loaders.device
+    # 'auto' becomes a device when a model is loaded or a job is queued, for pages in loaders.device, and for the
+    # job processes that wait warm while a challenge is open (runners)
     resolving = sorted(rel(p) for p in APP_SOURCES if _calls(p, "pick_device"))
     assert resolving == [
         "ftvpe_core/challenges.py",
@@ -128,6 +129,7 @@ def test_each_decision_is_made_in_one_place():
         "ftvpe_core/compare.py",
         "ftvpe_core/jobs.py",
         "ftvpe_core/models.py",
+        "ftvpe_core/runners.py",
         "ftvpe_core/ui/loaders.py",
     ]
     # cached models live in ui/loaders.py (run_views caches the store, learn_view a measurement)

@@ -229,3 +229,44 @@ def test_a_run_launched_from_the_page_trains_on_ray_and_shows_where(on_ray, tiny
     captions = " ".join(c.value for c in at.caption)
     assert f"Trained {markdown.literal(f'on {run.node} · cpu')}" in captions
     assert "the Ray cluster at" in captions and "free slot(s) of 2" in captions
+
+
+def test_a_class_on_ray_trains_fine_tunes_on_the_cluster_and_scores_everything_here(
+    on_ray, monkeypatch, tiny_model_dir, tiny_loaded
+):
+    from ftvpe_core import challenges
+
+    monkeypatch.setenv("FTVPE_DEVICE", "cpu")
+    store = RunStore()
+    settings = challenges.ChallengeSettings(
+        task="support_triage", hidden_limit=3, max_steps=2, max_train_examples=4, model=str(tiny_model_dir)
+    )
+    code, key = challenges.create(store, settings)
+    runner = runners.current()
+    runner.start(store)  # the app starts with a challenge open: the short lane comes up here, warm
+    prompt = {"enabled": ["role"], "role": "a support triage assistant"}
+    sids = []
+    for name in ("Ada", "Bob", "Cy", "Di"):
+        challenges.join(store, code, name)
+        if name in ("Ada", "Cy"):
+            sids.append(challenges.submit_finetune(store, code, name, steps=2, examples=4, device="cpu"))
+        else:
+            sids.append(challenges.submit_prompt(store, code, name, prompt, tiny_loaded.count_tokens, "cpu"))
+    runner.ensure(store, "cpu")
+    score_runs = [e["score_run"] for e in challenges.submissions(store, code)]
+    runners.wait(store, score_runs, timeout_s=200)
+    entries = challenges.submissions(store, code)
+    assert [e["status"] for e in entries] == ["scored"] * 4, [(e["status"], e["error"]) for e in entries]
+    trains = [store.get(e["train_run"]) for e in entries if e["track"] == "finetune"]
+    scores = {e["track"]: store.get(e["score_run"]) for e in entries}
+    for train in trains:
+        assert train.status == "complete" and train.node != ray_runner.PENDING_NODE
+        assert train.learner.startswith(f"challenge:{code}:")
+    # Trained by the dispatcher on the cluster; scored by this machine's short lane, each after its fine-tune.
+    assert {t.pid for t in trains} != {scores["prompt"].pid} and scores["prompt"].pid == scores["finetune"].pid
+    for e in entries:
+        if e["track"] == "finetune":
+            assert store.get(e["score_run"]).started >= store.get(e["train_run"]).finished
+    assert "Warm:" in (store.home / "logs" / "worker-cpu-short.log").read_text()
+    challenges.close(store, code, key)  # nothing left to be warm for: the short lane leaves
+    _wait(lambda: not worker.busy(store, "cpu", "short"), 60, "the short lane to leave")

@@ -36,6 +36,27 @@ def tuned_model(name: str, device: str, adapter_folder: str) -> models.LoadedMod
 
 
 @st.cache_resource(show_spinner=False)
+def _jobs_started(home: str) -> bool:
+    from pathlib import Path
+
+    from ftvpe_core import runners
+    from ftvpe_core.runs import RunStore
+
+    runners.current().start(RunStore(Path(home)))
+    return True
+
+
+def start_jobs() -> None:
+    """Once per server and data folder, at the app's start: re-queue a class challenge's runs that the last stop
+    interrupted, and bring the job processes up warm while a challenge is open (``runners`` ``start``). A failure
+    (an unreachable cluster) is left to the pages, which name it; the next script run tries again."""
+    try:
+        _jobs_started(str(settings.data_home()))
+    except FtvpeError:
+        pass
+
+
+@st.cache_resource(show_spinner=False)
 def dataset(name: str) -> datasets.Dataset:
     """A built-in dataset, read once per server (shared by every session: never mutate it)."""
     return datasets.load_builtin(name)
