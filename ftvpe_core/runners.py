@@ -261,7 +261,8 @@ def place_words(store: RunStore, run_id: str) -> str:
         return run.status
     place = queue_place(store, run, current().slots(store))
     if place is None:
-        return "waiting for the run before it"
+        status = store.get(run_id).status  # taken by its job process meanwhile, or waiting for another run
+        return status if status != "queued" else "waiting for the run before it"
     when = "any moment now" if place.starts_in_s < 1 else f"in about {place.starts_in_s:.0f} s"
     return f"queued: {_ordinal(place.position)} of {place.of}, starts {when}"
 

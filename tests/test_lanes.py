@@ -125,6 +125,7 @@ def test_a_prompt_is_scored_by_a_warm_short_lane_while_a_fine_tune_trains(monkey
     code, key = _challenge(store, tiny_model_dir)
     runners.current().start(store)  # the app starts: with a challenge open both lanes come up, warm
     _wait(lambda: "Warm:" in _log(store, "cpu-short"), what="the short lane to load its model")
+    _wait(lambda: "Warm:" in _log(store, "cpu"), what="the train lane to read the model")
     assert worker.busy(store, "cpu", "short") and worker.busy(store, "cpu", "train")
     assert "kept loaded" in _log(store, "cpu-short") and "read once" in _log(store, "cpu")
 
@@ -195,7 +196,8 @@ def test_a_fine_tune_killed_mid_training_is_scored_once_resumed(monkeypatch, tin
     challenges.join(store, code, "Ann")
     sid = challenges.submit_finetune(store, code, "Ann", steps=20, examples=4, device="cpu")
     train = _entry(store, code, sid)["train_run"]
-    _tick_until(store, lambda: store.metrics(train).get("val_loss"), "the first checkpoint")
+    checkpoint = store.artifact_dir(train) / finetune.CHECKPOINT_FILE
+    _tick_until(store, lambda: checkpoint.is_file() and finetune.checkpoint_step(checkpoint), "the first checkpoint")
     _kill_and_wait(store, train)
     assert store.get(train).status == "failed"
     _tick_until(store, lambda: store.get(_score_run(store, sid)).status == "failed", "the score to give up")
