@@ -146,7 +146,7 @@ def _page(tiny_app, path: str, state: dict | None = None, query: dict | None = N
 
 
 def test_with_challenges_open_no_page_shows_a_hidden_input(tiny_app, monkeypatch):
-    monkeypatch.setattr(worker, "ensure_worker", lambda store, device: False)
+    monkeypatch.setattr(worker, "ensure_worker", lambda *a, **k: False)
     store = RunStore(tiny_app.home)
     codes, hidden = {}, []
     for name in datasets.BUILTINS:
@@ -225,7 +225,7 @@ def test_the_live_board_scores_the_public_part_and_the_final_ranking_the_private
 
 
 def test_challenge_fine_tunes_are_not_on_the_runs_pages_and_their_download_names_no_code(tiny_app, monkeypatch):
-    monkeypatch.setattr(worker, "ensure_worker", lambda store, device: False)
+    monkeypatch.setattr(worker, "ensure_worker", lambda *a, **k: False)
     store = RunStore(tiny_app.home)
     code, _ = _create(store, tiny_app.model)
     challenges.join(store, code, "Bob")

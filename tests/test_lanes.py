@@ -24,7 +24,7 @@ def _challenge(store, tiny_model_dir, **overrides):
     s = challenges.ChallengeSettings(
         **{
             "task": "support_triage",
-            "hidden_limit": 4,
+            "hidden_limit": challenges.MIN_HIDDEN,
             "max_steps": 400,
             "max_train_examples": 8,
             "model": str(tiny_model_dir),
@@ -109,7 +109,7 @@ def test_a_half_written_submission_does_not_wait_forever(tiny_model_dir):
     code, _ = _challenge(store, tiny_model_dir)
     challenges.join(store, code, "Ann")
     # The process died between the submission's two writes: recorded, but no run queued for it.
-    sid, _ = challenges._reserve(store, code, "Ann", "prompt", {"prompt": PROMPT}, 5, None)
+    sid, _, _ = challenges._reserve(store, code, "Ann", "prompt", {"prompt": PROMPT}, 5, None)
     assert _entry(store, code, sid)["status"] == "waiting"  # a moment later it may still get its run
     with store.writing() as conn:
         conn.execute("UPDATE challenge_submissions SET created = created - 120 WHERE id = ?", (sid,))

@@ -239,7 +239,11 @@ def test_a_class_on_ray_trains_fine_tunes_on_the_cluster_and_scores_everything_h
     monkeypatch.setenv("FTVPE_DEVICE", "cpu")
     store = RunStore()
     settings = challenges.ChallengeSettings(
-        task="support_triage", hidden_limit=3, max_steps=2, max_train_examples=4, model=str(tiny_model_dir)
+        task="support_triage",
+        hidden_limit=challenges.MIN_HIDDEN,
+        max_steps=2,
+        max_train_examples=4,
+        model=str(tiny_model_dir),
     )
     code, key = challenges.create(store, settings)
     runner = runners.current()
