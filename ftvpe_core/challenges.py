@@ -613,6 +613,8 @@ def execute(store: RunStore, run_id: str, interrupted: Callable[[], bool] | None
             "mean_prompt_tokens": arm.mean_prompt_tokens,
             "mean_latency_s": arm.mean_latency_s,
             "train_seconds": train_s,
+            # Counts only, over the answers scored (room's evaluate.answer_feedback): what the learner is told.
+            "feedback": evaluate.answer_feedback(task, [r.answer for r in arm.examples]),
         }
         store.artifact_dir(run_id)
         store.finish(run_id, summary)
@@ -694,6 +696,7 @@ def submissions(store: RunStore, code: str, name: str | None = None) -> list[dic
                 "train_examples": r["train_examples"],
                 "train_seconds": summary.get("train_seconds"),
                 "mean_latency_s": summary.get("mean_latency_s"),
+                "feedback": summary.get("feedback"),
                 "train_run": r["train_run"],
                 "spec": spec,
             }
