@@ -43,11 +43,11 @@ def is_local(origin: str) -> bool:
 
 
 def _origin(url: str | None) -> str | None:
-    """``scheme://host:port`` and any base path of a page's address (its page name and query dropped)."""
+    """``scheme://host:port`` and the app's base path, from the app's address (no query, no trailing slash)."""
     if not url or not url.startswith(("http://", "https://")):
         return None
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else None
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}" if parts.netloc else None
 
 
 def join_address(browser_url: str | None, network_url: str | None, public_url: str | None = None) -> JoinAddress:
@@ -55,7 +55,8 @@ def join_address(browser_url: str | None, network_url: str | None, public_url: s
     proxy, https), the browser's own address unless it is localhost, this server's network address.
 
     Args:
-        browser_url: the address the teacher's browser shows (any page of the app), or None where unknown.
+        browser_url: the app's address in the teacher's browser (``st.context.url``: its page's name left
+            out), or None where unknown.
         network_url: this server's origin on the network (``http://192.168.1.20:8501``), or None.
         public_url: FTVPE_PUBLIC_URL, checked (``settings.public_url``).
     """
@@ -162,3 +163,29 @@ def status(store: RunStore, entry: dict, score_run: Run | None, slots: runners.S
 
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.0%}"
+
+
+def _answers(k: int) -> str:
+    return "1 answer" if k == 1 else f"{k} answers"
+
+
+def feedback_lines(feedback: dict | None) -> list[str]:
+    """What a learner is told after a score (``evaluate.answer_feedback``'s counts), as plain sentences: how many
+    answers were empty, named no allowed label, ran too long, and a training-split answer of the right kind."""
+    if not feedback or not feedback.get("n"):
+        return []
+    n, lines = feedback["n"], []
+    if feedback.get("empty"):
+        lines.append(f"{_answers(feedback['empty'])} of {n} {'was' if feedback['empty'] == 1 else 'were'} empty.")
+    if feedback.get("not_a_label"):
+        labels = ", ".join(feedback.get("labels") or [])
+        lines.append(f"{_answers(feedback['not_a_label'])} of {n} did not name exactly one allowed answer ({labels}).")
+    if feedback.get("too_long"):
+        lines.append(f"{_answers(feedback['too_long'])} of {n} ran past {feedback['word_limit']} words.")
+    if not lines:
+        lines.append(
+            f"None of the {n} answers was empty, off the list or too long: the form is right, the content is next."
+        )
+    if feedback.get("example_answer"):
+        lines.append(f"An answer of the right kind, from the training split: “{feedback['example_answer']}”")
+    return lines

@@ -23,17 +23,17 @@ PROMPT = {"enabled": ["role"], "role": "a support triage assistant"}
     "browser, network, public, origin, warned",
     [
         # The teacher's browser on localhost: the server's network address, which a phone can open.
-        ("http://localhost:8501/Teacher", "http://192.168.1.20:8501", None, "http://192.168.1.20:8501", False),
-        ("http://127.0.0.1:8611/Teacher?x=1", "http://10.0.0.7:8611", None, "http://10.0.0.7:8611", False),
+        ("http://localhost:8501", "http://192.168.1.20:8501", None, "http://192.168.1.20:8501", False),
+        ("http://127.0.0.1:8611/", "http://10.0.0.7:8611/studio", None, "http://10.0.0.7:8611/studio", False),
         # A browser already on a reachable name keeps it (a proxy, https, a hostname).
-        ("https://class.example.org/Teacher", "http://10.0.0.7:8501", None, "https://class.example.org", False),
+        ("https://class.example.org/ftvpe", "http://10.0.0.7:8501", None, "https://class.example.org/ftvpe", False),
         # FTVPE_PUBLIC_URL wins over both.
-        ("http://localhost:8501/Teacher", "http://10.0.0.7:8501", "https://ai.school.edu/studio/",
+        ("http://localhost:8501", "http://10.0.0.7:8501", "https://ai.school.edu/studio/",
          "https://ai.school.edu/studio", False),
         # Nothing but loopback known: localhost, with a warning.
-        ("http://localhost:8501/Teacher", "http://127.0.0.1:8501", None, "http://localhost:8501", True),
+        ("http://localhost:8501", "http://127.0.0.1:8501", None, "http://localhost:8501", True),
         (None, None, None, "http://localhost:8501", True),
-        ("http://[::1]:8501/Teacher", None, None, "http://[::1]:8501", True),
+        ("http://[::1]:8501", None, None, "http://[::1]:8501", True),
     ],
 )  # fmt: skip
 def test_the_join_address_is_one_a_phone_can_open_and_says_when_only_localhost_is_known(
@@ -230,3 +230,17 @@ def test_the_chart_with_one_score_or_none_is_still_a_chart():
     shown = [t for t in one.data if t.mode == "markers+text"]
     assert [list(t.y) for t in shown] == [[], [0.0]] and list(shown[1].text) == ["Zoe"]
     assert one.layout.yaxis.range[0] < 0 < 1 < one.layout.yaxis.range[1] and one.layout.height == 300
+
+
+def test_feedback_is_told_in_sentences_of_counts():
+    fb = {"n": 10, "empty": 1, "not_a_label": 7, "too_long": 2, "word_limit": 5, "labels": ["billing", "bug"],
+          "example_answer": "billing"}  # fmt: skip
+    assert room.feedback_lines(fb) == [
+        "1 answer of 10 was empty.",
+        "7 answers of 10 did not name exactly one allowed answer (billing, bug).",
+        "2 answers of 10 ran past 5 words.",
+        "An answer of the right kind, from the training split: “billing”",
+    ]
+    clean = {**fb, "empty": 0, "not_a_label": 0, "too_long": 0}
+    assert room.feedback_lines(clean)[0].startswith("None of the 10 answers was empty")
+    assert room.feedback_lines(None) == [] and room.feedback_lines({"n": 0}) == []
