@@ -197,9 +197,10 @@ def history(store, code: str, entries: list[dict], metric: str) -> None:
                 f"**#{e['id']} · {challenges.TRACK_LABELS[e['track']]}** · {when} · {markdown.literal(_cost(e))}"
             )
             icon = STATUS_ICONS.get(status.phase, "⚠️")
-            st.markdown(f"{icon} **{status.phase}** · {markdown.literal(status.text)}")
-            if status.phase in ("training", "scoring") and status.fraction is not None:
-                st.progress(min(max(float(status.fraction), 0.0), 1.0))
+            with st.container(key=f"ch_status_{e['id']}"):
+                st.markdown(f"{icon} **{status.phase}** · {markdown.literal(status.text)}")
+                if status.phase in ("training", "scoring") and status.fraction is not None:
+                    st.progress(min(max(float(status.fraction), 0.0), 1.0))
             if e["score"] is not None:
                 st.markdown(f"### {pct(e['score'])} {markdown.literal(words)}")
                 for line in room.feedback_lines(e.get("feedback")):
