@@ -39,7 +39,8 @@ info = view.safely(challenges.public, store, code)
 if info is None:
     st.stop()
 st.subheader(markdown.literal(info["title"]))
-st.markdown(markdown.literal(info["description"]))
+with st.expander("About the task"):  # folded: on a phone the form is what should be near the top
+    st.markdown(markdown.literal(info["description"]))
 st.markdown(
     f"You are **{markdown.literal(name)}** in challenge **{code}**. Scored by "
     f"**{figures.metric_words(info['metric'])}** on hidden examples · {view.closes_text(info['closes'])}."

@@ -43,8 +43,8 @@ PRESENTER_CSS = """<style>
 .st-key-th_join_code p { font-size: 48px !important; font-weight: 700; letter-spacing: 0.08em; margin: 0;
   font-family: monospace; line-height: 1.1; }
 .st-key-th_join_link p { font-size: 18px !important; overflow-wrap: anywhere; margin: 0; line-height: 1.3; }
-.st-key-th_board_prompt p, .st-key-th_board_finetune p { font-size: 26px !important; margin: 0 0 0.2rem 0;
-  line-height: 1.25; overflow-wrap: anywhere; }
+.st-key-th_board_prompt p, .st-key-th_board_finetune p { font-size: 24px !important; margin: 0 0 0.2rem 0;
+  line-height: 1.3; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .st-key-th_board_prompt h3, .st-key-th_board_finetune h3 { font-size: 28px !important; padding: 0 0 0.3rem 0; }
 .st-key-th_head p { font-size: 20px !important; margin: 0; }
 </style>"""
@@ -233,8 +233,13 @@ def leaderboard(board: dict, metric: str, presenter: bool = False, columns=None)
                 continue
             shown = entries[:PRESENTER_ROWS] if presenter else entries
             for e in shown:
-                cost = "" if presenter else f" · {markdown.literal(_cost(e))}"
-                st.markdown(f"**{e['rank']}.** {markdown.literal(e['name'])} · **{pct(e['score'])}**{cost}")
+                if presenter:  # score first: a long name is what the row's ellipsis cuts
+                    st.markdown(f"**{e['rank']}.** **{pct(e['score'])}** {markdown.literal(e['name'])}")
+                else:
+                    st.markdown(
+                        f"**{e['rank']}.** {markdown.literal(e['name'])} · **{pct(e['score'])}** · "
+                        f"{markdown.literal(_cost(e))}"
+                    )
             if presenter and len(entries) > PRESENTER_ROWS:
                 st.caption(f"and {len(entries) - PRESENTER_ROWS} more")
     if not presenter:
