@@ -18,8 +18,11 @@ presenting = ss.th_code is not None and not ss.th_fresh and view.view_switch() =
 loaders.sidebar()
 store = views.store()
 
-if presenting:
-    teaching = classroom.on()  # no title, intro or step box: the projector's one screen is the board's
+if presenting or (ss.th_code is not None and ss.th_fresh):
+    # No title, intro or step box: the projector's one screen is the board's, and the key step's box is the
+    # page's first element, so the presenter view's first element replaces it at once (Streamlit keeps an
+    # element of the last run on the screen until this run draws one in its place).
+    teaching = classroom.on()
 else:
     st.title("🧑‍🏫 Teacher")
     st.caption(content.TEACHER_INTRO)

@@ -9,7 +9,9 @@ order; no element of a learner's page overflows 390 px and every tap target is a
 input appears on any learner's page.
 
 With FTVPE_UPDATE_SCREENSHOT=1 it copies the projector's screen to ``assets/screenshot-challenge.png`` and a
-phone's to ``assets/screenshot-challenge-phone.png`` (the README's).
+phone's to ``assets/screenshot-challenge-phone.png`` (the README's). FTVPE_TEST_CLASS_MODEL=FOLDER runs the
+same journey on another model (e.g. ``tests.tiny``'s random one, for a quick try of the pages on a loaded
+machine) in a data folder of its own.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import time
+import urllib.request
 
 import pytest
 
@@ -26,6 +31,8 @@ from tests.test_browser import (  # noqa: F401 - fixtures
     ARTIFACTS,
     CHROMIUM,
     REPO,
+    _free_port,
+    _log_tail,
     _no_exception_shown,
     _test_home,
     app_url,
@@ -86,6 +93,46 @@ LAYOUT_PROBLEMS = """
 """
 
 
+@pytest.fixture(scope="module")
+def class_app(request, tmp_path_factory):
+    """(the app's address, its data folder): the embedded model's server (``app_url``), or with
+    FTVPE_TEST_CLASS_MODEL a server of its own on that model, on the CPU in float32."""
+    model = os.environ.get("FTVPE_TEST_CLASS_MODEL")
+    if not model:
+        yield request.getfixturevalue("app_url"), _test_home()
+        return
+    home, port = tmp_path_factory.mktemp("class-home"), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTVPE_")}
+    env.update(FTVPE_HOME=str(home), FTVPE_MODEL=model, FTVPE_DEVICE="cpu", FTVPE_DTYPE="float32")
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = ARTIFACTS / "streamlit-class-server.log"
+    command = [str(REPO / ".venv" / "bin" / "streamlit"), "run", "app.py", "--server.port", str(port)]
+    command += ["--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    with log.open("w") as out:
+        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+        while True:
+            assert server.poll() is None, f"streamlit exited with {server.returncode}:\n{_log_tail(log)}"
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"streamlit did not answer within 120 s:\n{_log_tail(log)}"
+            time.sleep(0.5)
+        yield url, home
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=15)
+
+
 def _fill_number(page, label: str, value: int) -> None:
     box = page.get_by_role("spinbutton", name=label, exact=True)
     box.fill(str(value))
@@ -137,12 +184,14 @@ def _join(browser, link: str, name: str):  # noqa: F811 - the fixture's name
     return page
 
 
-def test_a_class_joins_from_phones_by_the_projected_link_and_the_projector_shows_it_all(browser, app_url):  # noqa: F811
+def test_a_class_joins_from_phones_by_the_projected_link_and_the_projector_shows_it_all(browser, class_app):  # noqa: F811
     from playwright.sync_api import expect
 
+    url, home = class_app
+    expect.set_options(timeout=60_000)  # four browsers on one busy 2-core machine: pages take seconds to draw
     teacher = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
     teacher.set_default_timeout(60_000)
-    teacher.goto(f"{app_url}/Teacher")
+    teacher.goto(f"{url}/Teacher")
     expect(teacher.get_by_text(re.compile("^Ready: "))).to_be_visible(timeout=READY_MS)
     _fill_number(teacher, "Fine-tune budget: training examples", TRAIN_EXAMPLES)
     _fill_number(teacher, "Fine-tune budget: training steps", STEPS)
@@ -203,7 +252,7 @@ def test_a_class_joins_from_phones_by_the_projected_link_and_the_projector_shows
     _in_first_screen(teacher, 1920, 1080)
     assert key not in teacher.locator("body").inner_text()
 
-    hidden = [e["prompt"] for e in challenges.reveal(RunStore(_test_home()), code, key)]
+    hidden = [e["prompt"] for e in challenges.reveal(RunStore(home), code, key)]
     assert hidden
     for name, page in learners.items():
         _no_exception_shown(page)
