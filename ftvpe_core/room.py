@@ -111,8 +111,8 @@ def _ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def _queued(store: RunStore, run: Run, slots: runners.Slots, what: str) -> Status:
-    place = runners.queue_place(store, run, slots)
+def _queued(store: RunStore, run: Run, slots: runners.Slots | None, what: str) -> Status:
+    place = runners.queue_place(store, run, slots or runners.current().slots(store))
     if place is None:
         return Status("queued", f"Queued {what}")
     starts = "any moment now" if place.starts_in_s < 1 else f"in about {_duration(place.starts_in_s)}"
@@ -123,13 +123,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def status(store: RunStore, entry: dict, score_run: Run | None, slots: runners.Slots) -> Status:
+def status(store: RunStore, entry: dict, score_run: Run | None, slots: runners.Slots | None) -> Status:
     """A submission's status from its runs.
 
     Args:
         entry: a ``challenges.submissions`` entry.
         score_run: its scoring run (``score_runs``), None where it is not known.
-        slots: the runner's slots (``runners.current().slots(store)``), read once for a page of entries.
+        slots: the runner's slots (``runners.current().slots(store)``), read once for a page of entries; may be
+            None when the entry is scored or has failed.
     """
     pct = _pct(entry.get("score"))
     if entry.get("score") is not None:

@@ -174,6 +174,7 @@ def _join(browser, link: str, name: str):  # noqa: F811 - the fixture's name
     context.add_init_script(RECORD_PHASES)
     page = context.new_page()
     page.set_default_timeout(60_000)
+    page.set_default_navigation_timeout(180_000)
     page.goto(link)
     code = link.rsplit("=", 1)[1]
     expect(page.get_by_role("textbox", name="Join code (from your teacher's screen)")).to_have_value(code)
@@ -211,13 +212,13 @@ def test_a_class_joins_from_phones_by_the_projected_link_and_the_projector_shows
     assert key not in teacher.locator("body").inner_text()
     _in_first_screen(teacher, 1280, 720)
 
-    ana = _join(browser, link, "Ana")
+    learners = {name: _join(browser, link, name) for name in ("Ana", "Ben", "Cleo")}  # the room joins, then works
+    ana = learners["Ana"]
     ana.get_by_role("textbox", name="Role: who answers").fill("a customer-support triage assistant")
     ana.get_by_role("textbox", name="Role: who answers").press("Tab")
     ana.get_by_role("button", name="Submit the prompt").click()
-    learners = {"Ana": ana}
     for name, examples in (("Ben", TRAIN_EXAMPLES), ("Cleo", max(1, TRAIN_EXAMPLES // 2))):
-        page = learners[name] = _join(browser, link, name)
+        page = learners[name]
         page.get_by_role("tab", name="Submit a fine-tune").click()
         _check_phone_layout(page, "the fine-tune form")
         _fill_number(page, f"How many (at most {TRAIN_EXAMPLES})", examples)
