@@ -874,8 +874,8 @@ def challenge_points(submissions: list[dict]) -> dict[str, list[dict]]:
     """Each learner's best score per track, spread sideways where scores are close so names do not overlap.
 
     Returns:
-        per track (in CHALLENGE_TRACKS order), best first: {'name', 'score', 'x'}, x the offset from the
-        track's centre (-0.3 to 0.3).
+        per track (in CHALLENGE_TRACKS order), best first: {'name', 'score', 'x', 'textposition'}, x the offset
+        from the track's centre (-0.4 to 0.4); names on the outer side, and up or down as a band fills.
     """
     best: dict[tuple[str, str], dict] = {}
     for s in submissions or []:
@@ -892,9 +892,11 @@ def challenge_points(submissions: list[dict]) -> dict[str, list[dict]]:
             band = round(point["score"] * 20)  # within 5 points of each other: side by side
             k = bands.get(band, 0)
             bands[band] = k + 1
-            # 0, right, left, further right...: the first in a band sits on the centre line
-            point["x"] = 0.0 if k == 0 else (0.12 * ((k + 1) // 2)) * (1 if k % 2 else -1)
-            point["x"] = max(-0.3, min(0.3, point["x"]))
+            # left, right, further left, further right...; each name on its point's outer side
+            side, level = (-1 if k % 2 == 0 else 1), k // 2
+            point["x"] = max(-0.4, min(0.4, side * (0.06 + 0.16 * level)))
+            vertical = ("middle", "top", "bottom")[level % 3]
+            point["textposition"] = f"{vertical} {'left' if side < 0 else 'right'}"
         out[track] = mine
     return out
 
@@ -924,7 +926,7 @@ def challenge_scores(submissions: list[dict], metric: str | None = None, height:
             mode="markers+text",
             marker={"color": color, "size": 18, "line": {"color": "white", "width": 2}},
             text=[_plain(p["name"]) for p in mine],  # a learner's name: text, never markup
-            textposition="middle right",
+            textposition=[p["textposition"] for p in mine],
             textfont={"size": CHART_FONT - 2, "color": "#111827"},
             cliponaxis=False,
             hovertemplate=f"%{{text}}<br>{words}: %{{y:.0%}}<extra>{label}</extra>",
@@ -935,7 +937,7 @@ def challenge_scores(submissions: list[dict], metric: str | None = None, height:
                 type="line", x0=i - 0.4, x1=i + 0.4, y0=mean, y1=mean, line={"color": color, "width": 5}, opacity=0.45
             )
             fig.add_annotation(
-                x=i - 0.4, y=mean, text=f"mean {mean:.0%}", showarrow=False, xanchor="right",
+                x=i + 0.4, y=mean, text=f"mean {mean:.0%}", showarrow=False, xanchor="right", yanchor="bottom",
                 font={"size": CHART_FONT - 4, "color": color},
             )  # fmt: skip
     fig.update_layout(

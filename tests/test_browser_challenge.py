@@ -78,7 +78,10 @@ LAYOUT_PROBLEMS = """
   for (const e of main.querySelectorAll('*')) {
     const r = e.getBoundingClientRect();
     if (r.width <= 1 || r.height <= 1 || getComputedStyle(e).visibility === 'hidden') continue;
-    if (r.right > width + 0.5 || r.left < -0.5) over.push(`${e.tagName}.${e.className} ${r.left}-${r.right}`);
+    if (r.right > width + 0.5 || r.left < -0.5) {
+      const ids = []; for (let a = e; a && a !== main; a = a.parentElement) if (a.dataset.testid) ids.push(a.dataset.testid);
+      over.push(`${e.tagName}.${e.className} [${ids.join(' < ')}] ${r.left}-${r.right}: ${e.innerText.slice(0, 40)}`);
+    }
   }
   const targets = 'button, a[href], input, select, textarea, summary, [role=button], [role=tab], [role=switch], ' +
     '[role=checkbox], [role=slider], [role=combobox]';
@@ -140,7 +143,11 @@ def _fill_number(page, label: str, value: int) -> None:
 
 
 def _check_phone_layout(page, when: str) -> None:
-    problems = page.evaluate(LAYOUT_PROBLEMS, 390)
+    for _ in range(3):  # an element moving in (a toast, a redraw) settles within a second or two
+        problems = page.evaluate(LAYOUT_PROBLEMS, 390)
+        if problems["scrollWidth"] <= 390 and not problems["over"] and not problems["small"]:
+            return
+        page.wait_for_timeout(2000)
     assert problems["scrollWidth"] <= 390, f"{when}: the page scrolls sideways ({problems})"
     assert not problems["over"], f"{when}: elements past 390 px: {problems['over']}"
     assert not problems["small"], f"{when}: tap targets under 24x24 px: {problems['small']}"
