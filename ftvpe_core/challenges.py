@@ -939,6 +939,8 @@ def execute(store: RunStore, run_id: str, interrupted: Callable[[], bool] | None
         except Exception as e:  # noqa: BLE001 - reworded: the original may quote a hidden input
             raise FtvpeError(_learner_error(e)) from e
         summary = _summary(task, arm, n_public, train_s)
+        # Counts only, over the public part's answers (what the learner's board scored): what the learner is told.
+        summary["feedback"] = evaluate.answer_feedback(task, [r.answer for r in arm.examples[:n_public]])
         store.artifact_dir(run_id)
         store.finish(run_id, summary)
         return {"run_id": run_id, "status": "complete", **summary}
@@ -1052,6 +1054,7 @@ def submissions(store: RunStore, code: str, name: str | None = None, part: str =
                 "prompt_tokens": r["prompt_tokens"],
                 "train_examples": r["train_examples"],
                 "train_seconds": summary.get("train_seconds"),
+                "feedback": summary.get("feedback"),
                 "train_run": r["train_run"],
                 "score_run": r["score_run"],
                 "spec": spec,

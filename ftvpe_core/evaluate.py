@@ -307,6 +307,54 @@ def score(task: Task, example: Example, answer: str) -> tuple[float, str]:
     raise FtvpeError(f"Unknown metric '{metric}': choose from {', '.join(METRICS)}.")
 
 
+FEEDBACK_EXAMPLE_CHARS = 160
+"""The longest example answer feedback quotes (from the training split)."""
+
+
+def _word_limit(task: Task) -> int:
+    """Words past which an answer counts as too long: twice the longest label (at least 5) for a label task,
+    the brand's own limit, else twice the longest answer in the few-shot pool (at least 20)."""
+    kind = _kind(task)
+    if kind == "label":
+        return max(5, 2 * max((len(_WORD.findall(label)) for label in task.labels), default=1))
+    if kind == "brand" and task.rules.get("max_words"):
+        return int(task.rules["max_words"])
+    return max(20, 2 * max((len(_WORD.findall(e.response)) for e in task.shots), default=10))
+
+
+def answer_feedback(task: Task, outputs: Sequence[str]) -> dict:
+    """What went wrong across a set of answers, in counts only: empty answers, answers naming no allowed label
+    (or several), answers past a word limit, and one answer from the few-shot pool (the training split) to show
+    what a good one looks like. Nothing in it quotes or measures an input: a learner may see all of it.
+
+    Args:
+        task: the task the answers were scored on (its labels, rules and few-shot pool are read, not its examples).
+        outputs: the model's answers, as scored.
+    Returns:
+        {'n', 'empty', 'not_a_label' (None unless a label task), 'too_long', 'word_limit', 'labels',
+        'example_answer' (None when the pool is empty)}.
+    """
+    texts = [str(o) for o in outputs]
+    limit = _word_limit(task)
+    empty = sum(not t.strip() for t in texts)
+    not_a_label = None
+    if _kind(task) == "label":
+        not_a_label = sum(bool(t.strip()) and len(_labels_named(task.labels, final_answer(t))) != 1 for t in texts)
+    too_long = sum(len(_WORD.findall(final_answer(t))) > limit for t in texts)
+    example = next((e.response.strip() for e in task.shots if e.response.strip()), None)
+    if example is not None and len(example) > FEEDBACK_EXAMPLE_CHARS:
+        example = example[: FEEDBACK_EXAMPLE_CHARS - 1].rstrip() + "…"
+    return {
+        "n": len(texts),
+        "empty": empty,
+        "not_a_label": not_a_label,
+        "too_long": too_long,
+        "word_limit": limit,
+        "labels": list(task.labels),
+        "example_answer": example,
+    }
+
+
 # Prompts
 
 

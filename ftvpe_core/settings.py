@@ -43,6 +43,28 @@ def node_name() -> str:
     return socket.gethostname() or "this machine"
 
 
+def public_url() -> str | None:
+    """The address learners open, when the server sits behind a name, a reverse proxy or https
+    (``FTVPE_PUBLIC_URL``, e.g. 'https://class.example.org' or 'http://10.0.0.5:8501/studio'); None (unset)
+    lets the Teacher page use the address the browser used, or this server's network address.
+
+    Raises:
+        FtvpeError: a value that is not an http(s) address.
+    """
+    raw = os.environ.get("FTVPE_PUBLIC_URL", "").strip()
+    if not raw:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise FtvpeError(
+            f"FTVPE_PUBLIC_URL must be an http or https address such as 'https://class.example.org' "
+            f"(no query), got '{raw}'."
+        )
+    return raw.rstrip("/")
+
+
 def ray_address() -> str | None:
     """The Ray cluster that trains queued runs (``FTVPE_RAY_ADDRESS``: 'auto', 'HOST:6379' or
     'ray://HOST:10001'); None (unset) trains them in job processes on this machine."""

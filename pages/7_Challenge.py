@@ -1,5 +1,6 @@
 """Challenge (learner): join a class challenge with its code, submit a prompt or a fine-tune within the budget,
-and watch the score, your own history and the leaderboard."""
+and watch each submission's status and score, what went wrong in aggregate, and the leaderboard. Made for a
+phone: examples stacked, no tables, large tap targets, Submit right under what it submits."""
 
 import streamlit as st
 
@@ -17,10 +18,11 @@ store = views.store()
 ss = st.session_state
 
 st.title("🏁 Challenge")
-st.caption(content.CHALLENGE_INTRO)
+view.phone_style()
 classroom.page(view.LEARNER)
 
 if ss.ch_joined is None:
+    st.caption(content.CHALLENGE_INTRO)
     view.join_form(store)
     st.stop()
 
@@ -29,7 +31,8 @@ info = view.safely(challenges.public, store, code)
 if info is None:
     st.stop()
 st.subheader(markdown.literal(info["title"]))
-st.markdown(markdown.literal(info["description"]))
+with st.expander("About the task"):  # folded: on a phone the form is what should be near the top
+    st.markdown(markdown.literal(info["description"]))
 st.markdown(
     f"You are **{markdown.literal(name)}** in challenge **{code}**. Scored by "
     f"**{figures.metric_words(info['metric'])}** on hidden examples · {view.closes_text(info['closes'])}."
@@ -38,10 +41,7 @@ view.token_note()
 view.switch_name()
 if not info["open"]:
     st.warning("This challenge is closed: it takes no more submissions. The leaderboard below is final.")
-with st.expander(f"Examples from the training split ({info['train_size']} in all)", expanded=True):
-    st.dataframe(info["examples"], hide_index=True, width="stretch")
-    if info["labels"]:
-        st.caption("Allowed answers: " + markdown.literal(", ".join(info["labels"])))
+view.training_examples(info)
 
 tabs = st.tabs([f"Submit a {challenges.TRACK_LABELS[t].lower()}" for t in info["tracks"]])
 for tab, track in zip(tabs, info["tracks"]):
@@ -60,7 +60,7 @@ for tab, track in zip(tabs, info["tracks"]):
                 sid = view.safely(view.submit_prompt, store, code, name, fields, info["model"], loaders.device())
                 if sid is not None:
                     views.launch(store, loaders.device())
-                    st.success(f"Submission {sid} is queued: it is scored on the hidden test in the background.")
+                    view.submitted(sid, "it is scored on the hidden test in the background")
         else:
             st.caption(
                 f"Budget: at most {info['max_train_examples']} training examples and {info['max_steps']} "
@@ -74,14 +74,14 @@ for tab, track in zip(tabs, info["tracks"]):
                 )
                 if sid is not None:
                     views.launch(store, loaders.device())
-                    st.success(f"Submission {sid} is queued: it trains, then is scored on the hidden test.")
+                    view.submitted(sid, "it trains, then is scored on the hidden test")
 
 
 @st.fragment(run_every=2.0)
 def live() -> None:
     views.tick(store)
     st.subheader("Your submissions")
-    view.history(challenges.submissions(store, code, name))
+    view.history(store, code, challenges.submissions(store, code, name), info["metric"])
     st.subheader("Leaderboard")
     view.leaderboard(challenges.leaderboard(store, code), info["metric"])
 

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from ftvpe_core import challenges, datasets, worker
 from ftvpe_core.runs import RunStore
+from ftvpe_core.ui import challenge_view as view
 from ftvpe_core.ui import markdown
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,6 +28,7 @@ def home(monkeypatch, tmp_path, tiny_model_dir) -> Path:
     monkeypatch.setenv("FTVPE_MODEL", str(tiny_model_dir))
     monkeypatch.setenv("FTVPE_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(worker, "ensure_worker", lambda *a, **k: False)  # the test serves the queue itself
+    monkeypatch.setenv("FTVPE_PUBLIC_URL", "https://class.example.org")
     return tmp_path / "home"
 
 
@@ -76,10 +78,17 @@ def test_a_teacher_creates_a_challenge_and_a_learner_submits_through_the_link(ho
     teacher = _ok(AppTest.from_file(TEACHER, default_timeout=60).run())
     teacher = _create(teacher)
     code, key = teacher.session_state["th_code"], teacher.session_state["th_key"]
-    assert any(f"Join code: `{code}`" in m.value for m in teacher.markdown)
+    # The key comes alone, a step before the presenter view: no join code, link or board on its render.
     assert teacher.code[0].value == key and key.encode() not in (home / "runs.sqlite3").read_bytes()
-    link = markdown.literal(f"http://localhost:8501/Challenge?challenge={code}")
+    assert code not in "".join(m.value for m in teacher.markdown) and not teacher.get("imgs")
+    assert not teacher.get("plotly_chart")
+    teacher.button(key="th_saved").click()
+    _ok(teacher.run())
+    assert teacher.sidebar.radio(key="th_view").value == view.PRESENTER
+    assert code in [m.value for m in teacher.markdown] and key not in _texts(teacher)
+    link = markdown.literal(f"https://class.example.org/Challenge?challenge={code}")  # FTVPE_PUBLIC_URL
     assert any(link in m.value for m in teacher.markdown)
+    assert "Via FTVPE\\_PUBLIC\\_URL" in [c.value for c in teacher.caption]
 
     learner = AppTest.from_file(LEARNER, default_timeout=60)
     learner.query_params["challenge"] = code
@@ -101,20 +110,27 @@ def test_a_teacher_creates_a_challenge_and_a_learner_submits_through_the_link(ho
     assert not [w for w in learner.warning if "not sent" in w.value]
     learner.button(key="ch_submit_prompt").click()
     _ok(learner.run())
-    assert any("is queued" in s.value for s in learner.success)
+    assert any("is in" in t.value for t in learner.toast) and not learner.success
+    assert any(m.value.startswith("⏳ **queued** · Queued to score\\: 1st of 1 in the queue") for m in learner.markdown)
     assert worker.serve(RunStore(home), "cpu", log=lambda m: None) == 1
     _ok(learner.run())
-    history = learner.dataframe[1].value
-    assert list(history["status"]) == ["scored"] and history["score"][0].endswith("%")
-    assert NAME in learner.dataframe[2].value["name"].tolist()  # the leaderboard, as data
+    statuses = [m.value for m in learner.markdown if "**queued**" in m.value or "**scored**" in m.value]
+    assert len(statuses) == 1 and statuses[0].startswith("✅ **scored** · Scored\\: ")  # the queued box is gone
+    assert any(m.value.startswith("- ") and "of 3" in m.value for m in learner.markdown)  # feedback in counts
+    assert not learner.dataframe  # a phone's page: no tables
+    assert any(markdown.literal(NAME) in m.value and m.value.startswith("**1.**") for m in learner.markdown)
     hidden = [e.prompt for e in datasets.load_held_back("support_triage")]
     shown = _texts(learner)
     assert not any(p in shown for p in hidden)
 
     _ok(teacher.run())
-    assert any(m.value.startswith("### 1. ") and "alert" in m.value for m in teacher.markdown)
+    assert any(m.value.startswith("**1.** ") and "alert" in m.value for m in teacher.markdown)
     assert not re.search(r"(?<!\\)<img", "".join(m.value for m in teacher.markdown))  # every '<' escaped
     assert teacher.get("plotly_chart")
+    assert not [b for b in teacher.button if b.key in ("th_close", "th_reopen")]  # controls: not projected
+    teacher.sidebar.radio(key="th_view").set_value(view.CONTROLS)
+    _ok(teacher.run())
+    assert not teacher.get("plotly_chart") and key not in _texts(teacher)
     teacher.button(key="th_close").click()
     _ok(teacher.run())
     assert not challenges.get(RunStore(home), code).open

@@ -1,7 +1,9 @@
-"""Views of class challenges shared by the Challenge (learner) and Teacher pages: the submission forms, the
-history and leaderboards (in presenter type on the projector), the join code with its link and QR code, and
-the teacher's form. Names, prompts and descriptions go through ``markdown.literal`` or into data frames, so
-they show as text.
+"""Views of class challenges shared by the Challenge (learner) and Teacher pages: the submission forms, each
+submission's status and feedback, the leaderboards, the join code with its link and QR code, the teacher's
+key step, the presenter view (one projector screen) and the teacher's controls (never projected). Names,
+prompts and descriptions go through ``markdown.literal`` or into data frames, so they show as text.
+
+The learner's page is made for a phone (390 px): examples stacked, no tables, tap targets of 24 px or more.
 """
 
 from __future__ import annotations
@@ -11,13 +13,43 @@ import time
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, challenges, datasets, evaluate, figures, prompts
-from ftvpe_core.ui import loaders, markdown
+from ftvpe_core import FtvpeError, challenges, datasets, evaluate, figures, prompts, room, runners, settings
+from ftvpe_core.ui import loaders, markdown, run_views
 from ftvpe_core.ui.prompt_lab import text_to_examples
 
 LEARNER = "pages/7_Challenge.py"
 TEACHER = "pages/8_Teacher.py"
 PRESENTER_ROWS = 5
+PRESENTER = "Presenter (projector)"
+CONTROLS = "Teacher controls"
+CHART_HEIGHT = 300
+"""The presenter chart's height: join box, both boards and the chart fit 1280x720 without scrolling."""
+STATUS_ICONS = {"queued": "⏳", "training": "🛠️", "scoring": "🧮", "scored": "✅", "failed": "❌"}
+
+PHONE_CSS = """<style>
+/* Tap targets of at least 24x24 CSS px (WCAG 2.2, 2.5.8) on a phone. */
+[data-testid="stMultiSelect"] button, [data-testid="stSelectbox"] button { min-width: 24px; min-height: 24px;
+  display: inline-flex; align-items: center; justify-content: center; }
+[data-testid="stCheckbox"] label, [data-testid="stToggle"] label, .stCheckbox label { min-height: 28px; }
+[data-testid="stExpander"] summary { min-height: 36px; }
+[data-testid="stNumberInputStepDown"], [data-testid="stNumberInputStepUp"] { min-width: 32px; min-height: 32px; }
+[data-testid="stMarkdownContainer"] p { overflow-wrap: anywhere; }
+</style>"""
+"""Our own style sheet for the learner's page (no user or model text in it)."""
+
+PRESENTER_CSS = """<style>
+[data-testid="stMainBlockContainer"], .block-container { padding-top: 3.2rem !important; padding-bottom: 1rem; }
+[data-testid="stMainBlockContainer"] [data-testid="stVerticalBlock"] { gap: 0.5rem; }
+.st-key-th_join_code p { font-size: 48px !important; font-weight: 700; letter-spacing: 0.08em; margin: 0;
+  font-family: monospace; line-height: 1.1; }
+.st-key-th_join_link p { font-size: 18px !important; overflow-wrap: anywhere; margin: 0; line-height: 1.3; }
+.st-key-th_board_prompt p, .st-key-th_board_finetune p { font-size: 24px !important; margin: 0 0 0.2rem 0;
+  line-height: 1.3; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.st-key-th_board_prompt h3, .st-key-th_board_finetune h3 { font-size: 28px !important; padding: 0 0 0.3rem 0; }
+.st-key-th_head p { font-size: 20px !important; margin: 0; }
+</style>"""
+"""Our own style sheet for the projector (no user or model text in it): fixed sizes, so classroom mode's larger
+type does not push the board off the screen."""
 LEARNING_RATES = (5e-4, 1e-3, 2e-3, 4e-3)
 RANKS = (4, 8, 16)
 
@@ -205,27 +237,57 @@ def finetune_form(info: dict, train: list[dict]) -> tuple[int, int | list[int], 
     return int(ss.ch_steps), examples, float(ss.ch_lr), int(ss.ch_rank)
 
 
-def history(entries: list[dict]) -> None:
-    """A learner's own submissions: status, score, cost and time; a failure's reason as text."""
+def phone_style() -> None:
+    """The learner page's style sheet: tap targets of at least 24 px, long words wrapped."""
+    st.markdown(PHONE_CSS, unsafe_allow_html=True)  # our own CSS; no user or model text in it
+
+
+def training_examples(info: dict) -> None:
+    """The training split's first examples, each its input then its answer, stacked (no table: it would cut the
+    label off on a phone), with the allowed answers above them."""
+    with st.expander(f"Examples from the training split ({info['train_size']} in all)", expanded=True):
+        if info["labels"]:
+            st.markdown("**Allowed answers:** " + markdown.literal(", ".join(info["labels"])))
+        for e in info["examples"]:
+            with st.container(border=True):
+                st.markdown(markdown.literal(e["prompt"]))
+                st.markdown("**→** " + markdown.literal(e["response"]))
+
+
+def submitted(sid: int, what: str) -> None:
+    """A short notice after Submit; the submission's card below then tells its status as it changes."""
+    st.toast(f"Submission {sid} is in: {what}. Its status is under “Your submissions”.", icon="📨")
+
+
+def history(store, code: str, entries: list[dict], metric: str) -> None:
+    """A learner's own submissions, newest first, each a card: its status told truthfully (queued with its
+    place and start, training step k of n, scoring k of n, scored), then its score, cost and feedback."""
     if not entries:
         st.caption("No submissions yet.")
         return
-    rows = [
-        {
-            "#": e["id"],
-            "track": challenges.TRACK_LABELS[e["track"]],
-            "status": e["status"],
-            "score": pct(e["score"]),
-            "cost": _cost(e),
-            "time": time.strftime("%H:%M:%S", time.localtime(e["created"])),
-            "now": e["progress"] if e["status"] in ("waiting", "training", "scoring") else "",
-        }
-        for e in reversed(entries)
-    ]
-    st.dataframe(rows, hide_index=True, width="stretch")
-    for e in entries:
-        if e["error"]:
-            st.warning(f"Submission {e['id']} failed: {markdown.literal(e['error'])}")
+    waiting = any(e["score"] is None and e["status"] not in ("failed", "removed", "interrupted") for e in entries)
+    # the queue is read only while something waits: thirty phones poll this every two seconds
+    runs = room.score_runs(store, code) if waiting else {}
+    slots = runners.current().slots(store) if waiting else None
+    words = figures.metric_words(metric)
+    for e in reversed(entries):
+        status = room.status(store, e, runs.get(e["id"]), slots)
+        with st.container(border=True, key=f"ch_card_{e['id']}"):
+            when = time.strftime("%H:%M", time.localtime(e["created"]))
+            st.markdown(
+                f"**#{e['id']} · {challenges.TRACK_LABELS[e['track']]}** · {when} · {markdown.literal(_cost(e))}"
+            )
+            icon = STATUS_ICONS.get(status.phase, "⚠️")
+            with st.container(key=f"ch_status_{e['id']}"):
+                st.markdown(f"{icon} **{status.phase}** · {markdown.literal(status.text)}")
+                if status.phase in ("training", "scoring") and status.fraction is not None:
+                    st.progress(min(max(float(status.fraction), 0.0), 1.0))
+            if e["score"] is not None:
+                st.markdown(f"### {pct(e['score'])} {markdown.literal(words)}")
+                for line in room.feedback_lines(e.get("feedback")):
+                    st.markdown("- " + markdown.literal(line))
+            if e["error"]:
+                st.warning(f"Submission {e['id']} failed: {markdown.literal(e['error'])}")
 
 
 def _cost(e: dict) -> str:
@@ -235,21 +297,33 @@ def _cost(e: dict) -> str:
     return f"{e['train_examples']} examples{trained}"
 
 
-def leaderboard(board: dict, metric: str, presenter: bool = False) -> None:
-    """Both tracks side by side: the top in large type on the projector, then every learner's best."""
-    words = figures.metric_words(metric)
-    for col, track in zip(st.columns(2), challenges.TRACKS):
-        with col:
-            entries = board.get(track) or []
-            st.subheader(f"{'✍️' if track == 'prompt' else '🛠️'} {challenges.TRACK_LABELS[track]}")
+def leaderboard(board: dict, metric: str, presenter: bool = False, columns=None) -> None:
+    """Both tracks side by side (stacked on a phone), each learner's best as a line of text; on the projector
+    the top rows in large type and a count of the rest.
+
+    Args:
+        columns: two columns to draw the tracks in (two new ones when None).
+    """
+    for col, track in zip(columns or st.columns(2), challenges.TRACKS):
+        entries = board.get(track) or []
+        with col.container(key=f"th_board_{track}" if presenter else f"ch_board_{track}"):
+            st.markdown(f"### {'✍️' if track == 'prompt' else '🛠️'} {challenges.TRACK_LABELS[track]}")
             if not entries:
                 st.caption("No scores yet.")
                 continue
-            if presenter:
-                for e in entries[:PRESENTER_ROWS]:
-                    st.markdown(f"### {e['rank']}. {markdown.literal(e['name'])} · {pct(e['score'])}")
-            rows = [{"#": e["rank"], "name": e["name"], words: pct(e["score"]), "cost": _cost(e)} for e in entries]
-            st.dataframe(rows, hide_index=True, width="stretch")
+            shown = entries[:PRESENTER_ROWS] if presenter else entries
+            for e in shown:
+                if presenter:  # score first: a long name is what the row's ellipsis cuts
+                    st.markdown(f"**{e['rank']}.** **{pct(e['score'])}** {markdown.literal(e['name'])}")
+                else:
+                    st.markdown(
+                        f"**{e['rank']}.** {markdown.literal(e['name'])} · **{pct(e['score'])}** · "
+                        f"{markdown.literal(_cost(e))}"
+                    )
+            if presenter and len(entries) > PRESENTER_ROWS:
+                st.caption(f"and {len(entries) - PRESENTER_ROWS} more")
+    if not presenter:
+        st.caption(f"Each learner's best {figures.metric_words(metric)}; ties go to the cheaper, then the earlier.")
 
 
 # Teacher
@@ -300,14 +374,42 @@ def create_form(teaching: bool) -> tuple[challenges.ChallengeSettings, datasets.
     return settings, data
 
 
-def join_link(code: str) -> str:
-    """The address learners open: this server's origin, the Challenge page, the code."""
+def network_url() -> str | None:
+    """This server's address on the network, as ``streamlit run`` prints it ("Network URL"): the configured
+    browser.serverAddress, a server.address bound to one interface, else this machine's own IP; with the
+    server's port and base path."""
+    from streamlit import config, net_util
+    from streamlit.web.server import server_util
+
     try:
-        url = st.context.url or ""
-    except Exception:  # noqa: BLE001 - no browser context (tests): a local address
-        url = ""
-    origin = "/".join(url.split("/")[:3]) if url.startswith("http") else "http://localhost:8501"
-    return f"{origin}/Challenge?challenge={code}"
+        if config.is_manually_set("browser.serverAddress"):
+            return server_util.get_url(config.get_option("browser.serverAddress"))
+        bound = config.get_option("server.address")
+        if config.is_manually_set("server.address") and bound not in ("0.0.0.0", "::"):
+            return server_util.get_url(bound)
+        ip = net_util.get_internal_ip()
+        return server_util.get_url(ip) if ip else None
+    except Exception:  # noqa: BLE001 - no server config (a test): nothing known
+        return None
+
+
+def join_address() -> room.JoinAddress:
+    """Where learners' phones reach this app: FTVPE_PUBLIC_URL, the browser's address, or the network's."""
+    try:
+        browser = st.context.url
+    except Exception:  # noqa: BLE001 - no browser context (tests)
+        browser = None
+    try:
+        public = settings.public_url()
+    except FtvpeError as e:
+        st.error(markdown.literal(e))
+        public = None
+    return room.join_address(browser, network_url(), public)
+
+
+def join_link(code: str) -> str:
+    """The address learners open: the Challenge page with the code, on an address a phone can reach."""
+    return room.join_link(join_address().origin, code)
 
 
 def rejoin_link(code: str, token: str) -> str:
@@ -323,14 +425,154 @@ def qr_png(text: str) -> bytes:
     return buffer.getvalue()
 
 
-def join_box(code: str) -> None:
-    """The join code and link in large type, with a QR code of the link."""
-    link = join_link(code)
-    left, right = st.columns([3, 1])
+def join_box(code: str, left=None, right=None) -> None:
+    """The join code in large type, the link (as text) and its QR code, and which address the link uses.
+
+    Args:
+        left, right: the columns for the code and link, and for the QR code (two new ones when None).
+    """
+    address = join_address()
+    link = room.join_link(address.origin, code)
+    if left is None or right is None:
+        left, right = st.columns([3, 2], vertical_alignment="top")
     with left:
-        st.markdown(f"# Join code: `{code}`")  # our own code: letters and digits only
-        st.markdown(f"### {markdown.literal(link)}")
-    right.image(qr_png(link), caption="Scan to join", width=200)
+        st.caption("Join code")
+        with st.container(key="th_join_code"):
+            st.markdown(code)  # our own code: letters and digits only
+        with st.container(key="th_join_link"):
+            st.markdown(markdown.literal(link))
+        if address.warning:
+            st.warning(markdown.literal(address.warning), icon="⚠️")
+        else:
+            st.caption(f"Via {markdown.literal(address.source)}")
+    right.image(qr_png(link), caption="Scan to join", width=150)
+
+
+def key_step(key: str, code: str) -> bool:
+    """The teacher key, shown once, alone on the screen (no join code, no board): a step before the presenter
+    view. Returns whether the teacher has moved on."""
+    with st.container(border=True, key="th_key_step"):
+        st.markdown(
+            "**Your teacher key, shown only this once.** Keep it to reopen this view, close the challenge or "
+            "export its results; only a salted hash of it is stored. It is not shown on the presenter view."
+        )
+        st.code(key, language=None)
+        st.download_button(
+            "Download the key as a text file",
+            f"Teacher key for challenge {code}: {key}\n",
+            f"teacher-key-{code}.txt",
+            "text/plain",
+            key="th_key_download",
+        )
+        return st.button("I have saved the key: open the presenter view", type="primary", key="th_saved")
+
+
+def view_switch() -> str:
+    """Presenter (what the projector shows) or the teacher's controls (key actions, reveal): one at a time."""
+    st.session_state.setdefault("th_view", PRESENTER)
+    return st.sidebar.radio(
+        "Teacher view",
+        (PRESENTER, CONTROLS),
+        key="th_view",
+        help="Project the presenter view; the controls (close, export, remove, reveal) stay off the projector.",
+    )
+
+
+def presenter(store, challenge: challenges.Challenge) -> None:
+    """The projector's screen: join code, link and QR code, both live boards and the chart, in one screen at
+    1280x720 and up; the track summary and the best pair below the fold."""
+    code = challenge.code
+    metric = challenge.settings.metric or challenge.data.metric
+    st.markdown(PRESENTER_CSS, unsafe_allow_html=True)  # our own CSS; no user or model text in it
+
+    @st.fragment(run_every=3.0)
+    def live() -> None:  # everything it draws is inside it: a fragment's rerun replaces only its own output
+        run_views.tick(store)
+        entries = challenges.submissions(store, code)
+        with st.container(key="th_head"):
+            st.markdown(f"🏁 **{markdown.literal(challenge.title)}** · {closes_text(challenge.closes)}")
+        join, qr, *boards = st.columns([1.25, 0.8, 1, 1], vertical_alignment="top")
+        join_box(code, join, qr)
+        leaderboard(challenges.leaderboard(store, code, entries), metric, presenter=True, columns=boards)
+        fig = figures.challenge_scores(entries, metric, height=CHART_HEIGHT)
+        st.plotly_chart(fig, key="th_chart", width="stretch", config={"displayModeBar": False})
+        summary(entries)
+        best_side_by_side(challenges.best_pair(store, code))
+
+    live()
+
+
+def summary(entries: list[dict]) -> None:
+    """Each track's count, mean and best score, and its mean cost."""
+    st.dataframe(
+        [
+            {
+                "track": challenges.TRACK_LABELS[t],
+                "scored": s["n"],
+                "mean": pct(s["mean_score"]),
+                "best": pct(s["best_score"]),
+                "prompt tokens a call": "–" if s["mean_prompt_tokens"] is None else f"{s['mean_prompt_tokens']:.0f}",
+                "training s": "–"
+                if t == "prompt" or s["mean_train_seconds"] is None
+                else f"{s['mean_train_seconds']:.0f}",
+            }
+            for t, s in challenges.track_summary(entries).items()
+        ],
+        hide_index=True,
+        width="stretch",
+    )
+
+
+def controls(store, challenge: challenges.Challenge, key: str) -> None:
+    """The teacher's actions, off the projector: close or reopen, exports, remove a submission, the final
+    ranking and the hidden examples. Each needs the key (kept in this browser session only)."""
+    ss, code = st.session_state, challenge.code
+    st.info("This view is not for the projector: it can show the hidden examples.", icon="🔒")
+    st.markdown(f"**{markdown.literal(challenge.title)}** · code {code} · {closes_text(challenge.closes)}")
+    st.caption(challenges.hidden_source(challenge))
+    c1, c2, c3, c4 = st.columns(4)
+    if challenge.open:
+        c1.button("Close the challenge", key="th_close", on_click=safely, args=(challenges.close, store, code, key))
+    else:
+        c1.button("Reopen for 30 min", key="th_reopen", on_click=safely, args=(challenges.reopen, store, code, key))
+    c2.download_button(
+        "Results as CSV", challenges.export_csv(store, code, key), f"challenge-{code}.csv", "text/csv", key="th_csv"
+    )
+    if c3.button("Prepare the HTML report", key="th_prepare"):
+        from ftvpe_core import report
+
+        ss.th_html = report.challenge_html(challenges.export(store, code, key))
+    if ss.th_html:
+        c3.download_button("Download the report", ss.th_html, f"challenge-{code}.html", "text/html", key="th_report")
+    c4.button("Lock this view", key="th_lock", on_click=lambda: ss.update(th_code=None, th_key=None, th_fresh=False))
+    st.markdown(
+        f"⚖️ [Score the best prompt and the best run in Compare](/Compare?challenge={code}) (the key is asked there)"
+    )
+    with st.expander("Final ranking"):
+        final_ranking(store, challenge, key)
+    with st.expander("Remove a submission"):
+        entries = challenges.submissions(store, code)
+        ids = [e["id"] for e in entries]
+        labels = {e["id"]: f"{e['id']} · {e['name']} · {e['track']} · {pct(e['score'])}" for e in entries}
+        chosen = st.selectbox("Submission", ids, key="th_remove_id", format_func=labels.get)
+        if st.button("Remove it", key="th_remove", disabled=chosen is None):
+            safely(challenges.remove_submission, store, code, key, chosen)
+            st.rerun()
+    with st.expander("Reveal the hidden examples (never shown to learners)"):
+        if st.toggle("Show them here", key="th_reveal"):
+            st.dataframe(challenges.reveal(store, code, key), hide_index=True, width="stretch")
+
+
+def final_ranking(store, challenge: challenges.Challenge, key: str) -> None:
+    """The ranking the teacher announces at the end, for the teacher's eyes: every learner's best per track on
+    the private part of the hidden set, which no learner's board ever showed (``challenges.final``)."""
+    board = challenges.final(store, challenge.code, key)
+    metric = challenge.settings.metric or challenge.data.metric
+    st.caption("Ranked on the private part of the hidden examples; the live board showed the public part only.")
+    for track in challenges.TRACKS:
+        rows = [{"#": e["rank"], "name": e["name"], "score": pct(e["score"]), "cost": _cost(e)} for e in board[track]]
+        st.markdown(f"**{challenges.TRACK_LABELS[track]}** ({figures.metric_words(metric)})")
+        st.dataframe(rows, hide_index=True, width="stretch")
 
 
 def best_side_by_side(best: dict) -> None:
