@@ -66,7 +66,7 @@ def test_a_demo_prepared_from_the_command_line(capsys, tmp_path, tiny_model_dir)
         "--json",
     )
     entry = json.loads(out)
-    assert rc == 0 and entry["status"] == "scored" and entry["train_examples"] == 3 and entry["n"] == 3
+    assert rc == 0 and entry["status"] == "scored" and entry["train_examples"] == 3 and entry["n"] == 8
 
     rc, out, err = _run(capsys, "challenge", "show", "--code", code)
     assert rc == 0 and "Prompt leaderboard:" in out and " 1. Ada" in out and " 1. Bob" in out
