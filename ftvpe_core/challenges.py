@@ -360,6 +360,24 @@ def remove_submission(store: RunStore, code: str, key: str, submission_id: int) 
             store.request_cancel(run_id)
 
 
+def withdraw(store: RunStore, code: str, name: str, submission_id: int) -> None:
+    """A learner takes back one of their own submissions (its runs stop if they still wait or run). Only its
+    owner can: the name must be the one it was submitted under; the teacher uses ``remove_submission``."""
+    name = clean_name(name)
+    with store.writing() as conn:
+        row = _row(conn, code)
+        sub = conn.execute(
+            "SELECT * FROM challenge_submissions WHERE id = ? AND code = ? AND removed = 0",
+            (int(submission_id), row["code"]),
+        ).fetchone()
+        if sub is None or sub["name"].casefold() != name.casefold():
+            raise FtvpeError(f"You have no submission {submission_id} in challenge {row['code']}; nothing was changed.")
+        conn.execute("UPDATE challenge_submissions SET removed = 1 WHERE id = ?", (sub["id"],))
+    for run_id in (sub["train_run"], sub["score_run"]):
+        if run_id:
+            store.request_cancel(run_id)
+
+
 def reveal(store: RunStore, code: str, key: str) -> list[dict]:
     """The hidden examples (teacher only), as {'part', 'prompt', 'response'} in scoring order: the public part
     first, then the private part."""

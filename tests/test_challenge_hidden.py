@@ -252,6 +252,20 @@ def test_challenge_fine_tunes_are_not_on_the_runs_pages_and_their_download_names
     assert code not in packed.upper()
 
 
+def test_only_the_owner_or_the_teacher_takes_a_submission_back(tiny_model_dir):
+    store = RunStore()
+    code, key = _create(store, tiny_model_dir)
+    for name in ("Bob", "Eve"):
+        challenges.join(store, code, name)
+    sid = challenges.submit_finetune(store, code, "Bob", steps=2, examples=[0, 1], device="cpu")
+    [entry] = challenges.submissions(store, code)
+    with pytest.raises(FtvpeError, match=f"You have no submission {sid} in challenge {code}; nothing was changed"):
+        challenges.withdraw(store, code, "Eve", sid)
+    assert store.get(entry["train_run"]).status == "queued"
+    challenges.withdraw(store, code, "Bob", sid)
+    assert store.get(entry["train_run"]).status == "cancelled" and challenges.submissions(store, code) == []
+
+
 # Scoring runs stop on Remove and app stop; the job log holds the cause
 
 
