@@ -70,7 +70,12 @@ def test_ftvpe_public_url_is_checked(monkeypatch):
 
 def _create(store, tiny_model_dir, **overrides):
     s = challenges.ChallengeSettings(
-        task="support_triage", hidden_limit=4, max_steps=3, max_train_examples=4, model=str(tiny_model_dir), **overrides
+        task="support_triage",
+        hidden_limit=challenges.MIN_HIDDEN,
+        max_steps=3,
+        max_train_examples=4,
+        model=str(tiny_model_dir),
+        **overrides,
     )
     return challenges.create(store, s)
 
@@ -92,9 +97,11 @@ def test_a_fine_tune_is_told_queued_with_its_place_then_training_step_k_of_n_the
     challenges.submit_finetune(store, code, "Ben", 3, 2, device="cpu")
 
     ana = _status(store, code, "Ana")
-    assert ana.phase == "queued" and ana.text.startswith("Queued to score: 1st of 3 in the queue, starts ")
+    assert ana.phase == "queued" and ana.text.startswith("Queued to score: 1st of 1 in the queue, starts ")
     ben = _status(store, code, "Ben")
-    assert ben.phase == "queued" and ben.text.startswith("Queued to train: ") and " of 3 in the queue" in ben.text
+    assert (
+        ben.phase == "queued" and ben.text.startswith("Queued to train: ") and "1st of 1 in the queue" in ben.text
+    )  # its own lane
 
     entry = challenges.submissions(store, code, "Ben")[-1]
     train = entry["train_run"]
@@ -189,10 +196,10 @@ def test_a_scored_submission_carries_its_feedback_counts(tiny_model_dir, tiny_lo
     challenges.execute(store, run.id)
     entry = challenges.submissions(store, code, "Ana")[-1]
     fb = entry["feedback"]
-    assert fb["n"] == 4 and fb["empty"] + fb["not_a_label"] <= 4 and fb["not_a_label"] is not None
+    assert fb["n"] == 8 and fb["empty"] + fb["not_a_label"] <= 8 and fb["not_a_label"] is not None
     train = {e.response for e in datasets.load_builtin("support_triage").splits["train"]}
     assert fb["example_answer"] in train
-    hidden = [e.prompt for e in datasets.load_builtin("support_triage").splits["test"]]
+    hidden = [e.prompt for e in datasets.load_held_back("support_triage")]
     assert not [p for p in hidden if p in repr(fb)]
 
 
