@@ -17,8 +17,8 @@ stored with it) into a public part, whose scores the live leaderboard shows, and
 teacher's final ranking (``final``, ``export``) uses, so probing the live board learns nothing that counts.
 ``public`` shows the task and the training split, scores are numbers only, nothing learners see is measured on
 the hidden inputs' lengths, scoring errors are reworded without the inputs (the cause goes to the job log), and
-only ``execute`` (to score) and ``reveal`` (with the teacher key) read the hidden examples. This module does not
-import streamlit or torch.
+only ``execute`` (to score) and ``reveal`` (with the teacher key) read the hidden examples. Neither streamlit nor
+torch is imported here.
 """
 
 from __future__ import annotations
