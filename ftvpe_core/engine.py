@@ -20,6 +20,14 @@ whose exact tokens were prefilled recently reuses those keys and values (twenty 
 same preset pay for one prefill); a request may also ask to reuse a shared leading part (evaluation: the chat
 template, role and few-shot examples that every prompt of a task shares).
 
+Its rule is batch invariance: a request (prompt ids, settings, ``prefix_tokens``) gets the same tokens whatever
+else runs, alone or beside any other requests, adapters or owners, and whatever the engine prefilled before. So a
+prompt is prefilled on its own, in pieces that depend only on itself (its split at ``prefix_tokens``, then
+``prefill_chunk`` tokens at a time); what a turn's budget does is wait, never split a piece otherwise. A reused
+prefix is one computed exactly so for another request (the same ids, the same split); decoding steps give a row
+the same numbers in any batch (``fastpath``); and greedy picks need nothing else. With sampling, each request
+draws from its own seeded generator.
+
 The engine knows nothing about chat templates, prompt techniques or pages: token ids in, token ids out.
 """
 
@@ -40,7 +48,7 @@ from ftvpe_core.settings import GenerationSettings
 IDLE_EXIT_S = 30.0
 """A scheduler thread with nothing to do for this long ends (and frees its cache); the next request starts one."""
 MIN_SHARED_PREFIX = 8
-"""A request that allows prefix sharing reuses a recent prompt's first tokens when at least this many match."""
+"""Callers share a prefix (``prefix_tokens``) of at least this many tokens; a shorter one saves less than it costs."""
 PREFIX_CACHE_ENTRIES = 8
 """Recent prompts whose keys and values are kept for reuse."""
 PREFIX_MAX_TOKENS = 1024
@@ -101,7 +109,7 @@ class Request:
         settings: GenerationSettings,
         owner: str | None,
         first_top: int,
-        share_prefix: bool,
+        prefix_tokens: int,
         stop: set[int],
         sequence: int,
     ):
@@ -109,7 +117,9 @@ class Request:
         self.settings = settings
         self.owner = owner
         self.first_top_k = first_top
-        self.share_prefix = share_prefix
+        self.prefix_tokens = prefix_tokens
+        """Prefilled apart: the first ``prefix_tokens`` tokens as a prompt of their own (shared with any request
+        of the same first tokens and split), then the rest; 0 prefills the prompt whole."""
         self.stop = stop
         self.sequence = sequence
         self.state = "queued"
@@ -320,9 +330,10 @@ class Engine:
         self._rows: list[Request] = []
         """Decoding requests; request i owns slot row i (batched models)."""
         self._slots = _Slots()
-        self._prefixes: OrderedDict[tuple[int, ...], tuple[list, Any]] = OrderedDict()
-        """Recent prompts -> (their keys and values per layer, the logits of their next token). DynamicCache appends
-        by concatenation, so these tensors are never written again and need no copy."""
+        self._prefixes: OrderedDict[tuple[int, tuple[int, ...]], tuple[list, Any]] = OrderedDict()
+        """Recent prompts as (split, ids) -> (their keys and values per layer, the logits of their next token, None
+        for a shared prefix): the prompt ``ids`` prefilled with its first ``split`` tokens apart. DynamicCache
+        appends by concatenation, so these tensors are never written again and need no copy."""
         self._served: dict[str | None, float] = {}
         """When each owner's last request started."""
         self._thread: threading.Thread | None = None
@@ -349,7 +360,7 @@ class Engine:
         settings: GenerationSettings | None = None,
         owner: str | None = None,
         first_top: int = 0,
-        share_prefix: bool = False,
+        prefix_tokens: int = 0,
     ) -> Request:
         """Queue a request and return it at once.
 
@@ -358,16 +369,22 @@ class Engine:
             settings: how to pick tokens (default ``GenerationSettings()``).
             owner: who asks (a browser session); the queue lets owners with fewer running requests go first.
             first_top: also keep the k likeliest first tokens (``Request.first_top``), from the prompt's pass.
-            share_prefix: reuse the keys and values of a recent prompt's shared first tokens (at least
-                MIN_SHARED_PREFIX). Faster for many prompts with one preamble; the answers can differ in the
-                last bits from a full prefill, so interactive requests leave it off.
+            prefix_tokens: prefill the first this many tokens apart, as a prompt of their own, and keep them for
+                other requests with the same first tokens (many prompts with one preamble: the chat template,
+                a role, few-shot examples). Part of the request: its tokens are the same alone or batched, but
+                may differ in the last bits from the same prompt prefilled whole (0).
 
         Raises:
-            FtvpeError: an empty prompt, or one that needs more key/value memory than the engine has.
+            FtvpeError: an empty prompt, a prefix not shorter than the prompt, or a request that needs more
+                key/value memory than the engine has.
         """
         settings = settings or GenerationSettings()
         if not prompt_ids:
             raise FtvpeError("The prompt is empty.")
+        if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int) or prefix_tokens < 0:
+            raise FtvpeError(f"prefix_tokens must be a whole number of at least 0, got {prefix_tokens!r}.")
+        if prefix_tokens >= len(prompt_ids):
+            raise FtvpeError(f"The shared prefix ({prefix_tokens} tokens) must be shorter than the prompt.")
         need = self._kv_bytes(1, len(prompt_ids) + settings.max_new_tokens)
         if need > self.settings.kv_cache_mb * 2**20:
             raise FtvpeError(
@@ -379,7 +396,7 @@ class Engine:
             settings,
             owner,
             first_top,
-            share_prefix,
+            prefix_tokens,
             stop_ids(self._stop_view) if settings.stop_at_end else set(),
             next(self._sequence),
         )
@@ -558,18 +575,19 @@ class Engine:
 
         model, ids = self.model, request.prompt_ids
         logits = None
-        if request._cache is None:
+        if request._prefilled == 0:  # looked up again each turn: a request before it may have just prefilled it
             reuse = self._reuse(request)
             if reuse is not None:
                 request._cache, logits, request._prefilled = reuse
-            else:
+            elif request._cache is None:
                 request._cache = DynamicCache(config=model.config)
-        remaining = len(ids) - request._prefilled
+        split = request.prefix_tokens
         used = 0
-        if remaining > 0:
-            chunk = min(remaining, self.settings.prefill_chunk)
+        if request._prefilled < len(ids):
+            end = split if request._prefilled < split else len(ids)
+            chunk = min(end - request._prefilled, self.settings.prefill_chunk)
             if chunk > budget and budget < self.settings.prefill_chunk:
-                return 0  # wait for a fresh turn rather than split a prompt that fits one chunk
+                return 0  # wait for a fresh turn: a piece is never cut by the budget (batch invariance)
             piece = ids[request._prefilled : request._prefilled + chunk]
             out = model(
                 input_ids=torch.tensor([piece], device=self.device),
@@ -580,39 +598,31 @@ class Engine:
             request._cache = out.past_key_values
             request._prefilled += chunk
             used = chunk
+            if request._prefilled == split:
+                self._remember((0, tuple(ids[:split])), request._cache, None)
             if request._prefilled < len(ids):
                 return used
             logits = out.logits[0, -1].float().cpu()
-            self._remember(ids, request._cache, logits)
+            if not split:  # a whole prompt: the next request of the same prompt skips its prefill
+                self._remember((0, tuple(ids)), request._cache, logits)
         assert logits is not None
         self._start(request, logits)
         return used
 
     def _reuse(self, request: Request):
-        """(cache, logits or None, tokens covered) from a recent prompt, or None."""
-        ids = tuple(request.prompt_ids)
-        if ids in self._prefixes:
-            cache, logits = self._prefixes[ids]
-            self._prefixes.move_to_end(ids)
-            return _copy_cache(self.config, cache, len(ids)), logits, len(ids)
-        if not request.share_prefix:
+        """(cache, logits or None, tokens covered) of a recent prompt prefilled exactly as this one would be (the
+        same prompt whole, or its shared prefix), or None."""
+        ids, split = tuple(request.prompt_ids), request.prefix_tokens
+        key = (0, ids[:split] if split else ids)
+        if key not in self._prefixes:
             return None
-        best, best_n = None, 0
-        for key, (cache, _) in self._prefixes.items():
-            n = 0
-            limit = min(len(key), len(ids) - 1)
-            while n < limit and key[n] == ids[n]:
-                n += 1
-            if n > best_n:
-                best, best_n = cache, n
-        if best is None or best_n < MIN_SHARED_PREFIX:
-            return None
-        return _copy_cache(self.config, best, best_n), None, best_n
+        cache, logits = self._prefixes[key]
+        self._prefixes.move_to_end(key)
+        return _copy_cache(self.config, cache, len(key[1])), logits, len(key[1])
 
-    def _remember(self, ids: list[int], cache: Any, logits: Any) -> None:
-        if len(ids) > PREFIX_MAX_TOKENS:
+    def _remember(self, key: tuple[int, tuple[int, ...]], cache: Any, logits: Any) -> None:
+        if len(key[1]) > PREFIX_MAX_TOKENS:
             return
-        key = tuple(ids)
         self._prefixes[key] = ([(layer.keys, layer.values) for layer in cache.layers], logits)
         self._prefixes.move_to_end(key)
         while len(self._prefixes) > PREFIX_CACHE_ENTRIES:

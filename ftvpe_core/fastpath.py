@@ -23,6 +23,13 @@ that eight learners running one preset together got another answer than alone on
 one length shared a call. One call per row makes a 20-row step slower than one masked call over all rows could
 (44 against 34 ms; 5-13 % of a class's tokens/s, bench/README.md); in exchange, every row's numbers are those
 of the model's own forward pass, whatever else is in the batch.
+
+Matrix products are the other place: torch's float32 CPU product picks its kernel by the number of rows (one
+row, two or three, four and more each give other last bits), so a plain float layer multiplies in fixed blocks of
+``BLOCK_ROWS`` rows (the batch padded with zero rows): every row of every batch goes through the same call shape,
+and its numbers are those of that row in any batch (the engine's rule: batch invariance). The 4-bit and int8
+kernels already give a row the same numbers at every row count (tests/test_quant.py holds it), so q4 layers
+multiply the batch in one call.
 """
 
 from __future__ import annotations
@@ -33,6 +40,31 @@ from typing import Any
 from ftvpe_core import quant
 
 _plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+BLOCK_ROWS = 8
+"""Rows of every float matrix product of the decoding step (padded): one call shape whatever the batch's size."""
+
+
+def _blocked(module: Any):
+    """``module.forward`` on (B, ..., features) rows, in products of exactly BLOCK_ROWS rows when the module is a
+    plain float ``Linear`` (whose kernel depends on the row count); other modules' own forward."""
+    import torch
+
+    forward = module.forward
+    if type(module) is not torch.nn.Linear:
+        return forward
+
+    def blocked(x):
+        shape = x.shape
+        rows = x.reshape(-1, shape[-1])
+        n = rows.shape[0]
+        padded = -(-n // BLOCK_ROWS) * BLOCK_ROWS
+        if padded != n:
+            rows = torch.cat((rows, rows.new_zeros(padded - n, rows.shape[1])))
+        parts = [forward(rows[i : i + BLOCK_ROWS]) for i in range(0, padded, BLOCK_ROWS)]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return out[:n].reshape(*shape[:-1], out.shape[-1])
+
+    return blocked
 
 
 def supports(model: Any) -> bool:
@@ -58,8 +90,8 @@ class _Layer:
     def __init__(self, layer: Any):
         attn, mlp = layer.self_attn, layer.mlp
         self.norm1, self.norm2 = layer.input_layernorm.forward, layer.post_attention_layernorm.forward
-        self.q, self.k, self.v, self.o = (m.forward for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj))
-        self.gate, self.up, self.down = mlp.gate_proj.forward, mlp.up_proj.forward, mlp.down_proj.forward
+        self.q, self.k, self.v, self.o = (_blocked(m) for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj))
+        self.gate, self.up, self.down = (_blocked(m) for m in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
         self.qkv, self.gate_up = quant.fused(attn, "qkv"), quant.fused(mlp, "gate_up")
         self.heads = attn.q_proj.out_features // attn.head_dim
         self.kv = attn.k_proj.out_features // attn.head_dim
@@ -72,12 +104,8 @@ class _Plan:
         self.first_q = self.first.self_attn.q_proj
         self.layers = [_Layer(layer) for layer in inner.layers]
         self.head_dim, self.scaling = self.first.self_attn.head_dim, self.first.self_attn.scaling
-        self.embed, self.rotary, self.norm, self.lm_head = (
-            inner.embed_tokens,
-            inner.rotary_emb,
-            inner.norm,
-            model.lm_head,
-        )
+        self.embed, self.rotary, self.norm = inner.embed_tokens, inner.rotary_emb, inner.norm
+        self.head = _blocked(model.lm_head)
 
 
 def _plan(model: Any) -> _Plan:
@@ -162,4 +190,4 @@ def decode_step(model: Any, tokens: list[int], lens: list[int], keys: list, valu
             hidden = hidden + layer.down((silu(gate) * up).view(b, 1, -1))
         else:
             hidden = hidden + layer.down(silu(layer.gate(x)) * layer.up(x))
-    return plan.lm_head(plan.norm(hidden))[:, -1]
+    return plan.head(plan.norm(hidden))[:, -1]

@@ -262,3 +262,48 @@ def test_generate_called_on_the_compute_thread_runs_inline_instead_of_waiting_fo
     ids = ids_of(lively, PROMPTS[1])
     request = models.compute(engine.get(lively).generate, ids, GREEDY)
     assert request.tokens == reference_greedy(lively, ids, GREEDY.max_new_tokens)
+
+
+PREAMBLE = "act as a travel blogger . use a friendly tone for families in the USA . answer in the final line . "
+
+
+def _with_preamble(lively, question: str) -> tuple[list[int], int]:
+    """A prompt that starts with the shared preamble, and the length of the part every such prompt shares."""
+    ids = ids_of(lively, PREAMBLE + question)
+    other = ids_of(lively, PREAMBLE + "hello")
+    n = next(i for i, (a, b) in enumerate(zip(ids, other)) if a != b)
+    return ids, n
+
+
+def test_a_shared_prefix_is_prefilled_once_and_each_answer_is_the_one_it_gets_alone(lively, fresh):
+    questions = [p for p in PROMPTS if p != "hello world"]
+    asked = [_with_preamble(lively, q) for q in questions]
+    alone = []
+    for ids, n in asked:
+        fresh()  # nothing remembered: the prefix computed for this request alone
+        alone.append(engine.get(lively).generate(ids, GREEDY, first_top=5, prefix_tokens=n))
+    fresh()
+    scheduler = engine.get(lively)
+    passes: list[int] = []
+    hook = lively.model.model.embed_tokens.register_forward_hook(
+        lambda module, args, out: passes.append(args[0].shape[-1])
+    )
+    try:
+        others = [scheduler.submit(ids_of(lively, t), GREEDY) for t in PROMPTS[:2]]  # strangers in the batch
+        together = [scheduler.submit(ids, GREEDY, first_top=5, prefix_tokens=n) for ids, n in asked]
+        for r in others + together:
+            r.wait(60)
+    finally:
+        hook.remove()
+    assert scheduler.peak_rows >= 4
+    for question, a, t in zip(questions, alone, together):
+        assert t.tokens == a.tokens, question
+        assert t.first_top == a.first_top, question  # the prompt's logits, bit for bit
+    assert passes.count(asked[0][1]) == 1  # the preamble: one prefill for all four
+
+
+def test_a_prefix_must_be_a_whole_number_shorter_than_the_prompt(lively, fresh):
+    ids = ids_of(lively, PROMPTS[0])
+    for bad in (-1, len(ids), len(ids) + 3, 2.5, True):
+        with pytest.raises(FtvpeError, match="prefix"):
+            engine.get(lively).submit(ids, GREEDY, prefix_tokens=bad)

@@ -53,3 +53,20 @@ def test_q4_codes_refuse_weights_off_the_grid():
     w = torch.randn(8, 32)
     assert quant._q4_codes(w) is None
     assert quant._q4_codes(torch.randn(8, 30)) is None  # not whole groups of 32
+
+
+def test_the_4_bit_and_int8_kernels_give_a_row_the_same_numbers_at_every_row_count(tiny_model_dir):
+    """The decoding step multiplies q4 layers in one call for the whole batch (no fixed blocks): batch
+    invariance rests on these kernels summing each row alone, which this holds for a torch upgrade."""
+    model = _tiny_float_model(tiny_model_dir)
+    linear = model.model.layers[0].mlp.down_proj
+    _snap_to_q4_grid(linear)
+    q4_cls, int8_cls = quant._q4_linear_class()
+    q4, int8 = q4_cls(linear, *quant._q4_codes(linear.weight)), int8_cls(linear)
+    x = torch.randn((quant.DECODE_ROWS, 1, linear.in_features), generator=torch.Generator().manual_seed(0))
+    for layer in (q4, int8):
+        with torch.inference_mode():
+            rows = {n: layer(x[:n]) for n in range(1, quant.DECODE_ROWS + 1)}
+        for n in range(2, quant.DECODE_ROWS + 1):
+            assert torch.equal(rows[n][:1], rows[1]), f"{type(layer).__name__}: row 0 in a batch of {n}"
+            assert torch.equal(rows[n][n - 1], rows[quant.DECODE_ROWS][n - 1])
