@@ -37,6 +37,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from ftvpe_core import FtvpeError, adapters, datasets, evaluate, finetune, jobs, models, names, prompts, schedule
 from ftvpe_core import runs as runs_module
@@ -909,70 +910,155 @@ def _log_cause(run_id: str, e: BaseException) -> None:
     sys.stderr.flush()
 
 
-def execute(store: RunStore, run_id: str, interrupted: Callable[[], bool] | None = None) -> dict:
-    """Score a claimed 'challenge' run on the hidden set; the summary (numbers only) goes to the store.
+@dataclass
+class _Scoring:
+    """A claimed score run, read and checked, ready to answer the hidden set."""
 
-    Between answers it stops when the teacher removes the submission (marked cancelled) or the app stops
-    (``interrupted`` says True: marked interrupted)."""
+    run_id: str
+    challenge: Challenge
+    track: str
+    template: prompts.PromptSpec | None
+    adapter: Path | None
+    train_s: float
+    model: str | None
+    device: str
+
+
+def _prepare(store: RunStore, run_id: str, interrupted: Callable[[], bool] | None) -> _Scoring:
     run = store.get(run_id)
-    try:
-        challenge = get(store, run.settings["code"])
-        track = run.settings["track"]
-        with store.reading() as conn:
-            sub = conn.execute(
-                "SELECT * FROM challenge_submissions WHERE id = ?", (run.settings["submission"],)
-            ).fetchone()
-        if sub is None or sub["removed"]:
-            raise FtvpeError("This submission was removed by the teacher.")
-        _check_stop(store, run_id, interrupted)
-        adapter, train_s, template = None, 0.0, None
-        if track == "finetune":
-            train = store.get(run.settings["train_run"])
-            if train.status != "complete":
-                raise FtvpeError(f"The fine-tune did not finish ({train.status}): {train.error or 'no reason given'}")
-            adapter = store.artifact_dir(train.id)
-            train_s = float((train.summary or {}).get("train_seconds", 0.0))
-        else:
-            template = prompts.PromptSpec.from_dict({**json.loads(sub["spec_json"])["prompt"], "task": PLACEHOLDER})
-        store.set_progress(run_id, 0.05, "Loading the model")
-        loaded = models.load(
-            run.settings.get("model"), device=run.device, weight_format=adapters.WEIGHT_FORMAT, adapter=adapter
-        )
-        if template is not None and prompt_tokens(template, loaded.count_tokens) > challenge.settings.max_prompt_tokens:
-            raise FtvpeError(f"The prompt is over this challenge's {challenge.settings.max_prompt_tokens} tokens.")
-        task = hidden_task(challenge)
-        n_public = len(hidden_task(challenge, "public").examples)
-        store.set_progress(run_id, 0.1, f"Scoring on {len(task.examples)} hidden examples")
+    challenge = get(store, run.settings["code"])
+    track = run.settings["track"]
+    with store.reading() as conn:
+        sub = conn.execute("SELECT * FROM challenge_submissions WHERE id = ?", (run.settings["submission"],)).fetchone()
+    if sub is None or sub["removed"]:
+        raise FtvpeError("This submission was removed by the teacher.")
+    _check_stop(store, run_id, interrupted)
+    adapter, train_s, template = None, 0.0, None
+    if track == "finetune":
+        train = store.get(run.settings["train_run"])
+        if train.status != "complete":
+            raise FtvpeError(f"The fine-tune did not finish ({train.status}): {train.error or 'no reason given'}")
+        adapter = store.artifact_dir(train.id)
+        train_s = float((train.summary or {}).get("train_seconds", 0.0))
+    else:
+        template = prompts.PromptSpec.from_dict({**json.loads(sub["spec_json"])["prompt"], "task": PLACEHOLDER})
+    return _Scoring(run_id, challenge, track, template, adapter, train_s, run.settings.get("model"), run.device)
 
-        def progress(done: int, total: int) -> None:
-            _check_stop(store, run_id, interrupted)  # between answers: Remove and app stop are honoured
-            store.set_progress(run_id, 0.1 + 0.9 * done / max(total, 1), f"Scored {done} of {total} hidden examples")
 
-        try:
-            arm = evaluate.run_arm(
-                loaded, task, track, TRACK_LABELS[track], (), train_s, on_progress=progress, template=template
-            )
-        except _Stopped:
-            raise
-        except Exception as e:  # noqa: BLE001 - reworded: the original may quote a hidden input
-            raise FtvpeError(_learner_error(e)) from e
-        summary = _summary(task, arm, n_public, train_s)
-        # Counts only, over the public part's answers (what the learner's board scored): what the learner is told.
-        summary["feedback"] = evaluate.answer_feedback(task, [r.answer for r in arm.examples[:n_public]])
-        store.artifact_dir(run_id)
-        store.finish(run_id, summary)
-        return {"run_id": run_id, "status": "complete", **summary}
-    except _Stopped as stop:
-        if stop.interrupted:
+def _end(store: RunStore, run_id: str, e: BaseException) -> dict:
+    """A score run that could not finish: stopped (cancelled or interrupted), or failed with words for the
+    learner (the cause on the job's log)."""
+    if isinstance(e, _Stopped):
+        if e.interrupted:
             store.interrupt(run_id)
         else:
             store.mark_cancelled(run_id)
-        return {"run_id": run_id, "status": str(stop)}
-    except BaseException as e:
-        if store.get(run_id).status in ("queued", "running"):
-            _log_cause(run_id, e)
-            store.fail(run_id, str(e) if isinstance(e, FtvpeError) else _learner_error(e))
-        raise
+        return {"run_id": run_id, "status": str(e)}
+    error = str(e) if isinstance(e, FtvpeError) else _learner_error(e)
+    if store.get(run_id).status in ("queued", "running"):
+        _log_cause(run_id, e)
+        store.fail(run_id, error)
+    return {"run_id": run_id, "status": "failed", "error": error}
+
+
+def _score_group(
+    store: RunStore, group: list[_Scoring], interrupted: Callable[[], bool] | None
+) -> dict[str, dict | BaseException]:
+    """Score runs of one model (one adapter, or none) in one batched pass: each run's answers are the ones it
+    gets alone (``evaluate.run_arms``). A run removed or failing on its own ends alone; the others go on."""
+    out: dict[str, dict | BaseException] = {}
+    first = group[0]
+    for item in group:
+        store.set_progress(item.run_id, 0.05, "Loading the model")
+    loaded = models.load(first.model, device=first.device, weight_format=adapters.WEIGHT_FORMAT, adapter=first.adapter)
+    ready: list[_Scoring] = []
+    for item in group:
+        cap = item.challenge.settings.max_prompt_tokens
+        if item.template is not None and prompt_tokens(item.template, loaded.count_tokens) > cap:
+            out[item.run_id] = FtvpeError(f"The prompt is over this challenge's {cap} tokens.")
+        else:
+            ready.append(item)
+    tasks = {item.run_id: hidden_task(item.challenge) for item in ready}
+    for item in ready:
+        total = len(tasks[item.run_id].examples)
+        store.set_progress(item.run_id, 0.1, f"Scoring on {total} hidden examples")
+
+    def progress(index: int, done: int, total: int) -> bool:
+        item = ready[index]
+        try:
+            _check_stop(store, item.run_id, interrupted)  # between answers: Remove and app stop are honoured
+        except _Stopped as stop:
+            out[item.run_id] = stop
+            return False
+        store.set_progress(item.run_id, 0.1 + 0.9 * done / max(total, 1), f"Scored {done} of {total} hidden examples")
+        return True
+
+    arms = [evaluate.ArmSpec(tasks[i.run_id], i.track, TRACK_LABELS[i.track], (), i.train_s, i.template) for i in ready]
+    try:
+        results = evaluate.run_arms(loaded, arms, None, progress) if arms else []
+    except Exception as e:  # noqa: BLE001 - reworded: the original may quote a hidden input
+        if len(ready) == 1:
+            reworded = FtvpeError(_learner_error(e))
+            reworded.__cause__ = e  # the job's log shows the real cause (``_log_cause``); the learner, these words
+            return {**out, ready[0].run_id: reworded}
+        # One prompt broke the pass (it does not fit the context, say): each run again on its own.
+        for item in ready:
+            out.update(_score_group(store, [item], interrupted))
+        return out
+    for item, arm in zip(ready, results):
+        if arm is None:
+            continue  # stopped: out holds why
+        task = tasks[item.run_id]
+        n_public = len(hidden_task(item.challenge, "public").examples)
+        summary = _summary(task, arm, n_public, item.train_s)
+        # Counts only, over the public part's answers (what the learner's board scored): what the learner is told.
+        summary["feedback"] = evaluate.answer_feedback(task, [r.answer for r in arm.examples[:n_public]])
+        out[item.run_id] = summary
+    return out
+
+
+def execute_many(store: RunStore, run_ids: list[str], interrupted: Callable[[], bool] | None = None) -> list[dict]:
+    """Score claimed 'challenge' runs on their hidden sets; each summary (numbers only) goes to the store.
+
+    Prompt submissions on one model are scored together in one batched pass through the engine (every waiting
+    learner's prompt on every hidden input), each getting exactly the score it gets alone; a fine-tune
+    submission is scored on its own adapter. Between answers a run stops when the teacher removes its
+    submission (marked cancelled) or the app stops (``interrupted`` says True: marked interrupted); one run's
+    failure or stop leaves the others going."""
+    ended: dict[str, dict | BaseException] = {}
+    groups: dict[tuple, list[_Scoring]] = {}
+    for run_id in run_ids:
+        try:
+            item = _prepare(store, run_id, interrupted)
+        except Exception as e:  # noqa: BLE001 - this run ends; the others go on
+            ended[run_id] = e
+            continue
+        key = (item.model, item.device, str(item.adapter)) if item.adapter else (item.model, item.device, None)
+        groups.setdefault(key, []).append(item)
+    for group in groups.values():
+        try:
+            ended.update(_score_group(store, group, interrupted))
+        except Exception as e:  # noqa: BLE001 - the model did not load, say: each run of the group fails
+            ended.update({item.run_id: e for item in group})
+    out = []
+    for run_id in run_ids:
+        result = ended.get(run_id)
+        if isinstance(result, dict):
+            store.artifact_dir(run_id)
+            store.finish(run_id, result)
+            out.append({"run_id": run_id, "status": "complete", **result})
+        else:
+            out.append(_end(store, run_id, result or FtvpeError("The run was not scored.")))
+    return out
+
+
+def execute(store: RunStore, run_id: str, interrupted: Callable[[], bool] | None = None) -> dict:
+    """Score a claimed 'challenge' run on the hidden set (``execute_many`` with one run: the same pass, so a
+    score alone and a score in a class's batch are one and the same). Raises what failed it, marked failed."""
+    result = execute_many(store, [run_id], interrupted)[0]
+    if result["status"] == "failed":
+        raise FtvpeError(result["error"])
+    return result
 
 
 def run_foreground(store: RunStore, submission_id: int) -> dict:

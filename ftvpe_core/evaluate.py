@@ -490,6 +490,74 @@ class BatchAnswer:
     """The call's wall time divided by its number of answers (what an answer costs at this batch size)."""
 
 
+def shared_prefix_tokens(encoded: Sequence[Sequence[int]]) -> int:
+    """The first tokens every one of these prompts shares (chat template, role, few-shot examples), as the
+    engine's ``prefix_tokens``: 0 when fewer than ``engine.MIN_SHARED_PREFIX``, and always short of the
+    shortest prompt. It depends on the prompts alone, so a prompt gets the same split, and the same answer,
+    whatever else is generated beside it."""
+    if not encoded:
+        return 0
+    first, n = encoded[0], min(len(ids) for ids in encoded) - 1
+    for ids in encoded[1:]:
+        n = next((i for i in range(n) if ids[i] != first[i]), n)
+    return n if n >= engine.MIN_SHARED_PREFIX else 0
+
+
+def _answer_all(
+    loaded: LoadedModel,
+    encoded: list[list[int]],
+    settings: list[GenerationSettings],
+    prefixes: list[int],
+    batch_size: int,
+    on_answer: Callable[[int], None] | None = None,
+    dropped: Callable[[], set[int]] | None = None,
+) -> dict[int, engine.Request]:
+    """Answer the encoded prompts through the engine, ``batch_size`` in flight at a time, in order; returns the
+    finished requests by index. ``on_answer(i)`` follows each answer; prompts in ``dropped()`` (asked after each
+    answer) are cancelled or never submitted, and missing from the result."""
+    scheduler = engine.get(loaded)
+    changed = threading.Event()
+    waiting = iter(range(len(encoded)))
+    running: dict[int, engine.Request] = {}
+    done: dict[int, engine.Request] = {}
+    gone: set[int] = set()
+    try:
+        while True:
+            while len(running) < batch_size and (i := next(waiting, None)) is not None:
+                if i in gone:
+                    continue
+                running[i] = scheduler.submit(encoded[i], settings[i], prefix_tokens=prefixes[i])
+                running[i].watch(changed)
+            if not running:
+                return done
+            finished = [i for i, r in running.items() if r.finished]
+            if not finished:
+                changed.wait(1.0)
+                changed.clear()
+                continue
+            for i in finished:
+                done[i] = running.pop(i).wait()
+                if on_answer:
+                    on_answer(i)
+            if dropped is not None and (gone := dropped()):
+                for i in [i for i in running if i in gone]:
+                    running.pop(i).cancel()
+                done = {i: r for i, r in done.items() if i not in gone}
+    finally:
+        for r in running.values():
+            r.cancel()
+
+
+def _encode_all(loaded: LoadedModel, messages_list: list[list[dict]], max_new: list[int]) -> list[list[int]]:
+    encoded = [generation.encode_chat(loaded, messages) for messages in messages_list]
+    for i, ids in enumerate(encoded):
+        try:
+            generation.check_fits(loaded, len(ids), max_new[i])
+        except FtvpeError as e:
+            raise FtvpeError(f"Prompt {i + 1} of {len(encoded)}: {e}") from None
+    return encoded
+
+
 def generate_batch(
     loaded: LoadedModel,
     messages_list: list[list[dict]],
@@ -501,10 +569,11 @@ def generate_batch(
 
     The engine decodes every running request in one batched forward pass (with other sessions' requests, if
     any), and a request leaves as soon as it ends, so the next prompt takes its place at once. The first tokens
-    that the prompts share (chat template, role, few-shot examples: at least ``engine.MIN_SHARED_PREFIX``) are
-    computed once. Answers come back in input order. Token choice is the same as ``generation.generate``
-    (repetition penalty included); with a shared prefix the prompt's last tokens are computed apart from it,
-    so with q4 weights a near tie can go the other way than in a one-at-a-time answer.
+    that all the prompts share (chat template, role, few-shot examples: ``shared_prefix_tokens``) are computed
+    once. Answers come back in input order, each the same whatever else the engine runs beside it (batch
+    invariance). Token choice is the same as ``generation.generate`` (repetition penalty included); with a shared
+    prefix the prompt's last tokens are computed apart from it, so a near tie can go the other way than in an
+    answer to the prompt alone, prefilled whole.
 
     Args:
         settings: default ``GenerationSettings()``, as ``generation.generate``.
@@ -518,39 +587,23 @@ def generate_batch(
     settings = settings or GenerationSettings()
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise FtvpeError(f"The batch size must be a whole number of at least 1, got {batch_size!r}.")
-    encoded = [generation.encode_chat(loaded, messages) for messages in messages_list]
-    for i, ids in enumerate(encoded):
-        try:
-            generation.check_fits(loaded, len(ids), settings.max_new_tokens)
-        except FtvpeError as e:
-            raise FtvpeError(f"Prompt {i + 1} of {len(encoded)}: {e}") from None
-    scheduler = engine.get(loaded)
-    changed = threading.Event()
-    waiting = iter(range(len(encoded)))
-    running: dict[int, engine.Request] = {}
-    done: dict[int, engine.Request] = {}
+    n = len(messages_list)
+    encoded = _encode_all(loaded, messages_list, [settings.max_new_tokens] * n)
+    prefix = shared_prefix_tokens(encoded) if n > 1 else 0
+    count = itertools.count(1)
     began = time.perf_counter()
-    try:
-        while len(done) < len(encoded):
-            while len(running) < batch_size and (i := next(waiting, None)) is not None:
-                running[i] = scheduler.submit(encoded[i], settings, share_prefix=True)
-                running[i].watch(changed)
-            finished = [i for i, r in running.items() if r.finished]
-            if not finished:
-                changed.wait(1.0)
-                changed.clear()
-                continue
-            for i in finished:
-                done[i] = running.pop(i).wait()
-                if on_progress:
-                    on_progress(len(done), len(encoded))
-    finally:
-        for r in running.values():
-            r.cancel()
-    latency = (time.perf_counter() - began) / max(len(encoded), 1)
+    done = _answer_all(
+        loaded,
+        encoded,
+        [settings] * n,
+        [prefix] * n,
+        batch_size,
+        (lambda i: on_progress(next(count), n)) if on_progress else None,
+    )
+    latency = (time.perf_counter() - began) / max(n, 1)
     return [
         BatchAnswer(loaded.tokenizer.decode(r.tokens, skip_special_tokens=True), len(ids), len(r.tokens), latency)
-        for ids, r in ((encoded[i], done[i]) for i in range(len(encoded)))
+        for ids, r in ((encoded[i], done[i]) for i in range(n))
     ]
 
 
@@ -606,6 +659,122 @@ def max_new_tokens(task: Task, techniques: Sequence[str]) -> int:
     return 160 if cot else 120
 
 
+@dataclass
+class ArmSpec:
+    """One arm to answer: a task's examples, prompted with ``techniques`` (``task_spec``) or with a prompt
+    someone wrote (``template``: a challenge's prompt submission; each example's input becomes its task and
+    its techniques are the template's own)."""
+
+    task: Task
+    name: str
+    label: str
+    techniques: Sequence[str] = ()
+    train_seconds: float = 0.0
+    template: prompts.PromptSpec | None = None
+
+
+def run_arms(
+    loaded: LoadedModel,
+    arms: Sequence[ArmSpec],
+    batch_size: int | None = BATCH_SIZE,
+    on_progress: Callable[[int, int, int], bool | None] | None = None,
+) -> list[ArmResult | None]:
+    """Answer every arm's examples in one batched pass through the engine and score the answers; arm by arm,
+    each arm's result is the one it gets alone (``run_arm``): its prompts share the prefix they share among
+    themselves (``shared_prefix_tokens``), and the engine answers a request alike in any batch.
+
+    Greedy with no repetition penalty: the penalty would push the model away from the labels and brand
+    words that few-shot examples and context put in the prompt.
+
+    Args:
+        batch_size: prompts in flight together (over all arms, in order: an arm's prompts go in together);
+            None: as many as the engine decodes together (``EngineSettings.max_batch``).
+        on_progress: called with (arm index, its answers done, its total) after each answer; False drops that
+            arm (its prompts cancelled; None in the result).
+    """
+    if batch_size is None:
+        batch_size = engine.get(loaded).settings.max_batch
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise FtvpeError(f"The batch size must be a whole number of at least 1, got {batch_size!r}.")
+    owner, messages, settings, prefixes, wanted = [], [], [], [], []
+    for a, arm in enumerate(arms):
+        techniques = arm.template.enabled if arm.template is not None else arm.techniques
+        wanted.append(techniques)
+        if arm.template is not None:
+            specs = [dataclasses.replace(arm.template, task=e.prompt) for e in arm.task.examples]
+        else:
+            specs = [task_spec(arm.task, e, techniques) for e in arm.task.examples]
+        chats = [prompts.build(spec, loaded.count_tokens).messages for spec in specs]
+        limit = max_new_tokens(arm.task, techniques)
+        encoded = _encode_all(loaded, chats, [limit] * len(chats))
+        prefix = shared_prefix_tokens(encoded) if len(encoded) > 1 else 0
+        owner += [a] * len(chats)
+        messages += encoded
+        settings += [GenerationSettings(max_new_tokens=limit, repetition_penalty=1.0)] * len(chats)
+        prefixes += [prefix] * len(chats)
+    sizes = Counter(owner)
+    counts: Counter = Counter()
+    dropped: set[int] = set()
+
+    def on_answer(i: int) -> None:
+        arm = owner[i]
+        counts[arm] += 1
+        if on_progress is not None and on_progress(arm, counts[arm], sizes[arm]) is False:
+            dropped.add(arm)
+
+    began = time.perf_counter()
+    done = _answer_all(
+        loaded,
+        messages,
+        settings,
+        prefixes,
+        batch_size,
+        on_answer,
+        lambda: {i for i, a in enumerate(owner) if a in dropped},
+    )
+    latency = (time.perf_counter() - began) / max(len(done), 1)
+    out: list[ArmResult | None] = []
+    first = 0
+    for a, arm in enumerate(arms):
+        indices = range(first, first + sizes[a])
+        first += sizes[a]
+        if a in dropped:
+            out.append(None)
+            continue
+        results = []
+        for k, (example, i) in enumerate(zip(arm.task.examples, indices)):
+            text = loaded.tokenizer.decode(done[i].tokens, skip_special_tokens=True)
+            value, detail = score(arm.task, example, text)
+            results.append(
+                ExampleResult(
+                    index=k,
+                    prompt=example.prompt,
+                    reference=example.response,
+                    answer=text,
+                    score=value,
+                    passed=value >= PASS_MARK[arm.task.metric],
+                    detail=detail,
+                    prompt_tokens=len(messages[i]),
+                    latency_s=latency,
+                )
+            )
+        n = len(results)
+        out.append(
+            ArmResult(
+                name=arm.name,
+                label=arm.label,
+                score=sum(r.score for r in results) / n if n else 0.0,
+                n=n,
+                mean_prompt_tokens=sum(r.prompt_tokens for r in results) / n if n else 0.0,
+                mean_latency_s=latency if n else 0.0,
+                train_seconds=arm.train_seconds,
+                techniques=[t for t in prompts.TECHNIQUES if t in wanted[a]],
+                examples=results,
+            )
+        )
+    return out
+
+
 def run_arm(
     loaded: LoadedModel,
     task: Task,
@@ -617,51 +786,13 @@ def run_arm(
     on_progress: Callable[[int, int], None] | None = None,
     template: prompts.PromptSpec | None = None,
 ) -> ArmResult:
-    """Answer every example of the task with the given techniques and score the answers.
-
-    Greedy with no repetition penalty: the penalty would push the model away from the labels and brand
-    words that few-shot examples and context put in the prompt.
-
-    Args:
-        template: a prompt someone wrote (a challenge's prompt submission): each example's input becomes its
-            task and ``techniques`` are its own; None builds the prompts with ``task_spec``.
-    """
-    if template is not None:
-        techniques = template.enabled
-        specs = [dataclasses.replace(template, task=e.prompt) for e in task.examples]
-    else:
-        specs = [task_spec(task, e, techniques) for e in task.examples]
-    messages = [prompts.build(spec, loaded.count_tokens).messages for spec in specs]
-    settings = GenerationSettings(max_new_tokens=max_new_tokens(task, techniques), repetition_penalty=1.0)
-    answers = generate_batch(loaded, messages, settings, batch_size, on_progress)
-    results = []
-    for i, (example, answer) in enumerate(zip(task.examples, answers)):
-        value, detail = score(task, example, answer.text)
-        results.append(
-            ExampleResult(
-                index=i,
-                prompt=example.prompt,
-                reference=example.response,
-                answer=answer.text,
-                score=value,
-                passed=value >= PASS_MARK[task.metric],
-                detail=detail,
-                prompt_tokens=answer.prompt_tokens,
-                latency_s=answer.latency_s,
-            )
-        )
-    n = len(results)
-    return ArmResult(
-        name=name,
-        label=label,
-        score=sum(r.score for r in results) / n if n else 0.0,
-        n=n,
-        mean_prompt_tokens=sum(r.prompt_tokens for r in results) / n if n else 0.0,
-        mean_latency_s=sum(r.latency_s for r in results) / n if n else 0.0,
-        train_seconds=train_seconds,
-        techniques=[t for t in prompts.TECHNIQUES if t in techniques],
-        examples=results,
-    )
+    """Answer every example of the task with the given techniques and score the answers (``run_arms`` for one
+    arm; ``template``: a prompt someone wrote, see ``ArmSpec``)."""
+    arm = ArmSpec(task, name, label, techniques, train_seconds, template)
+    progress = (lambda _a, done, total: on_progress(done, total)) if on_progress else None
+    result = run_arms(loaded, [arm], batch_size, progress)[0]
+    assert result is not None
+    return result
 
 
 def combinations() -> list[list[str]]:

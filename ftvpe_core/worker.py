@@ -155,25 +155,11 @@ def _watch_parent(parent_pid: int, stop, finished, current: dict, store: RunStor
     os._exit(3)
 
 
-def _execute_many(store: RunStore, run_ids: list[str], interrupted=None) -> list[dict]:
-    """Score several claimed challenge runs: ``challenges.execute_many``'s signature, executing them one by one
-    until that batched pass lands (swap this table entry for it then)."""
-    from ftvpe_core import challenges
-
-    out = []
-    for run_id in run_ids:
-        try:
-            out.append(challenges.execute(store, run_id, interrupted=interrupted))
-        except Exception as e:  # noqa: BLE001 - marked failed; the others of the batch go on
-            out.append({"run_id": run_id, "status": "failed", "error": f"{type(e).__name__}: {e}"})
-    return out
-
-
 def _executors() -> tuple[dict[str, Callable], dict[str, Callable]]:
     """(kind -> execute one run, kind -> execute several claimed together); kinds missing run ``jobs.execute``."""
     from ftvpe_core import challenges, compare
 
-    return {"compare": compare.execute, "challenge": challenges.execute}, {"challenge": _execute_many}
+    return {"compare": compare.execute, "challenge": challenges.execute}, {"challenge": challenges.execute_many}
 
 
 def _serve(store: RunStore, device: str, interrupted, log, current: dict | None = None, lane: str | None = None) -> int:
