@@ -149,6 +149,8 @@ def cache_gguf(gguf: Path, progress: Progress = _no_progress) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / COMPLETE_MARK).write_text(f"from {gguf}\n")
+        if (target / COMPLETE_MARK).exists():  # another process finished converting meanwhile: keep its folder
+            return target
         if target.exists():  # a half-written folder from an older crash
             shutil.rmtree(target)
         tmp.rename(target)

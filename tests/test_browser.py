@@ -8,6 +8,7 @@ tracked files).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,11 +47,6 @@ pytestmark = [
 ]
 
 
-def _test_home() -> Path:
-    """The data folder the embedded-model tests share, so the safetensors cache is built once."""
-    return Path(os.environ.get("FTVPE_TEST_HOME") or REPO / ".ftvpe-test-home")
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,32 +57,31 @@ def _log_tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:] if log.exists() else ""
 
 
-@pytest.fixture(scope="module")
-def app_url():
-    """``streamlit run app.py`` on the embedded model, stopped when the module's tests end."""
+def browser_home(tmp_path_factory, name: str) -> Path:
+    """A data folder of its own for one module's app server, with the embedded model's converted cache linked in.
+    Of its own: the embedded tests on another xdist worker queue runs in their shared folder, and a server there
+    would take them into its queue (a fine-tune here then waits behind runs nobody in this browser made)."""
+    from tests.conftest import embedded_home
+
+    home = tmp_path_factory.mktemp(name)
+    (home / "models").symlink_to(embedded_home() / "models", target_is_directory=True)
+    return home
+
+
+@contextlib.contextmanager
+def serve_app(home: Path, log: Path, env: dict | None = None, wait_s: float = 60) -> Iterator[str]:
+    """``streamlit run app.py`` on ``home`` (and ``env``'s settings), its address once it answers; stopped after."""
     ARTIFACTS.mkdir(exist_ok=True)
-    log = ARTIFACTS / "streamlit-server.log"
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FTVPE_")}
-    env.update(FTVPE_HOME=str(_test_home()), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    command = [
-        str(REPO / ".venv" / "bin" / "streamlit"),
-        "run",
-        "app.py",
-        "--server.port",
-        str(port),
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.fileWatcherType",
-        "none",  # the tests do not edit the app; watching the repository only costs time
-    ]
+    full = {k: v for k, v in os.environ.items() if not k.startswith("FTVPE_")}
+    full.update(FTVPE_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(env or {}))
+    command = [str(REPO / ".venv" / "bin" / "streamlit"), "run", "app.py", "--server.port", str(port)]
+    command += ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    command += ["--server.fileWatcherType", "none"]  # the tests do not edit the app; watching only costs time
     with log.open("w") as out:
-        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(command, cwd=REPO, env=full, stdout=out, stderr=subprocess.STDOUT)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + wait_s
         while True:
             assert server.poll() is None, f"streamlit exited with {server.returncode}:\n{_log_tail(log)}"
             try:
@@ -94,7 +90,7 @@ def app_url():
                         break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, f"streamlit did not answer within 60 s:\n{_log_tail(log)}"
+            assert time.monotonic() < deadline, f"streamlit did not answer within {wait_s:.0f} s:\n{_log_tail(log)}"
             time.sleep(0.5)
         yield url
     finally:
@@ -104,6 +100,19 @@ def app_url():
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def app_home(tmp_path_factory) -> Path:
+    """The data folder of this module's app server (``browser_home``)."""
+    return browser_home(tmp_path_factory, "browser-home")
+
+
+@pytest.fixture(scope="module")
+def app_url(app_home):
+    """``streamlit run app.py`` on the embedded model, stopped when the module's tests end."""
+    with serve_app(app_home, ARTIFACTS / "streamlit-server.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -335,7 +344,7 @@ def test_fine_tune_lab_upload_lists_problems_by_line_then_accepts_a_good_file(pa
     _no_exception_shown(page)
 
 
-def test_compare_runs_four_arms_in_the_background_and_offers_the_report(page, app_url):
+def test_compare_runs_four_arms_in_the_background_and_offers_the_report(page, app_url, app_home):
     from playwright.sync_api import expect
 
     from ftvpe_core import finetune, jobs
@@ -343,9 +352,7 @@ def test_compare_runs_four_arms_in_the_background_and_offers_the_report(page, ap
 
     # A short fine-tuning run of our own, so the tuned arms have an adapter (made here, not by another test).
     settings = finetune.TrainSettings(max_steps=4, eval_every=4, batch_size=8, max_length=128, max_val_examples=8)
-    run_id = jobs.run_finetune("support_triage", settings, None, RunStore(_test_home()), measure_accuracy=False)[
-        "run_id"
-    ]
+    run_id = jobs.run_finetune("support_triage", settings, None, RunStore(app_home), measure_accuracy=False)["run_id"]
 
     _open_home(page, app_url)  # a fresh server's first visit, so the page below has the app's navigation
     page.goto(f"{app_url}/Compare")

@@ -19,9 +19,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import time
-import urllib.request
 
 import pytest
 
@@ -31,12 +28,11 @@ from tests.test_browser import (  # noqa: F401 - fixtures
     ARTIFACTS,
     CHROMIUM,
     REPO,
-    _free_port,
-    _log_tail,
     _no_exception_shown,
-    _test_home,
+    app_home,
     app_url,
     browser,
+    serve_app,
 )
 
 README_PROJECTOR = REPO / "assets" / "screenshot-challenge.png"
@@ -102,38 +98,12 @@ def class_app(request, tmp_path_factory):
     FTVPE_TEST_CLASS_MODEL a server of its own on that model, on the CPU in float32."""
     model = os.environ.get("FTVPE_TEST_CLASS_MODEL")
     if not model:
-        yield request.getfixturevalue("app_url"), _test_home()
+        yield request.getfixturevalue("app_url"), request.getfixturevalue("app_home")
         return
-    home, port = tmp_path_factory.mktemp("class-home"), _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FTVPE_")}
-    env.update(FTVPE_HOME=str(home), FTVPE_MODEL=model, FTVPE_DEVICE="cpu", FTVPE_DTYPE="float32")
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = ARTIFACTS / "streamlit-class-server.log"
-    command = [str(REPO / ".venv" / "bin" / "streamlit"), "run", "app.py", "--server.port", str(port)]
-    command += ["--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    with log.open("w") as out:
-        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
-        while True:
-            assert server.poll() is None, f"streamlit exited with {server.returncode}:\n{_log_tail(log)}"
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"streamlit did not answer within 120 s:\n{_log_tail(log)}"
-            time.sleep(0.5)
+    home = tmp_path_factory.mktemp("class-home")
+    env = {"FTVPE_MODEL": model, "FTVPE_DEVICE": "cpu", "FTVPE_DTYPE": "float32"}
+    with serve_app(home, ARTIFACTS / "streamlit-class-server.log", env, wait_s=120) as url:
         yield url, home
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=15)
 
 
 def _fill_number(page, label: str, value: int) -> None:
@@ -236,8 +206,8 @@ def test_a_class_joins_from_phones_by_the_projected_link_and_the_projector_shows
         card = page.locator('[class*="st-key-ch_status_"]').first
         expect(card).to_contain_text("scored · Scored:", timeout=SCORED_MS)
     phases = {name: page.evaluate("window.__phases") for name, page in learners.items()}
-    for name, seen in phases.items():
-        assert seen[0] == "queued" and seen[-1] == "scored", (name, seen)
+    for name, seen in phases.items():  # a prompt's score can start at once (the short lane is warm): no "queued"
+        assert seen[0] in ("queued", "scoring", "training") and seen[-1] == "scored", (name, seen)
         ranks, trained = [], False
         for phase in seen:  # in order; a fine-tune waits again, briefly, between training and scoring
             trained = trained or phase == "training"
@@ -245,6 +215,7 @@ def test_a_class_joins_from_phones_by_the_projected_link_and_the_projector_shows
                 ranks.append(ORDER[phase])
         assert ranks == sorted(ranks), (name, seen)
     assert "training" in phases["Ben"] and "training" in phases["Cleo"] and "training" not in phases["Ana"]
+    assert "queued" in (phases["Ben"][0], phases["Cleo"][0]), phases  # one trains at a time: the other waits
     assert any("scoring" in seen for seen in phases.values()), phases  # a phase of a few seconds: seen at least once
 
     # The projector: every learner on the board of their track, the board and chart on the first screen.
