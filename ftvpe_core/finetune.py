@@ -751,7 +751,9 @@ class _Run:
     def evaluate(self, event: dict) -> bool:
         """Measure the validation loss into ``event`` and keep the best adapter; True when patience ran out."""
         c = self.counters
+        began = time.perf_counter()
         c.val_loss = event["val_loss"] = _val_loss(self.peft_model, self.data.val_batches, self.device, self.bf16)
+        event["eval_s"] = time.perf_counter() - began  # the breakdown a bench reads (bench/class.py)
         if c.best_val is None or c.val_loss < c.best_val:
             c.best_val, c.best_step, c.bad_evals = c.val_loss, c.step, 0
             if self.settings.restore_best:

@@ -49,6 +49,7 @@ def submit(
     store: RunStore | None = None,
     preset: str = "",
     learner: str | None = None,
+    probes: int = PROBES,
 ) -> str:
     """Queue a fine-tuning run and return its id; the runner (``runners``) starts it when its turn comes.
 
@@ -61,6 +62,8 @@ def submit(
         preset: the preset the settings were chosen from; recorded only when they still equal it (a preset
             whose knobs were changed is recorded as 'custom').
         learner: who queued it (a browser session; 'cli'): queued runs take turns by learner (``schedule``).
+        probes: validation prompts answered at each evaluation, for the page's sample answers (0: none, where
+            nobody reads them: a class challenge's fine-tune, whose answers would cost seconds of its turn).
     """
     store = store or RunStore()
     dataset = datasets.load(data) if isinstance(data, str) else data
@@ -73,6 +76,7 @@ def submit(
         "preset": finetune.preset_of(settings, preset),
         "dataset_title": dataset.title,
         "dataset_source": "builtin" if builtin else "upload",
+        "probes": max(0, min(int(probes), PROBES)),
     }
     run_id = store.create("finetune", dataset.name, record, device or settings_module.pick_device(), learner)
     if not builtin:
@@ -125,7 +129,7 @@ def record(store: RunStore, run_id: str, event: dict) -> None:
     if "message" in event:
         store.set_progress(run_id, event["fraction"], event["message"])
         return
-    values = {k: event[k] for k in ("train_loss", "val_loss", "lr", "tokens_seen", "eta_s") if k in event}
+    values = {k: event[k] for k in ("train_loss", "val_loss", "lr", "tokens_seen", "eta_s", "eval_s") if k in event}
     values["total_steps"] = event["total_steps"]
     store.log_metrics(run_id, event["step"], **{k: v for k, v in values.items() if v is not None})
     for probe, answer in event.get("samples") or []:
@@ -167,7 +171,7 @@ def train_run(
     # Training needs float weights; this process owns the model it trains.
     loaded = models.load(run_settings.get("model"), device=device, weight_format=adapters.WEIGHT_FORMAT)
     settings = train_settings(run_settings)
-    probes = [e.prompt for e in data.splits["validation"][:PROBES]]
+    probes = [e.prompt for e in data.splits["validation"][: run_settings.get("probes", PROBES)]]
     result = models.compute(
         finetune.train,
         loaded.model,

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, adapters, content, datasets, figures, finetune, jobs, recordings
+from ftvpe_core import FtvpeError, content, datasets, figures, finetune, jobs, recordings
 from ftvpe_core.ui import classroom, loaders, markdown, navigation, replay
 from ftvpe_core.ui import finetune_lab as lab
 from ftvpe_core.ui import run_views as views
@@ -20,24 +20,7 @@ st.caption(content.FINETUNE_INTRO)
 teaching = classroom.page(lab.PAGE, apply=lab.apply_url_state)
 
 st.header("1 · Data")
-if not teaching:
-    st.radio("Dataset", lab.SOURCES, key="ft_source", horizontal=True)
-if ss.ft_source == lab.SOURCES[0]:
-    st.selectbox(
-        "Built-in dataset", datasets.BUILTINS, key="ft_dataset", format_func=lambda n: loaders.dataset(n).title
-    )
-else:
-    st.file_uploader(
-        "JSONL or CSV with prompt/response columns, or chat messages (up to 5 MB, 5,000 rows)",
-        type=["jsonl", "ndjson", "json", "csv", "tsv"],
-        key="ft_upload",
-        on_change=lab.on_upload,
-    )
-    if ss[lab.UPLOAD_ERROR]:
-        st.error(markdown.literal(ss[lab.UPLOAD_ERROR]["summary"]))  # it quotes the file
-        st.markdown("\n".join(f"- {markdown.literal(p)}" for p in ss[lab.UPLOAD_ERROR]["problems"]))
-        if ss[lab.UPLOADED]:
-            st.caption(f"Still using your previous upload, {markdown.literal(ss[lab.UPLOADED].title)}.")
+lab.data_source(teaching)
 data = lab.chosen_dataset()
 classroom.publish(lab.PAGE, lab.url_state())
 if data is None:
@@ -114,35 +97,8 @@ if all_runs:
 run_id = ss.ft_run
 
 
-@st.fragment(run_every=1.5 if active else None)
-def live(run_id):
-    views.tick(store)
-    views.queue_summary(store)
-    now_active = [r for r in reversed(views.listed(store)) if r.active]  # running first, then the queue
-    for r in now_active:
-        a, b = st.columns([6, 1])
-        a.markdown(f"{markdown.literal(views.label(r))} · {r.status}" + (" · stopping…" if r.cancel_requested else ""))
-        b.button(
-            "Cancel", key=f"ft_cancel_{r.id}", on_click=store.request_cancel, args=(r.id,), disabled=r.cancel_requested
-        )
-    if run_id is None:
-        st.info("Launch a run to see its progress here. Other sessions' jobs appear here too.")
-        return
-    run = store.get(run_id)
-    st.subheader(f"Run {run.id}: {markdown.literal(run.settings.get('dataset_title', run.dataset))}")
-    metrics = store.metrics(run.id)
-    views.progress(store, run, metrics)
-    views.resume(store, run, key=f"ft_resume_{run.id}")
-    views.curves(run, metrics, key=f"ft_curves_{run.id}")
-    views.samples(store, run)
-    if ss.get("ft_shown_status") not in (None, run.status) and not run.active:
-        ss.ft_shown_status = run.status
-        st.rerun(scope="app")  # the run ended: show its summary and the chat
-    ss.ft_shown_status = run.status
-
-
 try:
-    live(run_id)
+    lab.live(store, run_id, bool(active))
 except FtvpeError as e:
     st.error(markdown.literal(e))
     st.stop()
@@ -170,14 +126,4 @@ if st.button("Ask both", key="ft_ask", type="primary"):
             lab.ask_both(handle.result, tuned, run.id, ss.ft_chat_prompt)
     except FtvpeError as e:
         st.error(markdown.literal(e))
-for turn in reversed(ss[lab.CHATS].get(run.id, [])):
-    with st.container(border=True):
-        st.markdown(f"**You** ({turn['time']})")
-        st.text(turn["prompt"])
-        b, t = st.columns(2)
-        b.markdown(f"**Base model** · {handle.result.describe()['dtype']}")
-        b.text(turn["base"] or "(empty answer)")
-        b.caption(turn["base_stats"])
-        t.markdown(f"**Fine-tuned model** · {adapters.WEIGHT_FORMAT} + LoRA merged")
-        t.text(turn["tuned"] or "(empty answer)")
-        t.caption(turn["tuned_stats"])
+lab.show_chat(run.id, handle.result.describe()["dtype"])

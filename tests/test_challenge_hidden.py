@@ -282,18 +282,18 @@ def _claimed_score_run(store, tiny_model_dir, tiny_loaded):
 def _answers_counted(monkeypatch, on_first=None):
     """Count the answers scoring reports; call ``on_first`` at the first one."""
     seen = []
-    run_arm = evaluate.run_arm
+    run_arms = evaluate.run_arms
 
-    def counting(*args, on_progress=None, **kwargs):
-        def progress(done, total):
+    def counting(loaded, arms, batch_size=None, on_progress=None):
+        def progress(arm, done, total):
             seen.append(done)
             if len(seen) == 1 and on_first:
                 on_first()
-            on_progress(done, total)
+            return on_progress(arm, done, total)
 
-        return run_arm(*args, on_progress=progress, batch_size=1, **kwargs)
+        return run_arms(loaded, arms, 1, progress)  # one answer in flight: a stop lands before the next
 
-    monkeypatch.setattr(evaluate, "run_arm", counting)
+    monkeypatch.setattr(evaluate, "run_arms", counting)
     return seen
 
 
@@ -326,7 +326,7 @@ def test_the_job_log_holds_the_real_cause_and_the_learner_the_reworded_one(
     def broken(*args, **kwargs):
         raise RuntimeError("the real cause: a tensor of shape (2, 7) where (2, 8) was expected")
 
-    monkeypatch.setattr(evaluate, "run_arm", broken)
+    monkeypatch.setattr(evaluate, "run_arms", broken)
     with pytest.raises(FtvpeError):
         challenges.execute(store, run_id)
     log = capfd.readouterr().err

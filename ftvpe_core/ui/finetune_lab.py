@@ -7,9 +7,11 @@ import time
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, content, datasets, finetune, generation, models
+from ftvpe_core import FtvpeError, adapters, content, datasets, finetune, generation, models
+from ftvpe_core.runs import RunStore
 from ftvpe_core.settings import GenerationSettings
-from ftvpe_core.ui import loaders
+from ftvpe_core.ui import loaders, markdown
+from ftvpe_core.ui import run_views as views
 
 DEFAULT_PRESET = "quick"
 PAGE = "pages/2_Fine_Tune_Lab.py"
@@ -225,3 +227,74 @@ def advanced_settings() -> None:
         d.toggle("Keep the best adapter", key="ft_restore_best", help=h["restore_best"])
         d.toggle("bfloat16 compute", key="ft_bf16", help=h["bf16"])
         st.multiselect("Layers to adapt", finetune.TARGET_MODULES, key="ft_targets", help=h["target_modules"])
+
+
+def data_source(teaching: bool) -> None:
+    """The dataset pickers: a built-in one, or an upload (its problems listed, the previous upload kept)."""
+    ss = st.session_state
+    if not teaching:
+        st.radio("Dataset", SOURCES, key="ft_source", horizontal=True)
+    if ss.ft_source == SOURCES[0]:
+        st.selectbox(
+            "Built-in dataset", datasets.BUILTINS, key="ft_dataset", format_func=lambda n: loaders.dataset(n).title
+        )
+        return
+    st.file_uploader(
+        "JSONL or CSV with prompt/response columns, or chat messages (up to 5 MB, 5,000 rows)",
+        type=["jsonl", "ndjson", "json", "csv", "tsv"],
+        key="ft_upload",
+        on_change=on_upload,
+    )
+    if ss[UPLOAD_ERROR]:
+        st.error(markdown.literal(ss[UPLOAD_ERROR]["summary"]))  # it quotes the file
+        st.markdown("\n".join(f"- {markdown.literal(p)}" for p in ss[UPLOAD_ERROR]["problems"]))
+        if ss[UPLOADED]:
+            st.caption(f"Still using your previous upload, {markdown.literal(ss[UPLOADED].title)}.")
+
+
+def live(store: RunStore, run_id: str | None, active: bool) -> None:
+    """The queue and the shown run's progress, curves and sample answers, redrawn every 1.5 s while runs are
+    active; when the shown run ends, the whole page reruns (its summary and the chat appear)."""
+    st.fragment(run_every=1.5 if active else None)(_live)(store, run_id)
+
+
+def _live(store: RunStore, run_id: str | None) -> None:
+    ss = st.session_state
+    views.tick(store)
+    views.queue_summary(store)
+    now_active = [r for r in reversed(views.listed(store)) if r.active]  # running first, then the queue
+    for r in now_active:
+        a, b = st.columns([6, 1])
+        a.markdown(f"{markdown.literal(views.label(r))} · {r.status}" + (" · stopping…" if r.cancel_requested else ""))
+        b.button(
+            "Cancel", key=f"ft_cancel_{r.id}", on_click=store.request_cancel, args=(r.id,), disabled=r.cancel_requested
+        )
+    if run_id is None:
+        st.info("Launch a run to see its progress here. Other sessions' jobs appear here too.")
+        return
+    run = store.get(run_id)
+    st.subheader(f"Run {run.id}: {markdown.literal(run.settings.get('dataset_title', run.dataset))}")
+    metrics = store.metrics(run.id)
+    views.progress(store, run, metrics)
+    views.resume(store, run, key=f"ft_resume_{run.id}")
+    views.curves(run, metrics, key=f"ft_curves_{run.id}")
+    views.samples(store, run)
+    if ss.get("ft_shown_status") not in (None, run.status) and not run.active:
+        ss.ft_shown_status = run.status
+        st.rerun(scope="app")  # the run ended: show its summary and the chat
+    ss.ft_shown_status = run.status
+
+
+def show_chat(run_id: str, base_dtype: str) -> None:
+    """This run's chat turns, newest first: the base and the tuned model's answers side by side, as text."""
+    for turn in reversed(st.session_state[CHATS].get(run_id, [])):
+        with st.container(border=True):
+            st.markdown(f"**You** ({turn['time']})")
+            st.text(turn["prompt"])
+            b, t = st.columns(2)
+            b.markdown(f"**Base model** · {base_dtype}")
+            b.text(turn["base"] or "(empty answer)")
+            b.caption(turn["base_stats"])
+            t.markdown(f"**Fine-tuned model** · {adapters.WEIGHT_FORMAT} + LoRA merged")
+            t.text(turn["tuned"] or "(empty answer)")
+            t.caption(turn["tuned_stats"])
