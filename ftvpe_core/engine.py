@@ -330,10 +330,10 @@ class Engine:
         self._rows: list[Request] = []
         """Decoding requests; request i owns slot row i (batched models)."""
         self._slots = _Slots()
-        self._prefixes: OrderedDict[tuple[int, tuple[int, ...]], tuple[list, Any]] = OrderedDict()
-        """Recent prompts as (split, ids) -> (their keys and values per layer, the logits of their next token, None
-        for a shared prefix): the prompt ``ids`` prefilled with its first ``split`` tokens apart. DynamicCache
-        appends by concatenation, so these tensors are never written again and need no copy."""
+        self._prefixes: OrderedDict[tuple[int, ...], tuple[list, Any]] = OrderedDict()
+        """Recent prompts prefilled whole, and shared prefixes (prefilled as prompts of their own) -> (their keys and
+        values per layer, the logits of their next token, None for a prefix). DynamicCache appends by
+        concatenation, so these tensors are never written again and need no copy."""
         self._served: dict[str | None, float] = {}
         """When each owner's last request started."""
         self._thread: threading.Thread | None = None
@@ -599,12 +599,12 @@ class Engine:
             request._prefilled += chunk
             used = chunk
             if request._prefilled == split:
-                self._remember((0, tuple(ids[:split])), request._cache, None)
+                self._remember(tuple(ids[:split]), request._cache, None)
             if request._prefilled < len(ids):
                 return used
             logits = out.logits[0, -1].float().cpu()
             if not split:  # a whole prompt: the next request of the same prompt skips its prefill
-                self._remember((0, tuple(ids)), request._cache, logits)
+                self._remember(tuple(ids), request._cache, logits)
         assert logits is not None
         self._start(request, logits)
         return used
@@ -613,15 +613,15 @@ class Engine:
         """(cache, logits or None, tokens covered) of a recent prompt prefilled exactly as this one would be (the
         same prompt whole, or its shared prefix), or None."""
         ids, split = tuple(request.prompt_ids), request.prefix_tokens
-        key = (0, ids[:split] if split else ids)
+        key = ids[:split] if split else ids
         if key not in self._prefixes:
             return None
         cache, logits = self._prefixes[key]
         self._prefixes.move_to_end(key)
-        return _copy_cache(self.config, cache, len(key[1])), logits, len(key[1])
+        return _copy_cache(self.config, cache, len(key)), logits, len(key)
 
-    def _remember(self, key: tuple[int, tuple[int, ...]], cache: Any, logits: Any) -> None:
-        if len(key[1]) > PREFIX_MAX_TOKENS:
+    def _remember(self, key: tuple[int, ...], cache: Any, logits: Any) -> None:
+        if len(key) > PREFIX_MAX_TOKENS:
             return
         self._prefixes[key] = ([(layer.keys, layer.values) for layer in cache.layers], logits)
         self._prefixes.move_to_end(key)

@@ -4,10 +4,12 @@ app on that model for the page tests (``tiny_app``).
 Embedded-model tests share one data folder for the whole run (``FTVPE_TEST_HOME``, default
 ``.ftvpe-test-home`` in the repository) so the GGUF-to-safetensors cache is built once and reused.
 
-``make test`` runs the suite on every core with pytest-xdist (``-n auto --dist loadgroup``). What that needs:
-- the browser tests run on one worker (xdist group ``browser``: their Streamlit servers share the embedded data
-  folder, its job processes and ``test-artifacts/``), and so do the Ray tests (group ``ray``: one local Ray head
-  per run, whose token lives in ``~/.ray``); the groups are given here from the ``browser`` and ``ray`` marks;
+``make test`` runs the suite on every core with pytest-xdist (``-n auto``), then the real-browser journeys in
+one process (``-m browser``: each starts an app server whose job processes use every core; each module's server
+has a data folder of its own, ``tests/test_browser.py::browser_home``). What the parallel part needs:
+- the Ray tests share one local Ray head per worker (its token lives in ``~/.ray``); the ``browser`` and ``ray``
+  marks also get an xdist group here, which ``--dist loadgroup`` would keep on one worker, but xdist 3.8 names the
+  group in ``item._nodeid``, which pytest 9 no longer reads, so today they spread like any other test;
 - the embedded model's cache is converted once, under a file lock, before the first embedded test
   (``pytest_runtest_setup``);
 - torch in each worker uses its share of the cores (two workers on two cores: one thread each), except in tests

@@ -5,9 +5,17 @@ so this module starts its own server (the other browser modules open Home first,
 
 from __future__ import annotations
 
-from tests.test_browser import _expect_navigation, _no_exception_shown, app_url, browser, page, pytestmark
+from tests.test_browser import (
+    _expect_navigation,
+    _no_exception_shown,
+    app_home,
+    app_url,
+    browser,
+    page,
+    pytestmark,
+)
 
-__all__ = ["app_url", "browser", "page", "pytestmark"]  # the fixtures and marks this module reuses
+__all__ = ["app_home", "app_url", "browser", "page", "pytestmark"]  # the fixtures and marks this module reuses
 
 
 def test_a_deep_link_to_a_fresh_server_opens_its_page_under_the_apps_navigation(page, app_url):
