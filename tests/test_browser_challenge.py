@@ -70,11 +70,16 @@ LAYOUT_PROBLEMS = """
   const hidden = (e) => { for (let a = e; a; a = a.parentElement) { const r = a.getBoundingClientRect();
       if (r.width <= 1 || r.height <= 1) return true; } return false; };
   const main = document.querySelector('[data-testid="stMain"]');
+  // Drawn only inside an ancestor on the page that clips it (overflow hidden or clip, not a scrolling box): a
+  // progress bar's track slides left of its bar by the part not done yet, and is never seen there.
+  const clipped = (e) => { for (let a = e.parentElement; a && a !== main; a = a.parentElement) {
+      const o = getComputedStyle(a).overflowX, p = a.getBoundingClientRect();
+      if ((o === 'hidden' || o === 'clip') && p.left >= -0.5 && p.right <= width + 0.5) return true; } return false; };
   const over = [], small = [];
   for (const e of main.querySelectorAll('*')) {
     const r = e.getBoundingClientRect();
     if (r.width <= 1 || r.height <= 1 || getComputedStyle(e).visibility === 'hidden') continue;
-    if (r.right > width + 0.5 || r.left < -0.5) {
+    if ((r.right > width + 0.5 || r.left < -0.5) && !clipped(e)) {
       const ids = []; for (let a = e; a && a !== main; a = a.parentElement) if (a.dataset.testid) ids.push(a.dataset.testid);
       over.push(`${e.tagName}.${e.className} [${ids.join(' < ')}] ${r.left}-${r.right}: ${e.innerText.slice(0, 40)}`);
     }
