@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftvpe_core import FtvpeError, datasets, finetune, recordings
+from ftvpe_core import FtvpeError, datasets, recordings, runs
 from ftvpe_core.runs import RunStore
 
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -123,7 +123,7 @@ def available(store: RunStore, dataset: str | None = None) -> list[Available]:
                     run.dataset,
                     run.id,
                     run.settings.get("dataset_title", run.dataset),
-                    finetune.preset_label(run.settings),
+                    runs.preset_label(run.settings),
                 )
             )
     for name in recordings.available():

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ftvpe_core import FtvpeError
+from ftvpe_core import FtvpeError, runs
 from ftvpe_core.datasets import Example
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -230,7 +230,7 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 """Starting points, the one table of them (labels, descriptions, values)."""
-CUSTOM = "custom"
+CUSTOM = runs.CUSTOM_PRESET
 """The preset name of a run whose settings match no preset (chosen by hand, or a preset's knobs changed)."""
 
 
@@ -246,9 +246,7 @@ def preset_of(settings: TrainSettings, chosen: str | None) -> str:
     return chosen if chosen in PRESETS and from_preset(chosen) == settings else CUSTOM
 
 
-def preset_label(run_settings: dict) -> str:
-    """The preset a stored run's settings came from, for display: its name, or 'custom'."""
-    return run_settings.get("preset") or CUSTOM
+preset_label = runs.preset_label
 
 
 # Data

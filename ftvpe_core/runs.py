@@ -68,6 +68,16 @@ def lane_kinds(lane: str) -> tuple[str, ...]:
     return tuple(k for k in KINDS if KIND_LANES[k] == lane)
 
 
+CUSTOM_PRESET = "custom"
+"""What a run's settings record as their preset when they are not exactly one (``finetune.preset_of``)."""
+
+
+def preset_label(run_settings: dict) -> str:
+    """The preset a stored run's settings came from, for display: its name, or 'custom'. Here, with the runs,
+    so that what lists runs (``adapters.available``) needs no import of the training loop."""
+    return run_settings.get("preset") or CUSTOM_PRESET
+
+
 AFTER_KEY = "after"
 """A run whose settings name another run under this key waits for it: it is not claimed while that run is queued,
 running or interrupted (a challenge's score waits for its fine-tune), and it is queued again when that run is."""
