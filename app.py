@@ -5,7 +5,7 @@ working). Each page is a flat script that sets itself up (sidebar, state default
 
 import streamlit as st
 
-from ftvpe_core import classroom, content
+from ftvpe_core.teaching import classroom, content
 from ftvpe_core.ui import loaders
 
 loaders.start_jobs()  # once per server: the job processes come up warm while a class challenge is open

@@ -3,8 +3,8 @@ of ``app.py``'s navigation)."""
 
 import streamlit as st
 
-from ftvpe_core import classroom as guided
-from ftvpe_core import content
+from ftvpe_core.teaching import classroom as guided
+from ftvpe_core.teaching import content
 from ftvpe_core.ui import classroom, loaders
 
 st.set_page_config(page_title="FT vs PE Studio", page_icon="🧪", layout="wide")

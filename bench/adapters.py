@@ -37,7 +37,8 @@ BASE, TUNED = "__base__", "default"
 
 def prompts_for(loaded, n: int) -> list[list[int]]:
     """N support-triage tickets (the test split, in turn) as chat prompts' token ids."""
-    from ftvpe_core import datasets, generation
+    from ftvpe_core.model import generation
+    from ftvpe_core.tasks import datasets
 
     tickets = datasets.load_builtin("support_triage").splits["test"]
     return [
@@ -48,7 +49,7 @@ def prompts_for(loaded, n: int) -> list[list[int]]:
 
 def in_turns(base, tuned, prompts: list[list[int]], new_tokens: int) -> dict:
     """N requests to each model's engine, all submitted together; the engines take turns."""
-    from ftvpe_core import engine
+    from ftvpe_core.model import engine
     from ftvpe_core.settings import GenerationSettings
 
     settings = GenerationSettings(max_new_tokens=new_tokens, repetition_penalty=1.0, stop_at_end=False)
@@ -68,7 +69,7 @@ def in_one_batch(model, tokenizer, prompts: list[list[int]], new_tokens: int, ad
     """All prompts as one left-padded batch through generate (per-row adapters when ``adapter_names``)."""
     import torch
 
-    from ftvpe_core import models
+    from ftvpe_core.model import models
 
     width = max(len(p) for p in prompts)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -98,7 +99,8 @@ def in_one_batch(model, tokenizer, prompts: list[list[int]], new_tokens: int, ad
 def run(args) -> dict:
     import torch
 
-    from ftvpe_core import FtvpeError, adapters, models
+    from ftvpe_core import FtvpeError
+    from ftvpe_core.model import adapters, models
 
     threads = os.cpu_count() or 1
     models.compute(torch.set_num_threads, threads)

@@ -71,8 +71,10 @@ def run(args: argparse.Namespace) -> dict:
         os.environ["FTVPE_HOME"] = args.home
     else:
         os.environ["FTVPE_HOME"] = tempfile.mkdtemp(prefix="ftvpe-bench-class-")
-    from ftvpe_core import challenges, datasets, runners
-    from ftvpe_core.runs import RunStore
+    from ftvpe_core.jobs import runners
+    from ftvpe_core.store.runs import RunStore
+    from ftvpe_core.tasks import datasets
+    from ftvpe_core.teaching import challenges
 
     report: dict = {
         "bench": "class",

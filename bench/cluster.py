@@ -35,13 +35,15 @@ DATASET = "support_triage"
 
 def queue_and_train(home: Path, k: int, steps: int | None, model: str | None, runner: str) -> dict:
     """Queue K runs from K learners in a fresh store and train them all through ``runner``; the wall time."""
-    from ftvpe_core import FtvpeError, finetune, jobs, worker
-    from ftvpe_core.runs import RunStore
+    from ftvpe_core import FtvpeError
+    from ftvpe_core.jobs import worker
+    from ftvpe_core.store.runs import RunStore
+    from ftvpe_core.training import finetune, tuning
 
     store = RunStore(home)
     overrides = {"max_steps": steps, "epochs": 0} if steps else {}
     settings = finetune.from_preset("quick", **overrides)
-    ids = [jobs.submit(DATASET, settings, model, "cpu", store, "quick", learner=f"learner-{i}") for i in range(k)]
+    ids = [tuning.submit(DATASET, settings, model, "cpu", store, "quick", learner=f"learner-{i}") for i in range(k)]
     began = time.perf_counter()
     worker.serve(store, worker.RAY if runner == "ray" else "cpu", log=lambda m: common.log(f"{runner}: {m}"))
     wall = time.perf_counter() - began
@@ -58,7 +60,8 @@ def queue_and_train(home: Path, k: int, steps: int | None, model: str | None, ru
 
 
 def run(args) -> dict:
-    from ftvpe_core import FtvpeError, ray_runner
+    from ftvpe_core import FtvpeError
+    from ftvpe_core.jobs import ray_runner
 
     ks = [int(k) for k in args.k.split(",") if k.strip()]
     if not ks or min(ks) < 1:
@@ -99,7 +102,7 @@ def run(args) -> dict:
 def _cluster(address: str | None, cpus: int, temp: str):
     from contextlib import nullcontext
 
-    from ftvpe_core import ray_runner
+    from ftvpe_core.jobs import ray_runner
 
     return nullcontext(address) if address else ray_runner.local_head(cpus, temp)
 

@@ -49,7 +49,7 @@ def use_all_threads() -> int:
     """
     import torch
 
-    from ftvpe_core import models
+    from ftvpe_core.model import models
 
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)

@@ -88,8 +88,9 @@ def load_prompts(args: argparse.Namespace, report: dict) -> tuple:
     Returns:
         The loaded model, the chat messages of each prompt and the generation settings.
     """
-    from ftvpe_core import evaluate, models, prompts
+    from ftvpe_core.model import models
     from ftvpe_core.settings import GenerationSettings
+    from ftvpe_core.tasks import evaluate, prompts
 
     common.log(f"loading {args.model}")
     loaded = models.load(args.model, args.device)
@@ -112,7 +113,8 @@ def load_prompts(args: argparse.Namespace, report: dict) -> tuple:
 def make_sides(args: argparse.Namespace, loaded, messages: list, settings) -> dict[str, Callable[[], list[str]]]:
     """The rows to time, each a function that answers every prompt: one at a time, batched, and (unless
     ``--skip-extra``) batched without the shared-prefix reuse and at half the batch size."""
-    from ftvpe_core import engine, evaluate, generation
+    from ftvpe_core.model import engine, generation
+    from ftvpe_core.tasks import evaluate
 
     # Every round answers the same prompts: the engine would skip the prefill of a prompt it has just seen, so
     # each side starts with an engine that has forgotten them.
@@ -137,7 +139,8 @@ def make_sides(args: argparse.Namespace, loaded, messages: list, settings) -> di
 
 def warm_up(loaded, messages: list, settings, batch_size: int) -> None:
     """One answer alone and one batch, untimed."""
-    from ftvpe_core import evaluate, generation
+    from ftvpe_core.model import generation
+    from ftvpe_core.tasks import evaluate
 
     common.log("warm-up")
     generation.generate(loaded, messages[0], settings)
@@ -163,7 +166,7 @@ def time_rounds(sides: dict, rounds: int) -> tuple[dict[str, list[float]], dict[
 
 def add_rows(report: dict, loaded, messages: list, times: dict, texts: dict) -> None:
     """Prompt and answer lengths, and a row per side: answers/s, ratio to one at a time, identical answers."""
-    from ftvpe_core import generation
+    from ftvpe_core.model import generation
 
     n = len(messages)
     encoded = [generation.encode_chat(loaded, m) for m in messages]

@@ -11,7 +11,7 @@ of steps, each on its own copy of the model, with the same thread count, on the 
 (``models.compute``). Throughput counts non-padding tokens only, over the steps after the first few
 (warm-up), for both sides. An extra row shows Trainer with ``bf16=True``, for information.
 
-It also times the 'quick' preset end to end (``jobs.run_finetune``: load, train, save) on support_triage,
+It also times the 'quick' preset end to end (``tuning.run_finetune``: load, train, save) on support_triage,
 with the run store in a temporary folder; the model cache stays in the usual data folder.
 
 This script measures and prints; it changes nothing in ``ftvpe_core``.
@@ -79,7 +79,7 @@ def app_padding_share(rows: list[dict], steps: int) -> float:
     """Share of padding in the first ``steps`` batches that ``finetune.train`` builds (same rng, same order)."""
     import random
 
-    from ftvpe_core import finetune
+    from ftvpe_core.training import finetune
 
     lengths = [len(r["input_ids"]) for r in rows]
     rng = random.Random(SEED)
@@ -96,7 +96,7 @@ def app_padding_share(rows: list[dict], steps: int) -> float:
 
 def run_app(loaded, examples, steps: int, warmup: int) -> dict:
     """``finetune.train`` on a copy of the model: bf16 autocast as in the app, no validation set."""
-    from ftvpe_core import finetune
+    from ftvpe_core.training import finetune
 
     settings = finetune.TrainSettings(**LORA, max_steps=steps, batch_size=BATCH_SIZE, max_length=MAX_LENGTH, seed=SEED)
     model = copy.deepcopy(loaded.model)
@@ -179,7 +179,7 @@ def _counting_collator(pad_id: int) -> tuple[Callable, list[tuple[int, int]]]:
     Returns:
         The collator and the list it appends to.
     """
-    from ftvpe_core import finetune
+    from ftvpe_core.training import finetune
 
     collated: list[tuple[int, int]] = []
 
@@ -252,14 +252,14 @@ def _trainer_figures(started: float, ends: list[float], used: list[tuple[int, in
 
 
 def run_quick(model: str) -> dict:
-    """``jobs.run_finetune`` with the 'quick' preset on support_triage, run store in a temporary folder."""
-    from ftvpe_core import finetune, jobs
-    from ftvpe_core.runs import RunStore
+    """``tuning.run_finetune`` with the 'quick' preset on support_triage, run store in a temporary folder."""
+    from ftvpe_core.store.runs import RunStore
+    from ftvpe_core.training import finetune, tuning
 
     settings = finetune.from_preset("quick")
     with tempfile.TemporaryDirectory(prefix="ftvpe-bench-runs-") as home:
         started = time.perf_counter()
-        summary = jobs.run_finetune(
+        summary = tuning.run_finetune(
             DATASET, settings, model_name=model, store=RunStore(Path(home)), measure_accuracy=False
         )
         wall = time.perf_counter() - started
@@ -328,7 +328,9 @@ def load_training_rows(model: str, report: dict) -> tuple:
     Returns:
         The loaded model, the examples and the rows.
     """
-    from ftvpe_core import datasets, finetune, models
+    from ftvpe_core.model import models
+    from ftvpe_core.tasks import datasets
+    from ftvpe_core.training import finetune
 
     common.log(f"loading {model} (float32)")
     loaded = models.load(model, weight_format="float32")
@@ -348,7 +350,7 @@ def run_arms(
     Returns:
         Each arm's figures, one dict per round it completed.
     """
-    from ftvpe_core import models
+    from ftvpe_core.model import models
 
     arms = {
         "trainer": functools.partial(run_trainer, loaded, rows, args.steps, warmup),
@@ -414,7 +416,7 @@ def time_quick_preset(args: argparse.Namespace, report: dict) -> None:
     if args.skip_quick:
         report["notes"].append("--skip-quick: the quick preset was not timed")
         return
-    common.log("quick preset: jobs.run_finetune end to end")
+    common.log("quick preset: tuning.run_finetune end to end")
     quick = run_quick(args.model)
     report["quick_preset"] = quick
     report["quick_preset_seconds"] = quick["seconds"]
@@ -468,7 +470,7 @@ def render(r: dict) -> str:
     q = r["quick_preset"]
     if q:
         lines.append(
-            f"Quick preset on {r['dataset']} (jobs.run_finetune: load + train + save, accuracy off): "
+            f"Quick preset on {r['dataset']} (tuning.run_finetune: load + train + save, accuracy off): "
             f"{q['seconds']:.1f} s wall, {q['train_seconds']:.1f} s training ({q['steps']} steps, batch "
             f"{q['batch_size']} x at most {q['max_length']} tokens, evaluations and probes included)"
         )

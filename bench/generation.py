@@ -84,7 +84,7 @@ def _child_load(model: str, device: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401 - what models.load imports
 
-    from ftvpe_core import models
+    from ftvpe_core.model import models
 
     torch.set_num_threads(os.cpu_count() or 1)
     models.compute(torch.set_num_threads, os.cpu_count() or 1)
@@ -152,12 +152,12 @@ class Baseline:
         self.pad = pad if pad is not None else tokenizer.eos_token_id
 
     def decode_once(self) -> dict:
-        from ftvpe_core import models
+        from ftvpe_core.model import models
 
         return models.compute(self._decode)
 
     def ttft_once(self) -> dict:
-        from ftvpe_core import models
+        from ftvpe_core.model import models
 
         return models.compute(self._ttft)
 
@@ -203,13 +203,13 @@ class App:
         self.first_settings = GenerationSettings(max_new_tokens=1)
 
     def decode_once(self) -> dict:
-        from ftvpe_core import generation
+        from ftvpe_core.model import generation
 
         r = generation.generate(self.loaded, DECODE_MESSAGES, self.decode_settings)
         return {"tok_s": r.tokens_per_s, "ttft_s": r.ttft_s, "new_tokens": r.new_tokens, "stop": r.stop_reason}
 
     def ttft_once(self) -> dict:
-        from ftvpe_core import engine, generation
+        from ftvpe_core.model import engine, generation
 
         # Wall clock around a one-token answer, as for the baseline; the app's own figure is kept too. The
         # engine would reuse the same prompt's keys and values from the last round: forget them, so the
@@ -260,7 +260,7 @@ def formats_for(device: str, default: str, gguf: bool = True) -> list[str]:
 
 
 def _weights_folder(source) -> str:
-    from ftvpe_core import models
+    from ftvpe_core.model import models
 
     if source.kind in ("embedded", "gguf"):
         return str(models.gguf_cache_dir(Path(source.location)))
@@ -277,7 +277,8 @@ def _free() -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Every measurement in turn: load times, then decode and TTFT of the baseline and each app format."""
-    from ftvpe_core import models, settings
+    from ftvpe_core import settings
+    from ftvpe_core.model import models
 
     common.quiet_transformers()
     threads = common.use_all_threads()
@@ -349,7 +350,7 @@ def cold_data_home(active: bool) -> Iterator[str | None]:
 def measure_cold_load(args: argparse.Namespace, report: dict, source, device: str, temp_home: str | None) -> None:
     """Time a cold load (GGUF file into the empty ``temp_home``) in a subprocess, or note why there is none;
     without a timed cold load, make sure the cache exists for the warm load."""
-    from ftvpe_core import models
+    from ftvpe_core.model import models
 
     gguf = _is_gguf(source)
     if temp_home:
@@ -383,7 +384,8 @@ def load_baseline(source, device: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftvpe_core import models, settings
+    from ftvpe_core import settings
+    from ftvpe_core.model import models
 
     folder = _weights_folder(source)
     common.log(f"baseline: float32 model.generate from {folder}")
@@ -409,7 +411,7 @@ def load_app_formats(
     Returns:
         An ``App`` side per format, and each load's own ``load_seconds``.
     """
-    from ftvpe_core import models
+    from ftvpe_core.model import models
 
     sides, load_s = {}, {}
     for fmt in formats:

@@ -46,7 +46,7 @@ def learner_messages(loaded, n: int) -> list[list[dict]]:
     """N chats from the travel preset: techniques in turn, each learner's task worded a little differently."""
     from dataclasses import replace
 
-    from ftvpe_core import presets, prompts
+    from ftvpe_core.tasks import presets, prompts
 
     base = presets.get("travel").spec
     out = []
@@ -58,7 +58,7 @@ def learner_messages(loaded, n: int) -> list[list[dict]]:
 
 def one_load(loaded, n: int, new_tokens: int) -> dict:
     """N streams submitted together; returns the figures of this N."""
-    from ftvpe_core import engine, generation
+    from ftvpe_core.model import engine, generation
     from ftvpe_core.settings import GenerationSettings
 
     settings = GenerationSettings(max_new_tokens=new_tokens, repetition_penalty=1.0, stop_at_end=False)
@@ -111,7 +111,7 @@ def one_load(loaded, n: int, new_tokens: int) -> dict:
 def run(args) -> dict:
     import torch
 
-    from ftvpe_core import engine, generation, models
+    from ftvpe_core.model import engine, generation, models
     from ftvpe_core.settings import GenerationSettings
 
     threads = os.cpu_count() or 1

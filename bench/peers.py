@@ -198,7 +198,7 @@ class App:
         self.settings = GenerationSettings(max_new_tokens=n, repetition_penalty=1.0, stop_at_end=False)
 
     def generate(self, messages: list[dict]) -> dict:
-        from ftvpe_core import engine, generation
+        from ftvpe_core.model import engine, generation
 
         engine.get(self.loaded).forget_prompts()  # prefill in full, as for a prompt never seen before
         stream = generation.GenerationStream(self.loaded, messages, self.settings)
@@ -237,7 +237,7 @@ class Transformers:
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def generate(self, ids: list[int]) -> dict:
-        from ftvpe_core import models
+        from ftvpe_core.model import models
 
         return models.compute(self._generate, ids)
 
@@ -267,7 +267,7 @@ class Transformers:
 
 def long_messages(loaded, target: int) -> list[dict]:
     """A chat prompt of about ``target`` tokens (chat template included) through the app's tokenizer."""
-    from ftvpe_core import generation
+    from ftvpe_core.model import generation
 
     return common.facts_messages(lambda messages: len(generation.encode_chat(loaded, messages)), target)
 
@@ -321,7 +321,7 @@ def _same_prefix(a: list[int], b: list[int]) -> int:
 
 def run(args) -> dict:
     """Start the peer (or fail at once), load the app's formats and the baseline, then measure in rounds."""
-    from ftvpe_core import generation, models
+    from ftvpe_core.model import generation, models
 
     common.quiet_transformers()
     source = models.resolve(args.model)

@@ -37,7 +37,7 @@ def _timed_steps(model, rows: int, positions: int, steps: int) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from ftvpe_core import fastpath
+    from ftvpe_core.model import fastpath
 
     keys, values = _slot_cache(model.config, rows, positions + 3 * steps + 8)
     tokens = [5 + i for i in range(rows)]
@@ -58,7 +58,7 @@ def _timed_steps(model, rows: int, positions: int, steps: int) -> dict:
 
 
 def run(args) -> dict:
-    from ftvpe_core import models
+    from ftvpe_core.model import models
 
     threads = common.use_all_threads()
     common.quiet_transformers()

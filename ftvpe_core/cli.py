@@ -14,22 +14,15 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from ftvpe_core import (
-    FtvpeError,
-    adapters,
-    challenges,
-    compare,
-    datasets,
-    finetune,
-    generation,
-    jobs,
-    models,
-    prompts,
-    runs,
-    settings,
-    worker,
-)
+from ftvpe_core import FtvpeError, settings
+from ftvpe_core.jobs import worker
+from ftvpe_core.model import adapters, generation, models
 from ftvpe_core.settings import GenerationSettings
+from ftvpe_core.store import runs
+from ftvpe_core.studies import compare
+from ftvpe_core.tasks import datasets, prompts
+from ftvpe_core.teaching import challenges
+from ftvpe_core.training import finetune, tuning
 
 TEACHER_KEY_ENV = "FTVPE_TEACHER_KEY"
 REJOIN_TOKEN_ENV = "FTVPE_REJOIN_TOKEN"
@@ -419,9 +412,9 @@ def cmd_finetune(args) -> int:
         )
 
     if args.resume:
-        summary = jobs.resume_finetune(args.resume, on_event=show)
+        summary = tuning.resume_finetune(args.resume, on_event=show)
     else:
-        summary = jobs.run_finetune(args.dataset, train_settings, args.model, on_event=show, preset=args.preset)
+        summary = tuning.run_finetune(args.dataset, train_settings, args.model, on_event=show, preset=args.preset)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -475,7 +468,7 @@ def cmd_compare(args) -> int:
     )
     result = compare.run_foreground(settings, on_progress=_progress_line)
     if args.html:
-        from ftvpe_core import report
+        from ftvpe_core.studies import report
 
         print(f"report: {report.write(result, args.html)}", file=sys.stderr)
     if args.json:
@@ -493,7 +486,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from ftvpe_core import evaluate
+    from ftvpe_core.tasks import evaluate
 
     task = evaluate.load_task(args.task, args.metric, args.limit or None)
     loaded = models.load(args.model, weight_format=adapters.WEIGHT_FORMAT)
@@ -634,7 +627,7 @@ def cmd_challenge(args) -> int:
         key = _secret(args.key, TEACHER_KEY_ENV, "teacher key", "--key")
         text = challenges.export_csv(store, args.code, key)
         if args.html:
-            from ftvpe_core import report
+            from ftvpe_core.studies import report
 
             html = report.challenge_html(challenges.export(store, args.code, key))
             _write_text(args.html, html)

@@ -126,7 +126,7 @@ def pick_weight_format(device: str, requested: str | None = None, gguf_source: b
     if requested != "auto":
         return requested
     if device == "cpu":
-        from ftvpe_core import quant
+        from ftvpe_core.model import quant
 
         return "q4" if gguf_source and quant.q4_supported() else "float32"
     if device.startswith("cuda"):

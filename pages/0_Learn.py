@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from ftvpe_core import classroom as guided
-from ftvpe_core import content, lessons, recordings
+from ftvpe_core.store import recordings
+from ftvpe_core.teaching import classroom as guided
+from ftvpe_core.teaching import content, lessons
 from ftvpe_core.ui import classroom, loaders, navigation, replay
 from ftvpe_core.ui import learn_view as view
 from ftvpe_core.ui import run_views as views

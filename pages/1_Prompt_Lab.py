@@ -4,7 +4,8 @@ from types import SimpleNamespace
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, figures, presets, prompts
+from ftvpe_core import FtvpeError, figures
+from ftvpe_core.tasks import presets, prompts
 from ftvpe_core.ui import classroom, loaders, markdown, navigation
 from ftvpe_core.ui import prompt_lab as lab
 

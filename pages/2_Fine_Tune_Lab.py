@@ -2,7 +2,11 @@
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, content, datasets, figures, finetune, jobs, recordings
+from ftvpe_core import FtvpeError, figures
+from ftvpe_core.store import recordings
+from ftvpe_core.tasks import datasets
+from ftvpe_core.teaching import content
+from ftvpe_core.training import finetune, tuning
 from ftvpe_core.ui import classroom, loaders, markdown, navigation, replay
 from ftvpe_core.ui import finetune_lab as lab
 from ftvpe_core.ui import run_views as views
@@ -75,7 +79,7 @@ choice = loaders.choice()
 if st.button("🚀 Launch", type="primary", disabled=train_settings is None, key="ft_launch"):
     try:
         device = loaders.device()
-        ss.ft_run = jobs.submit(
+        ss.ft_run = tuning.submit(
             lab.launch_target(),
             train_settings,
             choice["name"],
@@ -117,7 +121,7 @@ if run.settings.get("model") != choice["name"]:
         f"This run tuned {markdown.literal(run.settings.get('model'))}; the base answers come from the sidebar's "
         f"model, {markdown.literal(choice['name'])}. Pick the same model in the sidebar for a fair comparison."
     )
-test = jobs.run_dataset(store, run).splits.get("test") or [datasets.Example("Hello! What can you do?", "")]
+test = tuning.run_dataset(store, run).splits.get("test") or [datasets.Example("Hello! What can you do?", "")]
 st.text_area("Your message (sent to both models)", value=test[0].prompt, key="ft_chat_prompt", max_chars=4000)
 if st.button("Ask both", key="ft_ask", type="primary"):
     try:

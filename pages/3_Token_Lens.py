@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, datasets, figures, lens, prompts
+from ftvpe_core import FtvpeError, figures
+from ftvpe_core.studies import lens
+from ftvpe_core.tasks import datasets, prompts
 from ftvpe_core.ui import classroom, loaders, markdown, navigation
 from ftvpe_core.ui import lens_view as view
 

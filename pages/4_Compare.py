@@ -2,7 +2,10 @@
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, compare, content, datasets, prompts
+from ftvpe_core import FtvpeError
+from ftvpe_core.studies import compare
+from ftvpe_core.tasks import datasets, prompts
+from ftvpe_core.teaching import content
 from ftvpe_core.ui import classroom, loaders, markdown, navigation
 from ftvpe_core.ui import compare_view as view
 from ftvpe_core.ui import run_views as views

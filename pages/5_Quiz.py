@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, quiz
+from ftvpe_core import FtvpeError
+from ftvpe_core.teaching import quiz
 from ftvpe_core.ui import classroom, markdown, navigation
 
 navigation.through_app()

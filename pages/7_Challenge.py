@@ -4,7 +4,8 @@ phone: examples stacked, no tables, large tap targets, Submit right under what i
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, challenges, content, figures
+from ftvpe_core import FtvpeError, figures
+from ftvpe_core.teaching import challenges, content
 from ftvpe_core.ui import challenge_view as view
 from ftvpe_core.ui import classroom, loaders, markdown, navigation
 from ftvpe_core.ui import run_views as views

@@ -4,7 +4,7 @@ Everything past creating one needs the teacher key, which is shown once, alone, 
 
 import streamlit as st
 
-from ftvpe_core import challenges, content
+from ftvpe_core.teaching import challenges, content
 from ftvpe_core.ui import challenge_view as view
 from ftvpe_core.ui import classroom, loaders, navigation
 from ftvpe_core.ui import run_views as views

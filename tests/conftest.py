@@ -72,7 +72,7 @@ def _set_torch_threads(n: int) -> None:
 
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-    models = sys.modules.get("ftvpe_core.models")
+    models = sys.modules.get("ftvpe_core.model.models")
     if models is not None and models._compute_pool is not None:
         models.compute(torch.set_num_threads, n)
 
@@ -100,7 +100,7 @@ def pytest_runtest_setup(item):
         return
     import fcntl
 
-    from ftvpe_core import models
+    from ftvpe_core.model import models
 
     home = embedded_home()
     home.mkdir(parents=True, exist_ok=True)
@@ -161,7 +161,7 @@ def tiny_app(_isolated_env, monkeypatch, tiny_model_dir) -> TinyApp:
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_model_dir):
     """The tiny model loaded once for the session. Tests must not modify it."""
-    from ftvpe_core import models
+    from ftvpe_core.model import models
 
     return models.load(str(tiny_model_dir), device="cpu", weight_format="float32")
 
@@ -172,7 +172,7 @@ def lively(tmp_path_factory):
     some end early; with the default initialisation every answer is 'assistant assistant ...'."""
     import torch
 
-    from ftvpe_core import models
+    from ftvpe_core.model import models
     from tests.tiny import make_tiny_model_dir
 
     loaded = models.load(str(make_tiny_model_dir(tmp_path_factory.mktemp("lively"))), "cpu", "float32")
@@ -190,7 +190,7 @@ def reference_greedy(loaded, prompt_ids: list[int], n: int) -> list[int]:
     import torch
     from transformers import DynamicCache
 
-    from ftvpe_core import engine, models
+    from ftvpe_core.model import engine, models
 
     def run() -> list[int]:
         stop, out = engine.stop_ids(loaded), []
@@ -214,7 +214,7 @@ def ray_head():
     import shutil
     import tempfile
 
-    from ftvpe_core import ray_runner
+    from ftvpe_core.jobs import ray_runner
 
     temp = tempfile.mkdtemp(prefix="ftray", dir="/tmp")
     try:

@@ -8,8 +8,11 @@ import json
 
 import pytest
 
-from ftvpe_core import challenges, engine, evaluate, models, worker
-from ftvpe_core.runs import RunStore
+from ftvpe_core.jobs import worker
+from ftvpe_core.model import engine, models
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.tasks import evaluate
+from ftvpe_core.teaching import challenges
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -79,7 +82,7 @@ def _entries(store, code) -> dict[str, dict]:
 
 def _fresh_engine(tiny_model_dir) -> None:
     """Nothing remembered between scorings: each alone is scored by an engine that saw nothing else."""
-    from ftvpe_core import adapters
+    from ftvpe_core.model import adapters
 
     loaded = models.load(str(tiny_model_dir), device="cpu", weight_format=adapters.WEIGHT_FORMAT)
     engine.configure(loaded, engine.EngineSettings())

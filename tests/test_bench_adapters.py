@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftvpe_core import adapters
+from ftvpe_core.model import adapters
 from tests.conftest import bench_json, run_bench
 
 

@@ -22,8 +22,9 @@ import shutil
 
 import pytest
 
-from ftvpe_core import challenges, room
-from ftvpe_core.runs import RunStore
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.teaching import challenges
+from ftvpe_core.ui import room
 from tests.test_browser import (  # noqa: F401 - fixtures
     ARTIFACTS,
     CHROMIUM,

@@ -8,7 +8,9 @@ import json
 
 import pytest
 
-from ftvpe_core import challenges, cli, runs
+from ftvpe_core import cli
+from ftvpe_core.store import runs
+from ftvpe_core.teaching import challenges
 
 pytestmark = pytest.mark.timeout(180)
 

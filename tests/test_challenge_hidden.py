@@ -17,8 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from ftvpe_core import FtvpeError, challenges, cli, compare, datasets, evaluate, finetune, jobs, runs, worker
-from ftvpe_core.runs import RunStore
+from ftvpe_core import FtvpeError, cli
+from ftvpe_core.jobs import worker
+from ftvpe_core.store import runs
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.studies import compare
+from ftvpe_core.tasks import datasets, evaluate
+from ftvpe_core.teaching import challenges
+from ftvpe_core.training import finetune, tuning
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = {"enabled": ["role", "context"], "role": "a support triage assistant", "output_format": "one word"}
@@ -232,7 +238,9 @@ def test_challenge_fine_tunes_are_not_on_the_runs_pages_and_their_download_names
     sid = challenges.submit_finetune(store, code, "Bob", steps=2, examples=[0, 1, 2, 3], device="cpu")
     train_run = next(s["train_run"] for s in challenges.submissions(store, code) if s["id"] == sid)
     assert store.get(train_run).active
-    mine = jobs.submit("support_triage", finetune.from_preset("quick", max_steps=2), str(tiny_app.model), "cpu", store)
+    mine = tuning.submit(
+        "support_triage", finetune.from_preset("quick", max_steps=2), str(tiny_app.model), "cpu", store
+    )
 
     runs_page = _page(tiny_app, "pages/6_Runs.py")
     listed = " ".join(runs_page.selectbox(key="rn_open").options)
@@ -247,7 +255,7 @@ def test_challenge_fine_tunes_are_not_on_the_runs_pages_and_their_download_names
     # The record of the run, as a download would carry it, names no join code.
     assert worker.serve(store, "cpu", log=lambda m: None) >= 2
     assert store.get(train_run).status == "complete"
-    with zipfile.ZipFile(io.BytesIO(jobs.adapter_zip(store, train_run))) as z:
+    with zipfile.ZipFile(io.BytesIO(tuning.adapter_zip(store, train_run))) as z:
         packed = "".join(z.read(n).decode("utf-8", "replace") for n in z.namelist() if n.endswith(".json"))
     assert code not in packed.upper()
 

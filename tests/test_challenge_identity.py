@@ -11,8 +11,10 @@ import sqlite3
 
 import pytest
 
-from ftvpe_core import FtvpeError, challenges, runs
-from ftvpe_core.runs import RunStore
+from ftvpe_core import FtvpeError
+from ftvpe_core.store import runs
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.teaching import challenges
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -158,7 +160,7 @@ def test_the_confusables_come_from_the_kept_library_with_unicodes_data_offline(m
     monkeypatch.setattr(socket, "socket", no_network)
     from confusable_homoglyphs import confusables
 
-    from ftvpe_core import names
+    from ftvpe_core.store import names
 
     importlib.reload(confusables)  # reads Unicode's data again, from the package's own files
     names._prototypes.cache_clear()

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ftvpe_core import challenges, datasets, worker
-from ftvpe_core.runs import RunStore
+from ftvpe_core.jobs import worker
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.tasks import datasets
+from ftvpe_core.teaching import challenges
 from ftvpe_core.ui import challenge_view as view
 from ftvpe_core.ui import markdown
 

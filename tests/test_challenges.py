@@ -10,8 +10,13 @@ import sqlite3
 
 import pytest
 
-from ftvpe_core import FtvpeError, challenges, compare, datasets, figures, report, runs, worker
-from ftvpe_core.runs import RunStore
+from ftvpe_core import FtvpeError, figures
+from ftvpe_core.jobs import worker
+from ftvpe_core.store import runs
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.studies import compare, report
+from ftvpe_core.tasks import datasets
+from ftvpe_core.teaching import challenges
 
 pytestmark = pytest.mark.timeout(180)
 

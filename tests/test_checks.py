@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ftvpe_core import checks, presets
-from ftvpe_core.prompts import PromptSpec
+from ftvpe_core.tasks import checks, presets
+from ftvpe_core.tasks.prompts import PromptSpec
 
 
 def text_of(n: int) -> str:

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ftvpe_core import classroom, datasets, finetune, presets, prompts
+from ftvpe_core.tasks import datasets, presets, prompts
+from ftvpe_core.teaching import classroom
+from ftvpe_core.training import finetune
 from ftvpe_core.ui import markdown
 
 if TYPE_CHECKING:

@@ -10,7 +10,8 @@ from importlib import metadata
 
 import pytest
 
-from ftvpe_core import cli, generation, settings
+from ftvpe_core import cli, settings
+from ftvpe_core.model import generation
 from tests.conftest import REPO
 
 
@@ -195,7 +196,7 @@ def test_module_entry_point_exits_2_without_a_traceback(tmp_path):
 
 
 def _gguf_cut_short(path) -> None:
-    from ftvpe_core import models
+    from ftvpe_core.model import models
 
     try:
         real = models.embedded_gguf_path()

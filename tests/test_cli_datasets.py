@@ -5,7 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ftvpe_core import cli, datasets
+from ftvpe_core import cli
+from ftvpe_core.tasks import datasets
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,8 +6,11 @@ import json
 
 import pytest
 
-from ftvpe_core import FtvpeError, cli, compare, finetune, jobs, worker
-from ftvpe_core.runs import RunStore
+from ftvpe_core import FtvpeError, cli
+from ftvpe_core.jobs import worker
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.studies import compare
+from ftvpe_core.training import finetune, tuning
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -15,7 +18,7 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture
 def tuned_run(tiny_model_dir) -> str:
     settings = finetune.TrainSettings(max_steps=2, eval_every=2, batch_size=4, max_length=48, max_val_examples=4)
-    return jobs.run_finetune("support_triage", settings, str(tiny_model_dir), measure_accuracy=False)["run_id"]
+    return tuning.run_finetune("support_triage", settings, str(tiny_model_dir), measure_accuracy=False)["run_id"]
 
 
 def _arm(name, score, tokens, latency, train=0.0):
@@ -120,7 +123,7 @@ def test_a_queued_comparison_runs_in_a_job_process_and_stores_its_result(tiny_mo
 
 def test_submit_refuses_a_run_that_is_not_complete(tiny_model_dir):
     store = RunStore()
-    queued = jobs.submit("support_triage", finetune.TrainSettings(), str(tiny_model_dir), "cpu", store)
+    queued = tuning.submit("support_triage", finetune.TrainSettings(), str(tiny_model_dir), "cpu", store)
     with pytest.raises(FtvpeError, match="is queued; only a complete run"):
         compare.submit(compare.CompareSettings(task="support_triage", run_id=queued), store)
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from ftvpe_core import finetune, jobs
-from ftvpe_core.runs import RunStore
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.training import finetune, tuning
 
 PAGE = "pages/4_Compare.py"
 pytestmark = pytest.mark.timeout(300)
@@ -28,7 +28,9 @@ def test_without_runs_the_page_offers_the_prompt_arms_and_points_to_the_lab(tiny
 def test_a_comparison_runs_as_a_job_and_shows_arms_table_examples_and_report(tiny_app):
     settings = finetune.TrainSettings(max_steps=2, eval_every=2, batch_size=4, max_length=48, max_val_examples=4)
     store = RunStore(tiny_app.home)
-    run_id = jobs.run_finetune("support_triage", settings, str(tiny_app.model), store, measure_accuracy=False)["run_id"]
+    run_id = tuning.run_finetune("support_triage", settings, str(tiny_app.model), store, measure_accuracy=False)[
+        "run_id"
+    ]
     at = tiny_app.page(PAGE).run()
     _ok(at)
     assert at.session_state["cp_run"] == run_id  # the newest complete run on the task

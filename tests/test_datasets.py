@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ftvpe_core import FtvpeError, datasets
-from ftvpe_core.datasets import Example, UploadError
+from ftvpe_core import FtvpeError
+from ftvpe_core.tasks import datasets
+from ftvpe_core.tasks.datasets import Example, UploadError
 
 MIN_SIZES = {"train": 150, "validation": 30, "test": 40}
 TRIAGE_LABELS = ["billing", "shipping", "technical", "account"]
@@ -630,7 +631,7 @@ def test_a_dataset_file_that_cannot_be_read_is_one_line_in_every_command(tmp_pat
 
 
 def test_one_rule_says_which_answers_are_labels_for_uploads_and_for_accuracy(tmp_path):
-    from ftvpe_core import evaluate
+    from ftvpe_core.tasks import evaluate
 
     assert datasets.label_set(["yes ", "no", "yes"]) == ["no", "yes"]
     assert datasets.label_set(["a very long answer here"]) == []  # more than LABEL_WORDS words

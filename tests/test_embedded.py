@@ -11,8 +11,10 @@ import json
 import pytest
 import torch
 
-from ftvpe_core import cli, generation, models, presets, prompts, settings
+from ftvpe_core import cli, settings
+from ftvpe_core.model import generation, models
 from ftvpe_core.settings import GenerationSettings
+from ftvpe_core.tasks import presets, prompts
 from tests.conftest import embedded_home, reference_greedy
 
 pytestmark = pytest.mark.embedded
@@ -114,7 +116,7 @@ def embedded_q4():
 
 @pytest.mark.parametrize("weights", ["q4", "float32"])
 def test_engine_greedy_answers_equal_the_plain_loop_alone_and_batched(weights, embedded, embedded_q4):
-    from ftvpe_core import engine
+    from ftvpe_core.model import engine
 
     loaded = embedded_q4 if weights == "q4" else embedded
     assert loaded.weight_format == weights
@@ -136,7 +138,7 @@ def test_a_class_running_one_preset_together_gets_the_answer_each_gets_alone(emb
     """Eight learners press Run on the same preset at once: one batch of rows of one length. When such rows shared
     one attention call, four of the eight got another answer than alone on these two presets (rows on the
     kernel's second thread differed in the last bits, and the 4-bit model's near ties went the other way)."""
-    from ftvpe_core import engine
+    from ftvpe_core.model import engine
 
     settings = GenerationSettings(max_new_tokens=80, repetition_penalty=1.0, stop_at_end=False)
     scheduler = engine.configure(embedded_q4, engine.EngineSettings())

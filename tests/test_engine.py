@@ -10,7 +10,8 @@ import time
 import pytest
 import torch
 
-from ftvpe_core import FtvpeError, engine, fastpath, generation, models
+from ftvpe_core import FtvpeError
+from ftvpe_core.model import engine, fastpath, generation, models
 from ftvpe_core.settings import GenerationSettings
 from tests.conftest import reference_greedy
 

@@ -8,10 +8,12 @@ import os
 
 import pytest
 
-from ftvpe_core import FtvpeError, engine, evaluate, fastpath, generation, prompts
-from ftvpe_core.datasets import Example
-from ftvpe_core.evaluate import Task
+from ftvpe_core import FtvpeError
+from ftvpe_core.model import engine, fastpath, generation
 from ftvpe_core.settings import GenerationSettings
+from ftvpe_core.tasks import evaluate, prompts
+from ftvpe_core.tasks.datasets import Example
+from ftvpe_core.tasks.evaluate import Task
 from tests.tiny import CONTEXT_LENGTH
 
 LABELS = ["billing", "shipping", "technical", "account"]

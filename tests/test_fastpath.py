@@ -6,7 +6,7 @@ import types
 import torch
 from transformers import DynamicCache
 
-from ftvpe_core import fastpath, generation, models
+from ftvpe_core.model import fastpath, generation, models
 from ftvpe_core.settings import GenerationSettings
 
 PROMPT = [{"role": "user", "content": "write a short story about a cat"}]
@@ -77,7 +77,7 @@ def test_models_the_step_does_not_model_are_not_eligible(tiny_loaded):
 
 def _q4_tiny(tiny_model_dir):
     """The tiny model with every layer's weights on the Q4_1 grid, converted to q4 (fused matrices too)."""
-    from ftvpe_core import quant
+    from ftvpe_core.model import quant
     from tests.test_quant import _snap_to_q4_grid
 
     model = models.load(str(tiny_model_dir), device="cpu", weight_format="float32").model
@@ -92,7 +92,7 @@ def _q4_tiny(tiny_model_dir):
 
 
 def test_q4_step_with_fused_matrices_matches_the_full_forward(tiny_model_dir, tiny_loaded):
-    from ftvpe_core import quant
+    from ftvpe_core.model import quant
 
     model = _q4_tiny(tiny_model_dir)
     for layer in model.model.layers:

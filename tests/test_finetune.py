@@ -7,8 +7,10 @@ import copy
 import pytest
 import torch
 
-from ftvpe_core import FtvpeError, adapters, finetune
-from ftvpe_core.datasets import Example
+from ftvpe_core import FtvpeError
+from ftvpe_core.model import adapters
+from ftvpe_core.tasks.datasets import Example
+from ftvpe_core.training import finetune
 
 WORDS = "hello world good day night train trip time travel answer".split()
 

@@ -5,7 +5,8 @@ import copy
 import plotly.graph_objects as go
 import pytest
 
-from ftvpe_core import figures, finetune
+from ftvpe_core import figures
+from ftvpe_core.training import finetune
 
 
 @pytest.mark.parametrize("targets", [("q_proj", "v_proj"), finetune.TARGET_MODULES])

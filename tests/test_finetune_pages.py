@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ftvpe_core import FtvpeError, datasets, finetune, jobs
-from ftvpe_core.runs import RunStore
+from ftvpe_core import FtvpeError
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.tasks import datasets
+from ftvpe_core.training import finetune, tuning
 from ftvpe_core.ui import finetune_lab as lab
 from ftvpe_core.ui import markdown
 
@@ -209,14 +211,14 @@ def test_launch_trains_in_a_job_process_then_the_chat_answers_with_both_models(t
 
 def test_a_second_session_sees_the_running_job_and_can_cancel_it(tiny_app):
     store = RunStore(tiny_app.home)
-    run_id = jobs.submit(
+    run_id = tuning.submit(
         "support_triage",
         finetune.TrainSettings(max_steps=5000, eval_every=1000, batch_size=2, max_length=32),
         str(tiny_app.model),
         "cpu",
         store,
     )
-    from ftvpe_core import worker
+    from ftvpe_core.jobs import worker
 
     worker.ensure_worker(store, "cpu")
     at = _until(
@@ -243,7 +245,7 @@ def _finished_run(app: TinyApp, **overrides) -> str:
     settings = finetune.TrainSettings(
         **{"max_steps": 3, "eval_every": 1, "batch_size": 4, "max_length": 48, "max_val_examples": 4, **overrides}
     )
-    return jobs.run_finetune("support_triage", settings, str(app.model), RunStore(app.home), measure_accuracy=False)[
+    return tuning.run_finetune("support_triage", settings, str(app.model), RunStore(app.home), measure_accuracy=False)[
         "run_id"
     ]
 
@@ -278,9 +280,9 @@ def test_runs_page_without_runs_points_to_the_lab(tiny_app):
 def test_after_a_server_restart_a_run_left_running_shows_as_interrupted(tiny_app):
     store = RunStore(tiny_app.home)
     kept = _finished_run(tiny_app)
-    cut = jobs.submit("support_triage", finetune.TrainSettings(), str(tiny_app.model), "cpu", store)
+    cut = tuning.submit("support_triage", finetune.TrainSettings(), str(tiny_app.model), "cpu", store)
     store.claim("cpu", 2**22 + 12345)  # a job process id that no longer exists: the old server's
-    queued = jobs.submit("support_triage", finetune.TrainSettings(), str(tiny_app.model), "cuda", store)
+    queued = tuning.submit("support_triage", finetune.TrainSettings(), str(tiny_app.model), "cuda", store)
     at = tiny_app.page(RUNS).run()  # the first page of the new server
     _ok(at)
     assert store.get(cut).status == "interrupted" and "app stopped" in store.get(cut).error
@@ -291,10 +293,10 @@ def test_after_a_server_restart_a_run_left_running_shows_as_interrupted(tiny_app
 def _interrupted_run(app: TinyApp, stop_after: int) -> str:
     store = RunStore(app.home)
     settings = finetune.TrainSettings(max_steps=9, eval_every=3, batch_size=4, max_length=48, max_val_examples=4)
-    run_id = jobs.submit("support_triage", settings, str(app.model), "cpu", store)
+    run_id = tuning.submit("support_triage", settings, str(app.model), "cpu", store)
     store.start(run_id, 1, "cpu")
     events = []
-    stopped = jobs.execute(store, run_id, events.append, False, lambda: len(events) >= stop_after)
+    stopped = tuning.execute(store, run_id, events.append, False, lambda: len(events) >= stop_after)
     assert stopped["status"] == "interrupted"
     return run_id
 

@@ -7,7 +7,8 @@ import threading
 import pytest
 import torch
 
-from ftvpe_core import FtvpeError, engine, generation, models
+from ftvpe_core import FtvpeError
+from ftvpe_core.model import engine, generation, models
 from ftvpe_core.settings import GenerationSettings
 from tests.tiny import CONTEXT_LENGTH
 

@@ -2,7 +2,8 @@
 
 import json
 
-from ftvpe_core import cli, runs
+from ftvpe_core import cli
+from ftvpe_core.store import runs
 
 
 def _run(capsys, *argv):
@@ -72,16 +73,16 @@ def test_finetune_bad_input_exits_2_with_one_line(capsys, tiny_model_dir):
 
 
 def test_finetune_resume_continues_an_interrupted_run_in_the_foreground(capsys, tiny_model_dir):
-    from ftvpe_core import finetune, jobs
+    from ftvpe_core.training import finetune, tuning
 
     store = runs.RunStore()
     settings = finetune.TrainSettings(max_steps=12, batch_size=4, max_length=48, eval_every=4, max_val_examples=4)
-    run_id = jobs.submit("support_triage", settings, str(tiny_model_dir), device="cpu", store=store)
+    run_id = tuning.submit("support_triage", settings, str(tiny_model_dir), device="cpu", store=store)
     store.start(run_id, 1, "cpu")
     events = []
-    stopped = jobs.execute(store, run_id, events.append, interrupted=lambda: len(events) >= 7)
+    stopped = tuning.execute(store, run_id, events.append, interrupted=lambda: len(events) >= 7)
     assert stopped["status"] == "interrupted" and store.get(run_id).status == "interrupted"
-    assert jobs.resume_step(store, store.get(run_id)) == 7
+    assert tuning.resume_step(store, store.get(run_id)) == 7
 
     code, out, err = _run(capsys, "finetune", "--resume", run_id, "--json")
     assert code == 0, err

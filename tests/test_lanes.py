@@ -11,8 +11,11 @@ import sys
 
 import pytest
 
-from ftvpe_core import challenges, finetune, jobs, runners, runs, worker
-from ftvpe_core.runs import RunStore
+from ftvpe_core.jobs import runners, worker
+from ftvpe_core.store import runs
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.teaching import challenges
+from ftvpe_core.training import finetune, tuning
 from tests.test_worker import _wait
 
 pytestmark = pytest.mark.timeout(480)
@@ -130,7 +133,7 @@ def test_a_prompt_is_scored_by_a_warm_short_lane_while_a_fine_tune_trains(monkey
     assert "kept loaded" in _log(store, "cpu-short") and "read once" in _log(store, "cpu")
 
     long = finetune.TrainSettings(max_steps=5000, batch_size=4, max_length=48, eval_every=1000, max_val_examples=4)
-    training = jobs.submit("support_triage", long, str(tiny_model_dir), device="cpu", store=store, learner="lab")
+    training = tuning.submit("support_triage", long, str(tiny_model_dir), device="cpu", store=store, learner="lab")
     _tick_until(store, lambda: store.metrics(training).get("train_loss"), "the fine-tune to train")
     challenges.join(store, code, "Ada")
     sid = challenges.submit_prompt(store, code, "Ada", PROMPT, tiny_loaded.count_tokens, "cpu")
@@ -203,7 +206,7 @@ def test_a_fine_tune_killed_mid_training_is_scored_once_resumed(monkeypatch, tin
     _tick_until(store, lambda: store.get(_score_run(store, sid)).status == "failed", "the score to give up")
     assert "did not finish (failed)" in _entry(store, code, sid)["error"]
 
-    assert jobs.resume(store, train) >= 10  # from its checkpoint; its score is queued again, after it
+    assert tuning.resume(store, train) >= 10  # from its checkpoint; its score is queued again, after it
     assert store.get(_score_run(store, sid)).status == "queued"
     _tick_until(store, lambda: _entry(store, code, sid)["status"] in ("scored", "failed"), "the resumed score")
     entry = _entry(store, code, sid)

@@ -117,19 +117,19 @@ APP_SOURCES = [REPO / "app.py", REPO / "home.py", *sorted((REPO / "pages").glob(
 
 def test_each_decision_is_made_in_one_place():
     rel = lambda p: str(p.relative_to(REPO))  # noqa: E731
-    # the adapter's file names and the weights it runs on: ftvpe_core/adapters.py
+    # the adapter's file names and the weights it runs on: ftvpe_core/model/adapters.py
     for constant in ("adapter_model.safetensors", "adapter_config.json"):
-        assert [rel(p) for p in APP_SOURCES if constant in _string_constants(p)] == ["ftvpe_core/adapters.py"]
+        assert [rel(p) for p in APP_SOURCES if constant in _string_constants(p)] == ["ftvpe_core/model/adapters.py"]
     # 'auto' becomes a device when a model is loaded or a job is queued, for pages in loaders.device, and for the
     # job processes that wait warm while a challenge is open (runners)
     resolving = sorted(rel(p) for p in APP_SOURCES if _calls(p, "pick_device"))
     assert resolving == [
-        "ftvpe_core/challenges.py",
+        "ftvpe_core/teaching/challenges.py",
         "ftvpe_core/cli.py",
-        "ftvpe_core/compare.py",
-        "ftvpe_core/jobs.py",
-        "ftvpe_core/models.py",
-        "ftvpe_core/runners.py",
+        "ftvpe_core/studies/compare.py",
+        "ftvpe_core/training/tuning.py",
+        "ftvpe_core/model/models.py",
+        "ftvpe_core/jobs/runners.py",
         "ftvpe_core/ui/loaders.py",
     ]
     # cached models live in ui/loaders.py (run_views caches the store, learn_view a measurement)
@@ -137,12 +137,12 @@ def test_each_decision_is_made_in_one_place():
     assert cached == ["ftvpe_core/ui/loaders.py"]
     # one techniques list, one preset table
     defines = [rel(p) for p in APP_SOURCES if re.search(r"^TECHNIQUES\b.*=", p.read_text(), re.M)]
-    assert defines == ["ftvpe_core/lessons.py", "ftvpe_core/prompts.py"]  # lessons: their words, by key
+    assert defines == ["ftvpe_core/teaching/lessons.py", "ftvpe_core/tasks/prompts.py"]  # lessons: their words, by key
     assert not [rel(p) for p in APP_SOURCES if "TRAIN_PRESETS" in p.read_text()]
 
 
 def test_only_the_engine_decodes_tokens():
-    """transformers' generate is not called anywhere in the app: every answer goes through ftvpe_core/engine.py."""
+    """transformers' generate is not called anywhere in the app: every answer goes through ftvpe_core/model/engine.py."""
     callers = []
     for path in APP_SOURCES:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ftvpe_core import lessons, quiz
+from ftvpe_core.teaching import lessons, quiz
 from ftvpe_core.ui import learn_view
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def test_the_mini_quiz_scores_three_answers_and_explains_each(tiny_app):
 
 
 def test_adapter_sources_list_complete_runs_before_recordings(tiny_app):
-    from ftvpe_core.runs import RunStore
+    from ftvpe_core.store.runs import RunStore
 
     store = RunStore(tiny_app.home)
     done = store.create("finetune", "support_triage", {"dataset_title": "Support triage", "preset": "quick"})

@@ -7,7 +7,10 @@ import json
 
 import pytest
 
-from ftvpe_core import FtvpeError, adapters, evaluate, figures, generation, lens, models, prompts
+from ftvpe_core import FtvpeError, figures
+from ftvpe_core.model import adapters, generation, models
+from ftvpe_core.studies import lens
+from ftvpe_core.tasks import evaluate, prompts
 
 MESSAGES = [{"role": "user", "content": "write something about travel for families"}]
 ENGINEERED = [

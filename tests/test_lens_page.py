@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ftvpe_core import adapters, lens
-from ftvpe_core.runs import RunStore
+from ftvpe_core.model import adapters
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.studies import lens
 
 if TYPE_CHECKING:
     from tests.conftest import TinyApp

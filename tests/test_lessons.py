@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ftvpe_core import FtvpeError, classroom, content, lessons, prompts, quiz
+from ftvpe_core import FtvpeError
+from ftvpe_core.tasks import prompts
+from ftvpe_core.teaching import classroom, content, lessons, quiz
 
 SEED_ARTICLE = Path(__file__).resolve().parents[2] / "shared" / "seed-article.txt"
 COPY_RUN = 8  # this many consecutive words shared with the seed article count as copying

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftvpe_core import FtvpeError, models, settings
+from ftvpe_core import FtvpeError, settings
+from ftvpe_core.model import models
 from tests.tiny import CONTEXT_LENGTH
 
 

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ftvpe_core import generation, presets
+from ftvpe_core.model import generation
+from ftvpe_core.tasks import presets
 from ftvpe_core.ui import markdown
 from ftvpe_core.ui import prompt_lab as lab
 from tests import tiny

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from ftvpe_core import FtvpeError, presets, prompts
-from ftvpe_core.prompts import COT_INSTRUCTION, TECHNIQUES, PromptSpec
+from ftvpe_core import FtvpeError
+from ftvpe_core.tasks import presets, prompts
+from ftvpe_core.tasks.prompts import COT_INSTRUCTION, TECHNIQUES, PromptSpec
 
 TASK = "Write a short post about Lisbon."
 ROLE_TEXT = "Act as a travel blogger. Answer the way a travel blogger would."

@@ -2,7 +2,7 @@
 
 import torch
 
-from ftvpe_core import models, quant
+from ftvpe_core.model import models, quant
 
 
 def _snap_to_q4_grid(linear: torch.nn.Linear) -> None:

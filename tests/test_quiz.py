@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ftvpe_core import FtvpeError, quiz
+from ftvpe_core import FtvpeError
+from ftvpe_core.teaching import quiz
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_ARTICLE = Path(__file__).resolve().parents[2] / "shared" / "seed-article.txt"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from ftvpe_core import quiz
+from ftvpe_core.teaching import quiz
 
 PAGE = Path(__file__).resolve().parent.parent / "pages" / "5_Quiz.py"
 

@@ -19,8 +19,10 @@ import time
 
 import pytest
 
-from ftvpe_core import cli, finetune, jobs, runners, worker
-from ftvpe_core.runs import RunStore
+from ftvpe_core import cli
+from ftvpe_core.jobs import runners, worker
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.training import finetune, tuning
 from tests.conftest import REPO
 from tests.test_worker import _wait
 
@@ -28,7 +30,7 @@ if importlib.util.find_spec("ray") is None:
     pytest.skip(
         "Ray is not installed: pip install -r requirements-cluster.txt (make test does)", allow_module_level=True
     )
-from ftvpe_core import ray_runner  # noqa: E402 - imports ray only when it connects
+from ftvpe_core.jobs import ray_runner  # noqa: E402 - imports ray only when it connects
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
@@ -59,7 +61,8 @@ def _run(capsys, *argv):
 
 def test_with_ray_unset_nothing_imports_ray_and_the_runner_is_local():
     code = (
-        "import sys; from ftvpe_core import cli, runners, jobs, compare, worker, ray_runner; "
+        "import sys; from ftvpe_core import cli; from ftvpe_core.jobs import runners, worker, ray_runner; "
+        "from ftvpe_core.training import tuning; from ftvpe_core.studies import compare; "
         "from ftvpe_core.ui import run_views; "
         "assert runners.current().name == 'local'; assert 'ray' not in sys.modules, 'ray imported'; print('ok')"
     )
@@ -82,7 +85,7 @@ def test_an_unreachable_cluster_is_one_clear_line_in_the_cli_and_fails_queued_ru
     assert "The Ray cluster at FTVPE_RAY_ADDRESS=127.0.0.1:" in lines[0] and "cannot be reached" in lines[0]
 
     store = RunStore()
-    run_id = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
+    run_id = tuning.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
     assert worker.serve(store, worker.RAY, log=lambda m: None) == 0  # the dispatcher job process's loop
     run = store.get(run_id)
     assert run.status == "failed" and "cannot be reached" in run.error
@@ -97,7 +100,7 @@ def test_an_unreachable_cluster_is_named_on_the_page_and_its_queued_run_fails_wi
     monkeypatch.setenv("FTVPE_RAY_ADDRESS", address)
     monkeypatch.setenv("FTVPE_MODEL", str(tiny_model_dir))
     store = RunStore()
-    run_id = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
+    run_id = tuning.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
     at = AppTest.from_file(
         str(REPO / "pages" / "6_Runs.py"), default_timeout=60
     ).run()  # its tick starts the dispatcher
@@ -125,7 +128,7 @@ def test_cli_finetune_trains_on_ray_and_its_curves_and_adapter_reach_the_store(o
     assert [s for s, _ in store.metrics(run.id)["train_loss"]] == [1, 2, 3, 4]
     assert len([s for s in store.samples(run.id) if s.step == 4]) == 3  # the probe answers at the last evaluation
     folder = store.artifact_dir(run.id)
-    assert (folder / "adapter_model.safetensors").is_file() and (folder / jobs.METRICS_FILE).is_file()
+    assert (folder / "adapter_model.safetensors").is_file() and (folder / tuning.METRICS_FILE).is_file()
     assert not (folder / finetune.CHECKPOINT_FILE).exists()  # removed once complete, as locally
     code, out, err = _run(
         capsys,
@@ -154,7 +157,7 @@ def test_two_learners_train_at_once_and_a_third_run_waits_its_turn(on_ray, tiny_
 
     def submit(who: str) -> str:
         settings = _settings(max_steps=12, eval_every=6)
-        return jobs.submit("support_triage", settings, str(tiny_model_dir), device="cpu", store=store, learner=who)
+        return tuning.submit("support_triage", settings, str(tiny_model_dir), device="cpu", store=store, learner=who)
 
     ann1, ann2, bob1 = submit("ann"), submit("ann"), submit("bob")
     assert [r.id for r in store.queue()] == [ann1, bob1, ann2]  # bob's first run before ann's second
@@ -172,8 +175,8 @@ def test_two_learners_train_at_once_and_a_third_run_waits_its_turn(on_ray, tiny_
 def test_cancel_a_killed_worker_and_an_app_stop_on_ray_and_the_next_run_still_completes(on_ray, tiny_model_dir):
     store = RunStore()
     long = _settings(max_steps=5000, eval_every=5)
-    cancelled = jobs.submit("support_triage", long, str(tiny_model_dir), device="cpu", store=store, learner="ann")
-    killed = jobs.submit("support_triage", long, str(tiny_model_dir), device="cpu", store=store, learner="bob")
+    cancelled = tuning.submit("support_triage", long, str(tiny_model_dir), device="cpu", store=store, learner="ann")
+    killed = tuning.submit("support_triage", long, str(tiny_model_dir), device="cpu", store=store, learner="bob")
     dispatcher = ray_runner.Dispatcher(store, on_ray, log=lambda m: None, measure_accuracy=False)
 
     def step():
@@ -195,13 +198,13 @@ def test_cancel_a_killed_worker_and_an_app_stop_on_ray_and_the_next_run_still_co
         os.kill(dispatcher.workers[killed], signal.SIGKILL)
         _wait(lambda: step() is not None and not dispatcher.refs, what="both runs to end")
         run = store.get(cancelled)
-        assert run.status == "cancelled" and jobs.resume_step(store, run)  # its checkpoint came back
+        assert run.status == "cancelled" and tuning.resume_step(store, run)  # its checkpoint came back
         run = store.get(killed)
         assert run.status == "failed" and "the Ray worker training it on" in run.error and "died" in run.error
         assert store.metrics(killed)["train_loss"]  # what it logged before it died stays
 
-        after = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
-        left = jobs.submit("support_triage", long, str(tiny_model_dir), device="cpu", store=store)
+        after = tuning.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
+        left = tuning.submit("support_triage", long, str(tiny_model_dir), device="cpu", store=store)
         for run_id in (after, left):
             store.start(run_id, os.getpid(), "cpu", ray_runner.PENDING_NODE)
             dispatcher.submit(run_id)
@@ -210,7 +213,7 @@ def test_cancel_a_killed_worker_and_an_app_stop_on_ray_and_the_next_run_still_co
         _wait(lambda: step() is not None and store.metrics(left).get("val_loss"), what="the last run to train")
         dispatcher.stop_all("interrupt")  # what the dispatcher job process does when its app stops
         run = store.get(left)
-        assert run.status == "interrupted" and "app stopped" in run.error and jobs.resume_step(store, run)
+        assert run.status == "interrupted" and "app stopped" in run.error and tuning.resume_step(store, run)
     finally:
         dispatcher.close()
 
@@ -234,7 +237,7 @@ def test_a_run_launched_from_the_page_trains_on_ray_and_shows_where(on_ray, tiny
 def test_a_class_on_ray_trains_fine_tunes_on_the_cluster_and_scores_everything_here(
     on_ray, monkeypatch, tiny_model_dir, tiny_loaded
 ):
-    from ftvpe_core import challenges
+    from ftvpe_core.teaching import challenges
 
     monkeypatch.setenv("FTVPE_DEVICE", "cpu")
     store = RunStore()

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from ftvpe_core import adapters, datasets, finetune
+from ftvpe_core.model import adapters
+from ftvpe_core.tasks import datasets
+from ftvpe_core.training import finetune
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "assets" / "recordings"
 
@@ -31,7 +33,8 @@ def test_each_recording_ships_its_float16_adapter_with_the_settings_rank_and_tar
 
     from safetensors import safe_open
 
-    from ftvpe_core import recordings, weights
+    from ftvpe_core.model import weights
+    from ftvpe_core.store import recordings
 
     run = recordings.load(name)
     folder = adapters.recorded(name)

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ftvpe_core import recordings
-from ftvpe_core.runs import Run
+from ftvpe_core.store import recordings
+from ftvpe_core.store.runs import Run
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from ftvpe_core import FtvpeError, report
+from ftvpe_core import FtvpeError
+from ftvpe_core.studies import report
 
 ATTACK = "<script>alert(1)</script>"
 PLOTLY_JS_HEADER = re.compile(r"\* plotly\.js v\d")

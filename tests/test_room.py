@@ -7,9 +7,13 @@ import os
 
 import pytest
 
-from ftvpe_core import FtvpeError, challenges, datasets, evaluate, figures, room, runners, settings
-from ftvpe_core.datasets import Example
-from ftvpe_core.runs import RunStore
+from ftvpe_core import FtvpeError, figures, settings
+from ftvpe_core.jobs import runners
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.tasks import datasets, evaluate
+from ftvpe_core.tasks.datasets import Example
+from ftvpe_core.teaching import challenges
+from ftvpe_core.ui import room
 
 pytestmark = pytest.mark.timeout(180)
 

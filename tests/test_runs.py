@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ftvpe_core import FtvpeError, runs
-from ftvpe_core.runs import RunStore
+from ftvpe_core import FtvpeError
+from ftvpe_core.store import runs
+from ftvpe_core.store.runs import RunStore
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -275,7 +276,7 @@ def test_reap_dead_marks_dead_runs_failed(tmp_path):
 _TRAINER = """
 import os, sys, time
 from pathlib import Path
-from ftvpe_core.runs import RunStore
+from ftvpe_core.store.runs import RunStore
 
 store = RunStore(Path(sys.argv[1]))
 run_id = sys.argv[2]
@@ -316,7 +317,7 @@ def test_sigkilled_job_is_reaped_as_failed_with_its_metrics_kept(tmp_path):
 _WRITER = """
 import sys
 from pathlib import Path
-from ftvpe_core.runs import RunStore
+from ftvpe_core.store.runs import RunStore
 
 store = RunStore(Path(sys.argv[1]))
 run_id = sys.argv[2]
@@ -373,7 +374,7 @@ def test_a_schema_1_store_gains_the_new_columns_and_keeps_its_runs(tmp_path):
 
 
 def test_claim_and_queue_take_only_the_kinds_asked_for(tmp_path, monkeypatch):
-    from ftvpe_core import runners
+    from ftvpe_core.jobs import runners
 
     store = RunStore(tmp_path)
     tune = store.create("finetune", "support_triage", {}, "cpu")

@@ -2,9 +2,9 @@
 
 import pytest
 
-from ftvpe_core import schedule
-from ftvpe_core.runs import RunStore
-from ftvpe_core.schedule import Waiting
+from ftvpe_core.store import schedule
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.store.schedule import Waiting
 
 
 def test_each_learner_gets_a_turn_before_anybodys_second_run():
@@ -53,7 +53,7 @@ def test_the_store_claims_and_lists_the_queue_in_fair_order():
 
 
 def test_a_queued_run_sees_its_place_and_when_it_starts_on_the_local_runner():
-    from ftvpe_core import runners
+    from ftvpe_core.jobs import runners
 
     store = RunStore()
     running = store.create("finetune", "d", {}, "cpu", learner="ann")

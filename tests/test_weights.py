@@ -7,7 +7,9 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from ftvpe_core import FtvpeError, adapters, figures, finetune, weights
+from ftvpe_core import FtvpeError, figures
+from ftvpe_core.model import adapters, weights
+from ftvpe_core.training import finetune
 
 TARGETS = ["q_proj", "v_proj", "down_proj"]
 RANK, ALPHA = 4, 8.0

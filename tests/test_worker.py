@@ -13,8 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftvpe_core import adapters, datasets, finetune, jobs, runs, worker
-from ftvpe_core.runs import RunStore
+from ftvpe_core.jobs import worker
+from ftvpe_core.model import adapters
+from ftvpe_core.store import runs
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.tasks import datasets
+from ftvpe_core.training import finetune, tuning
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -39,26 +43,26 @@ def test_submit_keeps_an_upload_with_the_run_and_trains_on_exactly_it(tiny_model
     upload = datasets.load("support_triage")
     upload.name, upload.title = "my_upload", "My upload"
     upload.splits["train"] = upload.splits["train"][:12]
-    run_id = jobs.submit(upload, _settings(), str(tiny_model_dir), device="cpu", store=store)
+    run_id = tuning.submit(upload, _settings(), str(tiny_model_dir), device="cpu", store=store)
     run = store.get(run_id)
     assert (run.status, run.device, run.dataset) == ("queued", "cpu", "my_upload")
     assert run.settings["dataset_source"] == "upload" and run.settings["model"] == str(tiny_model_dir)
-    saved = jobs.run_dataset(store, run)
+    saved = tuning.run_dataset(store, run)
     assert saved.splits["train"] == upload.splits["train"] and saved.labels == upload.labels
 
 
 def test_a_builtin_dataset_can_be_named_with_hyphens(tiny_model_dir):
     store = RunStore()
-    run = store.get(jobs.submit("support-triage", _settings(), str(tiny_model_dir), device="cpu", store=store))
+    run = store.get(tuning.submit("support-triage", _settings(), str(tiny_model_dir), device="cpu", store=store))
     assert run.dataset == "support_triage" and run.settings["dataset_source"] == "builtin"
-    assert not (store.home / "runs" / run.id / jobs.DATASET_FILE).exists()
+    assert not (store.home / "runs" / run.id / tuning.DATASET_FILE).exists()
 
 
 def test_claim_takes_queued_runs_oldest_first_for_the_device_and_never_twice(tiny_model_dir):
     store = RunStore()
-    first = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
-    other = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cuda", store=store)
-    second = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
+    first = tuning.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
+    other = tuning.submit("support_triage", _settings(), str(tiny_model_dir), device="cuda", store=store)
+    second = tuning.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
     assert [r.id for r in store.queue("cpu")] == [first, second]
     assert store.claim("cpu", 111) == first and store.claim("cpu", 222) == second
     assert store.claim("cpu", 333) is None
@@ -68,7 +72,7 @@ def test_claim_takes_queued_runs_oldest_first_for_the_device_and_never_twice(tin
 
 def test_serve_trains_the_queue_in_order_and_releases_the_device(tiny_model_dir):
     store = RunStore()
-    ids = [jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store) for _ in "ab"]
+    ids = [tuning.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store) for _ in "ab"]
     lines = []
     assert worker.serve(store, "cpu", log=lines.append) == 2
     runs = [store.get(i) for i in ids]
@@ -81,7 +85,7 @@ def test_serve_trains_the_queue_in_order_and_releases_the_device(tiny_model_dir)
 
 def test_a_second_job_process_for_the_same_device_does_nothing(tiny_model_dir):
     store = RunStore()
-    run_id = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
+    run_id = tuning.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
     with worker._device_lock(store, "cpu") as got:
         assert got and worker.busy(store, "cpu")
         assert worker.serve(store, "cpu", log=lambda m: None) == 0
@@ -91,7 +95,7 @@ def test_a_second_job_process_for_the_same_device_does_nothing(tiny_model_dir):
 def test_ensure_worker_starts_one_process_that_trains_the_run(tiny_model_dir):
     store = RunStore()
     assert not worker.ensure_worker(store, "cpu")  # nothing queued
-    run_id = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
+    run_id = tuning.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
     assert worker.ensure_worker(store, "cpu")
     assert not worker.ensure_worker(store, "cpu")  # already started
     _wait(lambda: store.get(run_id).status not in ("queued", "running"), what="the run to finish")
@@ -99,15 +103,15 @@ def test_ensure_worker_starts_one_process_that_trains_the_run(tiny_model_dir):
     assert run.status == "complete", (run.error, (store.home / "logs" / "worker-cpu.log").read_text())
     assert run.pid != os.getpid()
     assert (store.artifact_dir(run_id) / "adapter_model.safetensors").is_file()
-    record = json.loads((store.artifact_dir(run_id) / jobs.METRICS_FILE).read_text())
+    record = json.loads((store.artifact_dir(run_id) / tuning.METRICS_FILE).read_text())
     assert record["summary"]["steps"] == 2 and [s for s, _ in record["metrics"]["train_loss"]] == [1, 2]
-    with zipfile.ZipFile(io.BytesIO(jobs.adapter_zip(store, run_id))) as z:
+    with zipfile.ZipFile(io.BytesIO(tuning.adapter_zip(store, run_id))) as z:
         names = sorted(n.split("/", 1)[1] for n in z.namelist())
     assert names == ["adapter_config.json", "adapter_model.safetensors", "metrics.json", "run.json"]
 
 
 def _start_long_run(store, tiny_model_dir):
-    run_id = jobs.submit(
+    run_id = tuning.submit(
         "support_triage", _settings(max_steps=5000, eval_every=1000), str(tiny_model_dir), device="cpu", store=store
     )
     return run_id
@@ -116,7 +120,7 @@ def _start_long_run(store, tiny_model_dir):
 def test_cancel_stops_a_running_job_and_the_next_queued_run_still_trains(tiny_model_dir):
     store = RunStore()
     long_run = _start_long_run(store, tiny_model_dir)
-    queued = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
+    queued = tuning.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
     assert [r.id for r in store.queue("cpu")] == [long_run, queued]
     worker.ensure_worker(store, "cpu")
     _wait(lambda: store.metrics(long_run).get("train_loss"), what="training to start")
@@ -159,10 +163,11 @@ def test_a_job_process_whose_app_stops_marks_its_run_interrupted(tiny_model_dir)
 
 STUCK_WORKER = """
 import sys, time
-from ftvpe_core import jobs, worker
-from ftvpe_core.runs import RunStore
+from ftvpe_core.jobs import worker
+from ftvpe_core.training import tuning
+from ftvpe_core.store.runs import RunStore
 
-jobs.execute = lambda store, run_id, interrupted: time.sleep(120)  # a phase that never asks 'interrupted'
+tuning.execute = lambda store, run_id, interrupted: time.sleep(120)  # a phase that never asks 'interrupted'
 worker.serve(RunStore(), "cpu", parent_pid=int(sys.argv[1]))
 """
 
@@ -170,7 +175,7 @@ worker.serve(RunStore(), "cpu", parent_pid=int(sys.argv[1]))
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_a_job_process_leaves_within_seconds_of_its_app_even_mid_phase(tiny_model_dir, tmp_path, how):
     store = RunStore()
-    run_id = jobs.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
+    run_id = tuning.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
     script = tmp_path / "stuck_worker.py"
     script.write_text(STUCK_WORKER)
     app = subprocess.Popen(
@@ -200,21 +205,21 @@ def _adapter(path: Path) -> dict:
 def test_a_killed_run_resumes_from_its_checkpoint_and_ends_as_if_never_stopped(tiny_model_dir):
     store = RunStore()
     settings = _settings(max_steps=60, eval_every=5, dropout=0.1)
-    run_id = jobs.submit("support_triage", settings, str(tiny_model_dir), device="cpu", store=store)
+    run_id = tuning.submit("support_triage", settings, str(tiny_model_dir), device="cpu", store=store)
     with pytest.raises(Exception, match="no checkpoint|queued"):
-        jobs.resume(store, run_id)
+        tuning.resume(store, run_id)
     worker.ensure_worker(store, "cpu")
     checkpoint = store.artifact_dir(run_id) / finetune.CHECKPOINT_FILE
     _wait(checkpoint.is_file, what="the first checkpoint")
     os.kill(store.get(run_id).pid, signal.SIGKILL)
     _wait(lambda: worker.reap(store) or store.get(run_id).status != "running", what="the kill to be noticed")
     assert store.get(run_id).status == "failed"
-    step = jobs.resume_step(store, store.get(run_id))
+    step = tuning.resume_step(store, store.get(run_id))
     assert step is not None and 5 <= step < 60 and step % 5 == 0, step
     logged = [s for s, _ in store.metrics(run_id)["train_loss"]]
     assert logged[-1] >= step  # steps after the checkpoint were logged, and will come again
 
-    assert jobs.resume(store, run_id) == step
+    assert tuning.resume(store, run_id) == step
     assert store.get(run_id).status == "queued" and store.get(run_id).error is None
     worker.ensure_worker(store, "cpu")
     _wait(lambda: store.get(run_id).status == "complete", what="the resumed run")
@@ -224,10 +229,10 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_as_if_never_stopped(t
     assert sorted({s.step for s in store.samples(run_id)}) == list(range(5, 61, 5))
     assert not checkpoint.exists() and store.get(run_id).summary["steps"] == 60
 
-    whole = jobs.run_finetune("support_triage", settings, str(tiny_model_dir), store=store, measure_accuracy=False)
+    whole = tuning.run_finetune("support_triage", settings, str(tiny_model_dir), store=store, measure_accuracy=False)
     expected, got = _adapter(store.artifact_dir(whole["run_id"])), _adapter(store.artifact_dir(run_id))
     assert expected.keys() == got.keys()
     for k in expected:
         assert torch.allclose(got[k], expected[k], atol=1e-5), k
     with pytest.raises(Exception, match="complete; only an interrupted"):
-        jobs.resume(store, run_id)
+        tuning.resume(store, run_id)

@@ -13,8 +13,11 @@ import time
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, challenges, datasets, evaluate, figures, prompts, room, runners, settings
-from ftvpe_core.ui import loaders, markdown, run_views
+from ftvpe_core import FtvpeError, figures, settings
+from ftvpe_core.jobs import runners
+from ftvpe_core.tasks import datasets, evaluate, prompts
+from ftvpe_core.teaching import challenges
+from ftvpe_core.ui import loaders, markdown, room, run_views
 from ftvpe_core.ui.prompt_lab import text_to_examples
 
 LEARNER = "pages/7_Challenge.py"
@@ -539,7 +542,7 @@ def controls(store, challenge: challenges.Challenge, key: str) -> None:
         "Results as CSV", challenges.export_csv(store, code, key), f"challenge-{code}.csv", "text/csv", key="th_csv"
     )
     if c3.button("Prepare the HTML report", key="th_prepare"):
-        from ftvpe_core import report
+        from ftvpe_core.studies import report
 
         ss.th_html = report.challenge_html(challenges.export(store, code, key))
     if ss.th_html:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from ftvpe_core import classroom
+from ftvpe_core.teaching import classroom
 from ftvpe_core.ui import markdown
 
 ON = "cl_on"

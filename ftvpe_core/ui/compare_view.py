@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, challenges, compare, datasets, figures, report
+from ftvpe_core import FtvpeError, figures
+from ftvpe_core.studies import compare, report
+from ftvpe_core.tasks import datasets
+from ftvpe_core.teaching import challenges
 from ftvpe_core.ui import markdown
 
 PAGE = "pages/4_Compare.py"
@@ -55,7 +58,7 @@ def challenge_loader(store) -> None:
 
 
 def apply_url_state(state: dict) -> None:
-    """An experiment from a link (``ftvpe_core.classroom.decode``): the task and the prompt's techniques."""
+    """An experiment from a link (``ftvpe_core.teaching.classroom.decode``): the task and the prompt's techniques."""
     ss = st.session_state
     if "dataset" in state:
         ss.cp_task = state["dataset"]

@@ -7,9 +7,13 @@ import time
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, adapters, content, datasets, finetune, generation, models
-from ftvpe_core.runs import RunStore
+from ftvpe_core import FtvpeError
+from ftvpe_core.model import adapters, generation, models
 from ftvpe_core.settings import GenerationSettings
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.tasks import datasets
+from ftvpe_core.teaching import content
+from ftvpe_core.training import finetune
 from ftvpe_core.ui import loaders, markdown
 from ftvpe_core.ui import run_views as views
 
@@ -83,7 +87,7 @@ def init() -> None:
 
 
 def apply_url_state(state: dict) -> None:
-    """An experiment from a link (``ftvpe_core.classroom.decode``): a built-in dataset and a training preset."""
+    """An experiment from a link (``ftvpe_core.teaching.classroom.decode``): a built-in dataset and a training preset."""
     ss = st.session_state
     if "dataset" in state:
         ss.ft_source, ss.ft_dataset = SOURCES[0], state["dataset"]

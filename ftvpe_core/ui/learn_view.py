@@ -8,22 +8,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from ftvpe_core import (
-    FtvpeError,
-    adapters,
-    classroom,
-    compare,
-    figures,
-    generation,
-    lessons,
-    presets,
-    prompts,
-    quiz,
-    weights,
-)
-from ftvpe_core.prompts import BuiltPrompt, PromptSpec
-from ftvpe_core.runs import RunStore
+from ftvpe_core import FtvpeError, figures
+from ftvpe_core.model import adapters, generation, weights
 from ftvpe_core.settings import GenerationSettings
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.studies import compare
+from ftvpe_core.tasks import presets, prompts
+from ftvpe_core.tasks.prompts import BuiltPrompt, PromptSpec
+from ftvpe_core.teaching import classroom, lessons, quiz
 from ftvpe_core.ui import markdown, prompt_lab
 
 PAGE = "pages/0_Learn.py"

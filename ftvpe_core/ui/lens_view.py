@@ -11,8 +11,12 @@ import html
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, adapters, compare, evaluate, lens, models, recordings, settings
-from ftvpe_core.datasets import Example
+from ftvpe_core import FtvpeError, settings
+from ftvpe_core.model import adapters, models
+from ftvpe_core.store import recordings
+from ftvpe_core.studies import compare, lens
+from ftvpe_core.tasks import evaluate
+from ftvpe_core.tasks.datasets import Example
 from ftvpe_core.ui import loaders, markdown
 from ftvpe_core.ui import run_views as views
 
@@ -41,7 +45,7 @@ def init() -> None:
 
 
 def apply_url_state(state: dict) -> None:
-    """An experiment from a link (``ftvpe_core.classroom.decode``): the dataset and the prompt's techniques."""
+    """An experiment from a link (``ftvpe_core.teaching.classroom.decode``): the dataset and the prompt's techniques."""
     ss = st.session_state
     if "dataset" in state:
         ss.tl_dataset = state["dataset"]

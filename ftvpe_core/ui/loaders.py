@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, adapters, datasets, models, settings
+from ftvpe_core import FtvpeError, settings
+from ftvpe_core.model import adapters, models
+from ftvpe_core.tasks import datasets
 from ftvpe_core.ui import classroom, markdown
 
 CHOICE_KEY = "model_choice"
@@ -39,8 +41,8 @@ def tuned_model(name: str, device: str, adapter_folder: str) -> models.LoadedMod
 def _jobs_started(home: str) -> bool:
     from pathlib import Path
 
-    from ftvpe_core import runners
-    from ftvpe_core.runs import RunStore
+    from ftvpe_core.jobs import runners
+    from ftvpe_core.store.runs import RunStore
 
     runners.current().start(RunStore(Path(home)))
     return True

@@ -7,10 +7,11 @@ import time
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, presets, prompts
+from ftvpe_core import FtvpeError
 from ftvpe_core.figures import TECHNIQUE_COLORS
-from ftvpe_core.prompts import TECHNIQUE_LABELS, BuiltPrompt, PromptSpec
 from ftvpe_core.settings import GenerationSettings
+from ftvpe_core.tasks import presets, prompts
+from ftvpe_core.tasks.prompts import TECHNIQUE_LABELS, BuiltPrompt, PromptSpec
 from ftvpe_core.ui import markdown
 
 ATTEMPTS = "pe_attempts"
@@ -68,7 +69,7 @@ def init() -> None:
 
 
 def apply_url_state(state: dict) -> None:
-    """An experiment from a link (``ftvpe_core.classroom.decode``): the preset, then its techniques and task."""
+    """An experiment from a link (``ftvpe_core.teaching.classroom.decode``): the preset, then its techniques and task."""
     ss = st.session_state
     if "preset" in state:
         ss.pe_preset = state["preset"]
@@ -208,7 +209,8 @@ def run_side_by_side(loaded, spec: PromptSpec, gen_settings, placeholders: dict)
     """Stream the plain and the engineered answers into their placeholders as the engine makes them (both run
     in one batch, with every other session's requests), then show both next-token distributions (from the
     prompts' own forward passes) and run the checks. Returns what the page shows."""
-    from ftvpe_core import checks, generation
+    from ftvpe_core.model import generation
+    from ftvpe_core.tasks import checks
     from ftvpe_core.ui import loaders
 
     builts = {

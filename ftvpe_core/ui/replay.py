@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, figures, finetune, recordings
+from ftvpe_core import FtvpeError, figures
+from ftvpe_core.store import recordings
+from ftvpe_core.training import finetune
 from ftvpe_core.ui import markdown, run_views
 
 TICK_SECONDS = 0.5

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from ftvpe_core import FtvpeError, datasets, figures, finetune, jobs, runners
-from ftvpe_core.runs import Run, RunStore
+from ftvpe_core import FtvpeError, figures
+from ftvpe_core.jobs import runners
+from ftvpe_core.store.runs import Run, RunStore
+from ftvpe_core.tasks import datasets
+from ftvpe_core.training import finetune, tuning
 from ftvpe_core.ui import markdown
 
 STATUS_ICONS = {"queued": "⏳", "running": "🏃", "complete": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️"}
@@ -146,7 +149,7 @@ def queued(store: RunStore, run: Run) -> None:
 def resume(store: RunStore, run: Run, key: str) -> None:
     """A Resume button under an interrupted, failed or cancelled run that has a checkpoint; pressed, the
     run queues again and goes on from the checkpoint's step (the page reruns to follow it)."""
-    step = jobs.resume_step(store, run)
+    step = tuning.resume_step(store, run)
     if step is None:
         if run.status in ("interrupted", "failed") and run.kind == "finetune":
             st.caption("It stopped before its first checkpoint (written at each evaluation): launch it again.")
@@ -157,7 +160,7 @@ def resume(store: RunStore, run: Run, key: str) -> None:
     )
     if st.button(f"▶️ Resume from step {step}", key=key, type="primary", help=help_text):
         try:
-            jobs.resume(store, run.id)
+            tuning.resume(store, run.id)
             launch(store, store.get(run.id).device)
         except FtvpeError as e:
             st.error(markdown.literal(e))
@@ -227,7 +230,7 @@ def download(store: RunStore, run: Run, key: str) -> None:
         return
     st.download_button(
         "⬇️ Download the adapter (zip)",
-        lambda: jobs.adapter_zip(store, run.id),
+        lambda: tuning.adapter_zip(store, run.id),
         file_name=f"adapter-{run.id}.zip",
         mime="application/zip",
         key=key,

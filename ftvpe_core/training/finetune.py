@@ -31,8 +31,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ftvpe_core import FtvpeError, runs
-from ftvpe_core.datasets import Example
+from ftvpe_core import FtvpeError
+from ftvpe_core.store import runs
+from ftvpe_core.tasks.datasets import Example
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """The linear layers of a Llama-style block that LoRA can adapt."""
@@ -700,7 +701,7 @@ class _Run:
         if self._engine is None:
             import types
 
-            from ftvpe_core import engine
+            from ftvpe_core.model import engine
 
             view = types.SimpleNamespace(
                 model=self.peft_model, tokenizer=tokenizer, device=self.device, weight_format="float32"

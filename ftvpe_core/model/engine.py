@@ -42,7 +42,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from ftvpe_core import FtvpeError, fastpath, models
+from ftvpe_core import FtvpeError
+from ftvpe_core.model import fastpath, models
 from ftvpe_core.settings import GenerationSettings
 
 IDLE_EXIT_S = 30.0

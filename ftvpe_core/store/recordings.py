@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from ftvpe_core import FtvpeError
-from ftvpe_core.runs import Run
+from ftvpe_core.store.runs import Run
 
 RECORDINGS_DIR = Path(__file__).resolve().parent.parent / "assets" / "recordings"
 ADAPTERS_DIR = RECORDINGS_DIR / "adapters"

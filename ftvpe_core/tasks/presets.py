@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ftvpe_core import FtvpeError
-from ftvpe_core.prompts import PromptSpec
+from ftvpe_core.tasks.prompts import PromptSpec
 
 
 @dataclass(frozen=True)

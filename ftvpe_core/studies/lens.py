@@ -18,10 +18,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from ftvpe_core import FtvpeError, engine, evaluate, generation, models, prompts
-from ftvpe_core.datasets import Example
-from ftvpe_core.models import LoadedModel
+from ftvpe_core import FtvpeError
+from ftvpe_core.model import engine, generation, models
+from ftvpe_core.model.models import LoadedModel
 from ftvpe_core.settings import GenerationSettings
+from ftvpe_core.tasks import evaluate, prompts
+from ftvpe_core.tasks.datasets import Example
 
 PLAIN = "Plain prompt"
 ENGINEERED = "Engineered prompt"

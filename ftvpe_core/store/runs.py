@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftvpe_core import FtvpeError, names, schedule, settings
+from ftvpe_core import FtvpeError, settings
+from ftvpe_core.store import names, schedule
 
 SCHEMA_VERSION = 5
 STATUSES = ("queued", "running", "complete", "failed", "cancelled", "interrupted")

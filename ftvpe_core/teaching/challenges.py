@@ -8,7 +8,7 @@ Learners ``join`` with the code and a display name and submit a prompt (``prompt
 hidden input becomes its task) or a fine-tune (``finetune.TrainSettings`` within the budget, on training
 examples they pick or drawn at random). A submission is scored by a run of kind 'challenge' that the job
 process (``worker``) executes with ``evaluate.run_arm``, the batched evaluation Compare uses; a fine-tune
-is first an ordinary 'finetune' run (``jobs.submit``) on the chosen training examples, queued just before.
+is first an ordinary 'finetune' run (``tuning.submit``) on the chosen training examples, queued just before.
 
 The hidden set never goes to a learner. On a built-in task it is the dataset's held-back set
 (``datasets.load_held_back``), written for challenges and in none of the splits that pages, the CLI and Compare
@@ -39,10 +39,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ftvpe_core import FtvpeError, adapters, datasets, evaluate, finetune, jobs, models, names, prompts, schedule
-from ftvpe_core import runs as runs_module
+from ftvpe_core import FtvpeError
 from ftvpe_core import settings as settings_module
-from ftvpe_core.runs import RunStore
+from ftvpe_core.model import adapters, models
+from ftvpe_core.store import names, schedule
+from ftvpe_core.store import runs as runs_module
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.tasks import datasets, evaluate, prompts
+from ftvpe_core.training import finetune, tuning
 
 TRACKS = ("prompt", "finetune")
 TRACK_CHOICES = {"both": TRACKS, "prompt": ("prompt",), "finetune": ("finetune",)}
@@ -217,7 +221,7 @@ def _challenge_settings(row: sqlite3.Row) -> ChallengeSettings:
 def _challenge(row: sqlite3.Row) -> Challenge:
     s = _challenge_settings(row)
     builtin = not row["data_json"]
-    data = datasets.load_builtin(s.task) if builtin else jobs.dataset_from_dict(json.loads(row["data_json"]))
+    data = datasets.load_builtin(s.task) if builtin else tuning.dataset_from_dict(json.loads(row["data_json"]))
     if s.seed is None:  # a challenge created before the seed was stored: one fixed by its code
         s = dataclasses.replace(s, seed=int.from_bytes(hashlib.sha256(row["code"].encode()).digest()[:4], "big"))
     return Challenge(row["code"], row["title"], s, row["created"], row["closes"], bool(row["closed"]), data, builtin)
@@ -306,7 +310,7 @@ def create(store: RunStore, settings: ChallengeSettings, data: datasets.Dataset 
                 code,
                 title,
                 json.dumps(asdict(settings)),
-                None if builtin else json.dumps(jobs.dataset_dict(data)),
+                None if builtin else json.dumps(tuning.dataset_dict(data)),
                 salt,
                 _hash_key(key, salt),
                 now,
@@ -852,7 +856,7 @@ def submit_finetune(
         splits={"train": [train[i] for i in indices], "validation": _eval_split(challenge), "test": []},
     )
     try:
-        train_run = jobs.submit(
+        train_run = tuning.submit(
             data,
             train_settings,
             s.model,
@@ -1083,7 +1087,7 @@ def run_foreground(store: RunStore, submission_id: int) -> dict:
     if sub["train_run"]:
         store.start(sub["train_run"], os.getpid(), store.get(sub["train_run"]).device)
         try:
-            jobs.execute(store, sub["train_run"], measure_accuracy=False)
+            tuning.execute(store, sub["train_run"], measure_accuracy=False)
         except Exception:  # noqa: BLE001 - the run is marked failed; scoring then says so
             pass
     store.start(sub["score_run"], os.getpid(), store.get(sub["score_run"]).device)

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from ftvpe_core import datasets, finetune, presets, prompts
+from ftvpe_core.tasks import datasets, presets, prompts
+from ftvpe_core.training import finetune
 
 CLASSROOM = "classroom"
 STEP = "step"

@@ -10,7 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from ftvpe_core.prompts import ANSWER_PREFIX, PromptSpec
+from ftvpe_core.tasks.prompts import ANSWER_PREFIX, PromptSpec
 
 WORD_TOLERANCE = 0.2
 

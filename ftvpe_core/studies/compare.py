@@ -21,9 +21,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ftvpe_core import FtvpeError, adapters, evaluate, figures, finetune, jobs, models, prompts
-from ftvpe_core.runs import Run, RunStore
+from ftvpe_core import FtvpeError, figures
+from ftvpe_core.model import adapters, models
 from ftvpe_core.settings import GenerationSettings
+from ftvpe_core.store.runs import Run, RunStore
+from ftvpe_core.tasks import evaluate, prompts
+from ftvpe_core.training import finetune, tuning
 
 ARM_LABELS = {
     "base": "Base, plain prompt",
@@ -547,7 +550,7 @@ def execute(
     except Stopped:
         return stopped(store, run_id, interrupted is not None and interrupted())
     except BaseException as e:
-        jobs.fail_unless_ended(store, run_id, e)
+        tuning.fail_unless_ended(store, run_id, e)
         raise
 
 
@@ -591,7 +594,7 @@ def run_foreground(
 ) -> dict:
     """Queue a comparison and run it in the foreground (the CLI's ``compare``): here, or on the Ray cluster when
     one is configured (``runners``); returns the result with its ``run_id``."""
-    from ftvpe_core import runners
+    from ftvpe_core.jobs import runners
 
     store = store or RunStore()
     run_id = submit(settings, store, learner="cli")

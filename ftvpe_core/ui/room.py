@@ -13,8 +13,10 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ftvpe_core import FtvpeError, challenges, runners
-from ftvpe_core.runs import Run, RunStore
+from ftvpe_core import FtvpeError
+from ftvpe_core.jobs import runners
+from ftvpe_core.store.runs import Run, RunStore
+from ftvpe_core.teaching import challenges
 
 PHASES = ("queued", "training", "scoring", "scored")
 """The phases a submission passes through, in order (a prompt skips training)."""

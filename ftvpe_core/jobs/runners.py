@@ -22,8 +22,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ftvpe_core import FtvpeError, runs, schedule, settings, worker
-from ftvpe_core.runs import Run, RunStore
+from ftvpe_core import FtvpeError, settings
+from ftvpe_core.jobs import worker
+from ftvpe_core.store import runs, schedule
+from ftvpe_core.store.runs import Run, RunStore
 
 PENDING_NODE = "Ray: waiting for a node"
 """The node of a run sent to a Ray cluster until the task says where it landed."""
@@ -130,13 +132,14 @@ class LocalRunner:
 
     def foreground(self, store: RunStore, run_id: str, on_event=None, on_progress=None, measure_accuracy=True) -> dict:
         """Train a queued run here and now (the CLI); returns its summary."""
-        from ftvpe_core import compare, jobs
+        from ftvpe_core.studies import compare
+        from ftvpe_core.training import tuning
 
         run = store.get(run_id)
         store.start(run_id, os.getpid(), run.device)
         if run.kind == "compare":
             return compare.execute(store, run_id, on_progress=on_progress or (lambda f, m: None))
-        return jobs.execute(store, run_id, on_event, measure_accuracy)
+        return tuning.execute(store, run_id, on_event, measure_accuracy)
 
 
 class RayRunner:
@@ -188,7 +191,7 @@ class RayRunner:
 
     def foreground(self, store: RunStore, run_id: str, on_event=None, on_progress=None, measure_accuracy=True) -> dict:
         """Train a queued run on the cluster, dispatched from here (the CLI), and wait for it; returns its summary."""
-        from ftvpe_core import ray_runner
+        from ftvpe_core.jobs import ray_runner
 
         return ray_runner.foreground(store, self.address, run_id, on_event, on_progress, measure_accuracy)
 

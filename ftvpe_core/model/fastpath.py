@@ -37,7 +37,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from ftvpe_core import quant
+from ftvpe_core.model import quant
 
 _plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 BLOCK_ROWS = 8

@@ -12,8 +12,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
-from ftvpe_core import FtvpeError, engine
-from ftvpe_core.models import LoadedModel
+from ftvpe_core import FtvpeError
+from ftvpe_core.model import engine
+from ftvpe_core.model.models import LoadedModel
 from ftvpe_core.settings import GenerationSettings
 
 

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ftvpe_core import FtvpeError, adapters, models
+from ftvpe_core import FtvpeError
+from ftvpe_core.model import adapters, models
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """The linear layers of a Llama-style decoder layer, in the order the figure draws them."""

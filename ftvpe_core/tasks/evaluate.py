@@ -21,10 +21,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from ftvpe_core import FtvpeError, datasets, engine, generation, prompts
-from ftvpe_core.datasets import Example
-from ftvpe_core.models import LoadedModel
+from ftvpe_core import FtvpeError
+from ftvpe_core.model import engine, generation
+from ftvpe_core.model.models import LoadedModel
 from ftvpe_core.settings import GenerationSettings
+from ftvpe_core.tasks import datasets, prompts
+from ftvpe_core.tasks.datasets import Example
 
 BATCH_SIZE = 16
 """Prompts generated together: on 2 CPU cores with q4 weights, 16 answer 4.1-4.3x as many prompts a second

@@ -1,6 +1,6 @@
 """Job processes: queued runs (fine-tuning, comparisons, challenge scoring) done outside the app, in lanes.
 
-The app queues a run (``jobs.submit``) and the runner (``runners``) calls ``ensure_worker``, which starts
+The app queues a run (``tuning.submit``) and the runner (``runners``) calls ``ensure_worker``, which starts
 ``python -m ftvpe_core worker --device D --lane L`` when runs wait for that lane of that device and no job process
 serves it. Each device has two lanes (``runs.LANES``, the kinds in each: ``runs.KIND_LANES``): 'train' takes long
 runs one at a time, 'short' takes inference-only work of seconds (a class challenge's scoring) beside it, every
@@ -32,8 +32,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ftvpe_core import FtvpeError, runs
-from ftvpe_core.runs import RunStore
+from ftvpe_core import FtvpeError
+from ftvpe_core.store import runs
+from ftvpe_core.store.runs import RunStore
 
 STOP_GRACE_S = 5.0
 """How long a job process whose app is gone waits for its run to stop at a step before it leaves anyway."""
@@ -156,14 +157,16 @@ def _watch_parent(parent_pid: int, stop, finished, current: dict, store: RunStor
 
 
 def _executors() -> tuple[dict[str, Callable], dict[str, Callable]]:
-    """(kind -> execute one run, kind -> execute several claimed together); kinds missing run ``jobs.execute``."""
-    from ftvpe_core import challenges, compare
+    """(kind -> execute one run, kind -> execute several claimed together); kinds missing run ``tuning.execute``."""
+    from ftvpe_core.studies import compare
+    from ftvpe_core.teaching import challenges
 
     return {"compare": compare.execute, "challenge": challenges.execute}, {"challenge": challenges.execute_many}
 
 
 def _serve(store: RunStore, device: str, interrupted, log, current: dict | None = None, lane: str | None = None) -> int:
-    from ftvpe_core import jobs, runners
+    from ftvpe_core.jobs import runners
+    from ftvpe_core.training import tuning
 
     one, many = _executors()
     spec = runs.LANES[lane] if lane else None
@@ -174,7 +177,7 @@ def _serve(store: RunStore, device: str, interrupted, log, current: dict | None 
             log(f"Another job process already serves {_key(device, lane)}; nothing to do.")
             return 0
         if device == RAY:
-            from ftvpe_core import ray_runner
+            from ftvpe_core.jobs import ray_runner
 
             return ray_runner.serve(store, interrupted, log, current)
         if spec and spec.threads:
@@ -210,7 +213,7 @@ def _serve(store: RunStore, device: str, interrupted, log, current: dict | None 
                 log(f"Run(s) {', '.join(ids)}: started on {_key(device, lane)}.")
                 started = time.monotonic()
                 with _working(store, device, lane) if spec and spec.threads else contextlib.nullcontext():
-                    for summary in _execute(one, many, kind, ids, store, polled, jobs.execute):
+                    for summary in _execute(one, many, kind, ids, store, polled, tuning.execute):
                         log(f"Run {summary.get('run_id')}: {summary.get('status')}{_why(summary)}.")
                 for run_id in ids:  # for a bench: the wall time of the pass it was in, and how many shared it
                     try:
@@ -327,7 +330,7 @@ class _Warm:
         return bool(wanted)
 
     def _load(self, name: str | None) -> None:
-        from ftvpe_core import adapters, models
+        from ftvpe_core.model import adapters, models
 
         if self.keep:
             models.keep_loaded()

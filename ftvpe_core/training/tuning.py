@@ -21,9 +21,12 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ftvpe_core import FtvpeError, adapters, datasets, evaluate, finetune, models
+from ftvpe_core import FtvpeError
 from ftvpe_core import settings as settings_module
-from ftvpe_core.runs import Run, RunStore
+from ftvpe_core.model import adapters, models
+from ftvpe_core.store.runs import Run, RunStore
+from ftvpe_core.tasks import datasets, evaluate
+from ftvpe_core.training import finetune
 
 PROBES = 3
 """How many validation prompts are answered at each evaluation ("watch it learn")."""
@@ -300,7 +303,7 @@ def run_finetune(
 ) -> dict:
     """Queue a run and train it in the foreground (the CLI's ``finetune``): here, or on the Ray cluster when one
     is configured (``runners``); returns its summary."""
-    from ftvpe_core import runners
+    from ftvpe_core.jobs import runners
 
     store = store or RunStore()
     run_id = submit(dataset, settings, model_name, store=store, preset=preset, learner="cli")
@@ -342,7 +345,7 @@ def resume_finetune(
     measure_accuracy: bool = True,
 ) -> dict:
     """Resume a run here, in the foreground (the CLI's ``finetune --resume``); returns its summary."""
-    from ftvpe_core import runners
+    from ftvpe_core.jobs import runners
 
     store = store or RunStore()
     resume(store, run_id)

@@ -7,7 +7,7 @@ carries the run's settings and dataset (its checkpoint when it resumes; the tune
 task loads the model on its node (the embedded model package installed there, or a model folder at the same path
 on every node), trains, and sends its events (where it landed, phases, steps, probe answers, checkpoints) to the
 dispatcher's inbox actor; it returns the adapter's files as bytes. The dispatcher writes all of it to the store
-through the job process's own functions (``jobs.record``, ``jobs.complete``, ``compare.complete``), the complete
+through the job process's own functions (``tuning.record``, ``tuning.complete``, ``compare.complete``), the complete
 mark last: nothing on a worker node writes the SQLite file.
 
 Cancel asks the task through the inbox to stop at its next step (its checkpoint comes back, so it can resume); a
@@ -33,10 +33,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ftvpe_core import FtvpeError, adapters, compare, evaluate, finetune, jobs, runners
+from ftvpe_core import FtvpeError
 from ftvpe_core import settings as settings_module
-from ftvpe_core.runs import RunStore
-from ftvpe_core.worker import STOP_GRACE_S
+from ftvpe_core.jobs import runners
+from ftvpe_core.jobs.worker import STOP_GRACE_S
+from ftvpe_core.model import adapters
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.studies import compare
+from ftvpe_core.tasks import evaluate
+from ftvpe_core.training import finetune, tuning
 
 POLL_S = 0.25
 """How often the dispatcher takes the inbox's events and looks at the queue and the cancel requests."""
@@ -201,7 +206,7 @@ def _finetune_on_node(job: dict, folder: Path, device: str, send, should_stop) -
             sent[0] = checkpoint.stat().st_mtime_ns
             send({"checkpoint": checkpoint.read_bytes()})
 
-    result, summary = jobs.train_run(
+    result, summary = tuning.train_run(
         job["settings"],
         job["dataset"],
         device,
@@ -321,16 +326,16 @@ class Dispatcher:
             if run.kind == "compare":
                 job.update(self._compare_job(run))
             else:
-                checkpoint = jobs.resume_point(self.store, run_id)
+                checkpoint = tuning.resume_point(self.store, run_id)
                 job.update(
                     settings=run.settings,
-                    dataset=jobs.run_dataset(self.store, run),
+                    dataset=tuning.run_dataset(self.store, run),
                     checkpoint=checkpoint.read_bytes() if checkpoint else None,
                 )
             self.store.set_progress(run_id, 0.0, "Sent to the Ray cluster; waiting for a node")
             self.refs[run_id] = self.task.options(**self.per_run()).remote(job, self.inbox)
         except Exception as e:  # noqa: BLE001 - this run fails; the others go on
-            jobs.fail_unless_ended(self.store, run_id, e)
+            tuning.fail_unless_ended(self.store, run_id, e)
             self.log(f"Run {run_id}: failed before it was sent: {e}")
 
     def _compare_job(self, run) -> dict:
@@ -359,7 +364,7 @@ class Dispatcher:
         elif "checkpoint" in event:
             _write_atomically(self.store.artifact_dir(run_id) / finetune.CHECKPOINT_FILE, event["checkpoint"])
         elif "end" not in event:
-            jobs.record(self.store, run_id, event)
+            tuning.record(self.store, run_id, event)
             if self.on_event and ("step" in event or event.get("phase") == "accuracy"):
                 self.on_event(event)
             if self.on_progress and "message" in event:
@@ -397,7 +402,7 @@ class Dispatcher:
                 self.finished[run_id] = self._store_result(run_id, out)
                 self.log(f"Run {run_id}: {self.finished[run_id].get('status')}.")
             except Exception as e:  # noqa: BLE001 - one run's result failing to store must not stop the others
-                jobs.fail_unless_ended(self.store, run_id, e)
+                tuning.fail_unless_ended(self.store, run_id, e)
                 self.finished[run_id] = {"run_id": run_id, "status": "failed", "error": str(e)}
                 self.log(f"Run {run_id}: failed while storing its result: {e}")
         return done
@@ -415,7 +420,7 @@ class Dispatcher:
     def _store_result(self, run_id: str, out: dict) -> dict:
         kind = self.store.get(run_id).kind
         if out["status"] == "failed":
-            jobs.fail_unless_ended(self.store, run_id, out["error"])
+            tuning.fail_unless_ended(self.store, run_id, out["error"])
             return {"run_id": run_id, "status": "failed", "error": out["error"]}
         if out["status"] == "stopped":
             if out.get("checkpoint"):
@@ -423,13 +428,13 @@ class Dispatcher:
             interrupted = self.stops.get(run_id, ("cancel", 0))[0] == "interrupt"
             if kind == "compare":
                 return compare.stopped(self.store, run_id, interrupted)
-            return jobs.stopped(self.store, run_id, interrupted, out["summary"])
+            return tuning.stopped(self.store, run_id, interrupted, out["summary"])
         if kind == "compare":
             return compare.complete(self.store, run_id, out["result"], out["seconds"])
         folder = self.store.artifact_dir(run_id)
         for name, data in out["files"].items():
             _write_atomically(folder / name, data)
-        return jobs.complete(self.store, run_id, out["summary"])
+        return tuning.complete(self.store, run_id, out["summary"])
 
     def stop_all(self, why: str) -> None:
         """Stop every run at its next step and store what comes back, within STOP_GRACE_S; then leave."""
@@ -528,7 +533,7 @@ def serve(store: RunStore, interrupted: Callable[[], bool], log=print, current: 
     except FtvpeError as e:
         runners.write_cluster(store, {"address": address, "time": time.time(), "error": str(e), "slots": 0})
         for run in store.queue(kinds=runners.RAY_KINDS):
-            jobs.fail_unless_ended(store, run.id, str(e))
+            tuning.fail_unless_ended(store, run.id, str(e))
         log(str(e))
         return 0
     taken = 0
@@ -572,7 +577,7 @@ def foreground(
     try:
         dispatcher = Dispatcher(store, address, lambda m: None, on_event, on_progress, measure_accuracy)
     except FtvpeError as e:
-        jobs.fail_unless_ended(store, run_id, str(e))
+        tuning.fail_unless_ended(store, run_id, str(e))
         raise
     try:
         store.start(run_id, os.getpid(), run.device, PENDING_NODE)

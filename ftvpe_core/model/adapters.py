@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftvpe_core import FtvpeError, datasets, recordings, runs
-from ftvpe_core.runs import RunStore
+from ftvpe_core import FtvpeError
+from ftvpe_core.store import recordings, runs
+from ftvpe_core.store.runs import RunStore
+from ftvpe_core.tasks import datasets
 
 WEIGHTS_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
