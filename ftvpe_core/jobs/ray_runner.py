@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ftvpe_core import FtvpeError
+from ftvpe_core import HOME_DIR, FtvpeError
 from ftvpe_core import settings as settings_module
 from ftvpe_core.jobs import runners
 from ftvpe_core.jobs.worker import STOP_GRACE_S
@@ -97,7 +97,7 @@ def connect(address: str) -> None:
         return
     if ray.is_initialized():  # FTVPE_RAY_ADDRESS changed: this process follows it
         ray.shutdown()
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(HOME_DIR)
     passed = ("FTVPE_MODEL", "FTVPE_ALLOW_DOWNLOAD", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     env = {"PYTHONPATH": root, **{k: os.environ[k] for k in passed if k in os.environ}}
     try:
@@ -485,7 +485,7 @@ def local_head(num_cpus: int, temp_dir: str | Path) -> Iterator[str]:
     # Set here, the head, this process's driver and every job process started after it inherit it.
     os.environ[ONE_MACHINE_ENV] = "0"
     ray_cli = str(Path(sys.executable).with_name("ray"))
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(HOME_DIR)
     head = subprocess.Popen(
         [
             ray_cli,

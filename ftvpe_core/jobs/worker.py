@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ftvpe_core import FtvpeError
+from ftvpe_core import HOME_DIR, FtvpeError
 from ftvpe_core.store import runs
 from ftvpe_core.store.runs import RunStore
 
@@ -369,7 +369,7 @@ def ensure_worker(
         log_dir = store.home / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "FTVPE_HOME": str(store.home)}
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(HOME_DIR)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         serves = ["--runner", "ray"] if device == RAY else ["--device", device, *(["--lane", lane] if lane else [])]
         command = [sys.executable, "-m", "ftvpe_core", "worker", *serves, "--parent", str(os.getpid())]

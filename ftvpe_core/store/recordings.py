@@ -12,12 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from pathlib import Path
 
-from ftvpe_core import FtvpeError
+from ftvpe_core import ASSETS_DIR, FtvpeError
 from ftvpe_core.store.runs import Run
 
-RECORDINGS_DIR = Path(__file__).resolve().parent.parent / "assets" / "recordings"
+RECORDINGS_DIR = ASSETS_DIR / "recordings"
 ADAPTERS_DIR = RECORDINGS_DIR / "adapters"
 
 

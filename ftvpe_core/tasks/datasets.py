@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftvpe_core import FtvpeError
+from ftvpe_core import ASSETS_DIR, FtvpeError
 
 SPLITS = ("train", "validation", "test")
 TASKS = ("label", "brand", "facts", "custom")
@@ -145,7 +145,7 @@ class UploadError(FtvpeError):
 
 def assets_dir() -> Path:
     """The folder that holds the built-in datasets, one subfolder each."""
-    return Path(__file__).resolve().parent.parent / "assets" / "datasets"
+    return ASSETS_DIR / "datasets"
 
 
 def builtin_names() -> list[str]:
