@@ -36,7 +36,7 @@ DATASET = "support_triage"
 def queue_and_train(home: Path, k: int, steps: int | None, model: str | None, runner: str) -> dict:
     """Queue K runs from K learners in a fresh store and train them all through ``runner``; the wall time."""
     from ftvpe_core import FtvpeError
-    from ftvpe_core.jobs import worker
+    from ftvpe_core.jobs import runners, worker
     from ftvpe_core.store.runs import RunStore
     from ftvpe_core.training import finetune, tuning
 
@@ -45,7 +45,7 @@ def queue_and_train(home: Path, k: int, steps: int | None, model: str | None, ru
     settings = finetune.from_preset("quick", **overrides)
     ids = [tuning.submit(DATASET, settings, model, "cpu", store, "quick", learner=f"learner-{i}") for i in range(k)]
     began = time.perf_counter()
-    worker.serve(store, worker.RAY if runner == "ray" else "cpu", log=lambda m: common.log(f"{runner}: {m}"))
+    runners.serve(store, worker.RAY if runner == "ray" else "cpu", log=lambda m: common.log(f"{runner}: {m}"))
     wall = time.perf_counter() - began
     done = [store.get(i) for i in ids]
     failed = [f"{r.id}: {r.status} ({r.error})" for r in done if r.status != "complete"]

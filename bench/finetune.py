@@ -11,7 +11,7 @@ of steps, each on its own copy of the model, with the same thread count, on the 
 (``models.compute``). Throughput counts non-padding tokens only, over the steps after the first few
 (warm-up), for both sides. An extra row shows Trainer with ``bf16=True``, for information.
 
-It also times the 'quick' preset end to end (``tuning.run_finetune``: load, train, save) on support_triage,
+It also times the 'quick' preset end to end (``foreground.finetune``: load, train, save) on support_triage,
 with the run store in a temporary folder; the model cache stays in the usual data folder.
 
 This script measures and prints; it changes nothing in ``ftvpe_core``.
@@ -252,14 +252,15 @@ def _trainer_figures(started: float, ends: list[float], used: list[tuple[int, in
 
 
 def run_quick(model: str) -> dict:
-    """``tuning.run_finetune`` with the 'quick' preset on support_triage, run store in a temporary folder."""
+    """``foreground.finetune`` with the 'quick' preset on support_triage, run store in a temporary folder."""
+    from ftvpe_core.jobs import foreground
     from ftvpe_core.store.runs import RunStore
-    from ftvpe_core.training import finetune, tuning
+    from ftvpe_core.training import finetune
 
     settings = finetune.from_preset("quick")
     with tempfile.TemporaryDirectory(prefix="ftvpe-bench-runs-") as home:
         started = time.perf_counter()
-        summary = tuning.run_finetune(
+        summary = foreground.finetune(
             DATASET, settings, model_name=model, store=RunStore(Path(home)), measure_accuracy=False
         )
         wall = time.perf_counter() - started
@@ -416,7 +417,7 @@ def time_quick_preset(args: argparse.Namespace, report: dict) -> None:
     if args.skip_quick:
         report["notes"].append("--skip-quick: the quick preset was not timed")
         return
-    common.log("quick preset: tuning.run_finetune end to end")
+    common.log("quick preset: foreground.finetune end to end")
     quick = run_quick(args.model)
     report["quick_preset"] = quick
     report["quick_preset_seconds"] = quick["seconds"]
@@ -470,7 +471,7 @@ def render(r: dict) -> str:
     q = r["quick_preset"]
     if q:
         lines.append(
-            f"Quick preset on {r['dataset']} (tuning.run_finetune: load + train + save, accuracy off): "
+            f"Quick preset on {r['dataset']} (foreground.finetune: load + train + save, accuracy off): "
             f"{q['seconds']:.1f} s wall, {q['train_seconds']:.1f} s training ({q['steps']} steps, batch "
             f"{q['batch_size']} x at most {q['max_length']} tokens, evaluations and probes included)"
         )

@@ -278,13 +278,13 @@ def _free() -> None:
 def run(args: argparse.Namespace) -> dict:
     """Every measurement in turn: load times, then decode and TTFT of the baseline and each app format."""
     from ftvpe_core import settings
-    from ftvpe_core.model import models
+    from ftvpe_core.model import models, quant
 
     common.quiet_transformers()
     threads = common.use_all_threads()
     device = settings.pick_device(args.device)
     source = models.resolve(args.model)
-    default_format = settings.pick_weight_format(device, None, _is_gguf(source))
+    default_format = settings.pick_weight_format(device, None, _is_gguf(source), quant.q4_supported())
     report = start_report(args, source.label, device, default_format, threads)
     # The in-process loads in measure_decoding must read the cache that the cold load builds.
     with cold_data_home(_is_gguf(source) and not args.skip_cold) as temp_home:

@@ -15,14 +15,14 @@ from importlib import metadata
 from pathlib import Path
 
 from ftvpe_core import FtvpeError, settings
-from ftvpe_core.jobs import worker
+from ftvpe_core.jobs import foreground, kinds, runners, worker
 from ftvpe_core.model import adapters, generation, models
 from ftvpe_core.settings import GenerationSettings
 from ftvpe_core.store import runs
 from ftvpe_core.studies import compare
 from ftvpe_core.tasks import datasets, prompts
 from ftvpe_core.teaching import challenges
-from ftvpe_core.training import finetune, tuning
+from ftvpe_core.training import finetune
 
 TEACHER_KEY_ENV = "FTVPE_TEACHER_KEY"
 REJOIN_TOKEN_ENV = "FTVPE_REJOIN_TOKEN"
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     work.add_argument(
         "--lane",
-        choices=tuple(runs.LANES),
+        choices=tuple(kinds.LANES),
         help="serve only this lane: train (long runs, one at a time) or short (a challenge's scoring, batched, "
         "kept warm while a challenge is open); default: every kind, one at a time, until the queue is empty",
     )
@@ -412,9 +412,9 @@ def cmd_finetune(args) -> int:
         )
 
     if args.resume:
-        summary = tuning.resume_finetune(args.resume, on_event=show)
+        summary = foreground.resume(args.resume, on_event=show)
     else:
-        summary = tuning.run_finetune(args.dataset, train_settings, args.model, on_event=show, preset=args.preset)
+        summary = foreground.finetune(args.dataset, train_settings, args.model, on_event=show, preset=args.preset)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -466,7 +466,7 @@ def cmd_compare(args) -> int:
         ablation=args.ablation,
         best_techniques=best,
     )
-    result = compare.run_foreground(settings, on_progress=_progress_line)
+    result = foreground.compare(settings, on_progress=_progress_line)
     if args.html:
         from ftvpe_core.studies import report
 
@@ -575,7 +575,7 @@ def _submit_challenge(args, store: runs.RunStore) -> tuple[dict, str | None]:
             raise FtvpeError("--steps, --examples, --pick, --lr and --rank go with --finetune.")
         count = challenges.token_counter(c.settings.model)
         sid = challenges.submit_prompt(store, args.code, args.name, fields, count, token=token)
-    challenges.run_foreground(store, sid)
+    foreground.challenge_submission(store, sid)
     entry = next(s for s in challenges.submissions(store, args.code) if s["id"] == sid)
     return entry, (None if given else token)
 
@@ -669,7 +669,7 @@ def cmd_worker(args) -> int:
     device = worker.RAY if args.runner == "ray" else settings.pick_device(args.device)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     lane = None if device == worker.RAY else args.lane
-    taken = worker.serve(runs.RunStore(), device, args.parent, log=log, lane=lane)
+    taken = runners.serve(runs.RunStore(), device, args.parent, log=log, lane=lane)
     where = f"the Ray cluster at {settings.ray_address()}" if device == worker.RAY else device
     print(f"{taken} run(s) trained on {where}; the queue is empty.", file=sys.stderr)
     return 0

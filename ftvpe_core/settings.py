@@ -99,7 +99,9 @@ def pick_device(requested: str | None = None) -> str:
     return "cpu"
 
 
-def pick_weight_format(device: str, requested: str | None = None, gguf_source: bool = False) -> str:
+def pick_weight_format(
+    device: str, requested: str | None = None, gguf_source: bool = False, q4_kernels: bool = True
+) -> str:
     """The weight format for a device, unless ``requested`` (or ``FTVPE_DTYPE``) names one.
 
     On a CPU, a model from a GGUF file (the embedded one) runs as ``q4``: its own 4-bit weights, exact,
@@ -113,6 +115,8 @@ def pick_weight_format(device: str, requested: str | None = None, gguf_source: b
         device: 'cpu', 'cuda…' or 'mps'.
         requested: a name from WEIGHT_FORMATS, or None for FTVPE_DTYPE / auto.
         gguf_source: whether the model comes from a GGUF file (only those have 4-bit weights to keep).
+        q4_kernels: whether this machine runs the 4-bit kernels (``quant.q4_supported()``, the caller's to ask:
+            settings import nothing of the model).
     """
     import torch
 
@@ -126,9 +130,7 @@ def pick_weight_format(device: str, requested: str | None = None, gguf_source: b
     if requested != "auto":
         return requested
     if device == "cpu":
-        from ftvpe_core.model import quant
-
-        return "q4" if gguf_source and quant.q4_supported() else "float32"
+        return "q4" if gguf_source and q4_kernels else "float32"
     if device.startswith("cuda"):
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     return "float16"

@@ -347,12 +347,13 @@ def test_fine_tune_lab_upload_lists_problems_by_line_then_accepts_a_good_file(pa
 def test_compare_runs_four_arms_in_the_background_and_offers_the_report(page, app_url, app_home):
     from playwright.sync_api import expect
 
+    from ftvpe_core.jobs import foreground
     from ftvpe_core.store.runs import RunStore
-    from ftvpe_core.training import finetune, tuning
+    from ftvpe_core.training import finetune
 
     # A short fine-tuning run of our own, so the tuned arms have an adapter (made here, not by another test).
     settings = finetune.TrainSettings(max_steps=4, eval_every=4, batch_size=8, max_length=128, max_val_examples=8)
-    run_id = tuning.run_finetune("support_triage", settings, None, RunStore(app_home), measure_accuracy=False)["run_id"]
+    run_id = foreground.finetune("support_triage", settings, None, RunStore(app_home), measure_accuracy=False)["run_id"]
 
     _open_home(page, app_url)  # a fresh server's first visit, so the page below has the app's navigation
     page.goto(f"{app_url}/Compare")

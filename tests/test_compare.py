@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ftvpe_core import FtvpeError, cli
-from ftvpe_core.jobs import worker
+from ftvpe_core.jobs import foreground, worker
 from ftvpe_core.store.runs import RunStore
 from ftvpe_core.studies import compare
 from ftvpe_core.training import finetune, tuning
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture
 def tuned_run(tiny_model_dir) -> str:
     settings = finetune.TrainSettings(max_steps=2, eval_every=2, batch_size=4, max_length=48, max_val_examples=4)
-    return tuning.run_finetune("support_triage", settings, str(tiny_model_dir), measure_accuracy=False)["run_id"]
+    return foreground.finetune("support_triage", settings, str(tiny_model_dir), measure_accuracy=False)["run_id"]
 
 
 def _arm(name, score, tokens, latency, train=0.0):

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
+from ftvpe_core.jobs import foreground
 from ftvpe_core.store.runs import RunStore
-from ftvpe_core.training import finetune, tuning
+from ftvpe_core.training import finetune
 
 PAGE = "pages/4_Compare.py"
 pytestmark = pytest.mark.timeout(300)
@@ -28,7 +29,7 @@ def test_without_runs_the_page_offers_the_prompt_arms_and_points_to_the_lab(tiny
 def test_a_comparison_runs_as_a_job_and_shows_arms_table_examples_and_report(tiny_app):
     settings = finetune.TrainSettings(max_steps=2, eval_every=2, batch_size=4, max_length=48, max_val_examples=4)
     store = RunStore(tiny_app.home)
-    run_id = tuning.run_finetune("support_triage", settings, str(tiny_app.model), store, measure_accuracy=False)[
+    run_id = foreground.finetune("support_triage", settings, str(tiny_app.model), store, measure_accuracy=False)[
         "run_id"
     ]
     at = tiny_app.page(PAGE).run()

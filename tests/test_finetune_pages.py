@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ftvpe_core import FtvpeError
+from ftvpe_core.jobs import foreground
 from ftvpe_core.store.runs import RunStore
 from ftvpe_core.tasks import datasets
 from ftvpe_core.training import finetune, tuning
@@ -245,7 +246,7 @@ def _finished_run(app: TinyApp, **overrides) -> str:
     settings = finetune.TrainSettings(
         **{"max_steps": 3, "eval_every": 1, "batch_size": 4, "max_length": 48, "max_val_examples": 4, **overrides}
     )
-    return tuning.run_finetune("support_triage", settings, str(app.model), RunStore(app.home), measure_accuracy=False)[
+    return foreground.finetune("support_triage", settings, str(app.model), RunStore(app.home), measure_accuracy=False)[
         "run_id"
     ]
 

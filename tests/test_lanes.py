@@ -11,8 +11,7 @@ import sys
 
 import pytest
 
-from ftvpe_core.jobs import runners, worker
-from ftvpe_core.store import runs
+from ftvpe_core.jobs import kinds, runners, worker
 from ftvpe_core.store.runs import RunStore
 from ftvpe_core.teaching import challenges
 from ftvpe_core.training import finetune, tuning
@@ -60,13 +59,13 @@ def _log(store, name: str) -> str:
 
 
 def test_every_kind_has_one_lane_and_a_ray_cluster_trains_the_train_lane(monkeypatch):
-    assert set(runs.KIND_LANES) == set(runs.KINDS) and set(runs.KIND_LANES.values()) <= set(runs.LANES)
-    assert runs.lane_kinds("short") == ("challenge",) and runners.RAY_KINDS == runs.lane_kinds("train")
-    assert runners.local_kinds() is None and runners.local_kinds("short") == ("challenge",)
+    assert {kind.lane for kind in kinds.KINDS.values()} <= set(kinds.LANES)
+    assert kinds.lane_kinds("short") == ("challenge",) and kinds.RAY_KINDS == kinds.lane_kinds("train")
+    assert kinds.local_kinds() is None and kinds.local_kinds("short") == ("challenge",)
     monkeypatch.setenv("FTVPE_RAY_ADDRESS", "127.0.0.1:1")
-    assert runners.local_kinds() == ("challenge",) and runners.local_kinds("train") == ()
+    assert kinds.local_kinds() == ("challenge",) and kinds.local_kinds("train") == ()
     with pytest.raises(Exception, match="Unknown lane"):
-        runs.lane_kinds("fast")
+        kinds.lane_kinds("fast")
 
 
 def test_a_flooders_300_queued_runs_delay_another_learners_first_run_by_at_most_one(tiny_model_dir, tiny_loaded):
@@ -86,7 +85,7 @@ def test_a_flooders_300_queued_runs_delay_another_learners_first_run_by_at_most_
     place = runners.queue_place(store, store.get(queue[40]), runners.current().slots(store))
     assert place is not None and (place.position, place.of) == (41, 301)  # in the lane's second batch
     assert place.starts_in_s == pytest.approx(60.0, abs=1)  # after the first (no score timed yet: a minute)
-    assert bob in store.claim_many("cpu", os.getpid(), kinds=runs.lane_kinds("short"), limit=2)
+    assert bob in store.claim_many("cpu", os.getpid(), kinds=kinds.lane_kinds("short"), limit=2)
 
 
 def test_a_score_run_is_not_claimed_before_its_fine_tune_has_ended(tiny_model_dir):
@@ -95,7 +94,7 @@ def test_a_score_run_is_not_claimed_before_its_fine_tune_has_ended(tiny_model_di
     challenges.join(store, code, "Ann")
     sid = challenges.submit_finetune(store, code, "Ann", steps=2, examples=4, device="cpu")
     train, score = _entry(store, code, sid)["train_run"], _score_run(store, sid)
-    short = runs.lane_kinds("short")
+    short = kinds.lane_kinds("short")
     assert store.get(train).learner == store.get(score).learner == challenges.learner_key(code, "Ann")
     assert store.claim("cpu", os.getpid(), kinds=short) is None and store.queue("cpu", short) == []
     assert store.claim("cpu", os.getpid()) == train  # the training run, never its score
@@ -166,7 +165,7 @@ def test_the_training_lane_gives_the_short_lane_its_core_between_steps_while_it_
     try:
         assert polled() is False and torch.get_num_threads() == full
         with worker._working(store, "cpu", "short"):  # the short lane scores
-            assert polled() is False and torch.get_num_threads() == max(1, full - runs.LANES["short"].threads)
+            assert polled() is False and torch.get_num_threads() == max(1, full - kinds.LANES["short"].threads)
         polled()
         assert torch.get_num_threads() == full  # done: training has every core again
     finally:

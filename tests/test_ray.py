@@ -86,7 +86,7 @@ def test_an_unreachable_cluster_is_one_clear_line_in_the_cli_and_fails_queued_ru
 
     store = RunStore()
     run_id = tuning.submit("support_triage", _settings(), str(tiny_model_dir), device="cpu", store=store)
-    assert worker.serve(store, worker.RAY, log=lambda m: None) == 0  # the dispatcher job process's loop
+    assert runners.serve(store, worker.RAY, log=lambda m: None) == 0  # the dispatcher job process's loop
     run = store.get(run_id)
     assert run.status == "failed" and "cannot be reached" in run.error
     slots = runners.current().slots(store)
@@ -162,13 +162,13 @@ def test_two_learners_train_at_once_and_a_third_run_waits_its_turn(on_ray, tiny_
     ann1, ann2, bob1 = submit("ann"), submit("ann"), submit("bob")
     assert [r.id for r in store.queue()] == [ann1, bob1, ann2]  # bob's first run before ann's second
     lines = []
-    assert worker.serve(store, worker.RAY, log=lines.append) == 3
+    assert runners.serve(store, worker.RAY, log=lines.append) == 3
     a1, a2, b1 = (store.get(i) for i in (ann1, ann2, bob1))
     assert [r.status for r in (a1, a2, b1)] == ["complete"] * 3, (lines, a1.error, a2.error, b1.error)
     assert max(a1.started, b1.started) < min(a1.finished, b1.finished)  # ann's and bob's first runs overlapped
     assert a2.started >= min(a1.finished, b1.finished) - 0.5  # 2 CPUs, 1 a run: the third waited for a slot
     assert all(r.node != "Ray: waiting for a node" for r in (a1, a2, b1))
-    status = runners.read_cluster(store)
+    status = ray_runner.read_cluster(store)
     assert status["slots"] == 2 and status["per_run"] == "1 CPUS" and status["error"] is None and status["nodes"]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ftvpe_core import FtvpeError
+from ftvpe_core.jobs import kinds
 from ftvpe_core.store import runs
 from ftvpe_core.store.runs import RunStore
 
@@ -374,16 +375,15 @@ def test_a_schema_1_store_gains_the_new_columns_and_keeps_its_runs(tmp_path):
 
 
 def test_claim_and_queue_take_only_the_kinds_asked_for(tmp_path, monkeypatch):
-    from ftvpe_core.jobs import runners
 
     store = RunStore(tmp_path)
     tune = store.create("finetune", "support_triage", {}, "cpu")
     score = store.create("challenge", "support_triage", {}, "cpu")
-    assert [r.id for r in store.queue(kinds=runners.RAY_KINDS)] == [tune]
+    assert [r.id for r in store.queue(kinds=kinds.RAY_KINDS)] == [tune]
     monkeypatch.setenv("FTVPE_RAY_ADDRESS", "127.0.0.1:1")  # a cluster trains fine-tunes; scoring stays here
-    assert runners.local_kinds() == ("challenge",)
-    assert store.claim("cpu", 1, kinds=runners.local_kinds()) == score
-    assert store.claim("cpu", 1, kinds=runners.local_kinds()) is None  # the fine-tune waits for the cluster
+    assert kinds.local_kinds() == ("challenge",)
+    assert store.claim("cpu", 1, kinds=kinds.local_kinds()) == score
+    assert store.claim("cpu", 1, kinds=kinds.local_kinds()) is None  # the fine-tune waits for the cluster
     assert store.get(tune).status == "queued"
     monkeypatch.delenv("FTVPE_RAY_ADDRESS")
-    assert runners.local_kinds() is None and store.claim("cpu", 1, kinds=runners.local_kinds()) == tune
+    assert kinds.local_kinds() is None and store.claim("cpu", 1, kinds=kinds.local_kinds()) == tune

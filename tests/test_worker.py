@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftvpe_core.jobs import worker
+from ftvpe_core.jobs import foreground, worker
 from ftvpe_core.model import adapters
 from ftvpe_core.store import runs
 from ftvpe_core.store.runs import RunStore
@@ -229,7 +229,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_as_if_never_stopped(t
     assert sorted({s.step for s in store.samples(run_id)}) == list(range(5, 61, 5))
     assert not checkpoint.exists() and store.get(run_id).summary["steps"] == 60
 
-    whole = tuning.run_finetune("support_triage", settings, str(tiny_model_dir), store=store, measure_accuracy=False)
+    whole = foreground.finetune("support_triage", settings, str(tiny_model_dir), store=store, measure_accuracy=False)
     expected, got = _adapter(store.artifact_dir(whole["run_id"])), _adapter(store.artifact_dir(run_id))
     assert expected.keys() == got.keys()
     for k in expected:

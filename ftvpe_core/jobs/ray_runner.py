@@ -6,9 +6,10 @@ slots (one GPU a run on a GPU cluster, ``FTVPE_RAY_CPUS`` CPUs otherwise), and s
 carries the run's settings and dataset (its checkpoint when it resumes; the tuned adapter for a comparison). The
 task loads the model on its node (the embedded model package installed there, or a model folder at the same path
 on every node), trains, and sends its events (where it landed, phases, steps, probe answers, checkpoints) to the
-dispatcher's inbox actor; it returns the adapter's files as bytes. The dispatcher writes all of it to the store
-through the job process's own functions (``tuning.record``, ``tuning.complete``, ``compare.complete``), the complete
-mark last: nothing on a worker node writes the SQLite file.
+dispatcher's inbox actor; it returns the adapter's files as bytes. What a kind's task carries, does on its node and
+writes back is the kind's (``kinds.Cluster``: ``pack``, ``on_node``, ``store``); the dispatcher writes the events
+(``RunStore.record``) and the results to the store, the complete mark last: nothing on a worker node writes the
+SQLite file. This module names no kind.
 
 Cancel asks the task through the inbox to stop at its next step (its checkpoint comes back, so it can resume); a
 task that does not stop within STOP_GRACE_S is cancelled by Ray. A worker or node that dies fails its run with
@@ -22,6 +23,7 @@ Only this module imports ray, and only inside its functions: with ``FTVPE_RAY_AD
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -35,19 +37,18 @@ from typing import Any
 
 from ftvpe_core import HOME_DIR, FtvpeError
 from ftvpe_core import settings as settings_module
-from ftvpe_core.jobs import runners
+from ftvpe_core.jobs import kinds
 from ftvpe_core.jobs.worker import STOP_GRACE_S
-from ftvpe_core.model import adapters
 from ftvpe_core.store.runs import RunStore
-from ftvpe_core.studies import compare
-from ftvpe_core.tasks import evaluate
-from ftvpe_core.training import finetune, tuning
 
 POLL_S = 0.25
 """How often the dispatcher takes the inbox's events and looks at the queue and the cancel requests."""
 STOP_POLL_S = 0.5
 """How often a task asks the inbox whether it should stop."""
-PENDING_NODE = runners.PENDING_NODE
+PENDING_NODE = "Ray: waiting for a node"
+"""The node of a run sent to a Ray cluster until the task says where it landed."""
+CLUSTER_FILE = "cluster.json"
+"""The dispatcher's last word on the cluster (nodes, slots, or why it cannot be reached), in the data folder."""
 CONNECT_TIMEOUT_S = 5.0
 _TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 _parts: tuple | None = None
@@ -181,65 +182,11 @@ def run_on_node(job: dict, inbox: Any) -> dict:
     send({"placement": {"node": node, "device": device if not gpus else f"cuda (GPU {gpus[0]})", "pid": os.getpid()}})
     try:
         with tempfile.TemporaryDirectory(prefix=f"ftvpe-{run_id}-") as tmp:
-            if job["kind"] == "compare":
-                out = _compare_on_node(job, Path(tmp), device, send, should_stop)
-            else:
-                out = _finetune_on_node(job, Path(tmp), device, send, should_stop)
+            out = kinds.get(job["kind"]).cluster.on_node(job, Path(tmp), device, send, should_stop)
     except Exception as e:  # noqa: BLE001 - the dispatcher marks the run failed with this line
         out = {"status": "failed", "error": str(e) if isinstance(e, FtvpeError) else f"{type(e).__name__}: {e}"}
     ray.get(inbox.put.remote(run_id, {"end": True}))  # every event is in the inbox before the result is
     return out
-
-
-def _finetune_on_node(job: dict, folder: Path, device: str, send, should_stop) -> dict:
-    checkpoint = folder / finetune.CHECKPOINT_FILE
-    resume_from = None
-    if job.get("checkpoint"):
-        checkpoint.write_bytes(job["checkpoint"])
-        resume_from = checkpoint
-    sent = [checkpoint.stat().st_mtime_ns if resume_from else 0]
-
-    def report(event: dict) -> None:
-        send(event)
-        # train writes its checkpoint after an evaluation's event: send it with the next one.
-        if checkpoint.is_file() and checkpoint.stat().st_mtime_ns != sent[0]:
-            sent[0] = checkpoint.stat().st_mtime_ns
-            send({"checkpoint": checkpoint.read_bytes()})
-
-    result, summary = tuning.train_run(
-        job["settings"],
-        job["dataset"],
-        device,
-        report,
-        should_stop,
-        checkpoint,
-        resume_from,
-        job.get("measure_accuracy", True),
-    )
-    if summary is None:
-        saved = checkpoint.read_bytes() if checkpoint.is_file() else None
-        return {"status": "stopped", "summary": result.summary(), "checkpoint": saved}
-    adapters.save(result.peft_model, folder / "adapter")
-    files = {name: (folder / "adapter" / name).read_bytes() for name in (adapters.WEIGHTS_FILE, adapters.CONFIG_FILE)}
-    return {"status": "complete", "summary": summary, "files": files}
-
-
-def _compare_on_node(job: dict, folder: Path, device: str, send, should_stop) -> dict:
-    tuned = None
-    if job.get("tuned"):
-        run, files = job["tuned"]
-        for name, data in files.items():
-            (folder / name).write_bytes(data)
-        tuned = (run, folder)
-    settings = compare.CompareSettings(**job["settings"])
-    started = time.perf_counter()
-    try:
-        result = compare.run_comparison(
-            settings, None, lambda f, m: send({"fraction": f, "message": m}), should_stop, device, tuned, job["task"]
-        )
-    except compare.Stopped:
-        return {"status": "stopped", "summary": {}}
-    return {"status": "complete", "result": result, "seconds": time.perf_counter() - started}
 
 
 # -- the dispatcher, on the app's machine ---------------------------------------------------------------------
@@ -269,11 +216,11 @@ class Dispatcher:
         address: str,
         log: Callable[[str], None] = print,
         on_event: Callable[[dict], None] | None = None,
-        on_progress: Callable[[float, str], None] | None = None,
-        measure_accuracy: bool = True,
+        options: dict | None = None,
     ) -> None:
+        """``on_event`` sees every event the store records; ``options`` go to each kind's ``pack`` (the CLI's)."""
         self.store, self.address, self.log = store, address, log
-        self.on_event, self.on_progress, self.measure_accuracy = on_event, on_progress, measure_accuracy
+        self.on_event, self.options = on_event, options or {}
         connect(address)
         self.ray = _ray()
         inbox_class, self.task = _remote()
@@ -303,7 +250,7 @@ class Dispatcher:
             if n.get("Alive")
         ]
         per_run = self.per_run()
-        runners.write_cluster(
+        write_cluster(
             self.store,
             {
                 "address": self.address,
@@ -322,31 +269,16 @@ class Dispatcher:
         """Send a claimed run to the cluster with everything it needs."""
         run = self.store.get(run_id)
         try:
-            job = {"run_id": run_id, "kind": run.kind, "measure_accuracy": self.measure_accuracy}
-            if run.kind == "compare":
-                job.update(self._compare_job(run))
-            else:
-                checkpoint = tuning.resume_point(self.store, run_id)
-                job.update(
-                    settings=run.settings,
-                    dataset=tuning.run_dataset(self.store, run),
-                    checkpoint=checkpoint.read_bytes() if checkpoint else None,
-                )
+            job = {
+                "run_id": run_id,
+                "kind": run.kind,
+                **kinds.get(run.kind).cluster.pack(self.store, run, self.options),
+            }
             self.store.set_progress(run_id, 0.0, "Sent to the Ray cluster; waiting for a node")
             self.refs[run_id] = self.task.options(**self.per_run()).remote(job, self.inbox)
         except Exception as e:  # noqa: BLE001 - this run fails; the others go on
-            tuning.fail_unless_ended(self.store, run_id, e)
+            self.store.fail_unless_ended(run_id, e)
             self.log(f"Run {run_id}: failed before it was sent: {e}")
-
-    def _compare_job(self, run) -> dict:
-        s = {k: v for k, v in run.settings.items() if k in compare.CompareSettings.__dataclass_fields__}
-        settings = compare.CompareSettings(**s)
-        job = {"settings": s, "task": evaluate.load_task(settings.task, settings.metric, settings.limit or None)}
-        if settings.run_id:
-            tuned = self.store.get(settings.run_id)
-            folder = self.store.artifact_dir(tuned.id)
-            job["tuned"] = (tuned, {p.name: p.read_bytes() for p in adapters.files(folder)})
-        return job
 
     def pump(self) -> None:
         """Write the events the tasks sent since last time."""
@@ -361,14 +293,12 @@ class Dispatcher:
             self.nodes[run_id] = event["placement"]["node"]
             self.workers[run_id] = event["placement"]["pid"]
             self.store.place(run_id, event["placement"]["node"], event["placement"]["device"])
-        elif "checkpoint" in event:
-            _write_atomically(self.store.artifact_dir(run_id) / finetune.CHECKPOINT_FILE, event["checkpoint"])
+        elif "file" in event:  # a file of the run's folder (a checkpoint) as it is written on the node
+            self.store.write_artifact(run_id, event["file"], event["data"])
         elif "end" not in event:
-            tuning.record(self.store, run_id, event)
-            if self.on_event and ("step" in event or event.get("phase") == "accuracy"):
+            self.store.record(run_id, event)
+            if self.on_event:
                 self.on_event(event)
-            if self.on_progress and "message" in event:
-                self.on_progress(event["fraction"], event["message"])
 
     def watch_cancels(self) -> None:
         """Pass the users' cancel requests on; a task that does not stop in time is cancelled by Ray."""
@@ -402,7 +332,7 @@ class Dispatcher:
                 self.finished[run_id] = self._store_result(run_id, out)
                 self.log(f"Run {run_id}: {self.finished[run_id].get('status')}.")
             except Exception as e:  # noqa: BLE001 - one run's result failing to store must not stop the others
-                tuning.fail_unless_ended(self.store, run_id, e)
+                self.store.fail_unless_ended(run_id, e)
                 self.finished[run_id] = {"run_id": run_id, "status": "failed", "error": str(e)}
                 self.log(f"Run {run_id}: failed while storing its result: {e}")
         return done
@@ -418,23 +348,11 @@ class Dispatcher:
         }
 
     def _store_result(self, run_id: str, out: dict) -> dict:
-        kind = self.store.get(run_id).kind
         if out["status"] == "failed":
-            tuning.fail_unless_ended(self.store, run_id, out["error"])
+            self.store.fail_unless_ended(run_id, out["error"])
             return {"run_id": run_id, "status": "failed", "error": out["error"]}
-        if out["status"] == "stopped":
-            if out.get("checkpoint"):
-                _write_atomically(self.store.artifact_dir(run_id) / finetune.CHECKPOINT_FILE, out["checkpoint"])
-            interrupted = self.stops.get(run_id, ("cancel", 0))[0] == "interrupt"
-            if kind == "compare":
-                return compare.stopped(self.store, run_id, interrupted)
-            return tuning.stopped(self.store, run_id, interrupted, out["summary"])
-        if kind == "compare":
-            return compare.complete(self.store, run_id, out["result"], out["seconds"])
-        folder = self.store.artifact_dir(run_id)
-        for name, data in out["files"].items():
-            _write_atomically(folder / name, data)
-        return tuning.complete(self.store, run_id, out["summary"])
+        interrupted = self.stops.get(run_id, ("cancel", 0))[0] == "interrupt"
+        return kinds.get(self.store.get(run_id).kind).cluster.store(self.store, run_id, out, interrupted)
 
     def stop_all(self, why: str) -> None:
         """Stop every run at its next step and store what comes back, within STOP_GRACE_S; then leave."""
@@ -462,9 +380,19 @@ class Dispatcher:
             pass
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
+def read_cluster(store: RunStore) -> dict:
+    """What the dispatcher last wrote about the cluster ({} before it has)."""
+    try:
+        return json.loads((store.home / CLUSTER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def write_cluster(store: RunStore, status: dict) -> None:
+    """Replace the cluster record at once (the pages read it while the dispatcher writes)."""
+    path = store.home / CLUSTER_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(status), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -531,16 +459,16 @@ def serve(store: RunStore, interrupted: Callable[[], bool], log=print, current: 
     try:
         dispatcher = Dispatcher(store, address, log)
     except FtvpeError as e:
-        runners.write_cluster(store, {"address": address, "time": time.time(), "error": str(e), "slots": 0})
-        for run in store.queue(kinds=runners.RAY_KINDS):
-            tuning.fail_unless_ended(store, run.id, str(e))
+        write_cluster(store, {"address": address, "time": time.time(), "error": str(e), "slots": 0})
+        for run in store.queue(kinds=kinds.RAY_KINDS):
+            store.fail_unless_ended(run.id, str(e))
         log(str(e))
         return 0
     taken = 0
     try:
         while not interrupted():
             free = dispatcher.slots() - len(dispatcher.refs)
-            while free > 0 and (run_id := store.claim(None, os.getpid(), PENDING_NODE, runners.RAY_KINDS)) is not None:
+            while free > 0 and (run_id := store.claim(None, os.getpid(), PENDING_NODE, kinds.RAY_KINDS)) is not None:
                 dispatcher.submit(run_id)
                 taken, free = taken + 1, free - 1
                 log(f"Run {run_id}: sent to the cluster.")
@@ -558,7 +486,7 @@ def serve(store: RunStore, interrupted: Callable[[], bool], log=print, current: 
                 )
             )
             dispatcher.write_status(full or None)
-            if not dispatcher.refs and not store.queue(kinds=runners.RAY_KINDS):
+            if not dispatcher.refs and not store.queue(kinds=kinds.RAY_KINDS):
                 break
             time.sleep(POLL_S)
         if interrupted():
@@ -568,16 +496,14 @@ def serve(store: RunStore, interrupted: Callable[[], bool], log=print, current: 
     return taken
 
 
-def foreground(
-    store: RunStore, address: str, run_id: str, on_event=None, on_progress=None, measure_accuracy: bool = True
-) -> dict:
+def foreground(store: RunStore, address: str, run_id: str, on_event=None, options: dict | None = None) -> dict:
     """Send one queued run to the cluster from this process (the CLI) and follow it to its end; returns its
     summary. Ctrl-C stops it at its next step (interrupted, resumable)."""
     run = store.get(run_id)
     try:
-        dispatcher = Dispatcher(store, address, lambda m: None, on_event, on_progress, measure_accuracy)
+        dispatcher = Dispatcher(store, address, lambda m: None, on_event, options)
     except FtvpeError as e:
-        tuning.fail_unless_ended(store, run_id, str(e))
+        store.fail_unless_ended(run_id, str(e))
         raise
     try:
         store.start(run_id, os.getpid(), run.device, PENDING_NODE)

@@ -1,4 +1,4 @@
-"""Job runners: what starts queued fine-tuning and comparison runs, and where they train. One interface, two runners,
+"""Job runners: what starts queued runs (of every kind in ``kinds``), and where they run. One interface, two runners,
 chosen by configuration (``settings.ray_address``):
 
 - ``local`` (the default): job processes on this machine (``worker``), one per device and lane: the train lane
@@ -9,13 +9,12 @@ chosen by configuration (``settings.ray_address``):
 
 Both take queued runs in the store's fair order (``schedule``) and write the store from this machine only. While a
 class challenge is open the lanes' job processes stay up, warm (``start`` at the app's start, then ``tick``). The
-pages, the CLI and the benches call ``current()`` and never a runner's module. This module imports neither ray nor
-torch.
+pages, the CLI and the benches call ``current()`` (and ``serve``, ``wait``, ``place_words``) and never a runner's
+module; ``foreground`` runs one queued run to its end from the CLI. This module imports neither ray nor torch.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -23,14 +22,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ftvpe_core import FtvpeError, settings
-from ftvpe_core.jobs import worker
-from ftvpe_core.store import runs, schedule
+from ftvpe_core.jobs import kinds, ray_runner, worker
+from ftvpe_core.store import schedule
 from ftvpe_core.store.runs import Run, RunStore
 
-PENDING_NODE = "Ray: waiting for a node"
+PENDING_NODE = ray_runner.PENDING_NODE
 """The node of a run sent to a Ray cluster until the task says where it landed."""
-CLUSTER_FILE = "cluster.json"
-"""The Ray dispatcher's last word on the cluster (nodes, slots, or why it cannot be reached), in the data folder."""
 
 
 @dataclass
@@ -54,20 +51,6 @@ class Slots:
         return max(0, self.slots - self.running)
 
 
-RAY_KINDS = runs.lane_kinds("train")
-"""The kinds of run a Ray cluster trains: the train lane's; the short lane's (a class challenge's scoring) stay
-with this machine's job processes, which then take only those (``local_kinds``)."""
-
-
-def local_kinds(lane: str | None = None) -> tuple[str, ...] | None:
-    """The kinds of run this machine's job processes of ``lane`` take (None: of every lane; all kinds is None),
-    without the kinds a configured Ray cluster trains."""
-    kinds = runs.lane_kinds(lane) if lane else runs.KINDS
-    if settings.ray_address():
-        return tuple(k for k in kinds if k not in RAY_KINDS)
-    return None if lane is None else kinds
-
-
 _started_stores: set[str] = set()
 
 
@@ -81,14 +64,14 @@ def _recover(store: RunStore) -> list[str]:
     again (its scoring, and the fine-tunes a score waits for), to go on from their checkpoints."""
     _started_stores.add(str(store.home))
     store.recover_interrupted()
-    return store.requeue_interrupted(runs.lane_kinds("short"))
+    return store.requeue_interrupted(kinds.lane_kinds("short"))
 
 
 def _ensure_lanes(store: RunStore, device: str, warm: bool) -> None:
-    for lane in runs.LANES:
-        kinds = local_kinds(lane)
-        if kinds:
-            worker.ensure_worker(store, device, lane, kinds, warm=warm and runs.LANES[lane].warm)
+    for lane, spec in kinds.LANES.items():
+        lane_kinds = kinds.local_kinds(lane)
+        if lane_kinds:
+            worker.ensure_worker(store, device, lane, lane_kinds, warm=warm and spec.warm)
 
 
 class LocalRunner:
@@ -130,16 +113,15 @@ class LocalRunner:
             f"this machine ({settings.node_name()}), one training run at a time per device, a challenge's scoring beside it",
         )
 
-    def foreground(self, store: RunStore, run_id: str, on_event=None, on_progress=None, measure_accuracy=True) -> dict:
-        """Train a queued run here and now (the CLI); returns its summary."""
-        from ftvpe_core.studies import compare
-        from ftvpe_core.training import tuning
+    def foreground(self, store: RunStore, run_id: str, on_event=None, **options) -> dict:
+        """Do a queued run here and now (the CLI), with its kind's ``options``; returns its summary."""
+        return _here(store, run_id, on_event, options)
 
-        run = store.get(run_id)
-        store.start(run_id, os.getpid(), run.device)
-        if run.kind == "compare":
-            return compare.execute(store, run_id, on_progress=on_progress or (lambda f, m: None))
-        return tuning.execute(store, run_id, on_event, measure_accuracy)
+
+def _here(store: RunStore, run_id: str, on_event, options: dict) -> dict:
+    run = store.get(run_id)
+    store.start(run_id, os.getpid(), run.device)
+    return kinds.get(run.kind).execute(store, run_id, **({"on_event": on_event} if on_event else {}), **options)
 
 
 class RayRunner:
@@ -159,7 +141,7 @@ class RayRunner:
     def ensure(self, store: RunStore, device: str | None = None) -> None:
         """Start the dispatcher when runs wait and none serves them (one for the whole cluster), and this
         machine's short lane for ``device`` when its runs wait."""
-        worker.ensure_worker(store, worker.RAY, kinds=RAY_KINDS)
+        worker.ensure_worker(store, worker.RAY, kinds=kinds.RAY_KINDS)
         if device:
             _ensure_lanes(store, device, warm=False)
 
@@ -167,7 +149,7 @@ class RayRunner:
         _start_once(self, store)
         worker.reap(store)
         self.ensure(store)
-        for device in {r.device for r in store.queue(kinds=local_kinds()) if r.device}:  # the short lane, here
+        for device in {r.device for r in store.queue(kinds=kinds.local_kinds()) if r.device}:  # the short lane, here
             _ensure_lanes(store, device, warm=False)
         if store.warm_models(worker.warm_idle_s()):
             _ensure_lanes(store, settings.pick_device(), warm=True)
@@ -175,7 +157,7 @@ class RayRunner:
     def slots(self, store: RunStore) -> Slots:
         active = [r for r in store.list() if r.active]
         running = sum(r.status == "running" for r in active)
-        status = read_cluster(store)
+        status = ray_runner.read_cluster(store)
         if status.get("address") != self.address:  # written for another cluster: nothing known about this one
             status = {}
         where = f"the Ray cluster at {self.address}"
@@ -189,33 +171,18 @@ class RayRunner:
             status.get("error"),
         )
 
-    def foreground(self, store: RunStore, run_id: str, on_event=None, on_progress=None, measure_accuracy=True) -> dict:
-        """Train a queued run on the cluster, dispatched from here (the CLI), and wait for it; returns its summary."""
-        from ftvpe_core.jobs import ray_runner
-
-        return ray_runner.foreground(store, self.address, run_id, on_event, on_progress, measure_accuracy)
+    def foreground(self, store: RunStore, run_id: str, on_event=None, **options) -> dict:
+        """Do a queued run on the cluster, dispatched from here (the CLI), and wait for it; a kind the cluster does
+        not run is done here. Returns its summary."""
+        if kinds.get(store.get(run_id).kind).cluster is None:
+            return _here(store, run_id, on_event, options)
+        return ray_runner.foreground(store, self.address, run_id, on_event, options)
 
 
 def current() -> LocalRunner | RayRunner:
     """The runner configured now: Ray when ``FTVPE_RAY_ADDRESS`` is set, else job processes on this machine."""
     address = settings.ray_address()
     return RayRunner(address) if address else LocalRunner()
-
-
-def read_cluster(store: RunStore) -> dict:
-    """What the Ray dispatcher last wrote about the cluster ({} before it has)."""
-    try:
-        return json.loads((store.home / CLUSTER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def write_cluster(store: RunStore, status: dict) -> None:
-    """Replace the cluster record at once (the pages read it while the dispatcher writes)."""
-    path = store.home / CLUSTER_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(status), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -232,25 +199,27 @@ def queue_place(store: RunStore, run: Run, slots: Slots) -> QueuePlace | None:
     waits for another run to end first: a fine-tune's score while it trains).
 
     A run the Ray cluster trains queues for the cluster's slots; the others for their device's lane here, whose
-    job process takes a batch of the lane's runs at once (``runs.Lane.batch``)."""
+    job process takes a batch of the lane's runs at once (``kinds.Lane.batch``)."""
     if run.status != "queued":
         return None
-    lane = runs.KIND_LANES.get(run.kind, "train")
-    on_cluster = slots.runner == "ray" and run.kind in RAY_KINDS
-    kinds = RAY_KINDS if on_cluster else runs.lane_kinds(lane)
-    ids = [r.id for r in store.queue(None if on_cluster else run.device, kinds)]
+    lane = kinds.get(run.kind).lane
+    on_cluster = slots.runner == "ray" and run.kind in kinds.RAY_KINDS
+    queue_kinds = kinds.RAY_KINDS if on_cluster else kinds.lane_kinds(lane)
+    ids = [r.id for r in store.queue(None if on_cluster else run.device, queue_kinds)]
     if run.id not in ids:
         return None
     finished = [r for r in store.list(run.kind) if r.status == "complete" and r.started and r.finished][:10]
     typical = schedule.typical_run_s([r.finished - r.started for r in finished])
     running = [
-        r for r in store.list() if r.status == "running" and r.kind in kinds and (on_cluster or r.device == run.device)
+        r
+        for r in store.list()
+        if r.status == "running" and r.kind in queue_kinds and (on_cluster or r.device == run.device)
     ]
     position = ids.index(run.id) + 1
     if on_cluster:
         turn, width = position, max(1, slots.slots)
     else:  # a batch of the lane at a time: the runs ahead in this batch start with this one
-        batch = runs.LANES[lane].batch
+        batch = kinds.LANES[lane].batch
         turn, width = math.ceil(position / batch), 1
         running = running[:1] if running else []
     left = [_left_s(store, r, typical) for r in running]
@@ -297,7 +266,14 @@ def wait(store: RunStore, run_ids: Iterable[str], timeout_s: float = 600.0, poll
 
 
 def _left_s(store: RunStore, run: Run, typical: float) -> float:
-    eta = store.metrics(run.id).get("eta_s") if run.kind == "finetune" else None
+    eta = store.metrics(run.id).get("eta_s")  # a training run's own estimate
     if eta:
         return eta[-1][1]
     return typical - (time.time() - (run.started or time.time()))
+
+
+def serve(store: RunStore, device: str, parent_pid: int | None = None, log=print, lane: str | None = None) -> int:
+    """A job process's loop (the CLI's ``worker``): ``worker.serve`` for ``device``'s ``lane``, or the Ray
+    dispatcher's for ``worker.RAY``; returns how many runs it took."""
+    dispatch = ray_runner.serve if device == worker.RAY else None
+    return worker.serve(store, device, parent_pid, log=log, lane=None if dispatch else lane, dispatch=dispatch)

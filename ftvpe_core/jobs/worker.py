@@ -1,8 +1,8 @@
 """Job processes: queued runs (fine-tuning, comparisons, challenge scoring) done outside the app, in lanes.
 
-The app queues a run (``tuning.submit``) and the runner (``runners``) calls ``ensure_worker``, which starts
+The app queues a run (a kind's ``submit``) and the runner (``runners``) calls ``ensure_worker``, which starts
 ``python -m ftvpe_core worker --device D --lane L`` when runs wait for that lane of that device and no job process
-serves it. Each device has two lanes (``runs.LANES``, the kinds in each: ``runs.KIND_LANES``): 'train' takes long
+serves it. Each device has two lanes (``kinds.LANES``, each kind's in ``kinds.KINDS``): 'train' takes long
 runs one at a time, 'short' takes inference-only work of seconds (a class challenge's scoring) beside it, every
 waiting run at once, so a prompt's score never waits behind a fine-tune. A job process holds a lock file per device
 and lane (so there is only ever one of each), claims queued runs in the store's fair order and executes them; when
@@ -13,10 +13,11 @@ marks the run failed. A job process started by the app stops when the app stops 
 its run interrupted; queued runs wait for the next start.
 
 With a Ray cluster configured (``runners``), the app starts one job process for the whole cluster instead
-(``worker --runner ray``, key ``RAY``): the Ray dispatcher (``ray_runner``), with the same lock, parent watch and
-reaping; the short lane stays on this machine.
+(``worker --runner ray``, key ``RAY``): the Ray dispatcher (``ray_runner``, handed to ``serve`` as its
+``dispatch``), with the same lock, parent watch and reaping; the short lane stays on this machine.
 
-This module does not import torch or streamlit; the job process does, through ``jobs``.
+What each kind of run does is the kinds table's (``kinds``): this module names no kind. It does not import torch or
+streamlit; the kinds' functions import torch when they run.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ftvpe_core import HOME_DIR, FtvpeError
-from ftvpe_core.store import runs
+from ftvpe_core.jobs import kinds
 from ftvpe_core.store.runs import RunStore
 
 STOP_GRACE_S = 5.0
@@ -98,15 +99,24 @@ def busy(store: RunStore, device: str, lane: str | None = None) -> bool:
         return not got
 
 
-def serve(store: RunStore, device: str, parent_pid: int | None = None, log=print, lane: str | None = None) -> int:
+def serve(
+    store: RunStore,
+    device: str,
+    parent_pid: int | None = None,
+    log=print,
+    lane: str | None = None,
+    dispatch: Callable[..., int] | None = None,
+) -> int:
     """Execute queued runs for ``device`` until none is left; returns how many it took.
 
     Args:
         parent_pid: the app's process; when it is gone (or SIGTERM arrives) the current run stops, is
             marked interrupted, and no further run starts.
-        lane: serve only this lane's kinds (``runs.LANES``), with its batch size, threads and warm wait; None
+        lane: serve only this lane's kinds (``kinds.LANES``), with its batch size, threads and warm wait; None
             serves every kind one run at a time and leaves when the queue is empty (the CLI's plain
             ``worker``; it holds the train lane's lock).
+        dispatch: instead of executing runs here, this loop (``ray_runner.serve(store, interrupted, log,
+            current)``) runs under the lock and the parent watch: the Ray dispatcher's job process (``RAY``).
     """
     stop = threading.Event()
     finished = threading.Event()
@@ -126,7 +136,7 @@ def serve(store: RunStore, device: str, parent_pid: int | None = None, log=print
             target=_watch_parent, args=(parent_pid, stop, finished, current, store, log), daemon=True
         ).start()
     try:
-        return _serve(store, device, interrupted, log, current, lane)
+        return _serve(store, device, interrupted, log, current, lane, dispatch)
     finally:
         finished.set()
         for sig, handler in previous.items():
@@ -156,43 +166,31 @@ def _watch_parent(parent_pid: int, stop, finished, current: dict, store: RunStor
     os._exit(3)
 
 
-def _executors() -> tuple[dict[str, Callable], dict[str, Callable]]:
-    """(kind -> execute one run, kind -> execute several claimed together); kinds missing run ``tuning.execute``."""
-    from ftvpe_core.studies import compare
-    from ftvpe_core.teaching import challenges
-
-    return {"compare": compare.execute, "challenge": challenges.execute}, {"challenge": challenges.execute_many}
-
-
-def _serve(store: RunStore, device: str, interrupted, log, current: dict | None = None, lane: str | None = None) -> int:
-    from ftvpe_core.jobs import runners
-    from ftvpe_core.training import tuning
-
-    one, many = _executors()
-    spec = runs.LANES[lane] if lane else None
-    kinds = runners.local_kinds(lane)
+def _serve(
+    store: RunStore, device: str, interrupted, log, current: dict | None, lane: str | None, dispatch=None
+) -> int:
+    spec = kinds.LANES[lane] if lane else None
+    lane_kinds = kinds.local_kinds(lane)
     taken = 0
     with _device_lock(store, device, lane) as got:
         if not got:
             log(f"Another job process already serves {_key(device, lane)}; nothing to do.")
             return 0
-        if device == RAY:
-            from ftvpe_core.jobs import ray_runner
-
-            return ray_runner.serve(store, interrupted, log, current)
+        if dispatch is not None:
+            return dispatch(store, interrupted, log, current)
         if spec and spec.threads:
             import torch
 
             torch.set_num_threads(spec.threads)
-        warm = _Warm(store, device, log, spec.keeps_model) if spec and spec.warm and kinds != () else None
+        warm = _Warm(store, device, log, spec.keeps_model) if spec and spec.warm and lane_kinds != () else None
         # A lane on all the cores (training) polls this between steps: it gives the lanes beside it their cores
         # while they work, so neither oversubscribes the machine (OpenMP teams stall when a core is taken).
         polled = _Yielding(store, device, interrupted) if spec and not spec.threads and device == "cpu" else interrupted
         idle_since = time.monotonic()
         while not interrupted():
             run_ids = (
-                store.claim_many(device, os.getpid(), kinds=kinds, limit=spec.batch if spec else 1)
-                if kinds != ()
+                store.claim_many(device, os.getpid(), kinds=lane_kinds, limit=spec.batch if spec else 1)
+                if lane_kinds != ()
                 else []
             )
             if not run_ids:
@@ -213,7 +211,7 @@ def _serve(store: RunStore, device: str, interrupted, log, current: dict | None 
                 log(f"Run(s) {', '.join(ids)}: started on {_key(device, lane)}.")
                 started = time.monotonic()
                 with _working(store, device, lane) if spec and spec.threads else contextlib.nullcontext():
-                    for summary in _execute(one, many, kind, ids, store, polled, tuning.execute):
+                    for summary in _execute(kinds.get(kind), ids, store, polled):
                         log(f"Run {summary.get('run_id')}: {summary.get('status')}{_why(summary)}.")
                 for run_id in ids:  # for a bench: the wall time of the pass it was in, and how many shared it
                     try:
@@ -224,18 +222,18 @@ def _serve(store: RunStore, device: str, interrupted, log, current: dict | None 
     return taken
 
 
-def _execute(one: dict, many: dict, kind: str, ids: list[str], store: RunStore, interrupted, default) -> list[dict]:
+def _execute(kind: kinds.Kind, ids: list[str], store: RunStore, interrupted) -> list[dict]:
     """Execute claimed runs of one kind: together where the kind can, else one by one; a run that fails is
     marked failed (by its execute) and the others go on."""
-    if kind in many and len(ids) > 1:
+    if kind.execute_many is not None and len(ids) > 1:
         try:
-            return many[kind](store, ids, interrupted=interrupted)
+            return kind.execute_many(store, ids, interrupted=interrupted)
         except Exception as e:  # noqa: BLE001 - each run is marked failed by the batch; go on with the queue
             return [{"run_id": run_id, "status": "failed", "error": f"{type(e).__name__}: {e}"} for run_id in ids]
     out = []
     for run_id in ids:
         try:
-            out.append(one.get(kind, default)(store, run_id, interrupted=interrupted))
+            out.append(kind.execute(store, run_id, interrupted=interrupted))
         except Exception as e:  # noqa: BLE001 - the run is marked failed; go on with the queue
             out.append({"run_id": run_id, "status": "failed", "error": f"{type(e).__name__}: {e}"})
     return out
@@ -259,7 +257,7 @@ def _working(store: RunStore, device: str, lane: str | None) -> Iterator[None]:
 
 class _Yielding:
     """``interrupted`` for a run on all the cores, which its training loop polls before every step: while a lane
-    beside it (one with its own threads, ``runs.Lane.threads``) executes runs, torch here uses that many threads
+    beside it (one with its own threads, ``kinds.Lane.threads``) executes runs, torch here uses that many threads
     fewer, and all of them again once it is done. Looks at most every CHECK_S."""
 
     CHECK_S = 0.25
@@ -267,7 +265,7 @@ class _Yielding:
     def __init__(self, store: RunStore, device: str, interrupted) -> None:
         self.interrupted = interrupted
         self.beside = [
-            (_working_path(store, device, n), lane.threads) for n, lane in runs.LANES.items() if lane.threads
+            (_working_path(store, device, n), lane.threads) for n, lane in kinds.LANES.items() if lane.threads
         ]
         self.full: int | None = None
         self.checked = 0.0

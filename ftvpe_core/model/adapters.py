@@ -14,7 +14,6 @@ from typing import Any
 from ftvpe_core import FtvpeError
 from ftvpe_core.store import recordings, runs
 from ftvpe_core.store.runs import RunStore
-from ftvpe_core.tasks import datasets
 
 WEIGHTS_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
@@ -115,7 +114,7 @@ def available(store: RunStore, dataset: str | None = None) -> list[Available]:
     found = []
     for run in store.list("finetune"):
         folder = store.artifact_dir(run.id)
-        if datasets.is_challenge_run(run.dataset):
+        if runs.is_challenge_run(run.dataset):
             continue  # a class challenge's fine-tune is its learner's: no classmate chats with or compares it
         if run.status == "complete" and (dataset is None or run.dataset == dataset) and exists(folder):
             found.append(

@@ -328,7 +328,9 @@ def _load(name, device, weight_format, allow_download, progress: Progress, adapt
         from ftvpe_core.model import adapters
 
         weight_format = adapters.weight_format(weight_format, device)
-    weight_format = settings.pick_weight_format(device, weight_format, source.kind in ("embedded", "gguf"))
+    weight_format = settings.pick_weight_format(
+        device, weight_format, source.kind in ("embedded", "gguf"), quant.q4_supported()
+    )
     _quiet_transformers()
     was_cached = source.kind not in ("embedded", "gguf") or is_cached(gguf_cache_dir(Path(source.location)))
     folder = _weights_folder(source, allow_download, progress)

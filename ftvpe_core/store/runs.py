@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -32,45 +33,17 @@ from ftvpe_core.store import names, schedule
 
 SCHEMA_VERSION = 5
 STATUSES = ("queued", "running", "complete", "failed", "cancelled", "interrupted")
-KINDS = ("finetune", "compare", "challenge")
-"""What a run does: train an adapter, compare four arms, or score a class challenge's submission."""
-
-
-@dataclass(frozen=True)
-class Lane:
-    """A lane of job processes: each device has one job process per lane, so short work never waits behind long."""
-
-    name: str
-    batch: int
-    """How many queued runs its job process claims at once (and executes together where the kind can)."""
-    threads: int | None
-    """Torch threads of its job process (None: torch's default, every core); a short lane beside a training one
-    takes one core, so training keeps most of the machine."""
-    warm: bool
-    """Whether its job process stays up (torch imported, model read) while a class challenge is open, waiting."""
-    keeps_model: bool
-    """Whether it keeps its loaded models between runs (inference only: training changes the model it loads)."""
-
-
-LANES = {
-    "train": Lane("train", batch=1, threads=None, warm=True, keeps_model=False),
-    "short": Lane("short", batch=32, threads=1, warm=True, keeps_model=True),
-}
-"""The lanes of job processes on a device: 'train' for long runs, 'short' for inference-only work of seconds."""
-KIND_LANES = {"finetune": "train", "compare": "train", "challenge": "short"}
-"""Which lane takes each kind of run: the one place that says which kinds are short (a step towards a job-kind
-registry). A Ray cluster trains the 'train' lane's kinds (``runners.RAY_KINDS``); the short lane stays here."""
-
-
-def lane_kinds(lane: str) -> tuple[str, ...]:
-    """The kinds of run a lane takes, in KINDS order."""
-    if lane not in LANES:
-        raise FtvpeError(f"Unknown lane '{lane}': choose from {', '.join(LANES)}.")
-    return tuple(k for k in KINDS if KIND_LANES[k] == lane)
-
-
+CHALLENGE_RUN = "challenge-run"
+"""The dataset name of a challenge's fine-tuning run: no upload takes it (uploads are named with [a-z0-9_])
+and it names no challenge, so a run's record or download never carries another class's join code."""
 CUSTOM_PRESET = "custom"
 """What a run's settings record as their preset when they are not exactly one (``finetune.preset_of``)."""
+
+
+def is_challenge_run(dataset_name: str) -> bool:
+    """Whether a fine-tuning run trains for a class challenge (by its dataset's name: ``CHALLENGE_RUN``, or
+    'challenge_<code>' as runs queued before 2026-12-07 were named)."""
+    return dataset_name == CHALLENGE_RUN or re.fullmatch(r"challenge_[a-z2-9]{6}", dataset_name) is not None
 
 
 def preset_label(run_settings: dict) -> str:
@@ -511,6 +484,27 @@ class RunStore:
             _write_summary(conn, run_id, summary_json)
             _mark_complete(conn, run_id)
 
+    def fail_unless_ended(self, run_id: str, error: BaseException | str) -> None:
+        """Mark a run failed with a message for the user (an exception's: FtvpeError's as is, others with their
+        type), unless it already ended."""
+        if self.get(run_id).status in ("queued", "running"):
+            if isinstance(error, BaseException):
+                error = str(error) if isinstance(error, FtvpeError) else f"{type(error).__name__}: {error}"
+            self.fail(run_id, error)
+
+    def record(self, run_id: str, event: dict) -> None:
+        """Write one progress event of a run: a phase (``{'fraction', 'message'}``) or a training step (the
+        training loop's event: losses, learning rate, ETA, probe answers). A job process writes its own run's
+        events; a Ray dispatcher writes those its tasks send back."""
+        if "message" in event:
+            self.set_progress(run_id, event["fraction"], event["message"])
+            return
+        values = {k: event[k] for k in ("train_loss", "val_loss", "lr", "tokens_seen", "eta_s", "eval_s") if k in event}
+        values["total_steps"] = event["total_steps"]
+        self.log_metrics(run_id, event["step"], **{k: v for k, v in values.items() if v is not None})
+        for probe, answer in event.get("samples") or []:
+            self.log_sample(run_id, event["step"], str(probe), answer)
+
     def fail(self, run_id: str, error: str) -> None:
         """Mark a run as failed with a message for the user."""
         self._transition(
@@ -709,6 +703,14 @@ class RunStore:
         self.get(run_id)  # refuses unknown ids, which also keeps odd ids out of the path
         path = self._run_dir(run_id)
         path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def write_artifact(self, run_id: str, name: str, data: bytes) -> Path:
+        """Write a file of the run's folder whole or not at all (a reader never sees half of it); returns it."""
+        path = self.artifact_dir(run_id) / name
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
         return path
 
 

@@ -5,7 +5,9 @@ model with an engineered prompt, a fine-tuned run from the store, and that run w
 Optional parts: a forgetting probe (general questions, base vs tuned), a data-efficiency study (k-shot
 prompting against LoRA on N examples) and the technique ablation. It returns one JSON-ready dict (the
 contract of ``figures`` and ``report``) and writes the seed article's six-row table and a recommendation
-from the measured numbers. ``execute`` runs a queued comparison in a job process, like fine-tuning.
+from the measured numbers. As the 'compare' kind of run (``jobs.kinds``), ``submit`` queues a comparison and
+``execute`` runs it in a job process, like fine-tuning; ``pack``, ``on_node`` and ``store_result`` run it on a Ray
+node.
 
 All four arms use float32 weights, because a merged adapter needs them: the arms then differ only in their
 prompt and their weights, and their latencies compare fairly.
@@ -26,7 +28,7 @@ from ftvpe_core.model import adapters, models
 from ftvpe_core.settings import GenerationSettings
 from ftvpe_core.store.runs import Run, RunStore
 from ftvpe_core.tasks import evaluate, prompts
-from ftvpe_core.training import finetune, tuning
+from ftvpe_core.training import finetune
 
 ARM_LABELS = {
     "base": "Base, plain prompt",
@@ -38,6 +40,8 @@ DEFAULT_TECHNIQUES = ("role", "few-shot", "context")
 KSHOTS = (0, 1, 2, 4, 8)
 LORA_SIZES = (10, 50, 0)
 """Training-set sizes of the data-efficiency study; 0 means all the training examples."""
+KIND = "compare"
+"""The runs this module queues and executes (``jobs.kinds``)."""
 RESULT_FILE = "compare.json"
 ABLATION_EXAMPLES = 20
 """The ablation scores 16 prompts on at most this many examples of the task (a sample, to stay quick)."""
@@ -518,14 +522,14 @@ def submit(
     if settings.run_id:
         _finetune_run(store, settings.run_id)
     record = {**settings.to_dict(), "dataset_title": task.title, "preset": "compare"}
-    return store.create("compare", task.name, record, device or settings_module.pick_device(), learner)
+    return store.create(KIND, task.name, record, device or settings_module.pick_device(), learner)
 
 
 def execute(
     store: RunStore,
     run_id: str,
     interrupted: Callable[[], bool] | None = None,
-    on_progress: Progress = _no_progress,
+    on_event: Callable[[dict], None] | None = None,
 ) -> dict:
     """Run a claimed comparison; the result goes to ``runs/<id>/compare.json``, the summary to the store.
 
@@ -541,8 +545,10 @@ def execute(
             return store.cancel_requested(run_id) or (interrupted is not None and interrupted())
 
         def progress(fraction: float, message: str) -> None:
-            store.set_progress(run_id, fraction, message)
-            on_progress(fraction, message)
+            event = {"fraction": fraction, "message": message}
+            store.record(run_id, event)
+            if on_event:
+                on_event(event)
 
         started = time.perf_counter()
         result = run_comparison(settings, store, progress, should_stop, device=run.device)
@@ -550,7 +556,7 @@ def execute(
     except Stopped:
         return stopped(store, run_id, interrupted is not None and interrupted())
     except BaseException as e:
-        tuning.fail_unless_ended(store, run_id, e)
+        store.fail_unless_ended(run_id, e)
         raise
 
 
@@ -580,7 +586,7 @@ def stopped(store: RunStore, run_id: str, interrupted: bool) -> dict:
 def load_result(store: RunStore, run_id: str) -> dict:
     """The stored result of a complete comparison."""
     run = store.get(run_id)
-    if run.kind != "compare" or run.status != "complete":
+    if run.kind != KIND or run.status != "complete":
         raise FtvpeError(f"Run '{run_id}' is not a complete comparison.")
     path = store.artifact_dir(run_id) / RESULT_FILE
     try:
@@ -589,14 +595,46 @@ def load_result(store: RunStore, run_id: str) -> dict:
         raise FtvpeError(f"The result of comparison '{run_id}' cannot be read ({path}): {e}") from e
 
 
-def run_foreground(
-    settings: CompareSettings, store: RunStore | None = None, on_progress: Progress = _no_progress
-) -> dict:
-    """Queue a comparison and run it in the foreground (the CLI's ``compare``): here, or on the Ray cluster when
-    one is configured (``runners``); returns the result with its ``run_id``."""
-    from ftvpe_core.jobs import runners
+# On a Ray cluster (``jobs.kinds.Cluster``)
 
-    store = store or RunStore()
-    run_id = submit(settings, store, learner="cli")
-    runners.current().foreground(store, run_id, on_progress=on_progress)
-    return {"run_id": run_id, **load_result(store, run_id)}
+
+def pack(store: RunStore, run: Run, options: dict) -> dict:
+    """What a node needs to run the comparison ``run``: its settings and task, and the tuned run's adapter files."""
+    s = {k: v for k, v in run.settings.items() if k in CompareSettings.__dataclass_fields__}
+    settings = CompareSettings(**s)
+    job = {"settings": s, "task": evaluate.load_task(settings.task, settings.metric, settings.limit or None)}
+    if settings.run_id:
+        tuned = store.get(settings.run_id)
+        folder = store.artifact_dir(tuned.id)
+        job["tuned"] = (tuned, {p.name: p.read_bytes() for p in adapters.files(folder)})
+    return job
+
+
+def on_node(job: dict, folder: Path, device: str, send: Callable[[dict], None], should_stop) -> dict:
+    """Run the packed comparison on this node; its phases go to ``send``.
+
+    Returns:
+        {'status': 'complete', 'result', 'seconds'} or {'status': 'stopped'}.
+    """
+    tuned = None
+    if job.get("tuned"):
+        run, files = job["tuned"]
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        tuned = (run, folder)
+    settings = CompareSettings(**job["settings"])
+    started = time.perf_counter()
+    try:
+        result = run_comparison(
+            settings, None, lambda f, m: send({"fraction": f, "message": m}), should_stop, device, tuned, job["task"]
+        )
+    except Stopped:
+        return {"status": "stopped"}
+    return {"status": "complete", "result": result, "seconds": time.perf_counter() - started}
+
+
+def store_result(store: RunStore, run_id: str, out: dict, interrupted: bool) -> dict:
+    """Write what a node sent back: the result with the 'complete' mark, or the stop."""
+    if out["status"] == "stopped":
+        return stopped(store, run_id, interrupted)
+    return complete(store, run_id, out["result"], out["seconds"])

@@ -10,6 +10,7 @@ score answers (the card only names the metric).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import random
@@ -34,9 +35,6 @@ BUILTINS = ("support_triage", "brand_voice", "domain_knowledge")
 """The built-in datasets, quickest demo first."""
 HELD_BACK_FILE = "challenge.jsonl"
 """Each built-in dataset's held-back set: examples written for class challenges only, in none of its splits."""
-CHALLENGE_RUN = "challenge-run"
-"""The dataset name of a challenge's fine-tuning run: no upload takes it (uploads are named with [a-z0-9_])
-and it names no challenge, so a run's record or download never carries another class's join code."""
 
 MB = 1024 * 1024
 MAX_UPLOAD_BYTES = 5 * MB
@@ -193,12 +191,6 @@ def load_held_back(name: str) -> list[Example]:
     dataset ships none."""
     path = _folder(name) / HELD_BACK_FILE
     return _jsonl_examples(path) if path.is_file() else []
-
-
-def is_challenge_run(dataset_name: str) -> bool:
-    """Whether a fine-tuning run trains for a class challenge (by its dataset's name: ``CHALLENGE_RUN``, or
-    'challenge_<code>' as runs queued before 2026-12-07 were named)."""
-    return dataset_name == CHALLENGE_RUN or re.fullmatch(r"challenge_[a-z2-9]{6}", dataset_name) is not None
 
 
 # Uploads
@@ -784,3 +776,17 @@ def token_lengths(examples: Iterable[Example], count_tokens: CountTokens) -> dic
         out["response"].append(r)
         out["total"].append(p + r)
     return out
+
+
+def to_dict(dataset: Dataset) -> dict:
+    """A dataset as JSON-ready data (``from_dict`` reads it back): how an upload is kept with its run or challenge."""
+    d = dataclasses.asdict(dataset)
+    d["splits"] = {name: [e.to_dict() for e in examples] for name, examples in dataset.splits.items()}
+    return d
+
+
+def from_dict(d: dict) -> Dataset:
+    """The dataset ``to_dict`` wrote."""
+    d = dict(d)
+    d["splits"] = {name: [Example(**e) for e in rows] for name, rows in d["splits"].items()}
+    return Dataset(**d)

@@ -42,12 +42,14 @@ from pathlib import Path
 from ftvpe_core import FtvpeError
 from ftvpe_core import settings as settings_module
 from ftvpe_core.model import adapters, models
-from ftvpe_core.store import names, schedule
+from ftvpe_core.store import names
 from ftvpe_core.store import runs as runs_module
 from ftvpe_core.store.runs import RunStore
 from ftvpe_core.tasks import datasets, evaluate, prompts
 from ftvpe_core.training import finetune, tuning
 
+KIND = "challenge"
+"""The runs this module queues and executes: a submission's scoring (``jobs.kinds``)."""
 TRACKS = ("prompt", "finetune")
 TRACK_CHOICES = {"both": TRACKS, "prompt": ("prompt",), "finetune": ("finetune",)}
 TRACK_LABELS = {"prompt": "Prompt", "finetune": "Fine-tune"}
@@ -221,7 +223,7 @@ def _challenge_settings(row: sqlite3.Row) -> ChallengeSettings:
 def _challenge(row: sqlite3.Row) -> Challenge:
     s = _challenge_settings(row)
     builtin = not row["data_json"]
-    data = datasets.load_builtin(s.task) if builtin else tuning.dataset_from_dict(json.loads(row["data_json"]))
+    data = datasets.load_builtin(s.task) if builtin else datasets.from_dict(json.loads(row["data_json"]))
     if s.seed is None:  # a challenge created before the seed was stored: one fixed by its code
         s = dataclasses.replace(s, seed=int.from_bytes(hashlib.sha256(row["code"].encode()).digest()[:4], "big"))
     return Challenge(row["code"], row["title"], s, row["created"], row["closes"], bool(row["closed"]), data, builtin)
@@ -310,7 +312,7 @@ def create(store: RunStore, settings: ChallengeSettings, data: datasets.Dataset 
                 code,
                 title,
                 json.dumps(asdict(settings)),
-                None if builtin else json.dumps(tuning.dataset_dict(data)),
+                None if builtin else json.dumps(datasets.to_dict(data)),
                 salt,
                 _hash_key(key, salt),
                 now,
@@ -732,9 +734,7 @@ def _queue_score(
         "preset": "challenge",
     }
     try:
-        score_run = store.create(
-            "challenge", challenge.data.name, record, device, learner=learner_key(challenge.code, name)
-        )
+        score_run = store.create(KIND, challenge.data.name, record, device, learner=learner_key(challenge.code, name))
     except BaseException:
         with store.writing() as conn:
             conn.execute("UPDATE challenge_submissions SET removed = 1 WHERE id = ?", (sid,))
@@ -846,7 +846,7 @@ def submit_finetune(
     sid, challenge, name = _reserve(store, code, name, "finetune", spec, None, len(indices), token)
     device = device or settings_module.pick_device()
     data = datasets.Dataset(
-        name=datasets.CHALLENGE_RUN,  # no join code: the run's record and download name no challenge
+        name=runs_module.CHALLENGE_RUN,  # no join code: the run's record and download name no challenge
         title=f"{challenge.title} ({name})",
         task=c.data.task,
         metric=c.data.metric,
@@ -1078,20 +1078,15 @@ def execute(store: RunStore, run_id: str, interrupted: Callable[[], bool] | None
     return result
 
 
-def run_foreground(store: RunStore, submission_id: int) -> dict:
-    """Train (for a fine-tune) and score a submission here, in this process (the CLI's ``challenge submit``)."""
-    import os
-
+def runs_of(store: RunStore, submission_id: int) -> tuple[str | None, str]:
+    """A submission's runs: (its fine-tune's, or None for a prompt; its score's)."""
     with store.reading() as conn:
-        sub = conn.execute("SELECT * FROM challenge_submissions WHERE id = ?", (submission_id,)).fetchone()
-    if sub["train_run"]:
-        store.start(sub["train_run"], os.getpid(), store.get(sub["train_run"]).device)
-        try:
-            tuning.execute(store, sub["train_run"], measure_accuracy=False)
-        except Exception:  # noqa: BLE001 - the run is marked failed; scoring then says so
-            pass
-    store.start(sub["score_run"], os.getpid(), store.get(sub["score_run"]).device)
-    return execute(store, sub["score_run"])
+        sub = conn.execute(
+            "SELECT train_run, score_run FROM challenge_submissions WHERE id = ?", (submission_id,)
+        ).fetchone()
+    if sub is None:
+        raise FtvpeError(f"There is no submission {submission_id}.")
+    return sub["train_run"], sub["score_run"]
 
 
 # Reading the results
@@ -1138,7 +1133,7 @@ def submissions(store: RunStore, code: str, name: str | None = None, part: str =
             key = learner["name_key"] if learner is not None else names.key(name)
             query, params = query + " AND s.name_key = ?", (*params, key)
         rows = conn.execute(query + " ORDER BY s.created, s.id", params).fetchall()
-    out, places = [], None
+    out = []
     for r in rows:
         summary = json.loads(r["summary"]) if r["summary"] else {}
         status = r["status"] or "queued"
@@ -1155,9 +1150,8 @@ def submissions(store: RunStore, code: str, name: str | None = None, part: str =
         elif r["score_run"] is None and time.time() - r["created"] > HALF_WRITTEN_S:
             # Cut off between its two writes (the server stopped): it will never be scored.
             status, now, error = "failed", "", HALF_WRITTEN_ERROR
-        elif status == "queued" and r["score_run"] is not None:
-            places = _score_places(store) if places is None else places
-            now = places.get(r["score_run"], "")
+        elif status == "queued":
+            now = ""  # its place in the queue is the runner's to say (``runners.place_words``, ``room.status``)
         else:
             now = (json.loads(r["progress"] or "null") or {}).get("message", "")
         out.append(
@@ -1182,27 +1176,6 @@ def submissions(store: RunStore, code: str, name: str | None = None, part: str =
                 **({"public_score": summary.get("score")} if part == "private" else {}),
             }
         )
-    return out
-
-
-def _score_places(store: RunStore) -> dict[str, str]:
-    """Each waiting score run's place in its lane, for its learner: 'queued for scoring: 2nd of 5, starts in
-    about 10 s' (the lane's job process scores a batch of them at once: ``runs.Lane.batch``)."""
-    lane = runs_module.KIND_LANES["challenge"]
-    batch = runs_module.LANES[lane].batch
-    queue = store.queue(kinds=runs_module.lane_kinds(lane))
-    if not queue:
-        return {}
-    ended = [r for r in store.list("challenge") if r.status == "complete" and r.started and r.finished][:10]
-    typical = schedule.typical_run_s([r.finished - r.started for r in ended])
-    now = time.time()
-    running = [now - r.started for r in store.list("challenge") if r.status == "running" and r.started]
-    left = [max(0.0, typical - max(running))] if running else []
-    out = {}
-    for i, run in enumerate(queue):
-        starts = schedule.start_estimate(i // batch + 1, 1, left, typical)
-        when = "any moment now" if starts < 1 else f"in about {starts:.0f} s"
-        out[run.id] = f"queued for scoring: {i + 1} of {len(queue)}, starts {when}"
     return out
 
 

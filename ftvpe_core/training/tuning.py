@@ -1,15 +1,15 @@
 """Fine-tuning jobs: one run from dataset to stored adapter, reporting progress through the run store.
 
-``submit`` queues a run in the store; ``execute`` trains a run that a process has claimed (a job process
-from ``worker``, or the CLI's foreground ``run_finetune``). Both write settings, progress, samples and
+The 'finetune' kind of run (``jobs.kinds``). ``submit`` queues a run in the store; ``execute`` trains a run that a
+process has claimed (a job process from ``worker``, or the CLI's foreground ``jobs.foreground.finetune``). Both write settings, progress, samples and
 the adapter to the store and mark the run complete last. A run keeps a checkpoint in its folder while it
 trains; ``resume`` queues an interrupted, failed or cancelled run again and ``execute`` continues it from
 there. Nothing here knows about pages. ``execute`` runs inside the process that claimed the run (a job
 process, or the CLI in the foreground, which records its own process id), on the model's compute thread.
 
-A run splits in two for the Ray runner (``ray_runner``): ``train_run`` needs the model and no store (it runs on
-a cluster node), while ``record``, ``complete`` and ``stopped`` write the store on the app's machine; ``execute``
-is both in one process.
+A run splits in two for the Ray runner (``ray_runner``): ``pack`` reads what a node needs from the store here,
+``on_node`` trains there (``train_run`` needs the model and no store), and ``store_result`` writes what came back
+(``complete``, ``stopped``) on the app's machine; ``execute`` is all of it in one process.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from ftvpe_core.store.runs import Run, RunStore
 from ftvpe_core.tasks import datasets, evaluate
 from ftvpe_core.training import finetune
 
+KIND = "finetune"
+"""The runs this module queues and executes (``jobs.kinds``)."""
 PROBES = 3
 """How many validation prompts are answered at each evaluation ("watch it learn")."""
 
@@ -81,29 +83,15 @@ def submit(
         "dataset_source": "builtin" if builtin else "upload",
         "probes": max(0, min(int(probes), PROBES)),
     }
-    run_id = store.create("finetune", dataset.name, record, device or settings_module.pick_device(), learner)
+    run_id = store.create(KIND, dataset.name, record, device or settings_module.pick_device(), learner)
     if not builtin:
         try:
             path = store.artifact_dir(run_id) / DATASET_FILE
-            path.write_text(json.dumps(dataset_dict(dataset)), encoding="utf-8")
+            path.write_text(json.dumps(datasets.to_dict(dataset)), encoding="utf-8")
         except OSError as e:
             store.fail(run_id, f"The dataset could not be saved with the run: {e}")
             raise FtvpeError(f"The dataset could not be saved with the run: {e}") from e
     return run_id
-
-
-def dataset_dict(dataset: datasets.Dataset) -> dict:
-    """A dataset as JSON-ready data (``dataset_from_dict`` reads it back)."""
-    d = dataclasses.asdict(dataset)
-    d["splits"] = {name: [e.to_dict() for e in examples] for name, examples in dataset.splits.items()}
-    return d
-
-
-def dataset_from_dict(d: dict) -> datasets.Dataset:
-    """The dataset ``dataset_dict`` wrote."""
-    d = dict(d)
-    d["splits"] = {name: [datasets.Example(**e) for e in rows] for name, rows in d["splits"].items()}
-    return datasets.Dataset(**d)
 
 
 def run_dataset(store: RunStore, run: Run) -> datasets.Dataset:
@@ -115,7 +103,7 @@ def run_dataset(store: RunStore, run: Run) -> datasets.Dataset:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise FtvpeError(f"Run '{run.id}' lost its uploaded dataset ({path}): {e}") from e
-    return dataset_from_dict(d)
+    return datasets.from_dict(d)
 
 
 def train_settings(run: Run | dict) -> finetune.TrainSettings:
@@ -123,20 +111,6 @@ def train_settings(run: Run | dict) -> finetune.TrainSettings:
     record = run.settings if isinstance(run, Run) else run
     names = {f.name for f in dataclasses.fields(finetune.TrainSettings)}
     return finetune.TrainSettings(**{k: v for k, v in record.items() if k in names})
-
-
-def record(store: RunStore, run_id: str, event: dict) -> None:
-    """Write one event of a training run to the store: a phase (``{'fraction', 'message'}``) or a training step
-    (``finetune.train``'s progress event: losses, learning rate, ETA, probe answers). The job process writes
-    its own run's events; a Ray dispatcher writes those its tasks send back."""
-    if "message" in event:
-        store.set_progress(run_id, event["fraction"], event["message"])
-        return
-    values = {k: event[k] for k in ("train_loss", "val_loss", "lr", "tokens_seen", "eta_s", "eval_s") if k in event}
-    values["total_steps"] = event["total_steps"]
-    store.log_metrics(run_id, event["step"], **{k: v for k, v in values.items() if v is not None})
-    for probe, answer in event.get("samples") or []:
-        store.log_sample(run_id, event["step"], str(probe), answer)
 
 
 def resume_point(store: RunStore, run_id: str) -> Path | None:
@@ -237,25 +211,12 @@ def complete(store: RunStore, run_id: str, summary: dict) -> dict:
     return {**summary, "status": "complete"}
 
 
-def fail_unless_ended(store: RunStore, run_id: str, error: BaseException | str) -> None:
-    """Mark a run failed with a message for the user, unless it already ended."""
-    if store.get(run_id).status in ("queued", "running"):
-        message = (
-            error
-            if isinstance(error, str)
-            else str(error)
-            if isinstance(error, FtvpeError)
-            else (f"{type(error).__name__}: {error}")
-        )
-        store.fail(run_id, message)
-
-
 def execute(
     store: RunStore,
     run_id: str,
+    interrupted: Callable[[], bool] | None = None,
     on_event: Callable[[dict], None] | None = None,
     measure_accuracy: bool = True,
-    interrupted: Callable[[], bool] | None = None,
 ) -> dict:
     """Train a run already marked running (``RunStore.claim`` or ``start``) here, and store its adapter.
 
@@ -271,8 +232,8 @@ def execute(
         data = run_dataset(store, run)
 
         def report(event: dict) -> None:
-            record(store, run_id, event)
-            if on_event and ("step" in event or event.get("phase") == "accuracy"):
+            store.record(run_id, event)
+            if on_event:
                 on_event(event)
 
         def should_stop() -> bool:
@@ -288,32 +249,14 @@ def execute(
         adapters.save(result.peft_model, store.artifact_dir(run_id))
         return complete(store, run_id, summary)
     except BaseException as e:
-        fail_unless_ended(store, run_id, e)
+        store.fail_unless_ended(run_id, e)
         raise
-
-
-def run_finetune(
-    dataset: str | datasets.Dataset,
-    settings: finetune.TrainSettings,
-    model_name: str | None = None,
-    store: RunStore | None = None,
-    on_event: Callable[[dict], None] | None = None,
-    measure_accuracy: bool = True,
-    preset: str = "",
-) -> dict:
-    """Queue a run and train it in the foreground (the CLI's ``finetune``): here, or on the Ray cluster when one
-    is configured (``runners``); returns its summary."""
-    from ftvpe_core.jobs import runners
-
-    store = store or RunStore()
-    run_id = submit(dataset, settings, model_name, store=store, preset=preset, learner="cli")
-    return runners.current().foreground(store, run_id, on_event, measure_accuracy=measure_accuracy)
 
 
 def resume_step(store: RunStore, run: Run) -> int | None:
     """The step an ended fine-tuning run can resume from, or None when it cannot (no checkpoint, active,
     complete)."""
-    if run.kind != "finetune" or run.status not in ("interrupted", "failed", "cancelled"):
+    if run.kind != KIND or run.status not in ("interrupted", "failed", "cancelled"):
         return None
     return finetune.checkpoint_step(store.artifact_dir(run.id) / finetune.CHECKPOINT_FILE)
 
@@ -323,7 +266,7 @@ def resume(store: RunStore, run_id: str) -> int:
 
     A job process (``worker``) picks it up like any queued run; its curves continue where they stopped."""
     run = store.get(run_id)
-    if run.kind != "finetune":
+    if run.kind != KIND:
         raise FtvpeError(f"Run '{run_id}' is a {run.kind} run; only fine-tuning runs resume.")
     if run.status not in ("interrupted", "failed", "cancelled"):
         raise FtvpeError(f"Run '{run_id}' is {run.status}; only an interrupted, failed or cancelled run resumes.")
@@ -336,20 +279,6 @@ def resume(store: RunStore, run_id: str) -> int:
         )
     store.requeue(run_id, f"Queued to resume from step {step}")
     return step
-
-
-def resume_finetune(
-    run_id: str,
-    store: RunStore | None = None,
-    on_event: Callable[[dict], None] | None = None,
-    measure_accuracy: bool = True,
-) -> dict:
-    """Resume a run here, in the foreground (the CLI's ``finetune --resume``); returns its summary."""
-    from ftvpe_core.jobs import runners
-
-    store = store or RunStore()
-    resume(store, run_id)
-    return runners.current().foreground(store, run_id, on_event, measure_accuracy=measure_accuracy)
 
 
 def adapter_zip(store: RunStore, run_id: str) -> bytes:
@@ -370,3 +299,60 @@ def adapter_zip(store: RunStore, run_id: str) -> bytes:
         if (folder / METRICS_FILE).is_file():
             z.write(folder / METRICS_FILE, f"{run_id}/{METRICS_FILE}")
     return buffer.getvalue()
+
+
+# On a Ray cluster (``jobs.kinds.Cluster``)
+
+
+def pack(store: RunStore, run: Run, options: dict) -> dict:
+    """What a node needs to train ``run``: its settings and dataset, and its checkpoint when it resumes."""
+    checkpoint = resume_point(store, run.id)
+    return {
+        "settings": run.settings,
+        "dataset": run_dataset(store, run),
+        "checkpoint": checkpoint.read_bytes() if checkpoint else None,
+        "measure_accuracy": options.get("measure_accuracy", True),
+    }
+
+
+def on_node(job: dict, folder: Path, device: str, send: Callable[[dict], None], should_stop) -> dict:
+    """Train the packed run on this node in ``folder``; events (and each new checkpoint, as a file) go to ``send``.
+
+    Returns:
+        {'status': 'complete', 'summary', 'files'} with the adapter's files as bytes, or {'status': 'stopped',
+        'summary', 'checkpoint'} with the checkpoint to resume from.
+    """
+    checkpoint = folder / finetune.CHECKPOINT_FILE
+    resume_from = None
+    if job.get("checkpoint"):
+        checkpoint.write_bytes(job["checkpoint"])
+        resume_from = checkpoint
+    sent = [checkpoint.stat().st_mtime_ns if resume_from else 0]
+
+    def report(event: dict) -> None:
+        send(event)
+        # train writes its checkpoint after an evaluation's event: send it with the next one.
+        if checkpoint.is_file() and checkpoint.stat().st_mtime_ns != sent[0]:
+            sent[0] = checkpoint.stat().st_mtime_ns
+            send({"file": finetune.CHECKPOINT_FILE, "data": checkpoint.read_bytes()})
+
+    result, summary = train_run(
+        job["settings"], job["dataset"], device, report, should_stop, checkpoint, resume_from, job["measure_accuracy"]
+    )
+    if summary is None:
+        saved = checkpoint.read_bytes() if checkpoint.is_file() else None
+        return {"status": "stopped", "summary": result.summary(), "checkpoint": saved}
+    adapters.save(result.peft_model, folder / "adapter")
+    files = {name: (folder / "adapter" / name).read_bytes() for name in (adapters.WEIGHTS_FILE, adapters.CONFIG_FILE)}
+    return {"status": "complete", "summary": summary, "files": files}
+
+
+def store_result(store: RunStore, run_id: str, out: dict, interrupted: bool) -> dict:
+    """Write what a node sent back: the adapter and the 'complete' mark, or a stopped run's checkpoint."""
+    if out["status"] == "stopped":
+        if out.get("checkpoint"):
+            store.write_artifact(run_id, finetune.CHECKPOINT_FILE, out["checkpoint"])
+        return stopped(store, run_id, interrupted, out["summary"])
+    for name, data in out["files"].items():
+        store.write_artifact(run_id, name, data)
+    return complete(store, run_id, out["summary"])

@@ -13,8 +13,8 @@ import streamlit as st
 
 from ftvpe_core import FtvpeError, figures
 from ftvpe_core.jobs import runners
+from ftvpe_core.store import runs
 from ftvpe_core.store.runs import Run, RunStore
-from ftvpe_core.tasks import datasets
 from ftvpe_core.training import finetune, tuning
 from ftvpe_core.ui import markdown
 
@@ -41,7 +41,7 @@ def listed(store: RunStore) -> list[Run]:
     """The fine-tuning runs any browser may open, cancel, resume or delete: every one but a class challenge's.
     A challenge's fine-tune belongs to its learner: the Challenge page follows it and only the teacher (key)
     removes it, so no classmate can stop or delete it from here."""
-    return [r for r in store.list("finetune") if not datasets.is_challenge_run(r.dataset)]
+    return [r for r in store.list("finetune") if not runs.is_challenge_run(r.dataset)]
 
 
 def tick(store: RunStore) -> None:
