@@ -62,8 +62,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def score_run(store, sid: int) -> str:
-    with store.reading() as conn:
-        return conn.execute("SELECT score_run FROM challenge_submissions WHERE id = ?", (sid,)).fetchone()[0]
+    from ftvpe_core.teaching import challenges
+
+    return challenges.runs_of(store, sid)[1]
 
 
 def run(args: argparse.Namespace) -> dict:

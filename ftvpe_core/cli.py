@@ -2,6 +2,9 @@
 
 It builds the same settings objects as the pages. A problem the user can fix exits with code 2 and one
 line on stderr; ``--json`` prints one JSON object on stdout.
+
+Over 600 lines because it is one argparse parser and a short handler per command: each handler only parses, calls
+the core and prints, and keeping them beside the parser keeps the options and their use together.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from ftvpe_core.settings import GenerationSettings
 from ftvpe_core.store import runs
 from ftvpe_core.studies import compare
 from ftvpe_core.tasks import datasets, prompts
-from ftvpe_core.teaching import challenges
+from ftvpe_core.teaching import challenges, results
 from ftvpe_core.training import finetune
 
 TEACHER_KEY_ENV = "FTVPE_TEACHER_KEY"
@@ -576,7 +579,7 @@ def _submit_challenge(args, store: runs.RunStore) -> tuple[dict, str | None]:
         count = challenges.token_counter(c.settings.model)
         sid = challenges.submit_prompt(store, args.code, args.name, fields, count, token=token)
     foreground.challenge_submission(store, sid)
-    entry = next(s for s in challenges.submissions(store, args.code) if s["id"] == sid)
+    entry = next(s for s in results.submissions(store, args.code) if s["id"] == sid)
     return entry, (None if given else token)
 
 
@@ -618,18 +621,18 @@ def cmd_challenge(args) -> int:
             f"tracks: {', '.join(view['tracks'])}; metric: {view['metric']}; budgets: {view['max_prompt_tokens']} "
             f"prompt tokens, {view['max_train_examples']} examples and {view['max_steps']} steps"
         )
-        _print_board(challenges.leaderboard(store, args.code))
+        _print_board(results.leaderboard(store, args.code))
     elif command in ("close", "reopen"):
         key = _secret(args.key, TEACHER_KEY_ENV, "teacher key", "--key")
         getattr(challenges, command)(store, args.code, key)
         print(f"{challenges.normal_code(args.code)} {'closed' if command == 'close' else 'reopened'}")
     elif command == "export":
         key = _secret(args.key, TEACHER_KEY_ENV, "teacher key", "--key")
-        text = challenges.export_csv(store, args.code, key)
+        text = results.export_csv(store, args.code, key)
         if args.html:
             from ftvpe_core.studies import report
 
-            html = report.challenge_html(challenges.export(store, args.code, key))
+            html = report.challenge_html(results.export(store, args.code, key))
             _write_text(args.html, html)
             print(f"report: {args.html}", file=sys.stderr)
         if args.csv:

@@ -5,7 +5,7 @@ phone: examples stacked, no tables, large tap targets, Submit right under what i
 import streamlit as st
 
 from ftvpe_core import FtvpeError, figures
-from ftvpe_core.teaching import challenges, content
+from ftvpe_core.teaching import challenges, content, results
 from ftvpe_core.ui import challenge_view as view
 from ftvpe_core.ui import classroom, loaders, markdown, navigation
 from ftvpe_core.ui import run_views as views
@@ -82,9 +82,9 @@ for tab, track in zip(tabs, info["tracks"]):
 def live() -> None:
     views.tick(store)
     st.subheader("Your submissions")
-    view.history(store, code, challenges.submissions(store, code, name), info["metric"])
+    view.history(store, code, results.submissions(store, code, name), info["metric"])
     st.subheader("Leaderboard")
-    view.leaderboard(challenges.leaderboard(store, code), info["metric"])
+    view.leaderboard(results.leaderboard(store, code), info["metric"])
 
 
 live()

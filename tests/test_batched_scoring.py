@@ -1,4 +1,4 @@
-"""A class's prompt submissions scored together in one batched pass (``challenges.execute_many``): each
+"""A class's prompt submissions scored together in one batched pass (``scoring.execute_many``): each
 learner's answers and score are exactly those the prompt gets scored alone; a submission removed mid-pass stops
 alone; the short lane's job process takes every waiting submission in one pass."""
 
@@ -12,7 +12,7 @@ from ftvpe_core.jobs import worker
 from ftvpe_core.model import engine, models
 from ftvpe_core.store.runs import RunStore
 from ftvpe_core.tasks import evaluate
-from ftvpe_core.teaching import challenges
+from ftvpe_core.teaching import challenges, results, scoring
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -77,7 +77,7 @@ def answers(monkeypatch):
 
 
 def _entries(store, code) -> dict[str, dict]:
-    return {s["name"]: s for s in challenges.submissions(store, code)}
+    return {s["name"]: s for s in results.submissions(store, code)}
 
 
 def _fresh_engine(tiny_model_dir) -> None:
@@ -96,7 +96,7 @@ def test_prompts_scored_together_get_exactly_the_scores_and_answers_they_get_alo
     for run_id in alone_runs.values():
         _fresh_engine(tiny_model_dir)
         assert alone_store.claim_many("cpu", 1, kinds=("challenge",), limit=1) == [run_id]
-        challenges.execute(alone_store, run_id)
+        scoring.execute(alone_store, run_id)
     alone_answers, seen_alone = dict(seen), list(passes)
     seen.clear()
     passes.clear()
@@ -105,7 +105,7 @@ def test_prompts_scored_together_get_exactly_the_scores_and_answers_they_get_alo
     _fresh_engine(tiny_model_dir)
     claimed = store.claim_many("cpu", 1, kinds=("challenge",), limit=32)
     assert sorted(claimed) == sorted(runs.values())
-    out = challenges.execute_many(store, claimed)
+    out = scoring.execute_many(store, claimed)
     assert [o["status"] for o in out] == ["complete"] * len(PROMPTS)
     assert seen_alone == [1] * len(PROMPTS) and passes == [len(PROMPTS)]  # one pass for the whole class
     assert seen == alone_answers  # every learner's answers, token for token
@@ -114,13 +114,13 @@ def test_prompts_scored_together_get_exactly_the_scores_and_answers_they_get_alo
         alone, together = alone_store.get(alone_runs[name]).summary, store.get(runs[name]).summary
         for field in ("score", "n", "private_score", "private_n", "feedback"):
             assert together[field] == alone[field], (name, field)
-    assert {s["status"] for s in challenges.submissions(store, code)} == {"scored"}
+    assert {s["status"] for s in results.submissions(store, code)} == {"scored"}
 
 
 def test_a_submission_removed_mid_pass_stops_alone_and_the_others_are_scored(tmp_path, tiny_model_dir, tiny_loaded):
     store, code, key, runs = _class(tmp_path, tiny_model_dir, tiny_loaded)
     removed = runs["Bob"]
-    sid = next(s["id"] for s in challenges.submissions(store, code) if s["name"] == "Bob")
+    sid = next(s["id"] for s in results.submissions(store, code) if s["name"] == "Bob")
     real = evaluate.run_arms
 
     def removing(loaded, arms, batch_size, on_progress):
@@ -134,7 +134,7 @@ def test_a_submission_removed_mid_pass_stops_alone_and_the_others_are_scored(tmp
     claimed = store.claim_many("cpu", 1, kinds=("challenge",), limit=32)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(evaluate, "run_arms", removing)
-        out = {o["run_id"]: o["status"] for o in challenges.execute_many(store, claimed)}
+        out = {o["run_id"]: o["status"] for o in scoring.execute_many(store, claimed)}
     assert out.pop(removed) == "cancelled" and store.get(removed).status == "cancelled"
     assert set(out.values()) == {"complete"}
     assert all(store.get(r).summary["n"] == round(challenges.MIN_HIDDEN * challenges.PUBLIC_SHARE) for r in out)
@@ -142,11 +142,11 @@ def test_a_submission_removed_mid_pass_stops_alone_and_the_others_are_scored(tmp
 
 def test_a_submission_removed_before_its_pass_fails_alone(tmp_path, tiny_model_dir, tiny_loaded):
     store, code, key, runs = _class(tmp_path, tiny_model_dir, tiny_loaded)
-    sid = next(s["id"] for s in challenges.submissions(store, code) if s["name"] == "Cy")
+    sid = next(s["id"] for s in results.submissions(store, code) if s["name"] == "Cy")
     claimed = store.claim_many("cpu", 1, kinds=("challenge",), limit=32)
     with store.writing() as conn:  # removed, but its run's cancel flag not seen yet
         conn.execute("UPDATE challenge_submissions SET removed = 1 WHERE id = ?", (sid,))
-    out = {o["run_id"]: o for o in challenges.execute_many(store, claimed)}
+    out = {o["run_id"]: o for o in scoring.execute_many(store, claimed)}
     assert out[runs["Cy"]]["status"] == "failed" and "removed by the teacher" in out[runs["Cy"]]["error"]
     assert [o["status"] for r, o in out.items() if r != runs["Cy"]] == ["complete"] * (len(PROMPTS) - 1)
 
@@ -155,5 +155,5 @@ def test_the_short_lane_scores_every_waiting_prompt_in_one_pass(tmp_path, monkey
     monkeypatch.setenv("FTVPE_WARM_IDLE_S", "0")  # leave once the queue is empty
     store, code, _, runs = _class(tmp_path, tiny_model_dir, tiny_loaded)
     assert worker.serve(store, "cpu", log=lambda m: None, lane="short") == len(PROMPTS)
-    assert {s["status"] for s in challenges.submissions(store, code)} == {"scored"}
+    assert {s["status"] for s in results.submissions(store, code)} == {"scored"}
     assert {store.metrics(r)["lane_batch"][-1][1] for r in runs.values()} == {len(PROMPTS)}

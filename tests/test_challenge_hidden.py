@@ -23,7 +23,7 @@ from ftvpe_core.store import runs
 from ftvpe_core.store.runs import RunStore
 from ftvpe_core.studies import compare
 from ftvpe_core.tasks import datasets, evaluate
-from ftvpe_core.teaching import challenges
+from ftvpe_core.teaching import challenges, results, scoring
 from ftvpe_core.training import finetune, tuning
 
 REPO = Path(__file__).resolve().parent.parent
@@ -183,7 +183,7 @@ def test_compare_of_a_challenges_best_never_shows_a_hidden_example(tiny_model_di
     challenges.join(store, code, "Ada")
     challenges.submit_prompt(store, code, "Ada", PROMPT, tiny_loaded.count_tokens, device="cpu")
     assert worker.serve(store, "cpu", log=lambda m: None) == 1
-    arms = challenges.compare_arms(store, code, key)
+    arms = results.compare_arms(store, code, key)
     hidden = _hidden(store, code, key)
     # Compare scores (and shows) the task's examples: none of them is hidden, however many it is asked for.
     assert not _shows_any(json.dumps([e.to_dict() for e in evaluate.load_task(arms["task"]).examples]), hidden)
@@ -204,27 +204,27 @@ def test_the_live_board_scores_the_public_part_and_the_final_ranking_the_private
     challenges.submit_prompt(store, code, "Ada", PROMPT, tiny_loaded.count_tokens, device="cpu")
     assert worker.serve(store, "cpu", log=lambda m: None) == 1
     n_public = round(challenges.MIN_HIDDEN * challenges.PUBLIC_SHARE)
-    [live] = challenges.submissions(store, code)
-    [final] = challenges.submissions(store, code, part="private")
+    [live] = results.submissions(store, code)
+    [final] = results.submissions(store, code, part="private")
     assert live["n"] == n_public and final["n"] == challenges.MIN_HIDDEN - n_public
     assert final["public_score"] == live["score"] and "public_score" not in live
     # The summary's scores are the parts' own: recompute them from the reveal.
     revealed = challenges.reveal(store, code, key)
     assert [e["part"] for e in revealed].count("public") == n_public
-    assert challenges.leaderboard(store, code)["prompt"][0]["score"] == live["score"]
-    assert challenges.final(store, code, key)["prompt"][0]["score"] == final["score"]
+    assert results.leaderboard(store, code)["prompt"][0]["score"] == live["score"]
+    assert results.final(store, code, key)["prompt"][0]["score"] == final["score"]
     with pytest.raises(FtvpeError, match="Wrong teacher key"):
-        challenges.final(store, code, "guess")
+        results.final(store, code, "guess")
     with pytest.raises(FtvpeError, match="part must be one of public, private"):
-        challenges.leaderboard(store, code, part="all")
-    exported = challenges.export(store, code, key)
+        results.leaderboard(store, code, part="all")
+    exported = results.export(store, code, key)
     assert exported["leaderboard"]["prompt"][0]["score"] == final["score"]
     assert exported["public_leaderboard"]["prompt"][0]["score"] == live["score"]
     # Nothing a learner reads is measured on the hidden inputs: no tokens a call, no latency.
-    learner_side = json.dumps([challenges.submissions(store, code), challenges.leaderboard(store, code)])
+    learner_side = json.dumps([results.submissions(store, code), results.leaderboard(store, code)])
     assert "mean_prompt_tokens" not in learner_side and "latency" not in learner_side
     assert live["prompt_tokens"] > 0  # what the learner's own prompt adds is still shown
-    assert challenges.track_summary([live])["prompt"]["mean_prompt_tokens"] == live["prompt_tokens"]
+    assert results.track_summary([live])["prompt"]["mean_prompt_tokens"] == live["prompt_tokens"]
 
 
 # Challenge fine-tunes: only the learner and the teacher
@@ -236,7 +236,7 @@ def test_challenge_fine_tunes_are_not_on_the_runs_pages_and_their_download_names
     code, _ = _create(store, tiny_app.model)
     challenges.join(store, code, "Bob")
     sid = challenges.submit_finetune(store, code, "Bob", steps=2, examples=[0, 1, 2, 3], device="cpu")
-    train_run = next(s["train_run"] for s in challenges.submissions(store, code) if s["id"] == sid)
+    train_run = next(s["train_run"] for s in results.submissions(store, code) if s["id"] == sid)
     assert store.get(train_run).active
     mine = tuning.submit(
         "support_triage", finetune.from_preset("quick", max_steps=2), str(tiny_app.model), "cpu", store
@@ -266,12 +266,12 @@ def test_only_the_owner_or_the_teacher_takes_a_submission_back(tiny_model_dir):
     for name in ("Bob", "Eve"):
         challenges.join(store, code, name)
     sid = challenges.submit_finetune(store, code, "Bob", steps=2, examples=[0, 1], device="cpu")
-    [entry] = challenges.submissions(store, code)
+    [entry] = results.submissions(store, code)
     with pytest.raises(FtvpeError, match=f"You have no submission {sid} in challenge {code}; nothing was changed"):
         challenges.withdraw(store, code, "Eve", sid)
     assert store.get(entry["train_run"]).status == "queued"
     challenges.withdraw(store, code, "Bob", sid)
-    assert store.get(entry["train_run"]).status == "cancelled" and challenges.submissions(store, code) == []
+    assert store.get(entry["train_run"]).status == "cancelled" and results.submissions(store, code) == []
 
 
 # Scoring runs stop on Remove and app stop; the job log holds the cause
@@ -309,10 +309,10 @@ def test_a_scoring_run_stops_when_the_teacher_removes_the_submission(tiny_model_
     store = RunStore()
     code, key, sid, run_id = _claimed_score_run(store, tiny_model_dir, tiny_loaded)
     seen = _answers_counted(monkeypatch, lambda: challenges.remove_submission(store, code, key, sid))
-    challenges.execute(store, run_id)
+    scoring.execute(store, run_id)
     assert store.get(run_id).status == "cancelled" and store.get(run_id).summary is None
     assert len(seen) < challenges.MIN_HIDDEN  # it stopped between answers, not after all of them
-    assert challenges.submissions(store, code) == []
+    assert results.submissions(store, code) == []
 
 
 def test_a_scoring_run_stops_when_the_app_stops(tiny_model_dir, tiny_loaded, monkeypatch):
@@ -320,7 +320,7 @@ def test_a_scoring_run_stops_when_the_app_stops(tiny_model_dir, tiny_loaded, mon
     stopping = []
     _, _, _, run_id = _claimed_score_run(store, tiny_model_dir, tiny_loaded)
     seen = _answers_counted(monkeypatch, lambda: stopping.append(True))
-    challenges.execute(store, run_id, interrupted=lambda: bool(stopping))
+    scoring.execute(store, run_id, interrupted=lambda: bool(stopping))
     assert store.get(run_id).status == "interrupted"
     assert len(seen) < challenges.MIN_HIDDEN
 
@@ -336,7 +336,7 @@ def test_the_job_log_holds_the_real_cause_and_the_learner_the_reworded_one(
 
     monkeypatch.setattr(evaluate, "run_arms", broken)
     with pytest.raises(FtvpeError):
-        challenges.execute(store, run_id)
+        scoring.execute(store, run_id)
     log = capfd.readouterr().err
     assert "the real cause: a tensor of shape (2, 7)" in log and "Traceback" in log and run_id in log
     error = store.get(run_id).error

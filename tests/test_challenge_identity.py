@@ -14,7 +14,7 @@ import pytest
 from ftvpe_core import FtvpeError
 from ftvpe_core.store import runs
 from ftvpe_core.store.runs import RunStore
-from ftvpe_core.teaching import challenges
+from ftvpe_core.teaching import challenges, results
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -37,7 +37,7 @@ def _create(store, tiny_model_dir, **overrides):
 
 def _end_runs(store, code):
     """Stand in for the job process: fail every waiting score run of the challenge."""
-    for s in challenges.submissions(store, code):
+    for s in results.submissions(store, code):
         with store.reading() as conn:
             run_id = conn.execute("SELECT score_run FROM challenge_submissions WHERE id = ?", (s["id"],)).fetchone()[0]
         if store.get(run_id).active:
@@ -57,7 +57,7 @@ def test_a_learner_comes_back_to_their_name_with_the_token_after_a_restart_and_n
 
     again = RunStore(store.home)  # a restarted server, a reload or a new tab: only the token is left
     assert challenges.rejoin(again, code.lower(), f" {joined.token} ") == "Ada"
-    assert [s["name"] for s in challenges.submissions(again, code, "Ada")] == ["Ada"]
+    assert [s["name"] for s in results.submissions(again, code, "Ada")] == ["Ada"]
     with pytest.raises(FtvpeError, match=f"not a rejoin token of challenge {code}"):
         challenges.rejoin(again, code, joined.token.swapcase())
     with pytest.raises(FtvpeError, match=f"not a rejoin token of challenge {code}"):
@@ -70,7 +70,7 @@ def test_a_learner_comes_back_to_their_name_with_the_token_after_a_restart_and_n
     with pytest.raises(FtvpeError, match="Someone already joined as 'ada'"):
         challenges.submit_prompt(again, code, "ada", PROMPT, None, token=challenges.new_token())
     challenges.submit_prompt(again, code, "ada", PROMPT, None, token=joined.token)
-    assert [s["name"] for s in challenges.submissions(again, code)] == ["Ada", "Ada"]
+    assert [s["name"] for s in results.submissions(again, code)] == ["Ada", "Ada"]
     # A closed challenge takes no new names, but its learners can still come back to read their scores.
     other_code, key = _create(store, tiny_model_dir)
     bob = challenges.join(store, other_code, "Bob")
@@ -205,18 +205,18 @@ def test_a_schema_4_store_gains_name_keys_in_place_and_the_board_keeps_names_the
             )
 
     again = RunStore(store.home)
-    board = challenges.leaderboard(again, code)["prompt"]
+    board = results.leaderboard(again, code)["prompt"]
     assert sorted((e["name"], e["score"]) for e in board) == [("ÉVA", 0.5), ("éva", 0.75)]
     with again.reading() as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 5 == runs.SCHEMA_VERSION
         keys = conn.execute("SELECT name, name_key FROM challenge_learners ORDER BY joined").fetchall()
     assert [tuple(k) for k in keys] == [("ÉVA", "éva"), ("éva", "éva\x00éva")]  # the first keeps the key
-    assert [s["score"] for s in challenges.submissions(again, code, "ÉVA")] == [0.5]
-    assert [s["score"] for s in challenges.submissions(again, code, "éva")] == [0.75]  # each keeps their own
+    assert [s["score"] for s in results.submissions(again, code, "ÉVA")] == [0.5]
+    assert [s["score"] for s in results.submissions(again, code, "éva")] == [0.75]  # each keeps their own
     for run_id in scored:
         assert not again.get(run_id).active
     challenges.submit_prompt(again, code, "éva", PROMPT, None)  # the page's session still holds 'éva'
-    assert [s["name"] for s in challenges.submissions(again, code, "éva")] == ["éva", "éva"]
+    assert [s["name"] for s in results.submissions(again, code, "éva")] == ["éva", "éva"]
     with pytest.raises(FtvpeError, match="already joined"):
         challenges.join(again, code, "Éva")
     assert challenges.rejoin  # old names have no token: they rejoin in the session they joined in
@@ -261,7 +261,7 @@ def test_the_class_queue_is_capped_and_takes_submissions_again_as_scores_come_in
         challenges.submit_prompt(store, code, "Cy", PROMPT, None)
     with pytest.raises(FtvpeError, match="queue is full"):
         challenges.submit_finetune(store, code, "Cy", steps=1, examples=2)
-    assert len(challenges.submissions(store, code)) == 2 and len(store.list()) == 2
+    assert len(results.submissions(store, code)) == 2 and len(store.list()) == 2
     _end_runs(store, code)
     challenges.submit_prompt(store, code, "Cy", PROMPT, None)
 
@@ -273,7 +273,7 @@ def test_switched_off_fields_are_dropped_before_storing_and_kept_ones_are_length
     size = sum(p.stat().st_size for p in store.home.glob("runs.sqlite3*"))
     fields = {**PROMPT, "enabled": ["role"], "facts": "x" * BIG, "examples": [("in", "out" * BIG)]}
     sid = challenges.submit_prompt(store, code, "Ada", fields, None)
-    spec = challenges.submissions(store, code)[0]["spec"]["prompt"]
+    spec = results.submissions(store, code)[0]["spec"]["prompt"]
     assert sid and spec["facts"] == "" and spec["examples"] == [] and spec["output_format"] == ""
     assert spec["role"] == PROMPT["role"]
     assert sum(p.stat().st_size for p in store.home.glob("runs.sqlite3*")) < size + 100_000
@@ -288,7 +288,7 @@ def test_switched_off_fields_are_dropped_before_storing_and_kept_ones_are_length
         technique = {"role": "role", "examples": "few-shot"}.get(field, "context")
         with pytest.raises(FtvpeError, match=r"characters long; the limit is [\d,]+\. Shorten it\."):
             challenges.submit_prompt(store, code, "Ada", {"enabled": [technique], field: value}, None)
-    assert len(challenges.submissions(store, code)) == 1
+    assert len(results.submissions(store, code)) == 1
 
 
 def test_the_prompt_budget_is_bounded_in_characters_before_anything_is_tokenized(tiny_model_dir):
@@ -312,7 +312,7 @@ def test_the_prompt_budget_is_bounded_in_characters_before_anything_is_tokenized
     with pytest.raises(FtvpeError, match="more than 100 tokens can hold .* this challenge allows at most 100"):
         challenges.submit_prompt(store, code, "Ada", {"enabled": ["context"], "facts": "word " * 161}, count)
     challenges.submit_prompt(store, code, "Ada", {"enabled": ["context"], "facts": "word " * 20}, count)
-    assert counted and challenges.submissions(store, code)[0]["prompt_tokens"] > 0
+    assert counted and results.submissions(store, code)[0]["prompt_tokens"] > 0
 
 
 def test_a_fine_tune_of_zero_steps_or_examples_is_refused(tiny_model_dir):

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from ftvpe_core.jobs import worker
 from ftvpe_core.store.runs import RunStore
 from ftvpe_core.tasks import datasets
-from ftvpe_core.teaching import challenges
+from ftvpe_core.teaching import challenges, results
 from ftvpe_core.ui import challenge_view as view
 from ftvpe_core.ui import markdown
 
@@ -181,7 +181,7 @@ def test_wrong_keys_unknown_codes_and_budget_overruns_are_clear_and_keep_what_wa
     learner.button(key="ch_submit_prompt").click()
     _ok(learner.run())
     assert any(markdown.literal("this challenge allows at most 3.") in e.value for e in learner.error)
-    assert challenges.submissions(store, code) == []
+    assert results.submissions(store, code) == []
     assert learner.text_input(key="ch_role").value.startswith("a very thorough")
 
 

@@ -16,7 +16,7 @@ from ftvpe_core.store import runs
 from ftvpe_core.store.runs import RunStore
 from ftvpe_core.studies import compare, report
 from ftvpe_core.tasks import datasets
-from ftvpe_core.teaching import challenges
+from ftvpe_core.teaching import challenges, results, scoring
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -44,7 +44,7 @@ def _hidden_prompts():
 
 def _fail_pending(store, code, name):
     """Stand in for the job process: end the learner's waiting runs so the next submission is allowed."""
-    for s in challenges.submissions(store, code, name):
+    for s in results.submissions(store, code, name):
         for run_id in (s["train_run"], store_score_run(store, s["id"])):
             if run_id and store.get(run_id).active:
                 store.fail(run_id, "test")
@@ -67,7 +67,7 @@ def test_the_teacher_key_is_stored_only_as_a_salted_hash_and_a_wrong_key_changes
     for action in (
         lambda k: challenges.close(store, code, k),
         lambda k: challenges.reopen(store, code, k),
-        lambda k: challenges.export_csv(store, code, k),
+        lambda k: results.export_csv(store, code, k),
         lambda k: challenges.reveal(store, code, k),
         lambda k: challenges.remove_submission(store, code, k, 1),
     ):
@@ -113,7 +113,7 @@ def test_budget_overruns_are_refused_with_the_limit_and_nothing_is_recorded(tiny
         challenges.submit_finetune(store, code, "Ada", steps=2, examples=list(range(9)))
     with pytest.raises(FtvpeError, match="Example 1000 is not in the training split"):
         challenges.submit_finetune(store, code, "Ada", steps=2, examples=[999])
-    assert challenges.submissions(store, code) == [] and store.list() == []
+    assert results.submissions(store, code) == [] and store.list() == []
 
 
 def test_one_pending_submission_per_learner_and_a_few_a_minute(tiny_model_dir, tiny_loaded):
@@ -142,9 +142,9 @@ def test_submissions_are_scored_on_the_hidden_test_in_the_job_queue(tiny_model_d
         challenges.join(store, code, name)
     challenges.submit_prompt(store, code, "Ada", PROMPT, tiny_loaded.count_tokens, device="cpu")
     challenges.submit_finetune(store, code, "Bob", steps=2, examples=[0, 1, 2, 3], device="cpu")
-    assert [s["status"] for s in challenges.submissions(store, code)] == ["waiting", "training"]
+    assert [s["status"] for s in results.submissions(store, code)] == ["waiting", "training"]
     assert worker.serve(store, "cpu", log=lambda m: None) == 3  # a prompt score, a training run, a fine-tune score
-    subs = challenges.submissions(store, code)
+    subs = results.submissions(store, code)
     assert [s["status"] for s in subs] == ["scored", "scored"], subs
     prompt, tuned = subs
     for s in subs:
@@ -154,7 +154,7 @@ def test_submissions_are_scored_on_the_hidden_test_in_the_job_queue(tiny_model_d
     train_run = store.get(tuned["train_run"])
     assert train_run.kind == "finetune" and train_run.status == "complete"
     assert train_run.summary["steps"] == 2
-    board = challenges.leaderboard(store, code)
+    board = results.leaderboard(store, code)
     assert [e["name"] for e in board["prompt"]] == ["Ada"] and [e["name"] for e in board["finetune"]] == ["Bob"]
     # The hidden examples went to no learner-side file: the fine-tune's data holds only its training picks.
     saved = (store.artifact_dir(train_run.id) / "dataset.json").read_text()
@@ -165,8 +165,8 @@ def test_submissions_are_scored_on_the_hidden_test_in_the_job_queue(tiny_model_d
 
     # Compare (teacher key) scores the best prompt and the best run as its engineered and tuned arms.
     with pytest.raises(FtvpeError, match="Wrong teacher key"):
-        challenges.compare_arms(store, code, "nope")
-    arms = challenges.compare_arms(store, code, key)
+        results.compare_arms(store, code, "nope")
+    arms = results.compare_arms(store, code, key)
     assert arms["run_id"] == tuned["train_run"] and arms["names"] == {"prompt": "Ada", "finetune": "Bob"}
     settings = compare.CompareSettings(
         task=arms["task"], run_id=arms["run_id"], prompt=arms["prompt"], limit=2, forgetting=False
@@ -179,8 +179,8 @@ def test_submissions_are_scored_on_the_hidden_test_in_the_job_queue(tiny_model_d
     # A server restart: a new store on the same folder keeps the challenge, its key and every submission.
     again = RunStore(store.home)
     assert challenges.check_key(again, code, key).code == code
-    assert challenges.submissions(again, code) == subs
-    html = report.challenge_html(challenges.export(again, code, key))
+    assert results.submissions(again, code) == subs
+    html = report.challenge_html(results.export(again, code, key))
     assert "Prompt leaderboard" in html and "Fine-tune leaderboard" in html and "chart-challenge" in html
 
 
@@ -205,14 +205,14 @@ def test_the_leaderboard_keeps_each_learners_best_and_breaks_ties_on_cost():
         entry("Eve", "finetune", 0.9, 5, examples=30),
         entry("Fay", "finetune", 0.9, 6, examples=10),
     ]
-    board = challenges.leaderboard(None, "X", entries)
+    board = results.leaderboard(None, "X", entries)
     assert [(e["name"], e["rank"], e["score"]) for e in board["prompt"]] == [
         ("Cy", 1, 0.75),
         ("Bob", 2, 0.75),
         ("Ada", 3, 0.75),
     ]
     assert [e["name"] for e in board["finetune"]] == ["Fay", "Eve"]
-    summary = challenges.track_summary(entries)
+    summary = results.track_summary(entries)
     assert summary["prompt"]["n"] == 4 and summary["prompt"]["best_score"] == 0.75
     assert summary["finetune"]["mean_score"] == pytest.approx(0.9)
 
@@ -226,8 +226,8 @@ def test_learner_side_outputs_never_hold_the_hidden_inputs(tiny_model_dir, tiny_
         [
             challenges.public(store, code),
             challenges.training_examples(store, code),
-            challenges.submissions(store, code),
-            challenges.leaderboard(store, code),
+            results.submissions(store, code),
+            results.leaderboard(store, code),
         ]
     )
     hidden = _hidden_prompts()
@@ -235,7 +235,7 @@ def test_learner_side_outputs_never_hold_the_hidden_inputs(tiny_model_dir, tiny_
     assert json.dumps(challenges.public(store, code)["examples"][0]["prompt"])[1:-1] in seen  # training is shown
     # A scoring error is reworded so it cannot quote a hidden input.
     error = FtvpeError(f"Prompt 3 of 45: {hidden[2]} is 900 tokens; the model's context is 256.")
-    assert hidden[2] not in challenges._learner_error(error)
+    assert hidden[2] not in scoring._learner_error(error)
 
 
 def test_csv_and_html_exports_keep_names_and_prompts_as_text(tiny_model_dir, tiny_loaded):
@@ -246,13 +246,13 @@ def test_csv_and_html_exports_keep_names_and_prompts_as_text(tiny_model_dir, tin
     challenges.join(store, code, "=HYPERLINK()")
     challenges.submit_prompt(store, code, name, {**PROMPT, "role": "<b>boss</b>"}, tiny_loaded.count_tokens)
     challenges.submit_prompt(store, code, "=HYPERLINK()", PROMPT, tiny_loaded.count_tokens)
-    rows = list(csv.DictReader(io.StringIO(challenges.export_csv(store, code, key))))
+    rows = list(csv.DictReader(io.StringIO(results.export_csv(store, code, key))))
     assert [r["name"] for r in rows] == [name, "'=HYPERLINK()"]
-    html = report.challenge_html(challenges.export(store, code, key))
+    html = report.challenge_html(results.export(store, code, key))
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<b>boss" not in html and "&lt;b&gt;boss&lt;/b&gt;" in html
     challenges.remove_submission(store, code, key, rows[0]["id"])
-    assert [s["name"] for s in challenges.submissions(store, code)] == ["=HYPERLINK()"]
+    assert [s["name"] for s in results.submissions(store, code)] == ["=HYPERLINK()"]
 
 
 def test_settings_refuse_bad_values_and_tasks_without_a_hidden_split(tiny_model_dir):

@@ -297,7 +297,14 @@ def _interrupted_run(app: TinyApp, stop_after: int) -> str:
     run_id = tuning.submit("support_triage", settings, str(app.model), "cpu", store)
     store.start(run_id, 1, "cpu")
     events = []
-    stopped = tuning.execute(store, run_id, events.append, False, lambda: len(events) >= stop_after)
+
+    def step(event):  # the run's events: its phases' messages and its steps; count the steps
+        if "step" in event:
+            events.append(event)
+
+    stopped = tuning.execute(
+        store, run_id, interrupted=lambda: len(events) >= stop_after, on_event=step, measure_accuracy=False
+    )
     assert stopped["status"] == "interrupted"
     return run_id
 

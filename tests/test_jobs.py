@@ -80,7 +80,12 @@ def test_finetune_resume_continues_an_interrupted_run_in_the_foreground(capsys, 
     run_id = tuning.submit("support_triage", settings, str(tiny_model_dir), device="cpu", store=store)
     store.start(run_id, 1, "cpu")
     events = []
-    stopped = tuning.execute(store, run_id, events.append, interrupted=lambda: len(events) >= 7)
+
+    def step(event):  # the run's events: its phases' messages and its steps; count the steps
+        if "step" in event:
+            events.append(event)
+
+    stopped = tuning.execute(store, run_id, interrupted=lambda: len(events) >= 7, on_event=step)
     assert stopped["status"] == "interrupted" and store.get(run_id).status == "interrupted"
     assert tuning.resume_step(store, store.get(run_id)) == 7
 

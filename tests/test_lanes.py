@@ -13,8 +13,9 @@ import pytest
 
 from ftvpe_core.jobs import kinds, runners, worker
 from ftvpe_core.store.runs import RunStore
-from ftvpe_core.teaching import challenges
+from ftvpe_core.teaching import challenges, results
 from ftvpe_core.training import finetune, tuning
+from ftvpe_core.ui import room
 from tests.test_worker import _wait
 
 pytestmark = pytest.mark.timeout(480)
@@ -42,7 +43,7 @@ def _score_run(store, sid) -> str:
 
 
 def _entry(store, code, sid) -> dict:
-    return next(e for e in challenges.submissions(store, code) if e["id"] == sid)
+    return next(e for e in results.submissions(store, code) if e["id"] == sid)
 
 
 def _tick_until(store, predicate, what, timeout=240.0):
@@ -80,8 +81,10 @@ def test_a_flooders_300_queued_runs_delay_another_learners_first_run_by_at_most_
     bob = _score_run(store, challenges.submit_prompt(store, code, "Bob", PROMPT, tiny_loaded.count_tokens, "cpu"))
     queue = [r.id for r in store.queue("cpu")]
     assert len(queue) == 301 and queue.index(bob) <= 1, queue.index(bob)
-    bob_entry = next(e for e in challenges.submissions(store, code, "Bob"))
-    assert bob_entry["status"] == "waiting" and bob_entry["progress"].startswith("queued for scoring: 2 of 301, starts")
+    bob_entry = next(e for e in results.submissions(store, code, "Bob"))
+    assert bob_entry["status"] == "waiting"
+    status = room.status(store, bob_entry, store.get(bob), runners.current().slots(store))
+    assert status.text.startswith("Queued to score: 2nd of 301 in the queue, starts"), status.text
     place = runners.queue_place(store, store.get(queue[40]), runners.current().slots(store))
     assert place is not None and (place.position, place.of) == (41, 301)  # in the lane's second batch
     assert place.starts_in_s == pytest.approx(60.0, abs=1)  # after the first (no score timed yet: a minute)

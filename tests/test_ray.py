@@ -177,7 +177,7 @@ def test_cancel_a_killed_worker_and_an_app_stop_on_ray_and_the_next_run_still_co
     long = _settings(max_steps=5000, eval_every=5)
     cancelled = tuning.submit("support_triage", long, str(tiny_model_dir), device="cpu", store=store, learner="ann")
     killed = tuning.submit("support_triage", long, str(tiny_model_dir), device="cpu", store=store, learner="bob")
-    dispatcher = ray_runner.Dispatcher(store, on_ray, log=lambda m: None, measure_accuracy=False)
+    dispatcher = ray_runner.Dispatcher(store, on_ray, log=lambda m: None, options={"measure_accuracy": False})
 
     def step():
         dispatcher.pump()
@@ -237,7 +237,7 @@ def test_a_run_launched_from_the_page_trains_on_ray_and_shows_where(on_ray, tiny
 def test_a_class_on_ray_trains_fine_tunes_on_the_cluster_and_scores_everything_here(
     on_ray, monkeypatch, tiny_model_dir, tiny_loaded
 ):
-    from ftvpe_core.teaching import challenges
+    from ftvpe_core.teaching import challenges, results
 
     monkeypatch.setenv("FTVPE_DEVICE", "cpu")
     store = RunStore()
@@ -260,9 +260,9 @@ def test_a_class_on_ray_trains_fine_tunes_on_the_cluster_and_scores_everything_h
         else:
             sids.append(challenges.submit_prompt(store, code, name, prompt, tiny_loaded.count_tokens, "cpu"))
     runner.ensure(store, "cpu")
-    score_runs = [e["score_run"] for e in challenges.submissions(store, code)]
+    score_runs = [e["score_run"] for e in results.submissions(store, code)]
     runners.wait(store, score_runs, timeout_s=200)
-    entries = challenges.submissions(store, code)
+    entries = results.submissions(store, code)
     assert [e["status"] for e in entries] == ["scored"] * 4, [(e["status"], e["error"]) for e in entries]
     trains = [store.get(e["train_run"]) for e in entries if e["track"] == "finetune"]
     scores = {e["track"]: store.get(e["score_run"]) for e in entries}

@@ -12,7 +12,7 @@ from ftvpe_core.jobs import runners
 from ftvpe_core.store.runs import RunStore
 from ftvpe_core.tasks import datasets, evaluate
 from ftvpe_core.tasks.datasets import Example
-from ftvpe_core.teaching import challenges
+from ftvpe_core.teaching import challenges, results, scoring
 from ftvpe_core.ui import room
 
 pytestmark = pytest.mark.timeout(180)
@@ -85,7 +85,7 @@ def _create(store, tiny_model_dir, **overrides):
 
 
 def _status(store, code, name):
-    entry = challenges.submissions(store, code, name)[-1]
+    entry = results.submissions(store, code, name)[-1]
     runs = room.score_runs(store, code)
     return room.status(store, entry, runs.get(entry["id"]), runners.current().slots(store))
 
@@ -107,7 +107,7 @@ def test_a_fine_tune_is_told_queued_with_its_place_then_training_step_k_of_n_the
         ben.phase == "queued" and ben.text.startswith("Queued to train: ") and "1st of 1 in the queue" in ben.text
     )  # its own lane
 
-    entry = challenges.submissions(store, code, "Ben")[-1]
+    entry = results.submissions(store, code, "Ben")[-1]
     train = entry["train_run"]
     store.start(train, os.getpid(), "cpu")
     assert _status(store, code, "Ben").text == "Training: step 0 of 3"
@@ -136,7 +136,7 @@ def test_a_failed_training_run_is_told_at_once(tiny_model_dir):
     code, _ = _create(store, tiny_model_dir)
     challenges.join(store, code, "Ben")
     challenges.submit_finetune(store, code, "Ben", 3, 2, device="cpu")
-    store.fail(challenges.submissions(store, code, "Ben")[-1]["train_run"], "boom")
+    store.fail(results.submissions(store, code, "Ben")[-1]["train_run"], "boom")
     assert _status(store, code, "Ben") == room.Status("failed", "Training failed")
 
 
@@ -195,10 +195,10 @@ def test_a_scored_submission_carries_its_feedback_counts(tiny_model_dir, tiny_lo
     code, _ = _create(store, tiny_model_dir)
     challenges.join(store, code, "Ana")
     challenges.submit_prompt(store, code, "Ana", PROMPT, tiny_loaded.count_tokens, device="cpu")
-    run = room.score_runs(store, code)[challenges.submissions(store, code, "Ana")[-1]["id"]]
+    run = room.score_runs(store, code)[results.submissions(store, code, "Ana")[-1]["id"]]
     store.start(run.id, os.getpid(), "cpu")
-    challenges.execute(store, run.id)
-    entry = challenges.submissions(store, code, "Ana")[-1]
+    scoring.execute(store, run.id)
+    entry = results.submissions(store, code, "Ana")[-1]
     fb = entry["feedback"]
     assert fb["n"] == 8 and fb["empty"] + fb["not_a_label"] <= 8 and fb["not_a_label"] is not None
     train = {e.response for e in datasets.load_builtin("support_triage").splits["train"]}

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ftvpe_core import HOME_DIR
 from ftvpe_core.jobs import foreground, worker
 from ftvpe_core.model import adapters
 from ftvpe_core.store import runs
@@ -180,7 +181,7 @@ def test_a_job_process_leaves_within_seconds_of_its_app_even_mid_phase(tiny_mode
     script.write_text(STUCK_WORKER)
     app = subprocess.Popen(
         ["bash", "-c", f'"{sys.executable}" "{script}" $$ & wait'],
-        env={**os.environ, "FTVPE_HOME": str(store.home), "PYTHONPATH": str(Path(worker.__file__).parents[1])},
+        env={**os.environ, "FTVPE_HOME": str(store.home), "PYTHONPATH": str(HOME_DIR)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

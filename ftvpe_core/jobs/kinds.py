@@ -3,27 +3,29 @@ Ray cluster may run it, and holds its functions. The worker, the runners and the
 never name a kind; adding a kind is its module (a ``submit`` that queues a run of its name, an ``execute``) and one
 line in ``KINDS``.
 
-A kind's functions:
+A kind's module has, by these names (looked up when called, so a test can patch them):
 
 - ``execute(store, run_id, interrupted=None, on_event=None, **options)``: do a claimed run here and store its result
   with the 'complete' mark last; ``interrupted`` is polled where the run can stop, ``on_event`` sees each progress
   event the run writes (``RunStore.record``), ``options`` are the kind's own (a foreground caller's).
-- ``execute_many(store, run_ids, interrupted=None)`` (optional): several claimed runs in one pass.
-- ``Cluster`` (optional): how a run goes to a Ray node and back. ``pack`` reads what the task needs from the store
-  on this machine; ``on_node`` does the run on the node (no store there), sending events; ``store`` writes what
-  came back ('complete' or 'stopped'; the dispatcher itself marks failures).
+- ``execute_many(store, run_ids, interrupted=None)``, where the kind does several claimed runs in one pass
+  (``together``).
+- where a Ray cluster may run it (``on_ray``): ``pack(store, run, options)`` reads what the task needs from the
+  store on this machine; ``on_node(job, folder, device, send, should_stop)`` does the run on the node (no store
+  there), sending events, and returns ``{'status': 'complete' | 'stopped', ...}``; ``store_result(store, run_id,
+  out, interrupted)`` writes what came back (the dispatcher itself marks failures).
 
 This module imports no torch and no ray; the kinds' modules import torch inside their functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
 from ftvpe_core import FtvpeError, settings
 from ftvpe_core.studies import compare
-from ftvpe_core.teaching import challenges
+from ftvpe_core.teaching import challenges, scoring
 from ftvpe_core.training import tuning
 
 
@@ -51,42 +53,41 @@ LANES = {
 
 
 @dataclass(frozen=True)
-class Cluster:
-    """How a Ray cluster runs a kind (see the module's docstring)."""
-
-    pack: Callable[..., dict]
-    """(store, run, options) -> the task's payload: everything the node needs, as plain data and bytes."""
-    on_node: Callable[..., dict]
-    """(job, folder, device, send, should_stop) -> {'status': 'complete' | 'stopped', ...}."""
-    store: Callable[..., dict]
-    """(store, run_id, out, interrupted) -> the run's summary, with what came back written to the store."""
-
-
-@dataclass(frozen=True)
 class Kind:
-    """One kind of run and where it may run."""
+    """One kind of run, its module and where it may run."""
 
     name: str
     lane: str
     """Which lane of job processes takes it (``LANES``)."""
-    execute: Callable[..., dict]
-    execute_many: Callable[..., list[dict]] | None = None
-    cluster: Cluster | None = None
-    """How a Ray cluster runs it; None: only this machine's job processes do."""
+    module: ModuleType
+    """Where its functions are (see the module's docstring)."""
+    together: bool = False
+    """Whether ``module.execute_many`` does several claimed runs in one pass."""
+    on_ray: bool = False
+    """Whether a Ray cluster may run it (``module.pack``, ``on_node``, ``store_result``); else only this machine."""
+
+    def execute(self, store, run_id: str, **kwargs) -> dict:
+        return self.module.execute(store, run_id, **kwargs)
+
+    def execute_many(self, store, run_ids: list[str], **kwargs) -> list[dict]:
+        return self.module.execute_many(store, run_ids, **kwargs)
+
+    @property
+    def cluster(self) -> ModuleType | None:
+        """The module with the kind's Ray parts, or None where it runs only here."""
+        return self.module if self.on_ray else None
 
 
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
-        Kind(tuning.KIND, "train", tuning.execute, cluster=Cluster(tuning.pack, tuning.on_node, tuning.store_result)),
-        Kind(
-            compare.KIND, "train", compare.execute, cluster=Cluster(compare.pack, compare.on_node, compare.store_result)
-        ),
-        Kind(challenges.KIND, "short", challenges.execute, challenges.execute_many),
+        Kind(tuning.KIND, "train", tuning, on_ray=True),
+        Kind(compare.KIND, "train", compare, on_ray=True),
+        Kind(challenges.KIND, "short", scoring, together=True),
     )
 }
 """Every kind of run, by name: train an adapter, compare four arms, score a class challenge's submission."""
-RAY_KINDS = tuple(name for name, kind in KINDS.items() if kind.cluster is not None)
+RAY_KINDS = tuple(name for name, kind in KINDS.items() if kind.on_ray)
 """The kinds a Ray cluster runs when one is configured; the others stay with this machine's job processes."""
 
 

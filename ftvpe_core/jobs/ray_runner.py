@@ -7,7 +7,7 @@ carries the run's settings and dataset (its checkpoint when it resumes; the tune
 task loads the model on its node (the embedded model package installed there, or a model folder at the same path
 on every node), trains, and sends its events (where it landed, phases, steps, probe answers, checkpoints) to the
 dispatcher's inbox actor; it returns the adapter's files as bytes. What a kind's task carries, does on its node and
-writes back is the kind's (``kinds.Cluster``: ``pack``, ``on_node``, ``store``); the dispatcher writes the events
+writes back is the kind's (its module's ``pack``, ``on_node``, ``store_result``: ``kinds``); the dispatcher writes the events
 (``RunStore.record``) and the results to the store, the complete mark last: nothing on a worker node writes the
 SQLite file. This module names no kind.
 
@@ -352,7 +352,7 @@ class Dispatcher:
             self.store.fail_unless_ended(run_id, out["error"])
             return {"run_id": run_id, "status": "failed", "error": out["error"]}
         interrupted = self.stops.get(run_id, ("cancel", 0))[0] == "interrupt"
-        return kinds.get(self.store.get(run_id).kind).cluster.store(self.store, run_id, out, interrupted)
+        return kinds.get(self.store.get(run_id).kind).cluster.store_result(self.store, run_id, out, interrupted)
 
     def stop_all(self, why: str) -> None:
         """Stop every run at its next step and store what comes back, within STOP_GRACE_S; then leave."""

@@ -225,7 +225,7 @@ def _serve(
 def _execute(kind: kinds.Kind, ids: list[str], store: RunStore, interrupted) -> list[dict]:
     """Execute claimed runs of one kind: together where the kind can, else one by one; a run that fails is
     marked failed (by its execute) and the others go on."""
-    if kind.execute_many is not None and len(ids) > 1:
+    if kind.together and len(ids) > 1:
         try:
             return kind.execute_many(store, ids, interrupted=interrupted)
         except Exception as e:  # noqa: BLE001 - each run is marked failed by the batch; go on with the queue

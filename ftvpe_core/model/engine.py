@@ -29,6 +29,9 @@ the same numbers in any batch (``fastpath``); and greedy picks need nothing else
 draws from its own seeded generator.
 
 The engine knows nothing about chat templates, prompt techniques or pages: token ids in, token ids out.
+
+Over 600 lines because it is one scheduler whose parts (requests, batch slots, the prefix cache, the step loop and
+its batch-invariance rules) share one state and one lock; split, every part would reach into the others.
 """
 
 from __future__ import annotations

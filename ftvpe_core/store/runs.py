@@ -11,6 +11,9 @@ written last).
 
 This module does not train, load models or import torch or streamlit; it never deletes a store it
 cannot read.
+
+Over 600 lines because the store's one SQLite schema, its migrations and every transaction on it stay together:
+which write takes the lock, in which order, and what 'complete last' means are read in one place.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 
 from ftvpe_core import FtvpeError, settings
 from ftvpe_core.store import names, schedule
+from ftvpe_core.store.challenge_tables import ChallengeTables
 
 SCHEMA_VERSION = 5
 STATUSES = ("queued", "running", "complete", "failed", "cancelled", "interrupted")
@@ -44,6 +48,10 @@ def is_challenge_run(dataset_name: str) -> bool:
     """Whether a fine-tuning run trains for a class challenge (by its dataset's name: ``CHALLENGE_RUN``, or
     'challenge_<code>' as runs queued before 2026-12-07 were named)."""
     return dataset_name == CHALLENGE_RUN or re.fullmatch(r"challenge_[a-z2-9]{6}", dataset_name) is not None
+
+
+def _default_device() -> str:
+    return settings.pick_device()  # ``create``'s parameter ``settings`` hides the module there
 
 
 def preset_label(run_settings: dict) -> str:
@@ -274,14 +282,21 @@ class RunStore:
             conn.commit()
 
     @contextlib.contextmanager
+    def challenge_tables(self, write: bool = False) -> Iterator[ChallengeTables]:
+        """The class challenges' tables (``challenge_tables``) for the block: one write transaction when ``write``,
+        else a connection for reading."""
+        with self._write() if write else self._connect() as conn:
+            yield ChallengeTables(conn)
+
+    @contextlib.contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
-        """A connection for reading, for modules that keep their own tables in this store (``challenges``)."""
+        """A raw connection for reading (the tests look at the tables; the app reads them through its methods)."""
         with self._connect() as conn:
             yield conn
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside one write transaction, for modules that keep their own tables here."""
+        """A raw connection inside one write transaction (the tests stage odd rows with it)."""
         with self._write() as conn:
             yield conn
 
@@ -367,7 +382,9 @@ class RunStore:
     def create(
         self, kind: str, dataset: str, settings: dict[str, Any], device: str | None = None, learner: str | None = None
     ) -> str:
-        """Queue a new run (for ``device``, when given; queued by ``learner``) and return its id."""
+        """Queue a new run for ``device`` (queued by ``learner``) and return its id. ``device`` None is this
+        machine's default device, decided here for every queued run of every kind (``settings.pick_device``)."""
+        device = device or _default_device()
         settings_json = json.dumps(dict(settings), sort_keys=True)
         with self._write() as conn:
             while True:

@@ -11,6 +11,10 @@ node.
 
 All four arms use float32 weights, because a merged adapter needs them: the arms then differ only in their
 prompt and their weights, and their latencies compare fairly.
+
+Over 600 lines because the comparison's parts (the four arms, the forgetting probe, the data-efficiency study, the
+ablation) build one result dict that the table, the recommendation and the figures read; the kind's functions sit
+beside the result they store.
 """
 
 from __future__ import annotations
@@ -515,14 +519,13 @@ def submit(
     settings: CompareSettings, store: RunStore | None = None, device: str | None = None, learner: str | None = None
 ) -> str:
     """Queue a comparison for the runner (``runners``); checks the task and run first. Returns its run id."""
-    from ftvpe_core import settings as settings_module
 
     store = store or RunStore()
     task = evaluate.load_task(settings.task, settings.metric, settings.limit or None)
     if settings.run_id:
         _finetune_run(store, settings.run_id)
     record = {**settings.to_dict(), "dataset_title": task.title, "preset": "compare"}
-    return store.create(KIND, task.name, record, device or settings_module.pick_device(), learner)
+    return store.create(KIND, task.name, record, device, learner)
 
 
 def execute(
@@ -595,7 +598,7 @@ def load_result(store: RunStore, run_id: str) -> dict:
         raise FtvpeError(f"The result of comparison '{run_id}' cannot be read ({path}): {e}") from e
 
 
-# On a Ray cluster (``jobs.kinds.Cluster``)
+# On a Ray cluster (``jobs.kinds``: a kind ``on_ray``)
 
 
 def pack(store: RunStore, run: Run, options: dict) -> dict:

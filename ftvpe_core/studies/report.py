@@ -302,7 +302,7 @@ def write(result: dict, path: str | Path) -> Path:
 
 
 def challenge_html(result: dict) -> str:
-    """A challenge's results (``challenges.export``) as one standalone HTML page: leaderboards, the per-track
+    """A challenge's results (``results.export``) as one standalone HTML page: leaderboards, the per-track
     chart and every submission. Names and prompts are escaped: they are shown as text."""
     title = f"Class challenge {result.get('code', '')}: {result.get('title', '')}"
     metric = result.get("metric")

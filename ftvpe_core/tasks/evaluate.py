@@ -5,6 +5,9 @@ every example of an uploaded file). ``score`` judges one answer; ``task_spec`` b
 for one example from the prompt techniques; ``generate_batch`` answers many prompts at once through the
 model's engine (``engine``); ``run_arm`` and ``ablate`` put them together. This module knows
 nothing about pages, the run store or fine-tuning: a tuned model is just another ``LoadedModel``.
+
+Over 600 lines because the metrics, the tasks, the batched answering through the engine, the arms and the ablation
+share the Task and ArmResult records and one way of building prompts.
 """
 
 from __future__ import annotations

@@ -2,13 +2,14 @@
 set of examples scores every submission.
 
 A challenge lives in the run store's SQLite file (tables ``challenges``, ``challenge_learners`` and
-``challenge_submissions``), so a restart keeps it. ``create`` returns a short join code and a teacher key;
-the key is stored only as a salted PBKDF2 hash, checked in constant time, and every teacher action needs it.
+``challenge_submissions``, read and written through ``RunStore.challenge_tables``), so a restart keeps it.
+``create`` returns a short join code and a teacher key; the key is stored only as a salted PBKDF2 hash, checked in constant time, and every teacher action needs it.
 Learners ``join`` with the code and a display name and submit a prompt (``prompts.PromptSpec`` fields; each
 hidden input becomes its task) or a fine-tune (``finetune.TrainSettings`` within the budget, on training
-examples they pick or drawn at random). A submission is scored by a run of kind 'challenge' that the job
-process (``worker``) executes with ``evaluate.run_arm``, the batched evaluation Compare uses; a fine-tune
-is first an ordinary 'finetune' run (``tuning.submit``) on the chosen training examples, queued just before.
+examples they pick or drawn at random). A submission is scored by a run of kind 'challenge' (``KIND``) that the
+short lane's job process executes (``scoring``) with the batched evaluation Compare uses; a fine-tune is first an
+ordinary 'finetune' run (``tuning.submit``) on the chosen training examples, queued just before. The results,
+the boards and the exports are ``results``'.
 
 The hidden set never goes to a learner. On a built-in task it is the dataset's held-back set
 (``datasets.load_held_back``), written for challenges and in none of the splits that pages, the CLI and Compare
@@ -17,33 +18,32 @@ stored with it) into a public part, whose scores the live leaderboard shows, and
 teacher's final ranking (``final``, ``export``) uses, so probing the live board learns nothing that counts.
 ``public`` shows the task and the training split, scores are numbers only, nothing learners see is measured on
 the hidden inputs' lengths, scoring errors are reworded without the inputs (the cause goes to the job log), and
-only ``execute`` (to score) and ``reveal`` (with the teacher key) read the hidden examples. Neither streamlit nor
+only ``scoring`` and ``reveal`` (with the teacher key) read the hidden examples. Neither streamlit nor
 torch is imported here.
+
+Over 600 lines because a challenge's keys, joining and submitting read and write the same three tables, each action
+in one transaction with its checks (budgets, rate limits, the learner's claim); scoring (``scoring``) and the
+results (``results``) are apart.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import hmac
-import io
 import json
 import random
 import secrets
 import sqlite3
-import sys
 import time
-import traceback
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from ftvpe_core import FtvpeError
 from ftvpe_core import settings as settings_module
-from ftvpe_core.model import adapters, models
+from ftvpe_core.model import models
 from ftvpe_core.store import names
 from ftvpe_core.store import runs as runs_module
+from ftvpe_core.store.challenge_tables import ChallengeTables
 from ftvpe_core.store.runs import RunStore
 from ftvpe_core.tasks import datasets, evaluate, prompts
 from ftvpe_core.training import finetune, tuning
@@ -204,8 +204,8 @@ def normal_code(code: str) -> str:
     return "".join(str(code).split()).upper()
 
 
-def _row(conn: sqlite3.Connection, code: str) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM challenges WHERE code = ?", (normal_code(code),)).fetchone()
+def _row(tables: ChallengeTables, code: str) -> sqlite3.Row:
+    row = tables.challenge(normal_code(code))
     if row is None:
         raise FtvpeError(f"No challenge has the code '{str(code).strip()[:20]}'. Check the code your teacher showed.")
     return row
@@ -300,94 +300,87 @@ def create(store: RunStore, settings: ChallengeSettings, data: datasets.Dataset 
     key = secrets.token_urlsafe(12)
     salt = secrets.token_bytes(16)
     now = time.time()
-    with store.writing() as conn:
+    with store.challenge_tables(write=True) as tables:
         while True:
             code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-            if conn.execute("SELECT 1 FROM challenges WHERE code = ?", (code,)).fetchone() is None:
+            if tables.challenge(code) is None:
                 break
-        conn.execute(
-            "INSERT INTO challenges (code, title, settings_json, data_json, key_salt, key_hash, created, closes) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                code,
-                title,
-                json.dumps(asdict(settings)),
-                None if builtin else json.dumps(datasets.to_dict(data)),
-                salt,
-                _hash_key(key, salt),
-                now,
-                now + 60 * settings.minutes,
-            ),
+        tables.add_challenge(
+            {
+                "code": code,
+                "title": title,
+                "settings_json": json.dumps(asdict(settings)),
+                "data_json": None if builtin else json.dumps(datasets.to_dict(data)),
+                "key_salt": salt,
+                "key_hash": _hash_key(key, salt),
+                "created": now,
+                "closes": now + 60 * settings.minutes,
+            }
         )
     return code, key
 
 
 def get(store: RunStore, code: str) -> Challenge:
     """The challenge with this code (FtvpeError when there is none)."""
-    with store.reading() as conn:
-        return _challenge(_row(conn, code))
+    with store.challenge_tables() as tables:
+        return _challenge(_row(tables, code))
 
 
 def check_key(store: RunStore, code: str, key: str) -> Challenge:
     """The challenge, when ``key`` is its teacher key; FtvpeError otherwise."""
-    with store.reading() as conn:
-        row = _row(conn, code)
+    with store.challenge_tables() as tables:
+        row = _row(tables, code)
         _check_key(row, key)
         return _challenge(row)
 
 
-def _teacher_update(store: RunStore, code: str, key: str, sql: str, params: tuple) -> None:
-    with store.writing() as conn:
-        row = _row(conn, code)
+def _set_open(store: RunStore, code: str, key: str, until: float | None) -> None:
+    with store.challenge_tables(write=True) as tables:
+        row = _row(tables, code)
         _check_key(row, key)
-        conn.execute(sql, (*params, row["code"]))
+        tables.set_open(row["code"], until)
 
 
 def close(store: RunStore, code: str, key: str) -> None:
     """Stop taking submissions (scores already queued still come in)."""
-    _teacher_update(store, code, key, "UPDATE challenges SET closed = 1 WHERE code = ?", ())
+    _set_open(store, code, key, None)
 
 
 def reopen(store: RunStore, code: str, key: str, minutes: int = 30) -> None:
     """Take submissions again, for at least ``minutes`` more."""
-    until = time.time() + 60 * max(1, int(minutes))
-    _teacher_update(
-        store, code, key, "UPDATE challenges SET closed = 0, closes = MAX(closes, ?) WHERE code = ?", (until,)
-    )
+    _set_open(store, code, key, time.time() + 60 * max(1, int(minutes)))
+
+
+def _remove(store: RunStore, sub: sqlite3.Row) -> None:
+    """Stop a removed submission's runs if they still wait or run."""
+    for run_id in (sub["train_run"], sub["score_run"]):
+        if run_id:
+            store.request_cancel(run_id)
 
 
 def remove_submission(store: RunStore, code: str, key: str, submission_id: int) -> None:
     """Take a submission off the leaderboard (its runs stop if they still wait or run)."""
-    with store.writing() as conn:
-        row = _row(conn, code)
+    with store.challenge_tables(write=True) as tables:
+        row = _row(tables, code)
         _check_key(row, key)
-        sub = conn.execute(
-            "SELECT * FROM challenge_submissions WHERE id = ? AND code = ?", (int(submission_id), row["code"])
-        ).fetchone()
+        sub = tables.submission(submission_id, row["code"])
         if sub is None:
             raise FtvpeError(f"Challenge {row['code']} has no submission {submission_id}.")
-        conn.execute("UPDATE challenge_submissions SET removed = 1 WHERE id = ?", (sub["id"],))
-    for run_id in (sub["train_run"], sub["score_run"]):
-        if run_id:
-            store.request_cancel(run_id)
+        tables.remove_submission(sub["id"])
+    _remove(store, sub)
 
 
 def withdraw(store: RunStore, code: str, name: str, submission_id: int) -> None:
     """A learner takes back one of their own submissions (its runs stop if they still wait or run). Only its
     owner can: the name must be the one it was submitted under; the teacher uses ``remove_submission``."""
     name = clean_name(name)
-    with store.writing() as conn:
-        row = _row(conn, code)
-        sub = conn.execute(
-            "SELECT * FROM challenge_submissions WHERE id = ? AND code = ? AND removed = 0",
-            (int(submission_id), row["code"]),
-        ).fetchone()
+    with store.challenge_tables(write=True) as tables:
+        row = _row(tables, code)
+        sub = tables.submission(submission_id, row["code"], kept=True)
         if sub is None or sub["name"].casefold() != name.casefold():
             raise FtvpeError(f"You have no submission {submission_id} in challenge {row['code']}; nothing was changed.")
-        conn.execute("UPDATE challenge_submissions SET removed = 1 WHERE id = ?", (sub["id"],))
-    for run_id in (sub["train_run"], sub["score_run"]):
-        if run_id:
-            store.request_cancel(run_id)
+        tables.remove_submission(sub["id"])
+    _remove(store, sub)
 
 
 def reveal(store: RunStore, code: str, key: str) -> list[dict]:
@@ -402,13 +395,8 @@ def reveal(store: RunStore, code: str, key: str) -> list[dict]:
 
 def list_challenges(store: RunStore) -> list[dict]:
     """Every challenge, newest first, with its number of learners and submissions (the CLI's list)."""
-    with store.reading() as conn:
-        rows = conn.execute(
-            "SELECT c.code, c.title, c.created, c.closes, c.closed, "
-            "(SELECT COUNT(*) FROM challenge_learners l WHERE l.code = c.code) AS learners, "
-            "(SELECT COUNT(*) FROM challenge_submissions s WHERE s.code = c.code AND s.removed = 0) AS submissions "
-            "FROM challenges c ORDER BY c.created DESC"
-        ).fetchall()
+    with store.challenge_tables() as tables:
+        rows = tables.challenges_with_counts()
     now = time.time()
     return [{**dict(r), "closed": bool(r["closed"]), "open": not r["closed"] and now < r["closes"]} for r in rows]
 
@@ -492,28 +480,18 @@ def _hash_token(token: str, salt: bytes) -> bytes:
     return hashlib.sha256(salt + str(token).strip().encode("utf-8")).digest()
 
 
-def _learner(conn: sqlite3.Connection, code: str, name: str) -> sqlite3.Row | None:
-    """The learner of this name: by its key, or by the exact name first (two names a schema 4 store kept
-    apart may share a key, the later one stored with its key set apart)."""
-    return conn.execute(
-        "SELECT * FROM challenge_learners WHERE code = ? AND (name_key = ? OR name = ? COLLATE BINARY) "
-        "ORDER BY name = ? COLLATE BINARY DESC LIMIT 1",
-        (code, names.key(name), name, name),
-    ).fetchone()
-
-
 def _taken(name: str) -> FtvpeError:
     return FtvpeError(
         f"Someone already joined as '{name}'. If that is you, rejoin with your token; otherwise pick another name."
     )
 
 
-def _claim(conn: sqlite3.Connection, row: sqlite3.Row, settings: ChallengeSettings, name: str, token: str) -> str:
+def _claim(tables: ChallengeTables, row: sqlite3.Row, settings: ChallengeSettings, name: str, token: str) -> str:
     """Take a free name for a learner with this rejoin token (inside the caller's write transaction)."""
-    existing = _learner(conn, row["code"], name)
+    existing = tables.learner(row["code"], name)
     if existing is not None:
         raise _taken(name)
-    taken = [r["name"] for r in conn.execute("SELECT name FROM challenge_learners WHERE code = ?", (row["code"],))]
+    taken = tables.learner_names(row["code"])
     if len(taken) >= settings.max_learners:
         raise FtvpeError(
             f"Challenge {row['code']} is full: {settings.max_learners} learners have joined. Ask your teacher."
@@ -522,11 +500,7 @@ def _claim(conn: sqlite3.Connection, row: sqlite3.Row, settings: ChallengeSettin
     if other is not None:
         raise FtvpeError(f"'{name}' looks too much like '{other}', who already joined; pick another name.")
     salt = secrets.token_bytes(16)
-    conn.execute(
-        "INSERT INTO challenge_learners (code, name, joined, name_key, token_salt, token_hash) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (row["code"], name, time.time(), names.key(name), salt, _hash_token(token, salt)),
-    )
+    tables.add_learner(row["code"], name, time.time(), salt, _hash_token(token, salt))
     return name
 
 
@@ -548,8 +522,8 @@ def join(store: RunStore, code: str, name: str, joins: int = 0) -> Joined:
     """
     name = clean_name(name)
     token = new_token()
-    with store.writing() as conn:
-        row = _row(conn, code)
+    with store.challenge_tables(write=True) as tables:
+        row = _row(tables, code)
         _check_open(row)
         settings = _challenge_settings(row)
         if joins >= settings.max_joins:
@@ -557,19 +531,16 @@ def join(store: RunStore, code: str, name: str, joins: int = 0) -> Joined:
                 f"This browser has already joined challenge {row['code']} under {joins} "
                 f"name{'' if joins == 1 else 's'}, the most it may. Rejoin with your token instead."
             )
-        _claim(conn, row, settings, name, token)
+        _claim(tables, row, settings, name, token)
     return Joined(name, token)
 
 
 def rejoin(store: RunStore, code: str, token: str) -> str:
     """The name a rejoin token belongs to in this challenge (open or closed); FtvpeError for any other token."""
     token = str(token).strip()
-    with store.reading() as conn:
-        row = _row(conn, code)
-        rows = conn.execute(
-            "SELECT name, token_salt, token_hash FROM challenge_learners WHERE code = ? AND token_hash IS NOT NULL",
-            (row["code"],),
-        ).fetchall()
+    with store.challenge_tables() as tables:
+        row = _row(tables, code)
+        rows = tables.learner_tokens(row["code"])
     found = None
     for r in rows:  # every row is checked, so the time taken says nothing about which one matched
         if hmac.compare_digest(_hash_token(token, r["token_salt"]), r["token_hash"]):
@@ -596,11 +567,8 @@ def token_counter(model: str | None = None) -> prompts.CountTokens:
 
 def learners(store: RunStore, code: str) -> list[str]:
     """The names that joined a challenge, in the order they joined."""
-    with store.reading() as conn:
-        rows = conn.execute(
-            "SELECT name FROM challenge_learners WHERE code = ? ORDER BY joined", (normal_code(code),)
-        ).fetchall()
-    return [r["name"] for r in rows]
+    with store.challenge_tables() as tables:
+        return tables.learner_names(normal_code(code))
 
 
 def template_from(fields: dict) -> prompts.PromptSpec:
@@ -634,20 +602,6 @@ def prompt_chars(template: prompts.PromptSpec) -> int:
     return len(t.role) + sum(len(i) + len(o) for i, o in t.examples) + sum(len(v) for v in t.context_parts().values())
 
 
-def _pending(conn: sqlite3.Connection, code: str, now: float, name_key: str | None = None) -> int:
-    """Submissions waiting or being scored (of one learner when ``name_key`` is given); one written in the
-    last minute without its score run yet counts too."""
-    query = (
-        "SELECT COUNT(*) FROM challenge_submissions s LEFT JOIN runs r ON r.id = s.score_run "
-        "WHERE s.code = ? AND s.removed = 0 AND "
-        "((s.score_run IS NULL AND s.created > ?) OR r.status IN ('queued', 'running'))"
-    )
-    params: tuple = (code, now - 60)
-    if name_key is not None:
-        query, params = query + " AND s.name_key = ?", (*params, name_key)
-    return conn.execute(query, params).fetchone()[0]
-
-
 def _reserve(
     store: RunStore,
     code: str,
@@ -667,15 +621,15 @@ def _reserve(
             refused submission takes no name.
     """
     now = time.time()
-    with store.writing() as conn:
-        row = _row(conn, code)
+    with store.challenge_tables(write=True) as tables:
+        row = _row(tables, code)
         _check_open(row)
         challenge = _challenge(row)
         if track not in challenge.settings.open_tracks:
             raise FtvpeError(
                 f"Challenge {row['code']} takes {TRACK_LABELS[challenge.settings.open_tracks[0]]} submissions only."
             )
-        learner = _learner(conn, row["code"], name)
+        learner = tables.learner(row["code"], name)
         if learner is None and token is None:
             raise FtvpeError(f"Join challenge {row['code']} first.")
         if learner is not None and token is not None:
@@ -684,17 +638,13 @@ def _reserve(
             ):
                 raise _taken(name)
         key = names.key(clean_name(name)) if learner is None else learner["name_key"]
-        if _pending(conn, row["code"], now, key):
+        if tables.pending(row["code"], now, key):
             raise FtvpeError("You already have a submission being scored; wait for its score, then submit again.")
-        recent = conn.execute(
-            "SELECT created FROM challenge_submissions WHERE code = ? AND name_key = ? AND created > ? "
-            "ORDER BY created",
-            (row["code"], key, now - 60),
-        ).fetchall()
+        recent = tables.submitted_since(row["code"], key, now - 60)
         if len(recent) >= PER_MINUTE:
-            wait = 60 - (now - recent[0]["created"])
+            wait = 60 - (now - recent[0])
             raise FtvpeError(f"At most {PER_MINUTE} submissions a minute; try again in {wait:.0f} s.")
-        waiting = _pending(conn, row["code"], now)
+        waiting = tables.pending(row["code"], now)
         if waiting >= challenge.settings.max_queued:
             raise FtvpeError(
                 f"The class's queue is full: {waiting} submissions are waiting to be scored. Try again in a minute."
@@ -702,15 +652,10 @@ def _reserve(
         # A new name is checked here, with the submission; a joined one is looked up by its key only, so a name
         # an older version let in (schema 4) still submits.
         shown = (
-            learner["name"] if learner is not None else _claim(conn, row, challenge.settings, clean_name(name), token)
+            learner["name"] if learner is not None else _claim(tables, row, challenge.settings, clean_name(name), token)
         )
-        cur = conn.execute(
-            "INSERT INTO challenge_submissions "
-            "(code, name, name_key, track, created, spec_json, prompt_tokens, train_examples) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (row["code"], shown, key, track, now, json.dumps(spec), tokens, examples),
-        )
-        return int(cur.lastrowid), challenge, shown
+        sid = tables.add_submission(row["code"], shown, key, track, now, json.dumps(spec), tokens, examples)
+        return sid, challenge, shown
 
 
 def learner_key(code: str, name: str) -> str:
@@ -722,7 +667,7 @@ def learner_key(code: str, name: str) -> str:
 def _queue_score(
     store: RunStore, sid: int, challenge: Challenge, track: str, device: str, train_run: str | None = None
 ) -> str:
-    name = _submission_name(store, sid)
+    name = submission(store, sid)["name"]
     record = {
         "code": challenge.code,
         "submission": sid,
@@ -736,19 +681,48 @@ def _queue_score(
     try:
         score_run = store.create(KIND, challenge.data.name, record, device, learner=learner_key(challenge.code, name))
     except BaseException:
-        with store.writing() as conn:
-            conn.execute("UPDATE challenge_submissions SET removed = 1 WHERE id = ?", (sid,))
+        _half_recorded(store, sid)
         raise
-    with store.writing() as conn:
-        conn.execute(
-            "UPDATE challenge_submissions SET train_run = ?, score_run = ? WHERE id = ?", (train_run, score_run, sid)
-        )
+    with store.challenge_tables(write=True) as tables:
+        tables.set_runs(sid, train_run, score_run)
     return score_run
 
 
-def _submission_name(store: RunStore, sid: int) -> str:
-    with store.reading() as conn:
-        return conn.execute("SELECT name FROM challenge_submissions WHERE id = ?", (sid,)).fetchone()["name"]
+def _half_recorded(store: RunStore, sid: int) -> None:
+    """A submission whose runs could not be queued leaves the boards."""
+    with store.challenge_tables(write=True) as tables:
+        tables.remove_submission(sid)
+
+
+def submission(store: RunStore, submission_id: int) -> sqlite3.Row:
+    """A submission's row (its name, track, spec, runs), removed or not; FtvpeError when there is none."""
+    with store.challenge_tables() as tables:
+        sub = tables.submission(submission_id)
+    if sub is None:
+        raise FtvpeError(f"There is no submission {submission_id}.")
+    return sub
+
+
+def check_prompt_budget(
+    settings: ChallengeSettings, template: prompts.PromptSpec, count_tokens: prompts.CountTokens | None
+) -> int:
+    """The tokens ``template`` adds to each input, checked against the challenge's prompt budget: at submit (with
+    the page's counter) and again when scoring (with the scoring model's own).
+
+    Raises:
+        FtvpeError: over the budget, in words for the learner.
+    """
+    limit = settings.max_prompt_tokens
+    chars = prompt_chars(template)
+    if chars > CHARS_PER_TOKEN * limit:  # refused before the tokenizer reads a huge text
+        raise FtvpeError(
+            f"Your prompt adds {chars:,} characters to each input, more than {limit:,} tokens can hold (at most "
+            f"{CHARS_PER_TOKEN * limit:,} characters, {CHARS_PER_TOKEN} a token); this challenge allows at most {limit:,}."
+        )
+    tokens = prompt_tokens(template, count_tokens)
+    if tokens > limit:
+        raise FtvpeError(f"Your prompt adds {tokens:,} tokens to each input; this challenge allows at most {limit:,}.")
+    return tokens
 
 
 def submit_prompt(
@@ -771,20 +745,11 @@ def submit_prompt(
         FtvpeError: a closed or unknown challenge, a bad or overlong field, a prompt over the token budget, a
             pending submission, too many in a minute or a full queue.
     """
-    limit = get(store, code).settings.max_prompt_tokens
     template = template_from(fields)
-    chars = prompt_chars(template)
-    if chars > CHARS_PER_TOKEN * limit:  # refused before the tokenizer reads a huge text
-        raise FtvpeError(
-            f"Your prompt adds {chars:,} characters to each input, more than {limit:,} tokens can hold (at most "
-            f"{CHARS_PER_TOKEN * limit:,} characters, {CHARS_PER_TOKEN} a token); this challenge allows at most {limit:,}."
-        )
-    tokens = prompt_tokens(template, count_tokens)
-    if tokens > limit:
-        raise FtvpeError(f"Your prompt adds {tokens:,} tokens to each input; this challenge allows at most {limit:,}.")
+    tokens = check_prompt_budget(get(store, code).settings, template, count_tokens)
     spec = {"prompt": {k: v for k, v in template.to_dict().items() if k != "task"}}
     sid, challenge, _ = _reserve(store, code, name, "prompt", spec, tokens, None, token)
-    _queue_score(store, sid, challenge, "prompt", device or settings_module.pick_device())
+    _queue_score(store, sid, challenge, "prompt", device)
     return sid
 
 
@@ -844,7 +809,6 @@ def submit_finetune(
     )
     spec = {"settings": train_settings.to_dict(), "examples": indices, "picked": picked}
     sid, challenge, name = _reserve(store, code, name, "finetune", spec, None, len(indices), token)
-    device = device or settings_module.pick_device()
     data = datasets.Dataset(
         name=runs_module.CHALLENGE_RUN,  # no join code: the run's record and download name no challenge
         title=f"{challenge.title} ({name})",
@@ -867,504 +831,13 @@ def submit_finetune(
             probes=0,  # nobody reads a challenge fine-tune's sample answers: no seconds spent on them
         )
     except BaseException:
-        with store.writing() as conn:
-            conn.execute("UPDATE challenge_submissions SET removed = 1 WHERE id = ?", (sid,))
+        _half_recorded(store, sid)
         raise
     _queue_score(store, sid, challenge, "finetune", device, train_run)
     return sid
 
 
-# Scoring, in the job process
-
-
-def _learner_error(e: BaseException) -> str:
-    """A scoring failure in words that quote nothing of the hidden inputs."""
-    text = str(e)
-    if isinstance(e, FtvpeError) and ("context" in text or "tokens" in text):
-        return "Scoring failed: a prompt built from a hidden input did not fit the model's context; shorten yours."
-    return f"Scoring on the hidden test failed ({type(e).__name__}); your teacher can read the job's log."
-
-
-class _Stopped(Exception):
-    """A scoring run stops between answers: removed by the teacher (cancelled) or the app stopping."""
-
-    def __init__(self, interrupted: bool):
-        super().__init__("interrupted" if interrupted else "cancelled")
-        self.interrupted = interrupted
-
-
-def _check_stop(store: RunStore, run_id: str, interrupted: Callable[[], bool] | None) -> None:
-    """Raise _Stopped when the teacher removed the submission (its run's cancel flag) or the app stops."""
-    if interrupted is not None and interrupted():
-        raise _Stopped(True)
-    if store.cancel_requested(run_id):
-        raise _Stopped(False)
-
-
-def _summary(task: evaluate.Task, arm: evaluate.ArmResult, n_public: int, train_seconds: float) -> dict:
-    """A score run's summary: the public part's score (the live board) and the private part's (the final
-    ranking), from the arm's examples in scoring order (public first). Nothing in it is measured on the hidden
-    inputs' lengths (no prompt tokens a call, no latency): what a prompt costs is the tokens it adds itself."""
-    scores = [r.score for r in arm.examples]
-    public_scores, private_scores = scores[:n_public], scores[n_public:]
-    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
-    return {
-        "score": mean(public_scores),
-        "n": len(public_scores),
-        "private_score": mean(private_scores),
-        "private_n": len(private_scores),
-        "metric": task.metric,
-        "train_seconds": train_seconds,
-    }
-
-
-def _log_cause(run_id: str, e: BaseException) -> None:
-    """The real cause of a failed score, traceback and all, on the job process's log (its stderr) for the
-    teacher; the learner reads only the reworded error."""
-    print(f"Run {run_id}: scoring failed; the cause (the learner sees a reworded message):", file=sys.stderr)
-    traceback.print_exception(e, file=sys.stderr)
-    sys.stderr.flush()
-
-
-@dataclass
-class _Scoring:
-    """A claimed score run, read and checked, ready to answer the hidden set."""
-
-    run_id: str
-    challenge: Challenge
-    track: str
-    template: prompts.PromptSpec | None
-    adapter: Path | None
-    train_s: float
-    model: str | None
-    device: str
-
-
-def _prepare(store: RunStore, run_id: str, interrupted: Callable[[], bool] | None) -> _Scoring:
-    run = store.get(run_id)
-    challenge = get(store, run.settings["code"])
-    track = run.settings["track"]
-    with store.reading() as conn:
-        sub = conn.execute("SELECT * FROM challenge_submissions WHERE id = ?", (run.settings["submission"],)).fetchone()
-    if sub is None or sub["removed"]:
-        raise FtvpeError("This submission was removed by the teacher.")
-    _check_stop(store, run_id, interrupted)
-    adapter, train_s, template = None, 0.0, None
-    if track == "finetune":
-        train = store.get(run.settings["train_run"])
-        if train.status != "complete":
-            raise FtvpeError(f"The fine-tune did not finish ({train.status}): {train.error or 'no reason given'}")
-        adapter = store.artifact_dir(train.id)
-        train_s = float((train.summary or {}).get("train_seconds", 0.0))
-    else:
-        template = prompts.PromptSpec.from_dict({**json.loads(sub["spec_json"])["prompt"], "task": PLACEHOLDER})
-    return _Scoring(run_id, challenge, track, template, adapter, train_s, run.settings.get("model"), run.device)
-
-
-def _end(store: RunStore, run_id: str, e: BaseException) -> dict:
-    """A score run that could not finish: stopped (cancelled or interrupted), or failed with words for the
-    learner (the cause on the job's log)."""
-    if isinstance(e, _Stopped):
-        if e.interrupted:
-            store.interrupt(run_id)
-        else:
-            store.mark_cancelled(run_id)
-        return {"run_id": run_id, "status": str(e)}
-    error = str(e) if isinstance(e, FtvpeError) else _learner_error(e)
-    if store.get(run_id).status in ("queued", "running"):
-        _log_cause(run_id, e)
-        store.fail(run_id, error)
-    return {"run_id": run_id, "status": "failed", "error": error}
-
-
-def _score_group(
-    store: RunStore, group: list[_Scoring], interrupted: Callable[[], bool] | None
-) -> dict[str, dict | BaseException]:
-    """Score runs of one model (one adapter, or none) in one batched pass: each run's answers are the ones it
-    gets alone (``evaluate.run_arms``). A run removed or failing on its own ends alone; the others go on."""
-    out: dict[str, dict | BaseException] = {}
-    first = group[0]
-    for item in group:
-        store.set_progress(item.run_id, 0.05, "Loading the model")
-    weights = adapters.WEIGHT_FORMAT if first.adapter else PROMPT_WEIGHT_FORMAT
-    loaded = models.load(first.model, device=first.device, weight_format=weights, adapter=first.adapter)
-    ready: list[_Scoring] = []
-    for item in group:
-        cap = item.challenge.settings.max_prompt_tokens
-        if item.template is not None and prompt_tokens(item.template, loaded.count_tokens) > cap:
-            out[item.run_id] = FtvpeError(f"The prompt is over this challenge's {cap} tokens.")
-        else:
-            ready.append(item)
-    tasks = {item.run_id: hidden_task(item.challenge) for item in ready}
-    for item in ready:
-        total = len(tasks[item.run_id].examples)
-        store.set_progress(item.run_id, 0.1, f"Scoring on {total} hidden examples")
-
-    def progress(index: int, done: int, total: int) -> bool:
-        item = ready[index]
-        try:
-            _check_stop(store, item.run_id, interrupted)  # between answers: Remove and app stop are honoured
-        except _Stopped as stop:
-            out[item.run_id] = stop
-            return False
-        store.set_progress(item.run_id, 0.1 + 0.9 * done / max(total, 1), f"Scored {done} of {total} hidden examples")
-        return True
-
-    arms = [evaluate.ArmSpec(tasks[i.run_id], i.track, TRACK_LABELS[i.track], (), i.train_s, i.template) for i in ready]
-    try:
-        results = evaluate.run_arms(loaded, arms, None, progress) if arms else []
-    except Exception as e:  # noqa: BLE001 - reworded: the original may quote a hidden input
-        if len(ready) == 1:
-            reworded = FtvpeError(_learner_error(e))
-            reworded.__cause__ = e  # the job's log shows the real cause (``_log_cause``); the learner, these words
-            return {**out, ready[0].run_id: reworded}
-        # One prompt broke the pass (it does not fit the context, say): each run again on its own.
-        for item in ready:
-            out.update(_score_group(store, [item], interrupted))
-        return out
-    for item, arm in zip(ready, results):
-        if arm is None:
-            continue  # stopped: out holds why
-        task = tasks[item.run_id]
-        n_public = len(hidden_task(item.challenge, "public").examples)
-        summary = _summary(task, arm, n_public, item.train_s)
-        # Counts only, over the public part's answers (what the learner's board scored): what the learner is told.
-        summary["feedback"] = evaluate.answer_feedback(task, [r.answer for r in arm.examples[:n_public]])
-        out[item.run_id] = summary
-    return out
-
-
-def execute_many(store: RunStore, run_ids: list[str], interrupted: Callable[[], bool] | None = None) -> list[dict]:
-    """Score claimed 'challenge' runs on their hidden sets; each summary (numbers only) goes to the store.
-
-    Prompt submissions on one model are scored together in one batched pass through the engine (every waiting
-    learner's prompt on every hidden input), each getting exactly the score it gets alone; a fine-tune
-    submission is scored on its own adapter. Between answers a run stops when the teacher removes its
-    submission (marked cancelled) or the app stops (``interrupted`` says True: marked interrupted); one run's
-    failure or stop leaves the others going."""
-    ended: dict[str, dict | BaseException] = {}
-    groups: dict[tuple, list[_Scoring]] = {}
-    for run_id in run_ids:
-        try:
-            item = _prepare(store, run_id, interrupted)
-        except Exception as e:  # noqa: BLE001 - this run ends; the others go on
-            ended[run_id] = e
-            continue
-        key = (item.model, item.device, str(item.adapter)) if item.adapter else (item.model, item.device, None)
-        groups.setdefault(key, []).append(item)
-    for group in groups.values():
-        try:
-            ended.update(_score_group(store, group, interrupted))
-        except Exception as e:  # noqa: BLE001 - the model did not load, say: each run of the group fails
-            ended.update({item.run_id: e for item in group})
-    out = []
-    for run_id in run_ids:
-        result = ended.get(run_id)
-        if isinstance(result, dict):
-            store.artifact_dir(run_id)
-            store.finish(run_id, result)
-            out.append({"run_id": run_id, "status": "complete", **result})
-        else:
-            out.append(_end(store, run_id, result or FtvpeError("The run was not scored.")))
-    return out
-
-
-def execute(store: RunStore, run_id: str, interrupted: Callable[[], bool] | None = None) -> dict:
-    """Score a claimed 'challenge' run on the hidden set (``execute_many`` with one run: the same pass, so a
-    score alone and a score in a class's batch are one and the same). Raises what failed it, marked failed."""
-    result = execute_many(store, [run_id], interrupted)[0]
-    if result["status"] == "failed":
-        raise FtvpeError(result["error"])
-    return result
-
-
 def runs_of(store: RunStore, submission_id: int) -> tuple[str | None, str]:
     """A submission's runs: (its fine-tune's, or None for a prompt; its score's)."""
-    with store.reading() as conn:
-        sub = conn.execute(
-            "SELECT train_run, score_run FROM challenge_submissions WHERE id = ?", (submission_id,)
-        ).fetchone()
-    if sub is None:
-        raise FtvpeError(f"There is no submission {submission_id}.")
+    sub = submission(store, submission_id)
     return sub["train_run"], sub["score_run"]
-
-
-# Reading the results
-
-
-HALF_WRITTEN_S = 60.0
-"""A submission still without its score run this long after it was made was cut off half-written."""
-HALF_WRITTEN_ERROR = "This submission was cut off while it was being recorded (the server stopped); submit it again."
-_STATUS_WORDS = {
-    "queued": "waiting",
-    "running": "scoring",
-    "complete": "scored",
-    "failed": "failed",
-    "cancelled": "removed",
-    "interrupted": "interrupted",
-}
-
-
-def _check_part(part: str) -> None:
-    if part not in PARTS:
-        raise FtvpeError(f"The part must be one of {', '.join(PARTS)}, got {part!r}.")
-
-
-def submissions(store: RunStore, code: str, name: str | None = None, part: str = "public") -> list[dict]:
-    """Every submission kept (of one learner, when ``name`` is given: compared by ``names.key``), oldest first,
-    with its name ``key``, status, score and costs: ``prompt_tokens`` (added to each input), ``train_examples``
-    and ``train_seconds``.
-
-    Args:
-        part: whose score ``score`` and ``n`` hold: 'public' (the live board: what learners see) or
-            'private' (the final ranking, teacher only; the entries then also hold ``public_score``).
-    """
-    _check_part(part)
-    query = (
-        "SELECT s.*, r.status AS status, r.summary_json AS summary, r.error AS error, r.progress_json AS progress, "
-        "t.status AS train_status, (SELECT MAX(step) FROM metrics m WHERE m.run_id = s.train_run) AS train_step "
-        "FROM challenge_submissions s LEFT JOIN runs r ON r.id = s.score_run LEFT JOIN runs t ON t.id = s.train_run "
-        "WHERE s.code = ? AND s.removed = 0"
-    )
-    params: tuple = (normal_code(code),)
-    with store.reading() as conn:
-        if name is not None:
-            learner = _learner(conn, params[0], name)
-            key = learner["name_key"] if learner is not None else names.key(name)
-            query, params = query + " AND s.name_key = ?", (*params, key)
-        rows = conn.execute(query + " ORDER BY s.created, s.id", params).fetchall()
-    out = []
-    for r in rows:
-        summary = json.loads(r["summary"]) if r["summary"] else {}
-        status = r["status"] or "queued"
-        spec = json.loads(r["spec_json"])
-        training = r["train_status"] in ("queued", "running", "interrupted")
-        error = r["error"] if status == "failed" else None
-        if training:
-            done = "" if r["train_step"] is None else f": step {r['train_step']} of {spec['settings']['max_steps']}"
-            now = {
-                "queued": "waiting for the job process",
-                "running": f"training{done}",
-                "interrupted": f"interrupted{done}; it goes on when the app's job process starts again",
-            }[r["train_status"]]
-        elif r["score_run"] is None and time.time() - r["created"] > HALF_WRITTEN_S:
-            # Cut off between its two writes (the server stopped): it will never be scored.
-            status, now, error = "failed", "", HALF_WRITTEN_ERROR
-        elif status == "queued":
-            now = ""  # its place in the queue is the runner's to say (``runners.place_words``, ``room.status``)
-        else:
-            now = (json.loads(r["progress"] or "null") or {}).get("message", "")
-        out.append(
-            {
-                "id": r["id"],
-                "name": r["name"],
-                "key": r["name_key"] or names.key(r["name"]),
-                "track": r["track"],
-                "created": r["created"],
-                "status": "training" if training else _STATUS_WORDS.get(status, status),
-                "progress": now,
-                "error": error,
-                "score": summary.get("score" if part == "public" else "private_score"),
-                "n": summary.get("n" if part == "public" else "private_n"),
-                "prompt_tokens": r["prompt_tokens"],
-                "train_examples": r["train_examples"],
-                "train_seconds": summary.get("train_seconds"),
-                "feedback": summary.get("feedback"),
-                "train_run": r["train_run"],
-                "score_run": r["score_run"],
-                "spec": spec,
-                **({"public_score": summary.get("score")} if part == "private" else {}),
-            }
-        )
-    return out
-
-
-def cost(entry: dict) -> int:
-    """What a tie is broken on: the prompt's added tokens, or the number of training examples."""
-    return int(entry["prompt_tokens"] if entry["track"] == "prompt" else entry["train_examples"]) or 0
-
-
-def leaderboard(
-    store: RunStore, code: str, entries: list[dict] | None = None, part: str = "public"
-) -> dict[str, list[dict]]:
-    """Per track, each learner's (``key``'s) best scored submission, best first: higher score, then fewer prompt tokens
-    or training examples, then earlier. Each entry gains its ``rank``.
-
-    Args:
-        entries: ``submissions`` already read (their ``score`` is then the part they were read for).
-        part: 'public' (the live board learners see) or 'private' (the final ranking: ``final``).
-    """
-    _check_part(part)
-    entries = submissions(store, code, part=part) if entries is None else entries
-    best: dict[tuple[str, str], dict] = {}
-    order = lambda e: (-e["score"], cost(e), e["created"])  # noqa: E731
-    for e in entries:
-        if e["score"] is None:
-            continue
-        key = (e["track"], e.get("key") or names.key(e["name"]))
-        if key not in best or order(e) < order(best[key]):
-            best[key] = e
-    board: dict[str, list[dict]] = {t: [] for t in TRACKS}
-    for e in sorted(best.values(), key=order):
-        board[e["track"]].append({**e, "rank": len(board[e["track"]]) + 1})
-    return board
-
-
-def final(store: RunStore, code: str, key: str) -> dict[str, list[dict]]:
-    """The final ranking (teacher key needed): each learner's best on the private part of the hidden set,
-    which no learner's board ever showed, so probing the live board could not tune a submission to it."""
-    check_key(store, code, key)
-    return leaderboard(store, code, part="private")
-
-
-def _mean(entries: list[dict], key: str) -> float | None:
-    return sum(e.get(key) or 0 for e in entries) / len(entries) if entries else None
-
-
-def track_summary(entries: list[dict]) -> dict[str, dict]:
-    """Per track: scored submissions, mean and best score, and mean cost (``mean_prompt_tokens``: the tokens a
-    prompt adds to each input, never a count of the hidden inputs; training s)."""
-    out = {}
-    for track in TRACKS:
-        scored = [e for e in entries if e["track"] == track and e["score"] is not None]
-        out[track] = {
-            "n": len(scored),
-            "mean_score": _mean(scored, "score"),
-            "best_score": max((e["score"] for e in scored), default=None),
-            "mean_prompt_tokens": _mean(scored, "prompt_tokens"),
-            "mean_train_seconds": _mean(scored, "train_seconds"),
-        }
-    return out
-
-
-def describe(entry: dict) -> str:
-    """A submission in one line of plain text: its prompt's techniques and fields, or its training recipe."""
-    spec = entry["spec"]
-    if entry["track"] == "prompt":
-        p = spec["prompt"]
-        parts = [f"techniques: {', '.join(p.get('enabled') or []) or 'none'}"]
-        if "role" in p.get("enabled", []):
-            parts.append(f"role: {p.get('role', '')}")
-        if "few-shot" in p.get("enabled", []):
-            parts.append(f"{len(p.get('examples') or [])} examples")
-        if "context" in p.get("enabled", []):
-            parts += [f"{k}: {p[k]}" for k in ("facts", "tone", "audience", "words", "output_format") if p.get(k)]
-        return "; ".join(parts)
-    t = spec["settings"]
-    return (
-        f"{entry['train_examples']} examples ({spec.get('picked', 'random')}), {t['max_steps']} steps, "
-        f"learning rate {t['learning_rate']:g}, rank {t['rank']}"
-    )
-
-
-def best_pair(store: RunStore, code: str, part: str = "public") -> dict[str, dict | None]:
-    """The top entry of each track (None where nobody scored yet) on the live board (or the final ranking)."""
-    board = leaderboard(store, code, part=part)
-    return {t: (board[t][0] if board[t] else None) for t in TRACKS}
-
-
-# Export (teacher)
-
-
-def _csv_cell(value: object) -> object:
-    # A spreadsheet runs a cell that starts with = + - @ as a formula: names and prompts are text.
-    text = "" if value is None else value
-    if isinstance(text, str) and text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + text
-    return text
-
-
-def export_csv(store: RunStore, code: str, key: str) -> str:
-    """Every submission kept, one row each (teacher key needed): its live score (public part) and its final
-    score (private part)."""
-    c = check_key(store, code, key)
-    public_n = len(hidden_task(c, "public").examples)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(
-        [
-            "id",
-            "name",
-            "track",
-            "time",
-            "status",
-            "score",
-            "hidden_examples",
-            "final_score",
-            "final_examples",
-            "prompt_tokens_added",
-            "train_examples",
-            "train_seconds",
-            "submission",
-        ]
-    )
-    for e in submissions(store, code, part="private"):
-        writer.writerow(
-            [
-                _csv_cell(v)
-                for v in (
-                    e["id"],
-                    e["name"],
-                    e["track"],
-                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["created"])),
-                    e["status"],
-                    None if e["public_score"] is None else round(e["public_score"], 4),
-                    public_n,
-                    None if e["score"] is None else round(e["score"], 4),
-                    e["n"],
-                    e["prompt_tokens"],
-                    e["train_examples"],
-                    None if e["train_seconds"] is None else round(e["train_seconds"], 1),
-                    describe(e),
-                )
-            ]
-        )
-    return out.getvalue()
-
-
-def export(store: RunStore, code: str, key: str) -> dict:
-    """The challenge's results as one JSON-ready dict (``report.challenge_html`` writes it as a page): the
-    final ranking on the private part (``leaderboard``; each entry also holds its ``public_score``) and the live
-    board as learners saw it (``public_leaderboard``)."""
-    c = check_key(store, code, key)
-    entries = submissions(store, code, part="private")
-    return {
-        "code": c.code,
-        "title": c.title,
-        "metric": c.settings.metric or c.data.metric,
-        "hidden_split": "held-back" if c.builtin else c.settings.hidden_split,
-        "hidden_source": hidden_source(c),
-        "hidden_n": len(hidden_task(c).examples),
-        "public_n": len(hidden_task(c, "public").examples),
-        "private_n": len(hidden_task(c, "private").examples),
-        "created": c.created,
-        "submissions": entries,
-        "leaderboard": leaderboard(store, code, entries, part="private"),
-        "public_leaderboard": leaderboard(store, code, part="public"),
-        "tracks": track_summary(entries),
-        "descriptions": {e["id"]: describe(e) for e in entries},
-    }
-
-
-def compare_arms(store: RunStore, code: str, key: str) -> dict:
-    """What Compare needs to score a challenge's best prompt and best run (by the final ranking) on the task's
-    public test split, which holds none of the hidden examples: {'task', 'run_id', 'prompt', 'names'}.
-
-    Raises:
-        FtvpeError: a challenge Compare cannot score (an upload: Compare scores built-in tasks), or no scores yet.
-    """
-    c = check_key(store, code, key)
-    if not c.builtin:
-        raise FtvpeError(
-            f"Compare scores a built-in task's public test split; challenge {c.code} is on the uploaded "
-            f"{c.data.title}, so Compare cannot score it."
-        )
-    best = best_pair(store, code, part="private")
-    if best["prompt"] is None and best["finetune"] is None:
-        raise FtvpeError(f"Nobody has a score in challenge {c.code} yet.")
-    return {
-        "task": c.data.name,
-        "run_id": best["finetune"]["train_run"] if best["finetune"] else None,
-        "prompt": best["prompt"]["spec"]["prompt"] if best["prompt"] else None,
-        "names": {t: e["name"] for t, e in best.items() if e},
-    }

@@ -17,6 +17,9 @@ A run can continue where it stopped: with ``checkpoint`` set, ``train`` writes o
 evaluation and when it is stopped (the adapter, AdamW's moments, the best weights so far, the random states;
 the loop's counters in the file's metadata), and ``train(resume_from=...)`` carries on from it as if it had
 never stopped. Nothing in a checkpoint is pickled.
+
+Over 600 lines because it is one training loop with its settings, presets, evaluations and checkpoints, which a
+resumed run must read exactly as the loop wrote them.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def submit(
         "dataset_source": "builtin" if builtin else "upload",
         "probes": max(0, min(int(probes), PROBES)),
     }
-    run_id = store.create(KIND, dataset.name, record, device or settings_module.pick_device(), learner)
+    run_id = store.create(KIND, dataset.name, record, device, learner)
     if not builtin:
         try:
             path = store.artifact_dir(run_id) / DATASET_FILE
@@ -301,7 +301,7 @@ def adapter_zip(store: RunStore, run_id: str) -> bytes:
     return buffer.getvalue()
 
 
-# On a Ray cluster (``jobs.kinds.Cluster``)
+# On a Ray cluster (``jobs.kinds``: a kind ``on_ray``)
 
 
 def pack(store: RunStore, run: Run, options: dict) -> dict:

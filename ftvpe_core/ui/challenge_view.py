@@ -16,7 +16,7 @@ import streamlit as st
 from ftvpe_core import FtvpeError, figures, settings
 from ftvpe_core.jobs import runners
 from ftvpe_core.tasks import datasets, evaluate, prompts
-from ftvpe_core.teaching import challenges
+from ftvpe_core.teaching import challenges, results
 from ftvpe_core.ui import loaders, markdown, room, run_views
 from ftvpe_core.ui.prompt_lab import text_to_examples
 
@@ -491,16 +491,16 @@ def presenter(store, challenge: challenges.Challenge) -> None:
     @st.fragment(run_every=3.0)
     def live() -> None:  # everything it draws is inside it: a fragment's rerun replaces only its own output
         run_views.tick(store)
-        entries = challenges.submissions(store, code)
+        entries = results.submissions(store, code)
         with st.container(key="th_head"):
             st.markdown(f"🏁 **{markdown.literal(challenge.title)}** · {closes_text(challenge.closes)}")
         join, qr, *boards = st.columns([1.25, 0.8, 1, 1], vertical_alignment="top")
         join_box(code, join, qr)
-        leaderboard(challenges.leaderboard(store, code, entries), metric, presenter=True, columns=boards)
+        leaderboard(results.leaderboard(store, code, entries), metric, presenter=True, columns=boards)
         fig = figures.challenge_scores(entries, metric, height=CHART_HEIGHT)
         st.plotly_chart(fig, key="th_chart", width="stretch", config={"displayModeBar": False})
         summary(entries)
-        best_side_by_side(challenges.best_pair(store, code))
+        best_side_by_side(results.best_pair(store, code))
 
     live()
 
@@ -519,7 +519,7 @@ def summary(entries: list[dict]) -> None:
                 if t == "prompt" or s["mean_train_seconds"] is None
                 else f"{s['mean_train_seconds']:.0f}",
             }
-            for t, s in challenges.track_summary(entries).items()
+            for t, s in results.track_summary(entries).items()
         ],
         hide_index=True,
         width="stretch",
@@ -539,12 +539,12 @@ def controls(store, challenge: challenges.Challenge, key: str) -> None:
     else:
         c1.button("Reopen for 30 min", key="th_reopen", on_click=safely, args=(challenges.reopen, store, code, key))
     c2.download_button(
-        "Results as CSV", challenges.export_csv(store, code, key), f"challenge-{code}.csv", "text/csv", key="th_csv"
+        "Results as CSV", results.export_csv(store, code, key), f"challenge-{code}.csv", "text/csv", key="th_csv"
     )
     if c3.button("Prepare the HTML report", key="th_prepare"):
         from ftvpe_core.studies import report
 
-        ss.th_html = report.challenge_html(challenges.export(store, code, key))
+        ss.th_html = report.challenge_html(results.export(store, code, key))
     if ss.th_html:
         c3.download_button("Download the report", ss.th_html, f"challenge-{code}.html", "text/html", key="th_report")
     c4.button("Lock this view", key="th_lock", on_click=lambda: ss.update(th_code=None, th_key=None, th_fresh=False))
@@ -554,7 +554,7 @@ def controls(store, challenge: challenges.Challenge, key: str) -> None:
     with st.expander("Final ranking"):
         final_ranking(store, challenge, key)
     with st.expander("Remove a submission"):
-        entries = challenges.submissions(store, code)
+        entries = results.submissions(store, code)
         ids = [e["id"] for e in entries]
         labels = {e["id"]: f"{e['id']} · {e['name']} · {e['track']} · {pct(e['score'])}" for e in entries}
         chosen = st.selectbox("Submission", ids, key="th_remove_id", format_func=labels.get)
@@ -568,8 +568,8 @@ def controls(store, challenge: challenges.Challenge, key: str) -> None:
 
 def final_ranking(store, challenge: challenges.Challenge, key: str) -> None:
     """The ranking the teacher announces at the end, for the teacher's eyes: every learner's best per track on
-    the private part of the hidden set, which no learner's board ever showed (``challenges.final``)."""
-    board = challenges.final(store, challenge.code, key)
+    the private part of the hidden set, which no learner's board ever showed (``results.final``)."""
+    board = results.final(store, challenge.code, key)
     metric = challenge.settings.metric or challenge.data.metric
     st.caption("Ranked on the private part of the hidden examples; the live board showed the public part only.")
     for track in challenges.TRACKS:
@@ -588,7 +588,7 @@ def best_side_by_side(best: dict) -> None:
                 st.caption("Nobody has a score on this track yet.")
                 continue
             st.markdown(f"{markdown.literal(e['name'])} · **{pct(e['score'])}** · {markdown.literal(_cost(e))}")
-            st.text(challenges.describe(e))
+            st.text(results.describe(e))
             if track == "prompt":
                 p = e["spec"]["prompt"]
                 built = prompts.build(prompts.PromptSpec.from_dict({**p, "task": challenges.PLACEHOLDER}))

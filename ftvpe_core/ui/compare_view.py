@@ -7,7 +7,7 @@ import streamlit as st
 from ftvpe_core import FtvpeError, figures
 from ftvpe_core.studies import compare, report
 from ftvpe_core.tasks import datasets
-from ftvpe_core.teaching import challenges
+from ftvpe_core.teaching import results
 from ftvpe_core.ui import markdown
 
 PAGE = "pages/4_Compare.py"
@@ -40,7 +40,7 @@ def challenge_loader(store) -> None:
         c2.text_input("Teacher key", key="cp_ch_key", type="password")
         if st.button("Load the challenge's arms", key="cp_ch_load"):
             try:
-                arms = challenges.compare_arms(store, ss.cp_ch_code, ss.get("cp_ch_key", ""))
+                arms = results.compare_arms(store, ss.cp_ch_code, ss.get("cp_ch_key", ""))
             except FtvpeError as e:
                 st.error(markdown.literal(e))
                 return

@@ -129,7 +129,7 @@ def status(store: RunStore, entry: dict, score_run: Run | None, slots: runners.S
     """A submission's status from its runs.
 
     Args:
-        entry: a ``challenges.submissions`` entry.
+        entry: a ``results.submissions`` entry.
         score_run: its scoring run (``score_runs``), None where it is not known.
         slots: the runner's slots (``runners.current().slots(store)``), read once for a page of entries; may be
             None when the entry is scored or has failed.
