@@ -19,11 +19,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
 from ftvpe_core.store.runs import RunStore
-from ftvpe_core.teaching import challenges
+from ftvpe_core.teaching import challenges, results
 from ftvpe_core.ui import room
 from tests.test_browser import (  # noqa: F401 - fixtures
     ARTIFACTS,
@@ -57,7 +58,9 @@ pytestmark = [
 # the page is caught even when the test looks a moment later).
 RECORD_PHASES = """
 window.__phases = [];
+window.__changed = Date.now();
 new MutationObserver(() => {
+  window.__changed = Date.now();
   const shown = document.querySelector('[class*="st-key-ch_status_"] strong');
   const phase = shown ? shown.innerText.trim() : null;
   if (phase && window.__phases[window.__phases.length - 1] !== phase) window.__phases.push(phase);
@@ -168,6 +171,29 @@ def _join(browser, link: str, name: str):  # noqa: F811 - the fixture's name
     return page
 
 
+def _wait_scored(page, name: str, home: Path, code: str) -> None:
+    """Wait for the learner's card to say 'scored'; if it never does, fail with what the page and the store showed
+    (the card's text, when the page last changed, exceptions on it, every run's status), and a screenshot."""
+    from playwright.sync_api import expect
+
+    card = page.locator('[class*="st-key-ch_status_"]').first
+    try:
+        expect(card).to_contain_text("scored · Scored:", timeout=SCORED_MS)
+    except AssertionError as e:
+        shot = ARTIFACTS / f"challenge_not_scored_{name}.png"
+        page.screenshot(path=str(shot), full_page=True)
+        cards = page.locator('[class*="st-key-ch_status_"]').all_inner_texts()
+        quiet_s = page.evaluate("(Date.now() - window.__changed) / 1000")
+        errors = page.locator('[data-testid="stException"]').all_inner_texts()
+        store = RunStore(home)
+        runs_now = [(r.id, r.kind, r.status, r.error) for r in store.list()]
+        entries = [(x["id"], x["status"], x["score"]) for x in results.submissions(store, code, name)]
+        raise AssertionError(
+            f"{name}'s card never said 'scored': cards {cards}, the page unchanged for {quiet_s:.0f} s, exceptions "
+            f"{errors}, phases {page.evaluate('window.__phases')}, submissions {entries}, runs {runs_now}; {shot}"
+        ) from e
+
+
 def test_a_class_joins_from_phones_by_the_projected_link_and_the_projector_shows_it_all(browser, class_app):  # noqa: F811
     from playwright.sync_api import expect
 
@@ -208,9 +234,8 @@ def test_a_class_joins_from_phones_by_the_projected_link_and_the_projector_shows
         page.get_by_role("button", name="Train and submit").click()
     _check_phone_layout(ana, "the prompt form")
 
-    for page in learners.values():
-        card = page.locator('[class*="st-key-ch_status_"]').first
-        expect(card).to_contain_text("scored · Scored:", timeout=SCORED_MS)
+    for name, page in learners.items():
+        _wait_scored(page, name, home, code)
     phases = {name: page.evaluate("window.__phases") for name, page in learners.items()}
     for name, seen in phases.items():  # a prompt's score can start at once (the short lane is warm): no "queued"
         assert seen[0] in ("queued", "scoring", "training") and seen[-1] == "scored", (name, seen)
