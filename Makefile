@@ -47,8 +47,8 @@ run: setup
 # worker under pytest 9: it renames item._nodeid, which pytest 9 no longer reads).
 TEST_WORKERS ?= auto
 test: setup-dev browser
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not browser"
-	$(BIN)/python -m pytest -n 0 -m browser
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not browser" --durations=15
+	$(BIN)/python -m pytest -n 0 -m browser --durations=15
 
 lint: setup-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
