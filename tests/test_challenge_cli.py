@@ -195,3 +195,13 @@ def test_a_refused_submit_takes_no_name_and_a_taken_name_needs_its_rejoin_token(
     assert rc == 0 and out.startswith("submission 2 by Zed: ") and "rejoin token" not in out and err == ""
     rc, out, _ = _run(capsys, "challenge", "list")
     assert "1 learners" in out and "2 submissions" in out
+
+
+def test_no_teacher_key_starts_with_a_dash_which_the_command_line_would_read_as_an_option(monkeypatch):
+    # secrets.token_urlsafe gives such a key 1 time in 64; here it gives two of them before a good one.
+    keys = iter(["-abcdEFGH1234", "-_x-yyyyzzzz", "Qabc-EFGH1234"])
+    monkeypatch.setattr(challenges.secrets, "token_urlsafe", lambda n: next(keys))
+    assert challenges.new_teacher_key() == "Qabc-EFGH1234"
+    monkeypatch.undo()
+    real = [challenges.new_teacher_key() for _ in range(2000)]  # about 31 would start with '-' unfiltered
+    assert not [k for k in real if k.startswith("-")] and len(set(real)) == 2000

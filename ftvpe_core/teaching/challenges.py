@@ -297,7 +297,7 @@ def create(store: RunStore, settings: ChallengeSettings, data: datasets.Dataset 
     if builtin:
         settings = dataclasses.replace(settings, task=data.name)
     title = settings.title.strip() or data.title
-    key = secrets.token_urlsafe(12)
+    key = new_teacher_key()
     salt = secrets.token_bytes(16)
     now = time.time()
     with store.challenge_tables(write=True) as tables:
@@ -502,6 +502,14 @@ def _claim(tables: ChallengeTables, row: sqlite3.Row, settings: ChallengeSetting
     salt = secrets.token_bytes(16)
     tables.add_learner(row["code"], name, time.time(), salt, _hash_token(token, salt))
     return name
+
+
+def new_teacher_key() -> str:
+    """A fresh teacher key. Never one that starts with '-' (1 in 64 URL-safe keys would): after ``--key`` on the
+    command line argparse reads such a key as an option and the command exits 2."""
+    while (key := secrets.token_urlsafe(12)).startswith("-"):
+        pass
+    return key
 
 
 def new_token() -> str:
