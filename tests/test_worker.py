@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftvpe_core import HOME_DIR
+from ftvpe_core import HOME_DIR, FtvpeError
 from ftvpe_core.jobs import foreground, worker
 from ftvpe_core.model import adapters
 from ftvpe_core.store import runs
@@ -50,6 +50,40 @@ def test_submit_keeps_an_upload_with_the_run_and_trains_on_exactly_it(tiny_model
     assert run.settings["dataset_source"] == "upload" and run.settings["model"] == str(tiny_model_dir)
     saved = tuning.run_dataset(store, run)
     assert saved.splits["train"] == upload.splits["train"] and saved.labels == upload.labels
+
+
+class _ClaimingStore(RunStore):
+    """A store whose every new run is read by a job process the moment it is queued, as a warm one does."""
+
+    def create(self, *args, **kwargs):
+        run_id = super().create(*args, **kwargs)
+        self.claimed = tuning.run_dataset(self, self.get(run_id))
+        return run_id
+
+
+def test_an_upload_is_in_the_runs_folder_before_a_job_process_can_claim_the_run(tiny_model_dir):
+    # A challenge's fine-tune failed so in the class journey: "lost its uploaded dataset", the file written after
+    # the run was queued, while the warm job process had already claimed it.
+    store = _ClaimingStore()
+    upload = datasets.load("support_triage")
+    upload.name, upload.splits["train"] = "my_upload", upload.splits["train"][:12]
+    tuning.submit(upload, _settings(), str(tiny_model_dir), device="cpu", store=store)
+    assert store.claimed.splits["train"] == upload.splits["train"]
+
+
+def test_an_upload_that_cannot_be_saved_queues_no_run(tiny_model_dir, monkeypatch):
+    store = RunStore()
+    upload = datasets.load("support_triage")
+    upload.name = "my_upload"
+
+    def full_disk(self, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(FtvpeError, match="The dataset could not be saved with the run: .*No space left"):
+        tuning.submit(upload, _settings(), str(tiny_model_dir), device="cpu", store=store)
+    monkeypatch.undo()
+    assert store.list() == [] and not any((store.home / "runs").glob("*"))
 
 
 def test_a_builtin_dataset_can_be_named_with_hyphens(tiny_model_dir):

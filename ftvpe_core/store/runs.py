@@ -380,10 +380,18 @@ class RunStore:
     # -- writing -----------------------------------------------------------------------------------
 
     def create(
-        self, kind: str, dataset: str, settings: dict[str, Any], device: str | None = None, learner: str | None = None
+        self,
+        kind: str,
+        dataset: str,
+        settings: dict[str, Any],
+        device: str | None = None,
+        learner: str | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> str:
         """Queue a new run for ``device`` (queued by ``learner``) and return its id. ``device`` None is this
-        machine's default device, decided here for every queued run of every kind (``settings.pick_device``)."""
+        machine's default device, decided here for every queued run of every kind (``settings.pick_device``).
+        ``files`` (name: contents) are written to the run's folder before the run is queued: a warm job process
+        claims a queued run at once, and must find them there. OSError when they cannot be written (no run)."""
         device = device or _default_device()
         settings_json = json.dumps(dict(settings), sort_keys=True)
         with self._write() as conn:
@@ -391,6 +399,14 @@ class RunStore:
                 run_id = _new_id()
                 if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
                     break
+            folder = self._run_dir(run_id)
+            try:
+                for name, data in (files or {}).items():
+                    folder.mkdir(parents=True, exist_ok=True)
+                    _write_whole(folder / name, data)
+            except OSError:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
             conn.execute(
                 "INSERT INTO runs (id, kind, dataset, settings_json, status, created, device, learner) "
                 "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
@@ -725,10 +741,15 @@ class RunStore:
     def write_artifact(self, run_id: str, name: str, data: bytes) -> Path:
         """Write a file of the run's folder whole or not at all (a reader never sees half of it); returns it."""
         path = self.artifact_dir(run_id) / name
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        _write_whole(path, data)
         return path
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` whole or not at all: written beside it, then renamed over it."""
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _learner_keys(conn: sqlite3.Connection) -> None:

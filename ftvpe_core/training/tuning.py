@@ -83,15 +83,11 @@ def submit(
         "dataset_source": "builtin" if builtin else "upload",
         "probes": max(0, min(int(probes), PROBES)),
     }
-    run_id = store.create(KIND, dataset.name, record, device, learner)
-    if not builtin:
-        try:
-            path = store.artifact_dir(run_id) / DATASET_FILE
-            path.write_text(json.dumps(datasets.to_dict(dataset)), encoding="utf-8")
-        except OSError as e:
-            store.fail(run_id, f"The dataset could not be saved with the run: {e}")
-            raise FtvpeError(f"The dataset could not be saved with the run: {e}") from e
-    return run_id
+    files = {} if builtin else {DATASET_FILE: json.dumps(datasets.to_dict(dataset)).encode("utf-8")}
+    try:
+        return store.create(KIND, dataset.name, record, device, learner, files=files)
+    except OSError as e:
+        raise FtvpeError(f"The dataset could not be saved with the run: {e}") from e
 
 
 def run_dataset(store: RunStore, run: Run) -> datasets.Dataset:
